@@ -1,0 +1,35 @@
+# The project's commands. `make demo` is the README's main command, `make test` its test command.
+PY := .venv/bin/python
+PYTEST := .venv/bin/pytest
+
+.PHONY: deps lab-up lab-down lab-status demo test unit integration lint
+
+deps:
+	bash scripts/install-deps.sh
+
+lab-up: deps
+	$(PY) -m lab up staging
+	$(PY) -m lab up production
+
+lab-down: deps
+	$(PY) -m lab down
+
+lab-status: deps
+	$(PY) -m lab status
+
+demo: deps
+	$(PY) -m lab up staging
+	$(PY) -m lab status
+
+lint: deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+unit: deps
+	$(PYTEST) -q tests/unit
+
+integration: lab-up
+	$(PYTEST) -q tests/integration
+
+test: lint
+	$(PYTEST) -q -ra tests

@@ -1,0 +1,18 @@
+"""The team's production: `pyinfra inventories/production.py deploy.py`.
+
+Host names come from PRODUCTION_APP_HOSTS (comma separated); there is no default, so a
+production run always names its hosts on purpose.
+"""
+
+import os
+
+from tasks.inventory import layered_vars
+
+_names = [n.strip() for n in os.environ.get("PRODUCTION_APP_HOSTS", "").split(",") if n.strip()]
+if not _names:
+    raise SystemExit(
+        "PRODUCTION_APP_HOSTS is not set: name the production app hosts, "
+        "comma separated (e.g. PRODUCTION_APP_HOSTS=app1.prod,app2.prod)"
+    )
+_data = layered_vars("production")
+app_servers = [(name, _data) for name in _names]

@@ -1,0 +1,16 @@
+"""The team's staging: `pyinfra inventories/staging.py deploy.py`.
+
+Host names come from STAGING_APP_HOSTS (comma separated) and default to the checklist's
+server. SSH settings follow the operator's own ~/.ssh/config and agent.
+"""
+
+import os
+
+from tasks.inventory import layered_vars
+
+_data = layered_vars("staging")
+app_servers = [
+    (name.strip(), _data)
+    for name in os.environ.get("STAGING_APP_HOSTS", "staging.xyibank.ru").split(",")
+    if name.strip()
+]

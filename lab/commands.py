@@ -1,0 +1,161 @@
+"""Small pure builders for the commands the lab runs on this machine (unit-tested)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.topology import BRIDGE, BRIDGE_ADDRESS, SUBNET, LabHost
+
+
+def bridge_commands() -> list[list[str]]:
+    """Create the lab bridge with the machine's address on it."""
+    return [
+        ["ip", "link", "add", BRIDGE, "type", "bridge"],
+        ["ip", "addr", "add", f"{BRIDGE_ADDRESS}/{SUBNET.prefixlen}", "dev", BRIDGE],
+        ["ip", "link", "set", BRIDGE, "up"],
+    ]
+
+
+def netns_commands(host: LabHost) -> list[list[str]]:
+    """A network namespace for one host, wired to the bridge by a veth pair (eth0 inside)."""
+    ns = ["ip", "netns", "exec", host.netns]
+    return [
+        ["ip", "netns", "add", host.netns],
+        [
+            "ip",
+            "link",
+            "add",
+            host.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host.netns,
+        ],
+        ["ip", "link", "set", host.veth, "master", BRIDGE],
+        ["ip", "link", "set", host.veth, "up"],
+        [*ns, "ip", "link", "set", "lo", "up"],
+        [*ns, "ip", "addr", "add", f"{host.address}/{SUBNET.prefixlen}", "dev", "eth0"],
+        [*ns, "ip", "link", "set", "eth0", "up"],
+        [*ns, "ip", "route", "add", "default", "via", str(BRIDGE_ADDRESS)],
+        # Docker Engine needs forwarding; /proc/sys is read-only inside the container.
+        [*ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+    ]
+
+
+def overlay_mount_command(lower: Path, upper: Path, work: Path, merged: Path) -> list[str]:
+    return [
+        "mount",
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        f"lowerdir={lower},upperdir={upper},workdir={work}",
+        str(merged),
+    ]
+
+
+def nspawn_command(host: LabHost, root: Path, binds: dict[str, str]) -> list[str]:
+    """Boot one host: systemd as PID 1 in its own network namespace."""
+    cmd = [
+        "systemd-nspawn",
+        "--quiet",
+        f"--directory={root}",
+        f"--machine={host.machine}",
+        f"--hostname={host.name}",
+        "--register=no",
+        "--keep-unit",
+        "--boot",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        "--capability=all",
+        "--system-call-filter=@keyring bpf",
+        "--console=pipe",
+    ]
+    cmd += [f"--bind={source}:{target}" for source, target in sorted(binds.items())]
+    return cmd
+
+
+def cgroup_path(host: LabHost) -> str:
+    """The host's own cgroup below every hierarchy: its systemd then sees only its own units."""
+    return f"/mdd-lab/{host.machine}"
+
+
+def in_own_cgroup(host: LabHost, cmd: list[str]) -> list[str]:
+    """Wrap CMD so that it starts in the host's own cgroup, created on every hierarchy.
+
+    A new cpuset cgroup takes no task until it has CPUs and memory nodes: copy the parent's.
+    """
+    cg = cgroup_path(host)
+    script = (
+        f'for c in /sys/fs/cgroup/*/; do d="$c{cg}"; mkdir -p "$d" || exit 1; '
+        'if [ -f "$c/cpuset.cpus" ]; then for f in cpuset.cpus cpuset.mems; do '
+        'cat "$c/$f" > "$c/mdd-lab/$f"; cat "$c/$f" > "$d/$f"; done; fi; '
+        'echo $$ > "$d/cgroup.procs" || exit 1; done; exec "$@"'
+    )
+    return ["sh", "-c", script, "sh", *cmd]
+
+
+CGROUP_STAGING = "/var/lib/mdd-lab-cgroup"
+CGROUP_UNIT = f"""[Unit]
+Description=Mount this host's own writable cgroup controllers
+DefaultDependencies=no
+Before=containerd.service docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for d in {CGROUP_STAGING}/*; do \\
+  mount --bind "$$d" "/sys/fs/cgroup/$${{d##*/}}"; done'
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+
+def cgroup_binds(host: LabHost, controllers: list[str]) -> dict[str, str]:
+    """Bind the host's own cgroup of each v1 controller into the container, for
+    CGROUP_UNIT to mount over nspawn's read-only view (Docker Engine creates cgroups there).
+
+    The named `systemd` and `unified` hierarchies are left to nspawn.
+    """
+    return {
+        f"/sys/fs/cgroup/{c}{cgroup_path(host)}": f"{CGROUP_STAGING}/{c}"
+        for c in controllers
+        if c not in ("systemd", "unified")
+    }
+
+
+def ssh_command(host: LabHost, key: Path, known_hosts: Path, remote: str) -> list[str]:
+    """Run one command on a lab host as root, with strict host key checking."""
+    return [
+        "ssh",
+        "-i",
+        str(key),
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        f"root@{host.address}",
+        remote,
+    ]
+
+
+def ssh_config_entry(host: LabHost, key: Path, known_hosts: Path) -> str:
+    """One `Host <env>-<name>` block of the lab's ssh_config (strict host key checking)."""
+    return (
+        f"Host {host.env}-{host.name}\n"
+        f"    HostName {host.address}\n"
+        "    User root\n"
+        f"    IdentityFile {key}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {known_hosts}\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    ConnectTimeout 5\n"
+    )

@@ -1,0 +1,443 @@
+"""Bring the lab's hosts up and down, and report their state."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab import commands
+from lab.image import ensure_redis_image, load_redis_image_script
+from lab.paths import STATE_DIR
+from lab.rootfs import ensure_base_root
+from lab.topology import BRIDGE, ENVS, SUBNET, LabHost, topology
+
+BOOT_TIMEOUT = 90  # seconds for a host to answer SSH and reach `running`
+STOP_TIMEOUT = 30
+REDIS_IMAGE = "mdd-lab/redis:7"
+DB_NAME = "monitoring"
+DB_USER = "monitoring"
+DB_PORT = 5432
+REDIS_PORT = 6379
+
+Echo = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """A lab operation failed; the message says what and where to look."""
+
+
+# ----------------------------------------------------------------------------- paths & secrets
+
+
+def ssh_dir() -> Path:
+    return STATE_DIR / "ssh"
+
+
+def ssh_key() -> Path:
+    return ssh_dir() / "id_ed25519"
+
+
+def known_hosts() -> Path:
+    return ssh_dir() / "known_hosts"
+
+
+def secret_file(name: str) -> Path:
+    return STATE_DIR / "secrets" / name
+
+
+def host_dir(host: LabHost) -> Path:
+    return STATE_DIR / "hosts" / host.machine
+
+
+def _ensure_secret(name: str) -> str:
+    path = secret_file(name)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def _ensure_ssh_key() -> None:
+    if ssh_key().exists():
+        return
+    ssh_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mdd-lab", "-f", str(ssh_key())])
+
+
+# ----------------------------------------------------------------------------- process helpers
+
+
+def _run(
+    cmd: list[str], timeout: float = 120, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout:.0f} s: {' '.join(cmd[:6])}") from exc
+    if check and result.returncode != 0:
+        err = result.stderr.decode(errors="replace").strip()
+        raise LabError(f"command failed ({result.returncode}): {' '.join(cmd[:8])}\n{err}")
+    return result
+
+
+def ssh(
+    host: LabHost, remote: str, timeout: float = 120, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess:
+    """Run a shell command on a lab host as root over SSH."""
+    return _run(
+        commands.ssh_command(host, ssh_key(), known_hosts(), remote),
+        timeout=timeout,
+        check=check,
+        input=input,
+    )
+
+
+def _pid(host: LabHost) -> int | None:
+    path = host_dir(host) / "pid"
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _netns_exists(host: LabHost) -> bool:
+    return Path("/run/netns", host.netns).exists()
+
+
+def _link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def is_running(host: LabHost) -> bool:
+    return _pid(host) is not None and _netns_exists(host)
+
+
+# ----------------------------------------------------------------------------- create a host
+
+
+def _prepare_root(host: LabHost, base: Path, env_hosts: list[LabHost]) -> Path:
+    """Overlay the cached base root and give the copy its own identity and role."""
+    d = host_dir(host)
+    for sub in ("upper", "work", "rootfs", "docker"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    root = d / "rootfs"
+    _run(commands.overlay_mount_command(base, d / "upper", d / "work", root))
+
+    (root / "etc/machine-id").write_text(secrets.token_hex(16) + "\n")
+    dbus_id = root / "var/lib/dbus/machine-id"
+    dbus_id.unlink(missing_ok=True)
+    dbus_id.parent.mkdir(parents=True, exist_ok=True)
+    dbus_id.symlink_to("/etc/machine-id")
+    (root / "etc/hostname").write_text(host.name + "\n")
+    hosts_lines = ["127.0.0.1 localhost", f"127.0.1.1 {host.name}"]
+    hosts_lines += [f"{h.address} {h.name}" for h in env_hosts if h.name != host.name]
+    (root / "etc/hosts").write_text("\n".join(hosts_lines) + "\n")
+
+    keyfile = root / "etc/ssh/ssh_host_ed25519_key"
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.name, "-f", str(keyfile)])
+    auth = root / "root/.ssh/authorized_keys"
+    auth.parent.mkdir(mode=0o700, exist_ok=True)
+    auth.write_text(ssh_key().with_suffix(".pub").read_text())
+    auth.chmod(0o600)
+
+    services = []
+    if host.is_app:
+        services += [
+            "containerd.service",
+            "docker.service",
+            "docker.socket",
+            "mdd-lab-cgroups.service",
+        ]
+        (root / "etc/systemd/system/mdd-lab-cgroups.service").write_text(commands.CGROUP_UNIT)
+    if "db_servers" in host.groups:
+        services.append("postgresql.service")
+        conf = root / "etc/postgresql/15/main"
+        (conf / "conf.d/lab.conf").write_text("listen_addresses = '*'\nmax_connections = 200\n")
+        with open(conf / "pg_hba.conf", "a") as hba:
+            hba.write(f"host {DB_NAME} all {SUBNET} scram-sha-256\n")
+    if "cache_servers" in host.groups:
+        services.append("redis-server.service")
+        password = _ensure_secret("redis_password")
+        conf = root / "etc/redis/redis.conf"
+        conf.write_text(conf.read_text() + f"\nbind 0.0.0.0\nrequirepass {password}\n")
+    if services:
+        _run(["systemctl", f"--root={root}", "enable", *services])
+    return root
+
+
+def _known_hosts_line(host: LabHost) -> str:
+    pub = host_dir(host) / "rootfs/etc/ssh/ssh_host_ed25519_key.pub"
+    keytype, key = pub.read_text().split()[:2]
+    return f"{host.address} {keytype} {key}"
+
+
+def _boot(host: LabHost, root: Path) -> None:
+    for cmd in commands.netns_commands(host):
+        _run(cmd)
+    binds: dict[str, str] = {}
+    if host.is_app:
+        binds[str(host_dir(host) / "docker")] = "/var/lib/docker"
+        controllers = sorted(p.name for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir())
+        binds.update(commands.cgroup_binds(host, controllers))
+    log = open(host_dir(host) / "boot.log", "wb")
+    cmd = commands.in_own_cgroup(host, commands.nspawn_command(host, root, binds))
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (host_dir(host) / "pid").write_text(str(proc.pid))
+
+
+def _wait_ready(host: LabHost) -> None:
+    """Wait for SSH and for systemd to finish booting; bounded by BOOT_TIMEOUT."""
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while True:
+        if _pid(host) is None:
+            raise LabError(f"{host.machine}: the container exited during boot")
+        try:
+            with socket.create_connection((host.address, 22), timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LabError(f"{host.machine}: sshd silent for {BOOT_TIMEOUT} s") from None
+            time.sleep(0.3)
+    left = max(5.0, deadline - time.monotonic())
+    result = ssh(
+        host,
+        f"timeout {int(left)} systemctl is-system-running --wait",
+        check=False,
+        timeout=left + 10,
+    )
+    state = result.stdout.decode().strip()
+    if state != "running":
+        failed = ssh(host, "systemctl --failed --no-legend --plain", check=False).stdout.decode()
+        raise LabError(
+            f"{host.machine}: systemd is {state or 'not answering'}; failed units:\n"
+            f"{failed.strip() or '(none listed)'}"
+        )
+
+
+def _provision(host: LabHost) -> None:
+    """Role setup that needs the host running; every step is safe to repeat."""
+    if host.is_app:
+        ssh(
+            host,
+            load_redis_image_script(REDIS_IMAGE),
+            input=ensure_redis_image().read_bytes(),
+            timeout=180,
+        )
+    if "db_servers" in host.groups:
+        password = _ensure_secret("db_password")
+        sql = (
+            f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') "
+            f"THEN CREATE ROLE {DB_USER} LOGIN; END IF; END$$;"
+            f"ALTER ROLE {DB_USER} PASSWORD '{password}';"
+        )
+        # The password goes over stdin, never on a command line.
+        ssh(host, "runuser -u postgres -- psql -q -v ON_ERROR_STOP=1", input=sql.encode())
+        ssh(
+            host,
+            f'runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE '
+            f"datname='{DB_NAME}'\" | grep -q 1 || runuser -u postgres -- "
+            f"createdb -O {DB_USER} {DB_NAME}",
+        )
+
+
+# ----------------------------------------------------------------------------- up / down
+
+
+def _ensure_bridge() -> None:
+    if not _link_exists(BRIDGE):
+        for cmd in commands.bridge_commands():
+            _run(cmd)
+
+
+def _boot_log_tail(host: LabHost, lines: int = 40) -> str:
+    try:
+        text = (host_dir(host) / "boot.log").read_text(errors="replace")
+    except OSError:
+        return "(no boot log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def up(env: str, echo: Echo = print) -> list[LabHost]:
+    """Bring one environment's hosts up; hosts already running are left as they are."""
+    hosts = topology(env)
+    todo = [h for h in hosts if not is_running(h)]
+    if not todo:
+        echo(f"lab {env}: all {len(hosts)} hosts already running, nothing to do")
+        return hosts
+    started = time.monotonic()
+    base = ensure_base_root(echo)
+    if any(h.is_app for h in todo):
+        ensure_redis_image(base, echo)
+    _ensure_ssh_key()
+    _ensure_secret("db_password")
+    _ensure_bridge()
+    try:
+        for host in todo:
+            _teardown_host(host)  # clear anything a killed earlier run left behind
+            echo(f"lab {env}: booting {host.name} ({host.address})")
+            _boot(host, _prepare_root(host, base, hosts))
+        _write_known_hosts()
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            list(pool.map(_wait_ready, todo))
+            echo(f"lab {env}: {len(todo)} hosts booted in {time.monotonic() - started:.1f} s")
+            list(pool.map(_provision, todo))
+    except LabError as exc:
+        logs = "\n".join(f"--- boot log of {h.machine} ---\n{_boot_log_tail(h)}" for h in todo)
+        down(env, echo=lambda _m: None)
+        raise LabError(
+            f"lab {env} did not come up: {exc}\n{logs}\nThe lab {env} was taken down again."
+        ) from exc
+    echo(f"lab {env}: up in {time.monotonic() - started:.1f} s")
+    return hosts
+
+
+def ssh_config() -> Path:
+    return ssh_dir() / "config"
+
+
+def _write_known_hosts() -> None:
+    """known_hosts from the host keys the lab generated itself (nothing is trusted on first
+    use), and an ssh_config naming each host `<env>-<name>`."""
+    present = [
+        h
+        for env in ENVS
+        for h in topology(env)
+        if (host_dir(h) / "rootfs/etc/ssh/ssh_host_ed25519_key.pub").exists()
+    ]
+    known_hosts().write_text("".join(_known_hosts_line(h) + "\n" for h in present))
+    ssh_config().write_text(
+        "".join(
+            commands.ssh_config_entry(h, ssh_key(), known_hosts())
+            for env in ENVS
+            for h in topology(env)
+        )
+    )
+
+
+def _teardown_host(host: LabHost) -> None:
+    pid = _pid(host)
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)  # nspawn shuts the container's systemd down cleanly
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _pid(host) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid(host) is not None:
+            os.killpg(pid, signal.SIGKILL)
+            time.sleep(0.5)
+    d = host_dir(host)
+    root = d / "rootfs"
+    if os.path.ismount(root):
+        _run(["umount", "-R", str(root)], check=False)
+    if _netns_exists(host):
+        _run(["ip", "netns", "del", host.netns], check=False)
+    if _link_exists(host.veth):
+        _run(["ip", "link", "del", host.veth], check=False)
+    _remove_cgroups(host)
+    if d.exists() and not os.path.ismount(root):
+        shutil.rmtree(d)
+
+
+def _remove_cgroups(host: LabHost) -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / commands.cgroup_path(host).lstrip("/")
+        if top.is_dir():
+            for sub in sorted(
+                (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+            ):
+                sub.rmdir()
+            top.rmdir()
+
+
+def memory_bytes(host: LabHost) -> int | None:
+    """Memory the host uses now (its cgroup's usage), or None where that is not readable."""
+    for name in ("memory/{}/memory.usage_in_bytes", "unified/{}/memory.current"):
+        path = Path("/sys/fs/cgroup", name.format(commands.cgroup_path(host).lstrip("/")))
+        if path.exists():
+            return int(path.read_text())
+    return None
+
+
+def down(env: str | None = None, echo: Echo = print) -> None:
+    """Stop and remove the hosts of one environment (or all); the bridge goes with the last."""
+    for name in [env] if env else ENVS:
+        hosts = topology(name)
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            list(pool.map(_teardown_host, hosts))
+        echo(f"lab {name}: down")
+    if not any(host_dir(h).exists() for e in ENVS for h in topology(e)):
+        if _link_exists(BRIDGE):
+            _run(["ip", "link", "del", BRIDGE], check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            if (hierarchy / "mdd-lab").is_dir():
+                (hierarchy / "mdd-lab").rmdir()
+    if ssh_dir().exists():
+        _write_known_hosts()
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def status() -> dict:
+    """Everything a script needs to reach the lab: hosts, keys, database and Redis details."""
+    hosts = []
+    for env in ENVS:
+        for h in topology(env):
+            hosts.append(
+                {
+                    "name": h.name,
+                    "env": env,
+                    "groups": list(h.groups),
+                    "address": h.address,
+                    "machine": h.machine,
+                    "running": is_running(h),
+                    "ssh_user": "root",
+                    "ssh_key": str(ssh_key()),
+                    "ssh_known_hosts": str(known_hosts()),
+                    "ssh_config": str(ssh_config()),
+                    "ssh_alias": f"{env}-{h.name}",
+                    "memory_bytes": memory_bytes(h),
+                }
+            )
+    databases = {
+        env: {
+            "host": next(h.address for h in topology(env) if h.name == "db1"),
+            "port": DB_PORT,
+            "name": DB_NAME,
+            "user": DB_USER,
+            "password_file": str(secret_file("db_password")),
+        }
+        for env in ENVS
+    }
+    cache = next(h for h in topology("production") if h.name == "cache1")
+    return {
+        "hosts": hosts,
+        "database": databases,
+        "redis": {
+            "production": {
+                "host": cache.address,
+                "port": REDIS_PORT,
+                "password_file": str(secret_file("redis_password")),
+            }
+        },
+        "redis_image": REDIS_IMAGE,
+        "state_dir": str(STATE_DIR),
+    }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what the project needs on a Debian 12 machine (run as root); quick when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(debootstrap systemd-container iproute2 openssh-client git make python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "installing the Python environment in .venv/"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e ".[test]"
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""The deployment checklist's phases, one module each, and the pure builders they use."""

@@ -1,0 +1,96 @@
+"""Building pyinfra inventories: group_vars layering and the lab's hosts.
+
+Every inventory file in `inventories/` calls these, so that a bare
+`pyinfra inventories/<env>.py deploy.py` carries its whole configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+GROUP_VARS_DIR = REPO_DIR / "group_vars"
+
+HostSpec = tuple[str, dict[str, Any]]
+
+
+def read_vars(name: str) -> dict[str, Any]:
+    """One group_vars file (`group_vars/<name>.yml`); a missing file is an empty layer."""
+    path = GROUP_VARS_DIR / f"{name}.yml"
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of variables, got {type(data).__name__}")
+    return data
+
+
+def layered_vars(*layers: str) -> dict[str, Any]:
+    """`all` first, then each named layer in order; a later layer wins, key by key."""
+    merged: dict[str, Any] = {}
+    for name in ("all", *layers):
+        merged.update(read_vars(name))
+    return merged
+
+
+def lab_status() -> dict[str, Any]:
+    """The running lab's `lab status --json`."""
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "status", "--json"],
+        cwd=REPO_DIR,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return json.loads(out)
+
+
+def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
+    """The lab's hosts of one group as pyinfra (name, data) pairs, with group_vars applied.
+
+    The lab's own secrets are offered through the environment, where the deploy reads every
+    secret; a value already set in the environment wins.
+    """
+    status = lab_status()
+    hosts = [h for h in status["hosts"] if h["env"] == env and group in h["groups"]]
+    not_running = [h["name"] for h in hosts if not h["running"]]
+    if not_running:
+        raise SystemExit(
+            f"lab {env} is not running ({', '.join(not_running)} down): "
+            f"run `make lab-up` (or `python -m lab up {env}`) first"
+        )
+    db = status["database"][env]
+    os.environ.setdefault("DB_PASSWORD", Path(db["password_file"]).read_text().strip())
+    lab_data: dict[str, Any] = {
+        "db_host": db["host"],
+        "db_port": db["port"],
+        "db_name": db["name"],
+        "db_user": db["user"],
+    }
+    redis = status["redis"].get(env)
+    if redis:
+        os.environ.setdefault("REDIS_PASSWORD", Path(redis["password_file"]).read_text().strip())
+        lab_data.update({"redis_host": redis["host"], "redis_port": redis["port"]})
+    base = {**layered_vars(*layers), **lab_data}
+    return [
+        (
+            h["name"],
+            {
+                **base,
+                "ssh_hostname": h["address"],
+                "ssh_user": h["ssh_user"],
+                "ssh_key": h["ssh_key"],
+                "ssh_known_hosts_file": h["ssh_known_hosts"],
+                "ssh_strict_host_key_checking": "yes",
+            },
+        )
+        for h in hosts
+    ]

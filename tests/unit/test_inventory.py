@@ -1,0 +1,26 @@
+from tasks import inventory
+
+
+def test_layers_apply_in_order_with_later_files_winning(tmp_path, monkeypatch):
+    (tmp_path / "all.yml").write_text("a: 1\nb: 1\n")
+    (tmp_path / "staging.yml").write_text("b: 2\nc: 2\n")
+    (tmp_path / "lab.yml").write_text("c: 3\n")
+    monkeypatch.setattr(inventory, "GROUP_VARS_DIR", tmp_path)
+    assert inventory.layered_vars("staging", "lab") == {"a": 1, "b": 2, "c": 3}
+
+
+def test_a_missing_layer_is_empty_and_a_non_mapping_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(inventory, "GROUP_VARS_DIR", tmp_path)
+    assert inventory.read_vars("nope") == {}
+    (tmp_path / "bad.yml").write_text("- a\n- b\n")
+    try:
+        inventory.read_vars("bad")
+    except ValueError as exc:
+        assert "expected a mapping" in str(exc)
+    else:
+        raise AssertionError("a list file was accepted")
+
+
+def test_the_repos_lab_layer_names_a_local_redis_image():
+    assert inventory.layered_vars("staging")["redis_image"] == "redis:7-alpine"
+    assert inventory.layered_vars("staging", "lab")["redis_image"] == "mdd-lab/redis:7"

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+from lab import commands
+from lab.image import load_redis_image_script
+from lab.topology import topology
+
+APP1 = topology("staging")[0]
+
+
+def test_netns_commands_wire_eth0_to_the_bridge_with_the_hosts_address():
+    cmds = commands.netns_commands(APP1)
+    assert cmds[0] == ["ip", "netns", "add", "mdd-s-app1"]
+    assert ["ip", "link", "set", "mdds-app1", "master", "mddlab0"] in cmds
+    assert [
+        "ip",
+        "netns",
+        "exec",
+        "mdd-s-app1",
+        "ip",
+        "addr",
+        "add",
+        "10.231.7.11/24",
+        "dev",
+        "eth0",
+    ] in cmds
+    assert cmds[-1][-1] == "net.ipv4.ip_forward=1"
+
+
+def test_nspawn_boots_in_the_hosts_namespace_without_a_system_bus():
+    cmd = commands.nspawn_command(APP1, Path("/r"), {"/a": "/b"})
+    assert cmd[0] == "systemd-nspawn"
+    for flag in (
+        "--register=no",
+        "--keep-unit",
+        "--boot",
+        "--directory=/r",
+        "--network-namespace-path=/run/netns/mdd-s-app1",
+        "--hostname=app1",
+        "--bind=/a:/b",
+    ):
+        assert flag in cmd
+
+
+def test_own_cgroup_wrapper_execs_the_command_after_moving_itself():
+    cmd = commands.in_own_cgroup(APP1, ["true", "x y"])
+    assert cmd[:2] == ["sh", "-c"]
+    assert "/mdd-lab/mdd-s-app1" in cmd[2]
+    assert cmd[2].endswith('exec "$@"')
+    assert cmd[3:] == ["sh", "true", "x y"]
+
+
+def test_cgroup_binds_leave_systemd_and_unified_hierarchies_to_nspawn():
+    binds = commands.cgroup_binds(APP1, ["cpuset", "memory", "systemd", "unified"])
+    assert binds == {
+        "/sys/fs/cgroup/cpuset/mdd-lab/mdd-s-app1": "/var/lib/mdd-lab-cgroup/cpuset",
+        "/sys/fs/cgroup/memory/mdd-lab/mdd-s-app1": "/var/lib/mdd-lab-cgroup/memory",
+    }
+
+
+def test_ssh_keeps_strict_host_key_checking_on():
+    cmd = commands.ssh_command(APP1, Path("/k"), Path("/kh"), "true")
+    assert "StrictHostKeyChecking=yes" in cmd
+    assert "UserKnownHostsFile=/kh" in cmd
+    assert cmd[-2:] == ["root@10.231.7.11", "true"]
+    entry = commands.ssh_config_entry(APP1, Path("/k"), Path("/kh"))
+    assert entry.startswith("Host staging-app1\n    HostName 10.231.7.11\n")
+    assert "StrictHostKeyChecking yes" in entry
+
+
+def test_redis_image_is_imported_only_when_missing():
+    script = load_redis_image_script("mdd-lab/redis:7")
+    assert script.startswith("docker image inspect mdd-lab/redis:7 >/dev/null 2>&1 && ")
+    assert "docker import" in script and "'CMD [\"redis-server\"]'" in script

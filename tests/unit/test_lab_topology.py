@@ -1,0 +1,38 @@
+import ipaddress
+
+import pytest
+
+from lab.topology import BRIDGE_ADDRESS, ENVS, SUBNET, topology
+
+
+def test_staging_has_one_app_host_and_a_database():
+    hosts = {h.name: h for h in topology("staging")}
+    assert set(hosts) == {"app1", "db1"}
+    assert hosts["app1"].groups == ("app_servers",)
+    assert hosts["db1"].groups == ("db_servers",)
+
+
+def test_production_has_three_app_hosts_a_database_and_a_cache():
+    names = [h.name for h in topology("production")]
+    assert names == ["app1", "app2", "app3", "db1", "cache1"]
+
+
+def test_addresses_are_unique_inside_the_lab_subnet_and_avoid_the_bridge():
+    addresses = [h.address for env in ENVS for h in topology(env)]
+    assert len(addresses) == len(set(addresses))
+    for address in addresses:
+        assert ipaddress.ip_address(address) in SUBNET
+        assert ipaddress.ip_address(address) != BRIDGE_ADDRESS
+
+
+def test_kernel_names_are_unique_and_short_enough():
+    hosts = [h for env in ENVS for h in topology(env)]
+    for attr in ("machine", "netns", "veth"):
+        values = [getattr(h, attr) for h in hosts]
+        assert len(values) == len(set(values)), attr
+    assert all(len(h.veth) <= 15 for h in hosts)
+
+
+def test_unknown_environment_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown lab environment 'qa'"):
+        topology("qa")
