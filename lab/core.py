@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab import commands
+from lab import apprepo, commands, seed
 from lab.image import ensure_redis_image, load_redis_image_script
 from lab.paths import STATE_DIR
 from lab.rootfs import ensure_base_root
@@ -250,13 +250,17 @@ def _provision(host: LabHost) -> None:
             f"ALTER ROLE {DB_USER} PASSWORD '{password}';"
         )
         # The password goes over stdin, never on a command line.
-        ssh(host, "runuser -u postgres -- psql -q -v ON_ERROR_STOP=1", input=sql.encode())
+        ssh(host, "cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1", input=sql.encode())
         ssh(
             host,
-            f'runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE '
+            f'cd / && runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE '
             f"datname='{DB_NAME}'\" | grep -q 1 || runuser -u postgres -- "
             f"createdb -O {DB_USER} {DB_NAME}",
         )
+        rows = int(os.environ.get("MDD_LAB_ROWS", seed.DEFAULT_ROWS))
+        data = f"SET ROLE {DB_USER};\n{seed.legacy_schema_sql()}\n{seed.seed_sql(rows)}"
+        psql = f"cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d {DB_NAME}"
+        ssh(host, psql, input=data.encode(), timeout=600)
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -280,7 +284,7 @@ def up(env: str, echo: Echo = print) -> list[LabHost]:
     """Bring one environment's hosts up; hosts already running are left as they are."""
     hosts = topology(env)
     todo = [h for h in hosts if not is_running(h)]
-    if not todo:
+    if not todo and apprepo.daemon_running():
         echo(f"lab {env}: all {len(hosts)} hosts already running, nothing to do")
         return hosts
     started = time.monotonic()
@@ -290,6 +294,8 @@ def up(env: str, echo: Echo = print) -> list[LabHost]:
     _ensure_ssh_key()
     _ensure_secret("db_password")
     _ensure_bridge()
+    apprepo.ensure_repo(base, echo)
+    apprepo.ensure_daemon()
     try:
         for host in todo:
             _teardown_host(host)  # clear anything a killed earlier run left behind
@@ -384,6 +390,7 @@ def down(env: str | None = None, echo: Echo = print) -> None:
             list(pool.map(_teardown_host, hosts))
         echo(f"lab {name}: down")
     if not any(host_dir(h).exists() for e in ENVS for h in topology(e)):
+        apprepo.stop_daemon()
         if _link_exists(BRIDGE):
             _run(["ip", "link", "del", BRIDGE], check=False)
         for hierarchy in Path("/sys/fs/cgroup").iterdir():
@@ -439,5 +446,6 @@ def status() -> dict:
             }
         },
         "redis_image": REDIS_IMAGE,
+        "app_repo": apprepo.repo_url(),
         "state_dir": str(STATE_DIR),
     }

@@ -1,0 +1,11 @@
+package main
+
+// What distinguishes one release of the service from another.
+const (
+	// Version is printed by --version and served at /api/v1/version.
+	Version = "2.0.0-perf"
+	// cacheSupported: this release reads through the Redis cache (REDIS_* settings).
+	cacheSupported = true
+	// healthQuery is what the health check asks the database.
+	healthQuery = "SELECT 1 FROM metrics LIMIT 1"
+)

@@ -1,0 +1,198 @@
+"""The reference service's git repository, as the lab's app hosts `git pull` it.
+
+`lab/app/` holds the source of v2.0.0-perf (the checklist's commit). The repository gets one
+commit per version, each the same tree with a release's own differences, plus `vendor/` with
+Debian's packaged Go libraries (no module proxy is reachable, so `go build` stays offline).
+It is served read-only by `git daemon` on the lab bridge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.paths import REPO_DIR, STATE_DIR
+from lab.topology import BRIDGE_ADDRESS
+
+APP_SOURCE = REPO_DIR / "lab" / "app"
+REPO_NAME = "monitoring-dashboard-api.git"
+GIT_PORT = 9418
+MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
+RELEASE_FILE = "cmd/monitoring-dashboard-api/release.go"
+# Debian package sources (inside the lab's base root) vendored as Go modules.
+VENDORED = {
+    "github.com/lib/pq": ("v1.10.7", "1.13", ["", "oid", "scram"]),
+    "github.com/gomodule/redigo": ("v1.8.3", "1.14", ["redis"]),
+}
+
+
+def _release_go(version: str, cache: bool, health_query: str) -> str:
+    return (
+        "package main\n\n// What distinguishes one release of the service from another.\n"
+        "const (\n"
+        f'\tVersion = "{version}"\n'
+        f"\tcacheSupported = {'true' if cache else 'false'}\n"
+        f'\thealthQuery = "{health_query}"\n'
+        ")\n"
+    )
+
+
+@dataclass(frozen=True)
+class Release:
+    tag: str
+    message: str
+    files: dict[str, str | None] = field(default_factory=dict)  # path -> content, None = absent
+
+
+RELEASES = [
+    Release(
+        "v1.9.0",
+        "v1.9.0: metrics history from PostgreSQL",
+        {
+            RELEASE_FILE: _release_go("1.9.0", False, "SELECT 1 FROM metrics LIMIT 1"),
+            f"{MIGRATIONS}/003_covering_indexes_optimization.sql": None,
+            f"{MIGRATIONS}/003_covering_indexes_optimization.down.sql": None,
+        },
+    ),
+    Release("v2.0.0-perf", "feat: add performance optimizations for 100+ RPS support"),
+    Release(
+        "v2.0.1-broken",
+        "fix: read health from metrics_v2 (broken: no such table)",
+        {
+            RELEASE_FILE: _release_go("2.0.1-broken", True, "SELECT 1 FROM metrics_v2 LIMIT 1"),
+        },
+    ),
+]
+MAIN_TAG = "v2.0.0-perf"
+
+
+def git_dir() -> Path:
+    return STATE_DIR / "git"
+
+
+def repo_url() -> str:
+    return f"git://{BRIDGE_ADDRESS}:{GIT_PORT}/{REPO_NAME}"
+
+
+def _source_digest(base: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(APP_SOURCE.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(APP_SOURCE)).encode() + path.read_bytes())
+    for release in RELEASES:
+        digest.update(repr(release).encode())
+    digest.update(str(base).encode())
+    return digest.hexdigest()
+
+
+def _vendor(tree: Path, base: Path) -> None:
+    lines = []
+    for module, (version, go_version, packages) in sorted(VENDORED.items()):
+        lines += [f"# {module} {version}", f"## explicit; go {go_version}"]
+        for package in packages:
+            name = f"{module}/{package}".rstrip("/")
+            source = base / "usr/share/gocode/src" / name
+            target = tree / "vendor" / name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in source.iterdir():
+                if f.suffix == ".go" and not f.name.endswith("_test.go") or f.name == "LICENSE":
+                    shutil.copy2(f, target / f.name)
+            lines.append(name)
+    (tree / "vendor" / "modules.txt").write_text("\n".join(lines) + "\n")
+
+
+def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=60, env=env
+    ).stdout.strip()
+
+
+def ensure_repo(base: Path, echo=print) -> Path:
+    """Build the bare repository when the source changed; commits are reproducible."""
+    bare = git_dir() / REPO_NAME
+    digest = _source_digest(base)
+    stamp = git_dir() / "source-digest"
+    if bare.exists() and stamp.exists() and stamp.read_text() == digest:
+        return bare
+    echo(f"building the reference service's repository in {bare}")
+    if bare.exists():
+        shutil.rmtree(bare)
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Monitoring Team",
+        "GIT_AUTHOR_EMAIL": "team@example.invalid",
+        "GIT_COMMITTER_NAME": "Monitoring Team",
+        "GIT_COMMITTER_EMAIL": "team@example.invalid",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        _git(["init", "-q", "-b", "build", str(work)], Path(tmp))
+        for day, release in enumerate(RELEASES, start=1):
+            for child in work.iterdir():
+                if child.name != ".git":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.copytree(APP_SOURCE, work, dirs_exist_ok=True)
+            _vendor(work, base)
+            for rel, content in release.files.items():
+                if content is None:
+                    (work / rel).unlink()
+                else:
+                    (work / rel).write_text(content)
+            stamp_env = {
+                **env,
+                "GIT_AUTHOR_DATE": f"2026-02-0{day}T12:00:00Z",
+                "GIT_COMMITTER_DATE": f"2026-02-0{day}T12:00:00Z",
+            }
+            _git(["add", "-A"], work)
+            _git(["commit", "-q", "-m", release.message], work, stamp_env)
+            _git(["tag", release.tag], work)
+        _git(["init", "-q", "--bare", "-b", "main", str(bare)], Path(tmp))
+        _git(["push", "-q", "--tags", str(bare), f"{MAIN_TAG}^{{commit}}:refs/heads/main"], work)
+    (bare / "git-daemon-export-ok").touch()
+    stamp.write_text(digest)
+    return bare
+
+
+def daemon_pid_file() -> Path:
+    return git_dir() / "daemon.pid"
+
+
+def daemon_running() -> bool:
+    try:
+        os.kill(int(daemon_pid_file().read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def ensure_daemon() -> None:
+    """Serve the repositories read-only on the lab bridge (git://)."""
+    if daemon_running():
+        return
+    subprocess.run(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--detach",
+            f"--base-path={git_dir()}",
+            f"--listen={BRIDGE_ADDRESS}",
+            f"--port={GIT_PORT}",
+            f"--pid-file={daemon_pid_file()}",
+            str(git_dir()),
+        ],
+        check=True,
+        timeout=30,
+    )
+
+
+def stop_daemon() -> None:
+    if daemon_running():
+        os.kill(int(daemon_pid_file().read_text()), 15)
+    daemon_pid_file().unlink(missing_ok=True)
