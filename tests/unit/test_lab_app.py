@@ -35,4 +35,4 @@ def test_the_source_tree_is_v2_0_0_perf():
     release = (apprepo.APP_SOURCE / apprepo.RELEASE_FILE).read_text()
     assert 'Version = "2.0.0-perf"' in release
     migration = apprepo.APP_SOURCE / apprepo.MIGRATIONS / "003_covering_indexes_optimization.sql"
-    assert migration.read_text().count("CREATE INDEX CONCURRENTLY") == 3
+    assert migration.read_text().count("\nCREATE INDEX CONCURRENTLY") == 3
