@@ -70,6 +70,7 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
     db = status["database"][env]
     os.environ.setdefault("DB_PASSWORD", Path(db["password_file"]).read_text().strip())
     lab_data: dict[str, Any] = {
+        "app_repo_url": status["app_repo"],
         "db_host": db["host"],
         "db_port": db["port"],
         "db_name": db["name"],

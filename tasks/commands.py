@@ -1,0 +1,423 @@
+"""Pure builders of every non-trivial shell command the deploy runs (unit-tested, no host).
+
+Secrets never appear in a command: psql and pg_dump read a pgpass file, redis-cli reads
+REDISCLI_AUTH from a file at run time, the service reads its .env.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+q = shlex.quote
+
+SERVICE_BINARY = "bin/monitoring-dashboard-api"
+MAIN_PACKAGE = "./cmd/monitoring-dashboard-api"
+HISTORY_TABLE = "schema_migrations"
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def paths(s: Mapping[str, Any]) -> dict[str, str]:
+    """Where things live on an app host."""
+    app, state = s["app_dir"], s["deploy_state_dir"]
+    return {
+        "releases": f"{app}/releases",
+        "current": f"{app}/current",
+        "env_file": f"{app}/.env",
+        "repo_cache": f"{app}/repo.git",
+        "state": state,
+        "pgpass": f"{state}/pgpass",
+        "redis_auth": f"{state}/redis_password",
+        "manifests": f"{state}/manifests",
+        "records": f"{state}/deployments.jsonl",
+        "unit": f"/etc/systemd/system/{s['app_service']}.service",
+    }
+
+
+def release_id(ref: str, commit: str) -> str:
+    """A release folder name: the ref made file-safe, then the commit's first 12 digits."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ref).strip("._-") or "ref"
+    return f"{safe}-{commit[:12]}"
+
+
+# ----------------------------------------------------------------------------- git + go
+
+
+def ls_remote(repo_url: str, ref: str) -> str:
+    """Resolve REF on the remote: prints `<sha>\\t<name>` lines (peeled tags end in ^{})."""
+    return f"git ls-remote {q(repo_url)} {q(ref)} {q('refs/tags/' + ref + '^{}')}"
+
+
+def parse_ls_remote(output: str, ref: str) -> str | None:
+    """The commit REF names: a peeled tag first, then an exact tag or branch, then a SHA."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            found[parts[1]] = parts[0]
+    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
+        if name in found:
+            return found[name]
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        return ref
+    return None
+
+
+def build_release(repo_url: str, commit: str, cache: str, target: str, user: str) -> str:
+    """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there.
+
+    The release appears under its final name only when the build succeeded.
+    """
+    partial = f"{target}.partial"
+    gocache = f"{cache}/gocache"
+    return " && ".join(
+        [
+            "set -e",
+            f"test -d {q(cache)} || git init -q --bare {q(cache)}",
+            f"git -C {q(cache)} fetch -q --tags {q(repo_url)} '+refs/heads/*:refs/heads/*'",
+            f"git -C {q(cache)} cat-file -e {q(commit + '^{commit}')}",
+            f"rm -rf {q(partial)}",
+            f"mkdir -p {q(partial)}",
+            f"git -C {q(cache)} archive {q(commit)} | tar -x -C {q(partial)}",
+            f"echo {q(commit)} > {q(partial + '/REVISION')}",
+            f"cd {q(partial)}",
+            f"CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GOCACHE={q(gocache)} "
+            f"go build -trimpath -o {SERVICE_BINARY} {MAIN_PACKAGE}",
+            f"chown -R root:{q(user)} {q(partial)}",
+            f"mv -T {q(partial)} {q(target)}",
+        ]
+    )
+
+
+def switch_current(current: str, target: str) -> str:
+    """Point CURRENT at TARGET atomically (a new link renamed over the old one)."""
+    tmp = f"{current}.new"
+    return f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(current)}"
+
+
+def prune_releases(releases: str, keep: int, protect: list[str]) -> str:
+    """Remove all but the KEEP newest releases, never one named in PROTECT, and any .partial."""
+    excludes = " ".join(f"-e {q(p)}" for p in protect)
+    return (
+        f"cd {q(releases)} && rm -rf -- *.partial && ls -1t | grep -v -x -F {excludes} "
+        f"| tail -n +{max(1, keep - len(protect) + 1)} | xargs -r rm -rf --"
+    )
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+def pgpass_line(s: Mapping[str, Any], password: str) -> str:
+    """One ~/.pgpass line; ':' and '\\' in fields are escaped as libpq requires."""
+
+    def esc(value: Any) -> str:
+        return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+    return (
+        ":".join(esc(v) for v in (s["db_host"], s["db_port"], s["db_name"], s["db_user"], password))
+        + "\n"
+    )
+
+
+def _pg_env(s: Mapping[str, Any]) -> str:
+    return f"PGPASSFILE={q(paths(s)['pgpass'])} PGSSLMODE={q(s['db_sslmode'])} PGCONNECT_TIMEOUT=5"
+
+
+def _pg_target(s: Mapping[str, Any]) -> str:
+    return f"-h {q(s['db_host'])} -p {int(s['db_port'])} -U {q(s['db_user'])} -d {q(s['db_name'])}"
+
+
+def psql(
+    s: Mapping[str, Any], sql: str | None = None, file: str | None = None, *statements: str
+) -> str:
+    """psql that stops at the first error, prints bare values (-At) and reads no ~/.psqlrc.
+
+    Each of STATEMENTS is its own -c (its own transaction), so a CREATE INDEX CONCURRENTLY
+    stays outside any transaction block.
+    """
+    cmd = f"{_pg_env(s)} psql -X -q -At -v ON_ERROR_STOP=1 {_pg_target(s)}"
+    if sql is not None:
+        cmd += f" -c {q(sql)}"
+    cmd += "".join(f" -c {q(st)}" for st in statements)
+    if file is not None:
+        cmd += f" -f {q(file)}"
+    return cmd
+
+
+def pg_dump(s: Mapping[str, Any], dest: str) -> str:
+    """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte."""
+    return (
+        f"umask 077 && {_pg_env(s)} pg_dump -Fc --no-owner {_pg_target(s)} "
+        f"-f {q(dest + '.partial')} && mv {q(dest + '.partial')} {q(dest)}"
+    )
+
+
+def pg_restore_list(dest: str) -> str:
+    """Fails unless DEST is a readable dump; prints its table of contents' entry count."""
+    return f"pg_restore --list {q(dest)} | grep -c -v '^;'"
+
+
+def prune_backups(backup_dir: str, keep: int) -> str:
+    return (
+        f"ls -1t {q(backup_dir)}/backup_*.dump 2>/dev/null | tail -n +{keep + 1} "
+        "| xargs -r rm -f --"
+    )
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    concurrent: bool
+    index: str | None  # the index a CREATE INDEX statement creates
+
+
+_CREATE_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
+)
+_CREATE_MATVIEW = re.compile(r"CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+
+
+def split_statements(sql: str) -> list[Statement]:
+    """Split a migration into statements (on `;` at a line's end; `--` comments dropped)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    statements, current = [], []
+    for line in lines:
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            text = "\n".join(current).strip()
+            current = []
+            if text.strip(";").strip():
+                match = _CREATE_INDEX.search(text)
+                statements.append(
+                    Statement(
+                        text, bool(match and match.group(1)), match.group(2) if match else None
+                    )
+                )
+    if "\n".join(current).strip():
+        raise ValueError("the last statement does not end with ';'")
+    return statements
+
+
+def created_objects(sql: str) -> list[str]:
+    """Indexes and materialized views a migration creates, in order (comments ignored)."""
+    names = []
+    for statement in split_statements(sql):
+        match = _CREATE_INDEX.search(statement.sql) or _CREATE_MATVIEW.search(statement.sql)
+        if match:
+            names.append(match.group(match.lastindex or 1))
+    return names
+
+
+def history_table_sql() -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} ("
+        "version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, "
+        "applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL, "
+        "baseline boolean NOT NULL DEFAULT false, reverted_at timestamptz)"
+    )
+
+
+def pg_duration(duration: str) -> str:
+    """A group_vars duration (30m) in PostgreSQL's units (30min)."""
+    return re.sub(r"(\d+)m$", r"\1min", duration)
+
+
+def sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def record_migration_sql(
+    version: str, name: str, checksum: str, by: str, baseline: bool = False
+) -> str:
+    return (
+        f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_by, baseline) VALUES "
+        f"({sql_literal(version)}, {sql_literal(name)}, {sql_literal(checksum)}, "
+        f"{sql_literal(by)}, {'true' if baseline else 'false'}) "
+        "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum,"
+        " applied_at = now(), applied_by = EXCLUDED.applied_by, baseline = EXCLUDED.baseline, "
+        "reverted_at = NULL"
+    )
+
+
+def migration_script(
+    s: Mapping[str, Any],
+    migrations: list[tuple[str, str, str, str]],
+    drop_invalid: list[str],
+    by: str,
+) -> str:
+    """One psql script applying MIGRATIONS [(version, name, checksum, sql)] in order.
+
+    It takes an advisory lock (one migrator at a time), sets the timeouts, drops indexes an
+    interrupted CONCURRENTLY build left INVALID, then runs each migration: one with a
+    CONCURRENTLY statement statement by statement in autocommit, any other inside one
+    transaction together with its history row.
+    """
+    out = [
+        "\\set ON_ERROR_STOP on",
+        "SELECT pg_advisory_lock(hashtext('monitoring-dashboard-migrations'));",
+        f"SET lock_timeout = {sql_literal(pg_duration(s['migrate_lock_timeout']))};",
+        f"SET statement_timeout = {sql_literal(pg_duration(s['migrate_statement_timeout']))};",
+        f"SET maintenance_work_mem = {sql_literal(s['migrate_maintenance_work_mem'])};",
+        history_table_sql() + ";",
+    ]
+    out += [f"DROP INDEX CONCURRENTLY IF EXISTS {name};" for name in drop_invalid]
+    for version, name, checksum, sql in migrations:
+        statements = split_statements(sql)
+        record = record_migration_sql(version, name, checksum, by) + ";"
+        out.append(f"\\echo applying migration {version} {name}")
+        if any(st.concurrent for st in statements):
+            out += [st.sql for st in statements] + [record]
+        else:
+            out += ["BEGIN;", *[st.sql for st in statements], record, "COMMIT;"]
+    out.append("SELECT pg_advisory_unlock(hashtext('monitoring-dashboard-migrations'));")
+    return "\n".join(out) + "\n"
+
+
+def objects_state_sql(names: list[str]) -> str:
+    """For each name: kind, valid, size (bytes); absent names give no row."""
+    values = ", ".join(sql_literal(n) for n in names)
+    return (
+        "SELECT c.relname, c.relkind, coalesce(i.indisvalid, true), "
+        "pg_relation_size(c.oid) FROM pg_class c "
+        "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+        f"WHERE c.relname IN ({values}) AND pg_table_is_visible(c.oid) ORDER BY c.relname"
+    )
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+def redis_server_args(s: Mapping[str, Any], with_password_file: bool) -> list[str]:
+    """The checklist's redis-server flags (a password comes from a mounted config file)."""
+    args = ["redis-server"]
+    if with_password_file:
+        args.append("/usr/local/etc/redis/auth.conf")
+    args += [
+        "--maxmemory",
+        s["redis_maxmemory"],
+        "--maxmemory-policy",
+        s["redis_maxmemory_policy"],
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    return args
+
+
+def redis_run(s: Mapping[str, Any], spec_hash: str, auth_conf: str | None) -> str:
+    """`docker run` of the redis-cache container, labelled with the hash of its spec."""
+    parts = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        s["redis_container"],
+        "--restart",
+        "unless-stopped",
+        "-p",
+        f"{s['redis_bind']}:{s['redis_port']}:6379",
+        "--label",
+        f"monitoring-dashboard.spec={spec_hash}",
+    ]
+    if auth_conf:
+        parts += ["-v", f"{auth_conf}:/usr/local/etc/redis/auth.conf:ro"]
+    parts += [s["redis_image"], *redis_server_args(s, auth_conf is not None)]
+    return shlex.join(parts)
+
+
+def redis_cli(
+    s: Mapping[str, Any], *args: str, host: str | None = None, port: int | None = None
+) -> str:
+    """redis-cli against the cache; the password (if any) is read from the deploy's file."""
+    auth = paths(s)["redis_auth"]
+    tls = " --tls" if s["redis_mode"] == "external" and s["redis_tls"] else ""
+    target = f"-h {q(host or s['redis_host'])} -p {int(port or s['redis_port'])}"
+    return (
+        f'a="$(cat {q(auth)} 2>/dev/null)"; [ -z "$a" ] || export REDISCLI_AUTH="$a"; '
+        f"redis-cli --no-auth-warning{tls} {target} " + " ".join(q(a) for a in args)
+    )
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+def env_file_content(s: Mapping[str, Any], db_password: str, redis_password: str) -> str:
+    """The .env of the checklist's step 4, plus the database connection and the log file."""
+    redis_host = s["redis_host"] if s["redis_mode"] == "external" else "localhost"
+    values = [
+        ("# Managed by monitoring-dashboard-deploy; changes are overwritten.", None),
+        ("LISTEN_ADDR", f":{s['app_port']}"),
+        ("LOG_FILE", s["app_log_file"]),
+        ("# Database", None),
+        ("DB_HOST", s["db_host"]),
+        ("DB_PORT", s["db_port"]),
+        ("DB_NAME", s["db_name"]),
+        ("DB_USER", s["db_user"]),
+        ("DB_PASSWORD", db_password),
+        ("DB_SSLMODE", s["db_sslmode"]),
+        ("# Database Connection Pool", None),
+        ("DB_MAX_OPEN_CONNS", s["db_max_open_conns"]),
+        ("DB_MAX_IDLE_CONNS", s["db_max_idle_conns"]),
+        ("# Redis Cache", None),
+        ("REDIS_ENABLED", "true" if s["redis_enabled"] else "false"),
+        ("REDIS_HOST", redis_host),
+        ("REDIS_PORT", s["redis_port"]),
+        ("REDIS_PASSWORD", redis_password),
+        ("REDIS_DB", s["redis_db"]),
+        ("REDIS_CACHE_TTL", s["redis_cache_ttl"]),
+        ("REDIS_POOL_SIZE", s["redis_pool_size"]),
+        ("REDIS_MIN_IDLE_CONNS", s["redis_min_idle_conns"]),
+        ("REDIS_DIAL_TIMEOUT", s["redis_dial_timeout"]),
+        ("REDIS_READ_TIMEOUT", s["redis_read_timeout"]),
+        ("REDIS_WRITE_TIMEOUT", s["redis_write_timeout"]),
+        ("# Server Timeouts", None),
+        ("SERVER_READ_TIMEOUT", s["server_read_timeout"]),
+        ("SERVER_WRITE_TIMEOUT", s["server_write_timeout"]),
+        ("SERVER_IDLE_TIMEOUT", s["server_idle_timeout"]),
+    ]
+    lines = []
+    for key, value in values:
+        if value is None:
+            lines.append(key)
+        else:
+            text = str(value)
+            if "\n" in text:
+                raise ValueError(f"{key} must be one line")
+            lines.append(f"{key}={text}")
+    return "\n".join(lines) + "\n"
+
+
+def http_probe(url: str, timeout: float = 5) -> str:
+    """curl printing `<status> <seconds>` then the body on the next line."""
+    return (
+        f"curl -s -m {timeout:g} -o /tmp/.mdd-probe -w '%{{http_code}} %{{time_total}}\\n' "
+        f"{q(url)}; cat /tmp/.mdd-probe 2>/dev/null; rm -f /tmp/.mdd-probe"
+    )
+
+
+def wait_healthy(url: str, expect: str, timeout: int) -> str:
+    """Poll URL until it answers 200 with EXPECT in the body; bounded by TIMEOUT seconds."""
+    tries = max(1, timeout * 4)
+    return (
+        f"for i in $(seq {tries}); do "
+        f'body=$(curl -s -f -m 2 {q(url)}) && case "$body" in *{q(expect)}*) '
+        f'echo "$body"; exit 0;; esac; sleep 0.25; done; '
+        f'echo "no healthy answer from {url} within {timeout}s: $body" >&2; exit 1'
+    )
+
+
+def k6_run(script: str, summary: str, env: Mapping[str, Any]) -> list[str]:
+    """The local k6 invocation (an argument list: k6 runs on the deploying machine)."""
+    cmd = ["k6", "run", "--quiet", "--no-color", f"--summary-export={summary}"]
+    for key, value in sorted(env.items()):
+        cmd += ["-e", f"{key}={value}"]
+    return [*cmd, script]

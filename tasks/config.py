@@ -1,0 +1,368 @@
+"""Every variable the deploy reads: type, default, meaning and check, in one schema.
+
+`validate()` reports every problem at once; the inventories call it before pyinfra connects to
+any host, and `deploy.py` calls it again with `--data` overrides applied. The README's
+variables table is generated from `VARIABLES` (`python -m tasks.config`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DURATION = re.compile(r"^\d+(ms|s|m|h)$")
+SIZE = re.compile(r"^\d+(kb|mb|gb|KB|MB|GB)$")
+NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+PREFIXES = (
+    "app_",
+    "db_",
+    "backup_",
+    "migrate_",
+    "redis_",
+    "server_",
+    "verify_",
+    "loadtest_",
+    "monitor_",
+    "report_",
+    "release_",
+    "deploy_",
+)
+SECRETS = {
+    "DB_PASSWORD": "password of db_user on db_host",
+    "REDIS_PASSWORD": "password of the Redis endpoint or container (empty: no password)",
+}
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    default: Any
+    doc: str
+    kind: str = "str"  # str, int, bool, duration, size, path, choice, ref, name, number
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    required: bool = False
+
+
+VARIABLES: list[Var] = [
+    # deploy_: the run as a whole
+    Var(
+        "deploy_env", None, "environment name, used in reports and the lock", "name", required=True
+    ),
+    Var(
+        "deploy_state_dir",
+        "/var/lib/monitoring-dashboard-deploy",
+        "on each app host: manifests, deployment records, deploy-only secrets (0700)",
+        "path",
+    ),
+    Var(
+        "auto_rollback",
+        True,
+        "roll back by itself when verify, the load test or the "
+        "monitoring window fails (migrations are never reverted automatically)",
+        "bool",
+    ),
+    Var(
+        "deploy_migration_host",
+        "",
+        "app host that runs backup and migrations (default: the first app host)",
+    ),
+    # app_: the service and its releases
+    Var(
+        "app_version",
+        "main",
+        "git ref to deploy (tag, branch or commit); `--data app_version=REF`",
+        "ref",
+    ),
+    Var("app_repo_url", None, "git URL the app hosts fetch the service from", required=True),
+    Var(
+        "app_dir",
+        "/app/monitoring-dashboard-api",
+        "application directory (releases/, current, .env)",
+        "path",
+    ),
+    Var("app_service", "monitoring-dashboard", "systemd unit name", "name"),
+    Var("app_user", "monitoring-dashboard", "non-root user the service runs as", "name"),
+    Var("app_port", 8080, "port the service listens on", "int", minimum=1),
+    Var("app_log_file", "/var/log/monitoring-dashboard/app.log", "the service's log file", "path"),
+    Var("app_keep_releases", 3, "releases kept on each host (current included)", "int", minimum=2),
+    Var("app_build_timeout", 600, "seconds allowed for fetch + go build", "int", minimum=10),
+    Var("app_health_path", "/api/v1/auth/status", "health check path"),
+    Var(
+        "app_health_timeout",
+        30,
+        "seconds to wait for a healthy answer after a restart",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "release_method",
+        "systemd",
+        "how the release runs (Option A of the checklist)",
+        "choice",
+        choices=("systemd",),
+    ),
+    # db_: PostgreSQL
+    Var("db_host", None, "PostgreSQL host", required=True),
+    Var("db_port", 5432, "PostgreSQL port", "int", minimum=1),
+    Var("db_name", "monitoring", "database name", "name"),
+    Var("db_user", "postgres", "database user (owner of table metrics)", "name"),
+    Var(
+        "db_sslmode",
+        "disable",
+        "libpq sslmode",
+        "choice",
+        choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    ),
+    Var("db_max_open_conns", 100, "DB_MAX_OPEN_CONNS of the service", "int", minimum=1),
+    Var("db_max_idle_conns", 50, "DB_MAX_IDLE_CONNS of the service", "int", minimum=0),
+    Var(
+        "db_connections_headroom",
+        10,
+        "max_connections must exceed open conns x app hosts by this much",
+        "int",
+        minimum=0,
+    ),
+    # backup_: pg_dump before anything changes
+    Var(
+        "backup_dir",
+        "/var/backups/monitoring-dashboard",
+        "where backups are kept (on the migration host)",
+        "path",
+    ),
+    Var("backup_keep", 5, "backups kept", "int", minimum=1),
+    Var("backup_timeout", 1800, "seconds allowed for pg_dump", "int", minimum=10),
+    # migrate_: schema migrations
+    Var(
+        "migrate_dir",
+        "internal/infrastructure/persistence/postgres/migrations",
+        "migrations folder inside the release",
+        "path",
+    ),
+    Var(
+        "migrate_baseline",
+        "",
+        "for a database migrated by hand: the last migration already "
+        "applied (e.g. 002); recorded once, never guessed",
+    ),
+    Var("migrate_lock_timeout", "5s", "lock_timeout for each migration statement", "duration"),
+    Var(
+        "migrate_statement_timeout",
+        "30m",
+        "statement_timeout for each migration statement",
+        "duration",
+    ),
+    Var("migrate_maintenance_work_mem", "256MB", "maintenance_work_mem for index builds", "size"),
+    # redis_: the cache
+    Var(
+        "redis_mode",
+        "container",
+        "container (Docker on each app host) or external (an endpoint)",
+        "choice",
+        choices=("container", "external"),
+    ),
+    Var("redis_enabled", True, "REDIS_ENABLED of the service", "bool"),
+    Var("redis_image", "redis:7-alpine", "image of the redis-cache container"),
+    Var("redis_container", "redis-cache", "container name", "name"),
+    Var("redis_bind", "127.0.0.1", "address the container's port is published on"),
+    Var("redis_host", "localhost", "REDIS_HOST (the endpoint in external mode)"),
+    Var("redis_port", 6379, "REDIS_PORT", "int", minimum=1),
+    Var("redis_tls", False, "external endpoint speaks TLS", "bool"),
+    Var("redis_db", 0, "REDIS_DB", "int", minimum=0),
+    Var("redis_maxmemory", "1gb", "container --maxmemory", "size"),
+    Var(
+        "redis_maxmemory_policy",
+        "allkeys-lru",
+        "container --maxmemory-policy",
+        "choice",
+        choices=("allkeys-lru", "allkeys-lfu", "volatile-lru", "noeviction"),
+    ),
+    Var("redis_cache_ttl", "60s", "REDIS_CACHE_TTL", "duration"),
+    Var("redis_pool_size", 100, "REDIS_POOL_SIZE", "int", minimum=1),
+    Var("redis_min_idle_conns", 20, "REDIS_MIN_IDLE_CONNS", "int", minimum=0),
+    Var("redis_dial_timeout", "5s", "REDIS_DIAL_TIMEOUT", "duration"),
+    Var("redis_read_timeout", "3s", "REDIS_READ_TIMEOUT", "duration"),
+    Var("redis_write_timeout", "3s", "REDIS_WRITE_TIMEOUT", "duration"),
+    # server_: HTTP timeouts of the service
+    Var("server_read_timeout", "30s", "SERVER_READ_TIMEOUT", "duration"),
+    Var("server_write_timeout", "30s", "SERVER_WRITE_TIMEOUT", "duration"),
+    Var("server_idle_timeout", "120s", "SERVER_IDLE_TIMEOUT", "duration"),
+    # verify_: checklist step 6
+    Var(
+        "verify_history_path",
+        "/api/v1/metrics/history?type=cpu&duration=1h",
+        "endpoint timed and cached",
+    ),
+    Var("verify_latency_ms", 500, "history endpoint must answer faster (ms)", "int", minimum=1),
+    Var(
+        "verify_requests",
+        10,
+        "requests made to measure latency and the hit ratio",
+        "int",
+        minimum=2,
+    ),
+    Var("verify_min_hit_ratio", 0.7, "Redis hit ratio over those requests", "number", minimum=0),
+    Var(
+        "verify_max_db_connections", 100, "connections to db_name must stay under", "int", minimum=1
+    ),
+    # loadtest_: checklist step 7 (k6)
+    Var("loadtest_enabled", True, "run k6 smoke and step tests", "bool"),
+    Var("loadtest_base_url", "", "URL k6 targets (default: http://<host>:<app_port>)"),
+    Var("loadtest_smoke_rate", 3, "smoke: requests per second", "int", minimum=1),
+    Var("loadtest_smoke_duration", "30s", "smoke: length", "duration"),
+    Var("loadtest_smoke_p95_ms", 500, "smoke: p95 threshold (ms)", "int", minimum=1),
+    Var("loadtest_step_rate", 100, "step: peak requests per second", "int", minimum=1),
+    Var("loadtest_step_ramp", "60s", "step: ramp to the peak", "duration"),
+    Var("loadtest_step_hold", "60s", "step: time at the peak", "duration"),
+    Var("loadtest_step_p95_ms", 800, "step: p95 threshold at the peak (ms)", "int", minimum=1),
+    Var("loadtest_max_error_rate", 0.01, "step: error rate threshold", "number", minimum=0),
+    # monitor_: checklist step 8
+    Var(
+        "monitor_duration", 1800, "seconds the monitoring window lasts (0: skip)", "int", minimum=0
+    ),
+    Var("monitor_interval", 5, "seconds between samples", "int", minimum=1),
+    Var(
+        "monitor_latency_ms",
+        500,
+        "a sample slower than this fails the window (ms)",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "monitor_max_error_lines",
+        0,
+        "ERROR lines allowed in the log during the window",
+        "int",
+        minimum=0,
+    ),
+    # report_: success metrics and the deployment record
+    Var("report_dir", "reports", "local folder for JSON reports", "path"),
+    Var("report_deployed_by", "", "who deploys (default: user@machine)"),
+    Var("report_notes", "", "free text for the deployment record"),
+]
+BY_NAME = {v.name: v for v in VARIABLES}
+
+
+def seconds(duration: str) -> float:
+    """A validated duration (500ms, 5s, 30m, 1h) in seconds."""
+    match = re.match(r"^(\d+)(ms|s|m|h)$", duration)
+    if not match:
+        raise ValueError(f"not a duration: {duration!r}")
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _check(var: Var, value: Any) -> str | None:
+    """The problem with one value, or None."""
+    kind = var.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.isdigit():
+                return None
+            return f"must be a whole number, got {value!r}"
+        if var.minimum is not None and value < var.minimum:
+            return f"must be at least {var.minimum:g}, got {value}"
+    elif kind == "number":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"must be a number, got {value!r}"
+        if var.minimum is not None and number < var.minimum:
+            return f"must be at least {var.minimum:g}, got {value}"
+    elif kind == "bool":
+        if not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
+            return f"must be true or false, got {value!r}"
+    elif not isinstance(value, str):
+        return f"must be a string, got {value!r}"
+    elif kind == "duration" and not DURATION.match(value):
+        return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"
+    elif kind == "size" and not SIZE.match(value):
+        return f"must be a size like 512mb or 1gb, got {value!r}"
+    elif kind == "choice" and value not in var.choices:
+        return f"must be one of {', '.join(var.choices)}, got {value!r}"
+    elif kind == "name" and not NAME.match(value):
+        return f"must be a simple name (a-z, 0-9, _ and -), got {value!r}"
+    elif kind == "ref" and (not GIT_REF.match(value) or ".." in value):
+        return f"must be a git tag, branch or commit, got {value!r}"
+    elif kind == "path" and (not value or "\n" in value or " " in value):
+        return f"must be a path without spaces, got {value!r}"
+    return None
+
+
+def _coerce(var: Var, value: Any) -> Any:
+    if var.kind == "int":
+        return int(value)
+    if var.kind == "number":
+        return float(value)
+    if var.kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    return value
+
+
+def validate(
+    data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Settings with defaults filled in, and every problem found (empty when all is well)."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    settings: dict[str, Any] = {}
+    for var in VARIABLES:
+        value = data.get(var.name, var.default)
+        if value is None or (var.required and value == ""):
+            problems.append(f"{var.name}: required ({var.doc})")
+            continue
+        problem = _check(var, value)
+        if problem:
+            problems.append(f"{var.name}: {problem}")
+        else:
+            settings[var.name] = _coerce(var, value)
+    for key in sorted(data):
+        if key.startswith(PREFIXES) and key not in BY_NAME:
+            close = difflib.get_close_matches(key, BY_NAME, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{key}: unknown variable{hint}")
+    if not environ.get("DB_PASSWORD"):
+        problems.append(f"DB_PASSWORD: required in the environment ({SECRETS['DB_PASSWORD']})")
+    if settings.get("db_max_idle_conns", 0) > settings.get("db_max_open_conns", 1 << 30):
+        problems.append("db_max_idle_conns: must not exceed db_max_open_conns")
+    if settings.get("redis_mode") == "external" and settings.get("redis_host") in (
+        "localhost",
+        "127.0.0.1",
+    ):
+        problems.append("redis_host: external mode needs the endpoint's address, not localhost")
+    return settings, problems
+
+
+def check_or_exit(
+    data: Mapping[str, Any], where: str, exit: Callable[[str], Any] = SystemExit
+) -> dict[str, Any]:
+    """Validate; on any problem stop with all of them listed, before any host is touched."""
+    settings, problems = validate(data)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise exit(
+            f"{where}: {len(problems)} problem(s) in the deploy variables, nothing was "
+            f"changed:\n{lines}\nSee group_vars/ and the README's variables table."
+        )
+    return settings
+
+
+def markdown_table() -> str:
+    """The README's variables table."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for var in VARIABLES:
+        default = "(required)" if var.required else f"`{var.default}`"
+        if var.kind == "choice":
+            default += f" ({' / '.join(var.choices)})"
+        rows.append(f"| `{var.name}` | {default} | {var.doc} |")
+    rows += [f"| `{k}` (environment) | | {v} |" for k, v in SECRETS.items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,222 @@
+"""Database migration (checklist step 2): pending migrations of the release, in order, recorded
+with checksums; CREATE INDEX CONCURRENTLY outside transactions; INVALID leftovers rebuilt;
+a database migrated by hand adopted with an explicit baseline; the result verified."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.config import seconds
+from tasks.runtime import DeployError, Plan, deployed_by, put_text, run_for, say, sh
+
+VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
+    """The release's up migrations (NNN_name.sql, not .down.sql), in version order."""
+    folder = f"{release_dir}/{s['migrate_dir']}"
+    _, out, _ = sh(h, f"ls -1 {commands.q(folder)}", what=f"listing {folder}")
+    found = []
+    for filename in sorted(out.split()):
+        match = VERSION.match(filename)
+        if match:
+            _, sql, _ = sh(h, f"cat {commands.q(folder + '/' + filename)}")
+            found.append(Migration(match.group(1), match.group(2), sql + "\n"))
+    return found
+
+
+def read_history(h, s: dict[str, Any]) -> tuple[bool, bool, dict[str, str]]:
+    """(history table exists, metrics exists, {version: checksum} of applied migrations)."""
+    _, out, _ = sh(
+        h,
+        commands.psql(
+            s,
+            f"SELECT to_regclass('{commands.HISTORY_TABLE}') IS NOT NULL, "
+            "to_regclass('metrics') IS NOT NULL",
+        ),
+        what="reading the migration history",
+    )
+    has_history, has_metrics = (v == "t" for v in out.strip().split("|"))
+    applied: dict[str, str] = {}
+    if has_history:
+        _, out, _ = sh(
+            h,
+            commands.psql(
+                s,
+                f"SELECT version, checksum FROM {commands.HISTORY_TABLE} "
+                "WHERE reverted_at IS NULL ORDER BY version",
+            ),
+        )
+        applied = dict(line.split("|", 1) for line in out.splitlines() if line)
+    return has_history, has_metrics, applied
+
+
+def plan_migrations(
+    migrations: list[Migration],
+    has_history: bool,
+    has_metrics: bool,
+    applied: dict[str, str],
+    baseline: str,
+) -> tuple[list[Migration], list[Migration]]:
+    """(baseline rows to record, migrations to apply); raises DeployError on a conflict."""
+    adopt: list[Migration] = []
+    if not has_history and has_metrics:
+        if not baseline:
+            raise DeployError(
+                "the database has table metrics but no migration history: it was migrated by "
+                "hand. Set migrate_baseline to the last migration already applied (e.g. 002) "
+                "after checking the schema; the deploy never guesses it"
+            )
+        if baseline not in {m.version for m in migrations}:
+            raise DeployError(f"migrate_baseline {baseline!r} is not a migration of this release")
+        adopt = [m for m in migrations if m.version <= baseline]
+        applied = {m.version: m.checksum for m in adopt}
+    changed = [
+        m.version
+        for m in migrations
+        if m.version in applied and applied[m.version] != m.checksum and m not in adopt
+    ]
+    if changed:
+        raise DeployError(
+            f"applied migration(s) {', '.join(changed)} changed since they were "
+            "applied (checksum differs): write a new migration instead"
+        )
+    pending = [m for m in migrations if m.version not in applied]
+    newest = max(applied, default="")
+    late = [m.version for m in pending if m.version < newest]
+    if late:
+        raise DeployError(
+            f"migration(s) {', '.join(late)} are older than the newest applied "
+            f"({newest}) but were never applied: resolve by hand"
+        )
+    return adopt, pending
+
+
+def pending_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration]:
+    migrations = read_migrations(h, s, plan.release_dir)
+    _, pending = plan_migrations(migrations, *read_history(h, s), s["migrate_baseline"])
+    return pending
+
+
+def _invalid_indexes(h, s: dict[str, Any], names: list[str]) -> list[str]:
+    if not names:
+        return []
+    values = ", ".join(commands.sql_literal(n) for n in names)
+    _, out, _ = sh(
+        h,
+        commands.psql(
+            s,
+            "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+            f"WHERE NOT i.indisvalid AND c.relname IN ({values})",
+        ),
+    )
+    return out.split()
+
+
+def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[dict[str, Any]]:
+    """Every index and materialized view the applied migrations create: present and valid."""
+    names = [n for m in migrations for n in commands.created_objects(m.sql)]
+    if not names:
+        return []
+    _, out, _ = sh(h, commands.psql(s, commands.objects_state_sql(names)))
+    found = {}
+    for line in out.splitlines():
+        name, kind, valid, size = line.split("|")
+        found[name] = {
+            "object": name,
+            "kind": {"i": "index", "m": "materialized view"}.get(kind, kind),
+            "valid": valid == "t",
+            "bytes": int(size),
+        }
+    return [
+        found.get(n, {"object": n, "kind": "missing", "valid": False, "bytes": 0}) for n in names
+    ]
+
+
+def _migrate(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    run = run_for(host)
+    try:
+        migrations = read_migrations(host, s, plan.release_dir)
+        adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+        if pending and not run.facts.get("backup", {}).get("verified"):
+            raise DeployError("no verified backup of this run: refusing to migrate")
+        by = deployed_by(s)
+        if adopt:
+            say(host, f"adopting a hand-migrated database at baseline {s['migrate_baseline']}")
+            rows = [
+                commands.record_migration_sql(m.version, m.name, m.checksum, by, True)
+                for m in adopt
+            ]
+            sh(
+                host,
+                commands.psql(s, None, None, commands.history_table_sql(), *rows),
+                what="recording the baseline",
+            )
+        if pending:
+            names = [n for m in pending for n in commands.created_objects(m.sql)]
+            invalid = _invalid_indexes(host, s, names)
+            if invalid:
+                say(host, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
+            script = commands.migration_script(
+                s, [(m.version, m.name, m.checksum, m.sql) for m in pending], invalid, by
+            )
+            path = f"{commands.paths(s)['state']}/migration.sql"
+            put_text(host, script, path)
+            say(
+                host,
+                f"applying {len(pending)} migration(s): "
+                + ", ".join(f"{m.version}_{m.name}" for m in pending),
+            )
+            budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
+            sh(host, commands.psql(s, None, path), timeout=budget, what="applying migrations")
+            run.changed.append("migrations: " + ", ".join(m.version for m in pending))
+        else:
+            say(host, "no migration pending")
+        applied_now = [m for m in migrations if m not in pending] + pending
+        objects = verify_objects(host, s, applied_now)
+        bad = [o["object"] for o in objects if not o["valid"]]
+        for o in objects:
+            run.metric(
+                f"{o['kind']} {o['object']}",
+                "exists and valid",
+                f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
+                o["valid"],
+            )
+        run.facts["migrations"] = {
+            "applied": [m.version for m in pending],
+            "baseline": [m.version for m in adopt],
+            "objects": objects,
+        }
+        if bad:
+            raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
+        return True
+    except DeployError as exc:
+        return fail(host, s, plan, "migrate", exc)
+
+
+@deploy("Database migration")
+def migrate(s: dict[str, Any], plan: Plan) -> None:
+    if plan.is_migration_host:
+        python.call(
+            name="Ensure the database schema matches the release", function=_migrate, s=s, plan=plan
+        )

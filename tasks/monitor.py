@@ -1,0 +1,104 @@
+"""Monitoring window (checklist step 8), bounded: response time, ERROR lines in the log, Redis
+stats and database connections sampled at an interval; a breach fails the deploy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.runtime import DeployError, Plan, run_for, say, sh
+from tasks.verify import db_connections, redis_stats, timed_get
+
+q = commands.q
+
+
+def _log_size(h, path: str) -> int:
+    _, out, _ = sh(h, f"stat -c %s {q(path)} 2>/dev/null || echo 0")
+    return int(out.strip() or 0)
+
+
+def _error_lines(h, path: str, offset: int) -> list[str]:
+    _, out, _ = sh(h, f"tail -c +{offset + 1} {q(path)} 2>/dev/null | grep ERROR || true")
+    return [line for line in out.splitlines() if line]
+
+
+def _monitor(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    try:
+        return _watch(host, s, plan)
+    except DeployError as exc:
+        return fail(host, s, plan, "monitor", exc, roll_back=True)
+
+
+def _watch(host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    run = run_for(host)
+    if not run.all_changes():
+        say(host, "monitoring window skipped: this run changed nothing")
+        run.facts["monitor"] = {"skipped": "nothing changed"}
+        return True
+    url = f"http://127.0.0.1:{s['app_port']}{s['verify_history_path']}"
+    offset = _log_size(host, s["app_log_file"])
+    deadline = time.monotonic() + s["monitor_duration"]
+    samples: list[dict[str, Any]] = []
+    say(host, f"monitoring for {s['monitor_duration']}s, every {s['monitor_interval']}s")
+    breach = None
+    while breach is None:
+        code, seconds, _ = timed_get(host, url)
+        sample = {
+            "t": round(time.time(), 1),
+            "status": code,
+            "ms": round(seconds * 1000, 1),
+            "connections": db_connections(host, s),
+            "errors": len(_error_lines(host, s["app_log_file"], offset)),
+        }
+        if s["redis_enabled"]:
+            try:
+                sample.update(redis_stats(host, s))
+            except DeployError as exc:
+                sample["redis"] = str(exc)[-200:]
+        samples.append(sample)
+        if code != 200:
+            breach = f"history endpoint answered {code}"
+        elif sample["ms"] >= s["monitor_latency_ms"]:
+            breach = f"history endpoint took {sample['ms']} ms (limit {s['monitor_latency_ms']})"
+        elif sample["errors"] > s["monitor_max_error_lines"]:
+            breach = f"{sample['errors']} ERROR line(s) in the log during the window"
+        elif sample["connections"] >= s["verify_max_db_connections"]:
+            breach = f"{sample['connections']} database connections"
+        if time.monotonic() + s["monitor_interval"] > deadline:
+            break
+        time.sleep(s["monitor_interval"])
+    worst = max(x["ms"] for x in samples)
+    run.facts["monitor"] = {"samples": len(samples), "worst_ms": worst, "breach": breach}
+    run.metric(
+        "monitoring window",
+        f"{s['monitor_duration']}s without breach",
+        f"{len(samples)} samples, worst {worst:.0f} ms" + (f", {breach}" if breach else ""),
+        breach is None,
+    )
+    if breach:
+        return fail(
+            host,
+            s,
+            plan,
+            "monitor",
+            DeployError(f"monitoring window breached: {breach}"),
+            roll_back=True,
+        )
+    say(host, f"monitoring window passed: {len(samples)} samples, worst {worst:.0f} ms")
+    return True
+
+
+@deploy("Monitor")
+def monitor(s: dict[str, Any], plan: Plan) -> None:
+    if s["monitor_duration"] > 0:
+        python.call(
+            name="Watch the service for the monitoring window", function=_monitor, s=s, plan=plan
+        )

@@ -1,0 +1,129 @@
+"""Pre-flight checks (the checklist's prerequisites). Variables were validated before pyinfra
+connected; here: the deploy's secret files, then every check on every host, all problems
+reported together before anything that matters changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import inventory
+from pyinfra.api import deploy
+from pyinfra.operations import files, python
+
+from tasks import commands, operations
+from tasks.redis import ping
+from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+
+BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin
+INDEX_SIZE_RATIO = 0.6  # new covering indexes, estimated from the table's size
+
+
+def _database_facts(h, s: dict[str, Any]) -> dict[str, int]:
+    sql = (
+        "SELECT current_setting('max_connections')::int, "
+        "(SELECT count(*) FROM pg_stat_activity), pg_database_size(current_database()), "
+        "coalesce(pg_total_relation_size(to_regclass('metrics')), 0)"
+    )
+    _, out, _ = sh(h, commands.psql(s, sql), timeout=20, what="connecting to the database")
+    max_conn, active, db_size, table_size = (int(v) for v in out.strip().split("|"))
+    return {
+        "max_connections": max_conn,
+        "connections": active,
+        "database_bytes": db_size,
+        "metrics_table_bytes": table_size,
+    }
+
+
+def _free_bytes(h, path: str) -> int:
+    _, out, _ = sh(
+        h,
+        f"mkdir -p {commands.q(path)} && df -PB1 {commands.q(path)} | awk 'NR==2 {{print $4}}'",
+        what=f"free space of {path}",
+    )
+    return int(out.strip())
+
+
+def _checks(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    problems: list[str] = []
+    facts: dict[str, Any] = {}
+    for tool in ("git", "go", "psql", "pg_dump", "redis-cli", "curl", "systemctl"):
+        ok, _, _ = sh(host, f"command -v {tool}", check=False)
+        if not ok:
+            problems.append(f"{tool} is not installed")
+    try:
+        facts.update(_database_facts(host, s))
+    except DeployError as exc:
+        problems.append(
+            f"database {s['db_user']}@{s['db_host']}:{s['db_port']}/{s['db_name']} "
+            f"not reachable: {exc}"
+        )
+    if "max_connections" in facts:
+        app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
+        needed = s["db_max_open_conns"] * app_hosts + s["db_connections_headroom"]
+        facts["connections_needed"] = needed
+        if facts["max_connections"] < needed:
+            problems.append(
+                f"max_connections is {facts['max_connections']}, needs {needed} "
+                f"(DB_MAX_OPEN_CONNS {s['db_max_open_conns']} x {app_hosts} app hosts + "
+                f"{s['db_connections_headroom']} headroom): raise it or lower db_max_open_conns"
+            )
+    if plan.is_migration_host and "database_bytes" in facts:
+        free = _free_bytes(host, s["backup_dir"])
+        need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
+        facts.update(
+            {
+                "backup_free_bytes": free,
+                "backup_needed_bytes": need,
+                "index_estimate_bytes": int(facts["metrics_table_bytes"] * INDEX_SIZE_RATIO),
+            }
+        )
+        if free < need:
+            problems.append(
+                f"{s['backup_dir']} has {free} bytes free, the backup needs about {need}"
+            )
+    if s["redis_mode"] == "container":
+        ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
+        if not ok:
+            problems.append("Docker Engine is not running (redis_mode: container)")
+        facts["docker"] = out.strip()
+    else:
+        answer = ping(host, s)
+        if answer != "PONG":
+            problems.append(
+                f"Redis endpoint {s['redis_host']}:{s['redis_port']} does not "
+                f"answer PING: {answer[-300:]}"
+            )
+    run_for(host).facts["preflight"] = facts
+    if problems:
+        return fail(
+            host,
+            s,
+            plan,
+            "preflight",
+            DeployError(
+                f"{len(problems)} pre-flight problem(s):\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            ),
+        )
+    say(host, "pre-flight passed: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    return True
+
+
+@deploy("Pre-flight")
+def preflight(s: dict[str, Any], plan: Plan) -> None:
+    p = commands.paths(s)
+    files.directory(name=f"Ensure {p['state']} exists (0700)", path=p["state"], mode="700")
+    files.directory(name=f"Ensure {p['manifests']} exists", path=p["manifests"], mode="700")
+    operations.secret_file(
+        name="Ensure the database password file is current (0600)",
+        path=p["pgpass"],
+        content=commands.pgpass_line(s, secret("DB_PASSWORD")),
+    )
+    operations.secret_file(
+        name="Ensure the Redis password file is current (0600)",
+        path=p["redis_auth"],
+        content=secret("REDIS_PASSWORD"),
+    )
+    python.call(name="Check prerequisites on every host", function=_checks, s=s, plan=plan)

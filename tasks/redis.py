@@ -1,0 +1,78 @@
+"""The Redis cache (checklist step 3): the redis-cache container with the checklist's flags,
+or an external endpoint; either way it must answer PING."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import commands, operations
+from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+
+PING_TIMEOUT = 15
+
+
+def cache_address(s: dict[str, Any]) -> tuple[str, int]:
+    """Where redis-cli reaches the cache from an app host."""
+    if s["redis_mode"] == "external":
+        return s["redis_host"], s["redis_port"]
+    bind = s["redis_bind"]
+    return ("127.0.0.1" if bind in ("0.0.0.0", "") else bind), s["redis_port"]
+
+
+def ping(h, s: dict[str, Any]) -> str:
+    address, port = cache_address(s)
+    ok, out, err = sh(
+        h, commands.redis_cli(s, "ping", host=address, port=port), check=False, timeout=10
+    )
+    return out.strip() if ok else (err or out).strip()
+
+
+def _await_pong(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    deadline = time.monotonic() + PING_TIMEOUT
+    answer = ""
+    while time.monotonic() < deadline:
+        answer = ping(host, s)
+        if answer == "PONG":
+            say(host, f"Redis ({s['redis_mode']}) answers PONG")
+            run_for(host).facts["redis"] = {"mode": s["redis_mode"], "ping": "PONG"}
+            return True
+        time.sleep(0.5)
+    return fail(
+        host,
+        s,
+        plan,
+        "redis",
+        DeployError(
+            f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not answer "
+            f"PING within {PING_TIMEOUT}s: {answer}"
+        ),
+    )
+
+
+@deploy("Redis cache")
+def redis(s: dict[str, Any], plan: Plan):
+    op = None
+    if s["redis_mode"] == "container":
+        auth_conf = None
+        password = secret("REDIS_PASSWORD")
+        if password:
+            auth_conf = f"{commands.paths(s)['state']}/redis-auth.conf"
+            operations.secret_file(
+                name="Ensure the Redis password file is current (0600)",
+                path=auth_conf,
+                content=f"requirepass {password}\n",
+            )
+        op = operations.redis_container(
+            name=f"Ensure container {s['redis_container']} is running (maxmemory "
+            f"{s['redis_maxmemory']}, {s['redis_maxmemory_policy']}, no persistence)",
+            settings=s,
+            auth_conf=auth_conf,
+        )
+    python.call(name="Ensure Redis answers PING", function=_await_pong, s=s, plan=plan)
+    return op

@@ -1,0 +1,166 @@
+"""Verification (checklist step 6): health JSON, the Redis log line since this start, history
+latency, metrics:* keys (SCAN), the hit ratio from INFO stats, connections to the database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.redis import cache_address
+from tasks.release import health_url
+from tasks.runtime import DeployError, Plan, run_for, say, sh
+
+EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
+q = commands.q
+
+
+def log_since_start(h, s: dict[str, Any]) -> str:
+    """The service's log lines since its most recent start."""
+    _, out, _ = sh(
+        h,
+        f"tac {q(s['app_log_file'])} 2>/dev/null | "
+        "sed '/Starting monitoring-dashboard-api/q' | tac",
+        check=False,
+    )
+    return out
+
+
+def redis_stats(h, s: dict[str, Any]) -> dict[str, int]:
+    address, port = cache_address(s)
+    _, out, _ = sh(h, commands.redis_cli(s, "info", "stats", host=address, port=port))
+    stats = {}
+    for line in out.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key in ("keyspace_hits", "keyspace_misses"):
+            stats[key] = int(value)
+    return stats
+
+
+def metrics_keys(h, s: dict[str, Any]) -> int:
+    address, port = cache_address(s)
+    _, out, _ = sh(
+        h, commands.redis_cli(s, "--scan", "--pattern", "metrics:*", host=address, port=port)
+    )
+    return len(out.split())
+
+
+def db_connections(h, s: dict[str, Any]) -> int:
+    _, out, _ = sh(
+        h,
+        commands.psql(
+            s,
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            f"{commands.sql_literal(s['db_name'])}",
+        ),
+    )
+    return int(out.strip())
+
+
+def timed_get(h, url: str) -> tuple[int, float, str]:
+    _, out, _ = sh(h, commands.http_probe(url), check=False)
+    first, _, body = out.partition("\n")
+    code, seconds = first.split() if len(first.split()) == 2 else ("0", "0")
+    return int(code), float(seconds), body
+
+
+def _verify(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    try:
+        return _checks(host, s, plan)
+    except DeployError as exc:
+        return fail(host, s, plan, "verify", exc, roll_back=True)
+
+
+def _checks(host, s: dict[str, Any], plan: Plan) -> bool:
+    from tasks.report import fail
+
+    run = run_for(host)
+    failures: list[str] = []
+
+    def check(name: str, threshold: str, measured: Any, passed: bool) -> None:
+        run.metric(name, threshold, measured, passed)
+        if not passed:
+            failures.append(f"{name}: {measured} (wanted {threshold})")
+
+    code, _, body = timed_get(host, health_url(s))
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = body.strip()[:200]
+    check(
+        "health check",
+        f"200 {json.dumps(EXPECTED_HEALTH)}",
+        f"{code} {answer}",
+        code == 200 and answer == EXPECTED_HEALTH,
+    )
+
+    log = log_since_start(host, s)
+    uses_redis = "Redis" in log
+    if s["redis_enabled"] and uses_redis:
+        check(
+            "Redis connection (log since start)",
+            "Redis cache initialized successfully",
+            "initialized"
+            if "Redis cache initialized successfully" in log
+            else "not initialized: " + next((x for x in log.splitlines() if "Redis" in x), ""),
+            "Redis cache initialized successfully" in log,
+        )
+    url = f"http://127.0.0.1:{s['app_port']}{s['verify_history_path']}"
+    before = redis_stats(host, s) if uses_redis and s["redis_enabled"] else {}
+    timings, codes = [], []
+    for _ in range(s["verify_requests"]):
+        code, seconds, _ = timed_get(host, url)
+        codes.append(code)
+        timings.append(seconds * 1000)
+    slowest = max(timings)
+    check(
+        "history endpoint",
+        f"200, < {s['verify_latency_ms']} ms",
+        f"{sorted(set(codes))}, max {slowest:.0f} ms, first {timings[0]:.0f} ms",
+        set(codes) == {200} and slowest < s["verify_latency_ms"],
+    )
+    if before:
+        after = redis_stats(host, s)
+        hits = after["keyspace_hits"] - before["keyspace_hits"]
+        misses = after["keyspace_misses"] - before["keyspace_misses"]
+        ratio = hits / (hits + misses) if hits + misses else 0.0
+        check(
+            "Redis hit ratio (INFO stats delta)",
+            f">= {s['verify_min_hit_ratio']:.2f}",
+            f"{ratio:.2f} ({hits} hits, {misses} misses)",
+            ratio >= s["verify_min_hit_ratio"],
+        )
+        keys = metrics_keys(host, s)
+        check("Redis metrics:* keys (SCAN)", "> 0", keys, keys > 0)
+    elif not s["redis_enabled"]:
+        run.metric("Redis cache", "REDIS_ENABLED=false", "disabled by configuration", True)
+    else:
+        run.metric("Redis cache", "used by the release", "this release logs no Redis use", True)
+    connections = db_connections(host, s)
+    check(
+        f"connections to {s['db_name']}",
+        f"< {s['verify_max_db_connections']}",
+        connections,
+        connections < s["verify_max_db_connections"],
+    )
+    if failures:
+        return fail(
+            host,
+            s,
+            plan,
+            "verify",
+            DeployError("verification failed:\n" + "\n".join(f"  - {f}" for f in failures)),
+            roll_back=True,
+        )
+    say(host, f"verified: history max {slowest:.0f} ms, {connections} database connections")
+    return True
+
+
+@deploy("Verify")
+def verify(s: dict[str, Any], plan: Plan) -> None:
+    python.call(name="Verify the deployment (checklist step 6)", function=_verify, s=s, plan=plan)
