@@ -32,4 +32,4 @@ integration: lab-up
 	$(PYTEST) -q tests/integration
 
 test: lint
-	$(PYTEST) -q -ra tests
+	$(PYTEST) -q -ra

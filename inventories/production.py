@@ -6,7 +6,7 @@ production run always names its hosts on purpose.
 
 import os
 
-from tasks.inventory import layered_vars
+from tasks.inventory import checked_vars
 
 _names = [n.strip() for n in os.environ.get("PRODUCTION_APP_HOSTS", "").split(",") if n.strip()]
 if not _names:
@@ -14,5 +14,5 @@ if not _names:
         "PRODUCTION_APP_HOSTS is not set: name the production app hosts, "
         "comma separated (e.g. PRODUCTION_APP_HOSTS=app1.prod,app2.prod)"
     )
-_data = layered_vars("production")
+_data = checked_vars("production")
 app_servers = [(name, _data) for name in _names]

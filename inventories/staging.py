@@ -6,9 +6,9 @@ server. SSH settings follow the operator's own ~/.ssh/config and agent.
 
 import os
 
-from tasks.inventory import layered_vars
+from tasks.inventory import checked_vars
 
-_data = layered_vars("staging")
+_data = checked_vars("staging")
 app_servers = [
     (name.strip(), _data)
     for name in os.environ.get("STAGING_APP_HOSTS", "staging.xyibank.ru").split(",")

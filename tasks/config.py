@@ -276,11 +276,11 @@ def _check(var: Var, value: Any) -> str | None:
     elif kind == "bool":
         if not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
             return f"must be true or false, got {value!r}"
-    elif not isinstance(value, str):
+    elif not isinstance(value, str) and kind not in ("duration", "size"):
         return f"must be a string, got {value!r}"
-    elif kind == "duration" and not DURATION.match(value):
+    elif kind == "duration" and not DURATION.match(str(value)):
         return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"
-    elif kind == "size" and not SIZE.match(value):
+    elif kind == "size" and not SIZE.match(str(value)):
         return f"must be a size like 512mb or 1gb, got {value!r}"
     elif kind == "choice" and value not in var.choices:
         return f"must be one of {', '.join(var.choices)}, got {value!r}"

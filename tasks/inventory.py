@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from tasks.config import check_or_exit
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 GROUP_VARS_DIR = REPO_DIR / "group_vars"
 
@@ -29,6 +31,13 @@ def read_vars(name: str) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of variables, got {type(data).__name__}")
+    return data
+
+
+def checked_vars(*layers: str) -> dict[str, Any]:
+    """layered_vars(), validated: every problem is listed before pyinfra connects anywhere."""
+    data = layered_vars(*layers)
+    check_or_exit(data, f"group_vars ({', '.join(('all', *layers))})")
     return data
 
 
@@ -81,6 +90,7 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
         os.environ.setdefault("REDIS_PASSWORD", Path(redis["password_file"]).read_text().strip())
         lab_data.update({"redis_host": redis["host"], "redis_port": redis["port"]})
     base = {**layered_vars(*layers), **lab_data}
+    check_or_exit(base, f"lab {env} inventory")
     return [
         (
             h["name"],

@@ -49,8 +49,8 @@ def _await_pong(state, host, s: dict[str, Any], plan: Plan) -> bool:
         plan,
         "redis",
         DeployError(
-            f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not answer "
-            f"PING within {PING_TIMEOUT}s: {answer}"
+            f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not "
+            f"answer PING within {PING_TIMEOUT}s: {answer}"
         ),
     )
 

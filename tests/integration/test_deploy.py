@@ -1,0 +1,205 @@
+"""The deploy, run for real with pyinfra over SSH against the lab's staging (app1 + db1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import core
+from lab.topology import topology
+from tasks import commands
+from tasks.config import validate
+from tasks.inventory import lab_group
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+RUN_TIMEOUT = 900
+
+
+def deploy(
+    *args: str,
+    script: str = "deploy.py",
+    inventory: str = "inventories/lab.py",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYINFRA, "-y", inventory, script, *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def last_report(result: subprocess.CompletedProcess) -> dict:
+    line = next(
+        x
+        for x in reversed(result.stderr.splitlines() + result.stdout.splitlines())
+        if "report:" in x and ".json" in x
+    )
+    path = REPO / line.split("report:")[1].strip()
+    return json.loads(path.read_text())["hosts"]["app1"]
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def fresh_staging(lab):
+    """The lab's staging as the team's staging is today: v1.9.0's schema applied by hand, no
+    history table, nothing deployed on app1."""
+    core.down("staging", echo=lambda _m: None)
+    core.up("staging", echo=lambda _m: None)
+    app1 = topology("staging")[0]
+    data = dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1])
+    settings, problems = validate(data)
+    assert problems == []
+    return core, app1, settings
+
+
+def on_app1(app1, command: str) -> str:
+    return core.ssh(app1, command).stdout.decode().strip()
+
+
+def test_broken_variables_fail_before_any_change_and_list_every_problem(fresh_staging):
+    _, app1, _ = fresh_staging
+    result = deploy(
+        "--data",
+        "app_port=abc",
+        "--data",
+        "redis_mode=cluster",
+        "--data",
+        "redis_maxmemroy=1gb",
+        "--data",
+        "migrate_lock_timeout=5",
+    )
+    text = output(result)
+    assert result.returncode != 0
+    assert "4 problem(s) in the deploy variables, nothing was changed" in text
+    for expected in (
+        "app_port: must be a whole number",
+        "redis_mode: must be one of",
+        "redis_maxmemroy: unknown variable (did you mean redis_maxmemory?)",
+        "migrate_lock_timeout: must be a duration",
+    ):
+        assert expected in text
+    assert on_app1(app1, "test -e /app/monitoring-dashboard-api && echo yes || echo no") == "no"
+
+
+def test_an_unknown_version_is_refused_before_any_change(fresh_staging):
+    _, app1, _ = fresh_staging
+    result = deploy("--data", "app_version=v9.9.9")
+    assert result.returncode != 0
+    assert "app_version 'v9.9.9' names no tag, branch or commit" in output(result)
+    assert on_app1(app1, "test -e /var/lib/monitoring-dashboard-deploy && echo y || echo n") == "n"
+
+
+def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
+    _, app1, _ = fresh_staging
+    result = deploy("--data", "app_version=v1.9.0")
+    assert result.returncode == 0, output(result)[-4000:]
+    report = last_report(result)
+    assert report["status"] == "success"
+    assert [p["phase"] for p in report["phases"]] == [
+        "preflight",
+        "build",
+        "backup",
+        "migrate",
+        "redis",
+        "env_file",
+        "release",
+        "verify",
+        "loadtest",
+        "monitor",
+    ]
+    assert all(m["pass"] for m in report["success_metrics"])
+    assert report["facts"]["migrations"]["baseline"] == ["001", "002"]
+    assert report["facts"]["migrations"]["applied"] == []
+    assert on_app1(app1, "curl -s localhost:8080/api/v1/version") == '{"version":"1.9.0"}'
+
+
+def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
+    _, app1, _ = fresh_staging
+    result = deploy()
+    assert result.returncode == 0, output(result)[-4000:]
+    report = last_report(result)
+    backup = report["facts"]["backup"]
+    assert backup["taken"] and backup["verified"] and backup["reason"] == "migrations pending"
+    assert on_app1(app1, f"stat -c %a {backup['path']}") == "600"
+    assert on_app1(app1, f"sha256sum {backup['path']}").split()[0] == backup["sha256"]
+    assert report["facts"]["migrations"]["applied"] == ["003"]
+    metrics = {m["metric"]: m for m in report["success_metrics"]}
+    for name in (
+        "index idx_metrics_type_time_covering",
+        "index idx_metrics_type_time_id",
+        "index idx_metrics_recent",
+        "materialized view metrics_hourly",
+        "Redis connection (log since start)",
+        "Redis hit ratio (INFO stats delta)",
+        "Redis metrics:* keys (SCAN)",
+        "k6 step p95",
+        "monitoring window",
+    ):
+        assert metrics[name]["pass"], metrics[name]
+    assert report["previous_release"].startswith("v1.9.0-")
+    assert on_app1(app1, "curl -s localhost:8080/api/v1/version") == '{"version":"2.0.0-perf"}'
+    records = on_app1(app1, "cat /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    assert [json.loads(x)["version"] for x in records.splitlines()] == ["v1.9.0", "v2.0.0-perf"]
+
+
+def test_the_same_deploy_again_changes_nothing_and_says_so(fresh_staging):
+    result = deploy()
+    assert result.returncode == 0, output(result)[-4000:]
+    report = last_report(result)
+    assert report["changed"] == []
+    assert report["facts"]["backup"] == {"taken": False, "reason": "nothing will change"}
+    assert "changes: none (already deployed)" in output(result)
+    assert "no backup: no migration pending and the release does not change" in output(result)
+
+
+def test_the_server_suite_passes_and_catches_drift_that_a_deploy_repairs(fresh_staging):
+    _, app1, s = fresh_staging
+    suite = [sys.executable, "-m", "pytest", "-q", "tests/servers"]
+    env = {**os.environ, "MDD_INVENTORY": "inventories/lab.py"}
+
+    def run_suite():
+        return subprocess.run(suite, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    assert run_suite().returncode == 0
+    on_app1(app1, f"chmod 644 {commands.paths(s)['env_file']}")
+    drifted = run_suite()
+    assert drifted.returncode != 0 and "test_env_file_is_private" in drifted.stdout
+    assert deploy().returncode == 0
+    assert run_suite().returncode == 0
+
+
+def test_secrets_never_reach_output_reports_or_process_lists(fresh_staging):
+    _, app1, s = fresh_staging
+    password = os.environ["DB_PASSWORD"]
+    result = deploy("-vvv", "--diff", "--data", "redis_cache_ttl=45s")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "content not shown" in output(result)
+    assert password not in output(result)
+    for report in (REPO / "reports").glob("*.json"):
+        assert password not in report.read_text()
+    assert password not in on_app1(app1, "ps -eo args")
+    assert on_app1(app1, f"grep -c REDIS_CACHE_TTL=45s {commands.paths(s)['env_file']}") == "1"
+    assert deploy().returncode == 0  # back to the group_vars value
+
+
+def test_dry_run_shows_what_would_change_and_changes_nothing(fresh_staging):
+    _, app1, s = fresh_staging
+    env_file = commands.paths(s)["env_file"]
+    before = on_app1(app1, f"sha256sum {env_file}")
+    result = deploy("--dry", "--data", "redis_cache_ttl=30s")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert os.environ["DB_PASSWORD"] not in output(result)
+    assert on_app1(app1, f"sha256sum {env_file}") == before
