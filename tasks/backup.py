@@ -37,6 +37,13 @@ def _backup(state, host, s: dict[str, Any], plan: Plan) -> bool:
         say(host, f"pg_dump of {s['db_name']} to {dump}")
         sh(host, commands.pg_dump(s, dump), timeout=s["backup_timeout"], what="pg_dump")
         seconds = round(time.monotonic() - started, 2)
+        _, fingerprint, _ = sh(
+            host,
+            commands.psql(s, commands.table_fingerprint_sql()),
+            timeout=120,
+            what="fingerprinting metrics",
+        )
+        rows, max_id, table_md5 = fingerprint.strip().split("|")
         _, entries, _ = sh(host, commands.pg_restore_list(dump), what="pg_restore --list")
         _, out, _ = sh(host, f"sha256sum {q(dump)} && stat -c %s {q(dump)}")
         checksum, size = out.split()[0], int(out.split()[-1])
@@ -55,6 +62,9 @@ def _backup(state, host, s: dict[str, Any], plan: Plan) -> bool:
             "bytes": size,
             "seconds": seconds,
             "entries": int(entries.strip() or 0),
+            "metrics_rows": int(rows),
+            "metrics_max_id": int(max_id),
+            "metrics_md5": table_md5,
             "reason": "migrations pending" if pending else "release changes",
         }
         run.changed.append(f"backup: {dump}")

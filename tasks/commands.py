@@ -152,8 +152,26 @@ def psql(
 def pg_dump(s: Mapping[str, Any], dest: str) -> str:
     """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte."""
     return (
-        f"umask 077 && {_pg_env(s)} pg_dump -Fc --no-owner {_pg_target(s)} "
+        f"umask 077 && {_pg_env(s)} pg_dump -Fc --no-owner --exclude-table=deploy_lock "
+        f"{_pg_target(s)} "
         f"-f {q(dest + '.partial')} && mv {q(dest + '.partial')} {q(dest)}"
+    )
+
+
+def table_fingerprint_sql(table: str = "metrics") -> str:
+    """Row count, highest id and a checksum of every (id, value): equal before and after a
+    restore, or rows were lost or changed."""
+    return (
+        f"SELECT count(*), coalesce(max(id), 0), md5(coalesce(string_agg(id::text || ':' "
+        f"|| value::text, ',' ORDER BY id), '')) FROM {table}"
+    )
+
+
+def pg_restore(s: Mapping[str, Any], dump: str) -> str:
+    """Restore a custom-format dump over the database (objects in it are dropped first)."""
+    return (
+        f"{_pg_env(s)} pg_restore --clean --if-exists --no-owner --single-transaction "
+        f"{_pg_target(s)} {q(dump)}"
     )
 
 
@@ -409,9 +427,10 @@ def wait_healthy(url: str, expect: str, timeout: int) -> str:
     tries = max(1, timeout * 4)
     return (
         f"for i in $(seq {tries}); do "
-        f'body=$(curl -s -f -m 2 {q(url)}) && case "$body" in *{q(expect)}*) '
-        f'echo "$body"; exit 0;; esac; sleep 0.25; done; '
-        f'echo "no healthy answer from {url} within {timeout}s: $body" >&2; exit 1'
+        f"body=$(curl -s -m 2 -w ' (HTTP %{{http_code}})' {q(url)} | tr -d '\\n'); "
+        f'case "$body" in *{q(expect)}*" (HTTP 200)") echo "${{body% (HTTP 200)}}"; exit 0;; '
+        f"esac; sleep 0.25; done; "
+        f'echo "no healthy answer from {url} within {timeout}s; last answer: $body" >&2; exit 1'
     )
 
 

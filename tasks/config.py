@@ -31,6 +31,7 @@ PREFIXES = (
     "report_",
     "release_",
     "deploy_",
+    "rollback_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -239,6 +240,23 @@ VARIABLES: list[Var] = [
         "ERROR lines allowed in the log during the window",
         "int",
         minimum=0,
+    ),
+    # rollback_: rollback.py
+    Var(
+        "rollback_mode",
+        "quick",
+        "quick: switch back to the previous release; full: also "
+        "revert the deploy's migrations and remove the Redis container it created",
+        "choice",
+        choices=("quick", "full"),
+    ),
+    Var("rollback_disable_redis", False, "also set REDIS_ENABLED=false in .env", "bool"),
+    Var(
+        "rollback_restore_backup",
+        "no",
+        "full mode: restore the pre-deploy backup (loses rows written since; only `yes` does it)",
+        "choice",
+        choices=("no", "yes"),
     ),
     # report_: success metrics and the deployment record
     Var("report_dir", "reports", "local folder for JSON reports", "path"),

@@ -10,7 +10,7 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
-from tasks import commands, operations
+from tasks import commands, lock, operations
 from tasks.redis import ping
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
@@ -111,8 +111,8 @@ def _checks(state, host, s: dict[str, Any], plan: Plan) -> bool:
     return True
 
 
-@deploy("Pre-flight")
-def preflight(s: dict[str, Any], plan: Plan) -> None:
+def secret_files(s: dict[str, Any]) -> None:
+    """The deploy's own state folder and secret files on each host (root only)."""
     p = commands.paths(s)
     files.directory(name=f"Ensure {p['state']} exists (0700)", path=p["state"], mode="700")
     files.directory(name=f"Ensure {p['manifests']} exists", path=p["manifests"], mode="700")
@@ -126,4 +126,10 @@ def preflight(s: dict[str, Any], plan: Plan) -> None:
         path=p["redis_auth"],
         content=secret("REDIS_PASSWORD"),
     )
+
+
+@deploy("Pre-flight")
+def preflight(s: dict[str, Any], plan: Plan) -> None:
+    secret_files(s)
+    lock.acquire(s, plan.is_migration_host)
     python.call(name="Check prerequisites on every host", function=_checks, s=s, plan=plan)

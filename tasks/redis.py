@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
 from tasks import commands, operations
@@ -68,6 +70,11 @@ def redis(s: dict[str, Any], plan: Plan):
                 path=auth_conf,
                 content=f"requirepass {password}\n",
             )
+        name = commands.q(s["redis_container"])
+        existed = host.get_fact(
+            Command, command=f"docker inspect {name} >/dev/null 2>&1 && echo yes || echo no"
+        )
+        run_for(host).facts["redis_container_existed"] = existed == "yes"
         op = operations.redis_container(
             name=f"Ensure container {s['redis_container']} is running (maxmemory "
             f"{s['redis_maxmemory']}, {s['redis_maxmemory_policy']}, no persistence)",

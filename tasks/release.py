@@ -142,7 +142,13 @@ def _await_health(state, host, s: dict[str, Any], plan: Plan) -> bool:
     try:
         answer = wait_healthy(host, s)
     except DeployError as exc:
-        return fail(host, s, plan, "release", f"{exc}", roll_back=True)
+        run_for(host).metric(
+            "health check after restart",
+            f"200 within {s['app_health_timeout']}s",
+            str(exc).split("; ")[-1],
+            False,
+        )
+        return fail(host, s, plan, "release", exc, roll_back=True)
     say(host, f"healthy: {answer}")
     return True
 

@@ -14,7 +14,7 @@ import click
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks import commands, lock
 from tasks.runtime import RUNS, DeployError, Plan, Run, deployed_by, now_iso, put_text, run_for, sh
 
 RUN_STAMP = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -26,11 +26,10 @@ def inventory_arg() -> str:
     )
 
 
-def rollback_command(s: dict[str, Any], plan: Plan, host_name: str) -> str:
-    ref = (plan.previous_version or "").rsplit("-", 1)[0]
-    if not ref:
+def rollback_command(plan: Plan, host_name: str) -> str:
+    if not plan.previous_version:
         return "(first deploy on this host: there is no earlier release to go back to)"
-    return f"pyinfra -y {inventory_arg()} deploy.py --limit {host_name} --data app_version={ref}"
+    return f"pyinfra -y {inventory_arg()} rollback.py --limit {host_name}"
 
 
 def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -72,12 +71,21 @@ def manifest(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "release": plan.release_dir,
         "version": plan.ref,
         "commit": plan.commit,
-        "backup": {"path": backup.get("path"), "sha256": backup.get("sha256")}
+        "backup": {
+            k: backup.get(k)
+            for k in ("path", "sha256", "metrics_rows", "metrics_max_id", "metrics_md5")
+        }
         if backup.get("taken")
         else None,
         "migrations_applied": run.facts.get("migrations", {}).get("applied", []),
-        "redis_container_created": run.facts.get("redis_container_created", False),
+        "redis_container_created": _container_created(run),
     }
+
+
+def _container_created(run: Run) -> bool:
+    op = run.ops.get("redis container")
+    changed = op is not None and op.is_complete() and op.did_change()
+    return changed and not run.facts.get("redis_container_existed", True)
 
 
 def print_table(run: Run) -> None:
@@ -160,26 +168,26 @@ def fail(
     if applied:
         run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
     mark_phase(h, "done")
+    if plan.is_migration_host:
+        lock.release(h, s)
     try:
         path = _write_records(h, s, plan)
     except DeployError as exc:
         path = f"(could not write the record: {exc})"
     print_table(run)
-    click.echo(
-        click.style(
-            f"\n--> DEPLOY FAILED on {h.name} in phase {phase}\n"
-            f"    what failed: {error}\n    state now:   {state}\n"
-            + (
-                f"    not rolled back: {'; '.join(run.not_rolled_back)}\n"
-                if run.not_rolled_back
-                else ""
-            )
-            + f"    roll back:   {rollback_command(s, plan, h.name)}\n"
-            f"    report:      {path}\n",
-            fg="red",
-        ),
-        err=True,
-    )
+    lines = [
+        f"--> DEPLOY FAILED on {h.name} in phase {phase}",
+        f"    what failed: {error}",
+        f"    state now:   {state}",
+    ]
+    if run.not_rolled_back:
+        lines.append(f"    not rolled back: {'; '.join(run.not_rolled_back)}")
+    if run.rolled_back:
+        lines.append(f"    rolled back: {'; '.join(run.rolled_back)}")
+    else:
+        lines.append(f"    roll back:   {rollback_command(plan, h.name)}")
+    lines.append(f"    report:      {path}")
+    click.echo(click.style("\n" + "\n".join(lines) + "\n", fg="red"), err=True)
     return False
 
 
@@ -208,6 +216,8 @@ def _report(state, host, s: dict[str, Any], plan: Plan) -> bool:
     mark_phase(host, "done")
     run.outcome = "success"
     path = _write_records(host, s, plan)
+    if plan.is_migration_host:
+        lock.release(host, s)
     print_table(run)
     click.echo(f"    report: {path}\n", err=True)
     return True

@@ -1,0 +1,22 @@
+"""The checklist's rollback plan: `pyinfra -y inventories/<env>.py rollback.py`.
+
+--limit HOST                        one host only
+--data rollback_mode=full           also revert the deploy's migrations, remove the
+                                    Redis container it created
+--data rollback_restore_backup=yes  (full) restore the pre-deploy backup
+--data rollback_disable_redis=true  set REDIS_ENABLED=false in .env
+"""
+
+from tasks import env_file, lock, preflight, rollback
+from tasks.runtime import DeployError, settings
+
+s = settings()
+try:
+    target = rollback.plan(s)
+except DeployError as exc:
+    raise SystemExit(f"{exc}\nNothing was changed.") from None
+
+preflight.secret_files(s)
+lock.acquire(s, target.is_migration_host)
+env_op = env_file.env_file({**s, "redis_enabled": False}) if s["rollback_disable_redis"] else None
+rollback.rollback(s, target, env_op)

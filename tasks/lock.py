@@ -1,0 +1,129 @@
+"""The deploy lock: one deploy or rollback per environment at a time.
+
+It lives in the environment's database (every run of every machine reaches it), in table
+deploy_lock, which backups leave out. A second run is refused at once with who holds the
+lock, since when and doing what; a lock left by a killed run is released only by
+`pyinfra -y <inventory> unlock.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.runtime import deployed_by, run_for, say, sh
+
+TABLE = "deploy_lock"
+# Set by the host that takes the lock, read by every host (one pyinfra process, op by op).
+HELD: dict[str, str] = {}
+
+
+def holder(s: dict[str, Any]) -> str:
+    from tasks.report import RUN_STAMP
+
+    return f"{deployed_by(s)} pid {os.getpid()} run {RUN_STAMP}"
+
+
+def create_sql() -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (env text PRIMARY KEY, holder text NOT NULL, "
+        "since timestamptz NOT NULL DEFAULT now(), command text NOT NULL)"
+    )
+
+
+def acquire_sql(env: str, who: str, command: str) -> str:
+    lit = commands.sql_literal
+    return (
+        f"INSERT INTO {TABLE} (env, holder, command) VALUES ({lit(env)}, {lit(who)}, "
+        f"{lit(command)}) ON CONFLICT (env) DO NOTHING RETURNING 'acquired'"
+    )
+
+
+def unlock_command(inventory: str) -> str:
+    return f"pyinfra -y {inventory} unlock.py"
+
+
+def _acquire(state, host, s: dict[str, Any]) -> bool:
+    from tasks.report import inventory_arg
+
+    env, who = s["deploy_env"], holder(s)
+    command = " ".join(["pyinfra", *sys.argv[1:]])[:500]
+    _, out, _ = sh(
+        host,
+        commands.psql(s, None, None, create_sql(), acquire_sql(env, who, command)),
+        what="taking the lock",
+    )
+    if out.strip() == "acquired":
+        HELD[env] = who
+        say(host, f"deploy lock for {env} taken")
+        return True
+    _, out, _ = sh(
+        host,
+        commands.psql(
+            s,
+            f"SELECT holder, to_char(since, 'YYYY-MM-DD HH24:MI:SS TZ'), command FROM {TABLE} "
+            f"WHERE env = {commands.sql_literal(env)}",
+        ),
+    )
+    held_by, since, running = (out.strip().split("|", 2) + ["?", "?"])[:3]
+    HELD[env] = ""
+    run_for(host).failure = "lock held"
+    say(
+        host,
+        f"REFUSED: the deploy lock for {env} is held by {held_by} since {since}, "
+        f"running `{running}`. If that run was killed, release the lock with: "
+        f"{unlock_command(inventory_arg())}",
+    )
+    return False
+
+
+def _confirm(state, host, s: dict[str, Any]) -> bool:
+    if HELD.get(s["deploy_env"]):
+        return True
+    say(host, "stopping: this run does not hold the deploy lock (see above)")
+    return False
+
+
+def acquire(s: dict[str, Any], on_this_host: bool) -> None:
+    """Take the lock (on one host), then stop every host if it was not taken."""
+    if on_this_host:
+        python.call(name=f"Take the deploy lock for {s['deploy_env']}", function=_acquire, s=s)
+    python.call(name="Ensure this run holds the deploy lock", function=_confirm, s=s)
+
+
+def release(host, s: dict[str, Any]) -> None:
+    """Release the lock if this run holds it (called at the end of a run, success or not)."""
+    env = s["deploy_env"]
+    if HELD.get(env):
+        sh(
+            host,
+            commands.psql(
+                s,
+                f"DELETE FROM {TABLE} WHERE env = {commands.sql_literal(env)} "
+                f"AND holder = {commands.sql_literal(HELD[env])}",
+            ),
+            check=False,
+        )
+        HELD[env] = ""
+        say(host, f"deploy lock for {env} released")
+
+
+def force_unlock(host, s: dict[str, Any]) -> str:
+    """Remove the environment's lock whoever holds it; returns who held it."""
+    env = commands.sql_literal(s["deploy_env"])
+    _, out, _ = sh(
+        host,
+        commands.psql(
+            s,
+            None,
+            None,
+            create_sql(),
+            f"DELETE FROM {TABLE} WHERE env = {env} RETURNING holder || ' since ' || since",
+        ),
+        what="unlocking",
+    )
+    return out.strip()

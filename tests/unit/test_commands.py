@@ -1,0 +1,187 @@
+import pytest
+
+from tasks import commands as c
+from tasks.config import validate
+
+S, _ = validate(
+    {"deploy_env": "t", "app_repo_url": "git://h/r.git", "db_host": "db1", "db_user": "monitoring"},
+    {"DB_PASSWORD": "x"},
+)
+
+
+def test_psql_reads_a_pgpass_file_and_stops_on_errors():
+    assert c.psql(S, "SELECT 1") == (
+        "PGPASSFILE=/var/lib/monitoring-dashboard-deploy/pgpass PGSSLMODE=disable "
+        "PGCONNECT_TIMEOUT=5 psql -X -q -At -v ON_ERROR_STOP=1 -h db1 -p 5432 -U monitoring "
+        "-d monitoring -c 'SELECT 1'"
+    )
+
+
+def test_psql_runs_each_statement_in_its_own_transaction():
+    cmd = c.psql(S, None, None, "SET lock_timeout = '5s'", "CREATE INDEX CONCURRENTLY i ON t (a)")
+    assert cmd.endswith(
+        "-c 'SET lock_timeout = '\"'\"'5s'\"'\"'' -c 'CREATE INDEX CONCURRENTLY i ON t (a)'"
+    )
+    assert c.psql(S, file="/x/m.sql").endswith(" -f /x/m.sql")
+
+
+def test_pgpass_line_escapes_colons_and_backslashes():
+    assert c.pgpass_line(S, "a:b\\c") == "db1:5432:monitoring:monitoring:a\\:b\\\\c\n"
+
+
+def test_pg_dump_is_restorable_private_and_atomic():
+    cmd = c.pg_dump(S, "/b/backup_1.dump")
+    assert cmd.startswith("umask 077 && ")
+    assert (
+        "pg_dump -Fc --no-owner -h db1 -p 5432 -U monitoring -d monitoring "
+        "-f /b/backup_1.dump.partial && mv /b/backup_1.dump.partial /b/backup_1.dump" in cmd
+    )
+    assert c.pg_restore_list("/b/x.dump") == "pg_restore --list /b/x.dump | grep -c -v '^;'"
+    assert c.prune_backups("/b", 5) == (
+        "ls -1t /b/backup_*.dump 2>/dev/null | tail -n +6 | xargs -r rm -f --"
+    )
+
+
+def test_redis_container_has_exactly_the_checklists_flags():
+    assert c.redis_run(S, "abc", None) == (
+        "docker run -d --name redis-cache --restart unless-stopped -p 127.0.0.1:6379:6379 "
+        "--label monitoring-dashboard.spec=abc redis:7-alpine redis-server --maxmemory 1gb "
+        "--maxmemory-policy allkeys-lru --save '' --appendonly no"
+    )
+
+
+def test_redis_password_comes_from_a_mounted_file_never_the_command_line():
+    cmd = c.redis_run(S, "abc", "/s/redis-auth.conf")
+    assert "-v /s/redis-auth.conf:/usr/local/etc/redis/auth.conf:ro" in cmd
+    assert "redis-server /usr/local/etc/redis/auth.conf --maxmemory" in cmd
+    assert "requirepass" not in cmd
+
+
+def test_redis_cli_reads_the_password_at_run_time():
+    cmd = c.redis_cli(S, "--scan", "--pattern", "metrics:*", host="127.0.0.1", port=6379)
+    assert cmd == (
+        'a="$(cat /var/lib/monitoring-dashboard-deploy/redis_password 2>/dev/null)";'
+        ' [ -z "$a" ] || export REDISCLI_AUTH="$a"; redis-cli --no-auth-warning '
+        "-h 127.0.0.1 -p 6379 --scan --pattern 'metrics:*'"
+    )
+
+
+def test_go_build_happens_in_a_partial_folder_renamed_when_done():
+    cmd = c.build_release("git://h/r.git", "a" * 40, "/app/repo.git", "/app/releases/v1-aaa", "svc")
+    assert (
+        "go build -trimpath -o bin/monitoring-dashboard-api ./cmd/monitoring-dashboard-api" in cmd
+    )
+    assert "CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off" in cmd
+    assert cmd.endswith("mv -T /app/releases/v1-aaa.partial /app/releases/v1-aaa")
+    assert (
+        f"git -C /app/repo.git archive {'a' * 40} | tar -x -C /app/releases/v1-aaa.partial" in cmd
+    )
+
+
+def test_switch_is_an_atomic_rename():
+    assert c.switch_current("/a/current", "/a/releases/r") == (
+        "ln -sfn /a/releases/r /a/current.new && mv -T /a/current.new /a/current"
+    )
+
+
+def test_prune_keeps_protected_releases():
+    assert c.prune_releases("/a/releases", 3, ["new", "old"]) == (
+        "cd /a/releases && rm -rf -- *.partial && ls -1t | grep -v -x -F -e new -e old "
+        "| tail -n +2 | xargs -r rm -rf --"
+    )
+
+
+@pytest.mark.parametrize(
+    "out,ref,commit",
+    [
+        ("a" * 40 + "\trefs/tags/v1\n" + "b" * 40 + "\trefs/tags/v1^{}\n", "v1", "b" * 40),
+        ("c" * 40 + "\trefs/heads/main\n", "main", "c" * 40),
+        ("", "d" * 40, "d" * 40),
+        ("", "v9", None),
+    ],
+)
+def test_ls_remote_resolution(out, ref, commit):
+    assert c.parse_ls_remote(out, ref) == commit
+
+
+def test_release_id_is_file_safe():
+    assert c.release_id("feature/x y", "0123456789abcdef") == "feature_x_y-0123456789ab"
+
+
+MIGRATION = """-- a comment with CREATE INDEX CONCURRENTLY must in it;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_a ON metrics (a);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS
+    SELECT 1;
+CREATE UNIQUE INDEX IF NOT EXISTS mv_key ON mv (x);
+"""
+
+
+def test_split_statements_flags_concurrent_index_builds():
+    statements = c.split_statements(MIGRATION)
+    assert [(s.concurrent, s.index) for s in statements] == [
+        (True, "idx_a"),
+        (False, None),
+        (False, "mv_key"),
+    ]
+    assert c.created_objects(MIGRATION) == ["idx_a", "mv", "mv_key"]
+    with pytest.raises(ValueError):
+        c.split_statements("SELECT 1")
+
+
+def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_transactions():
+    script = c.migration_script(
+        S,
+        [("003", "x", "sum", MIGRATION), ("004", "y", "s2", "ALTER TABLE t ADD c int;\n")],
+        ["idx_a"],
+        "me@here",
+    )
+    lines = script.splitlines()
+    assert lines[1] == "SELECT pg_advisory_lock(hashtext('monitoring-dashboard-migrations'));"
+    assert "SET lock_timeout = '5s';" in lines and "SET statement_timeout = '30min';" in lines
+    assert "DROP INDEX CONCURRENTLY IF EXISTS idx_a;" in lines
+    first = script.index("applying migration 003")
+    second = script.index("applying migration 004")
+    assert "BEGIN;" not in script[first:second]
+    assert script[second:].count("BEGIN;") == 1 and "COMMIT;" in script[second:]
+
+
+def test_env_file_holds_every_variable_of_step_4():
+    text = c.env_file_content(S, "dbpw", "")
+    for key in (
+        "DB_MAX_OPEN_CONNS=100",
+        "DB_MAX_IDLE_CONNS=50",
+        "REDIS_ENABLED=true",
+        "REDIS_HOST=localhost",
+        "REDIS_PORT=6379",
+        "REDIS_PASSWORD=",
+        "REDIS_DB=0",
+        "REDIS_CACHE_TTL=60s",
+        "REDIS_POOL_SIZE=100",
+        "REDIS_MIN_IDLE_CONNS=20",
+        "REDIS_DIAL_TIMEOUT=5s",
+        "REDIS_READ_TIMEOUT=3s",
+        "REDIS_WRITE_TIMEOUT=3s",
+        "SERVER_READ_TIMEOUT=30s",
+        "SERVER_WRITE_TIMEOUT=30s",
+        "SERVER_IDLE_TIMEOUT=120s",
+        "DB_PASSWORD=dbpw",
+    ):
+        assert key + "\n" in text
+    with pytest.raises(ValueError):
+        c.env_file_content(S, "two\nlines", "")
+
+
+def test_k6_runs_with_thresholds_passed_as_variables():
+    assert c.k6_run("s.js", "/t/sum.json", {"MODE": "smoke", "P95_MS": 500}) == [
+        "k6",
+        "run",
+        "--quiet",
+        "--no-color",
+        "--summary-export=/t/sum.json",
+        "-e",
+        "MODE=smoke",
+        "-e",
+        "P95_MS=500",
+        "s.js",
+    ]

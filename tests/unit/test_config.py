@@ -1,0 +1,88 @@
+import pytest
+
+from tasks import config
+
+BASE = {"deploy_env": "t", "app_repo_url": "git://x/r.git", "db_host": "db"}
+ENV = {"DB_PASSWORD": "pw"}
+
+
+def test_defaults_follow_the_checklist():
+    s, problems = config.validate(BASE, ENV)
+    assert problems == []
+    assert s["app_dir"] == "/app/monitoring-dashboard-api"
+    assert s["app_service"] == "monitoring-dashboard"
+    assert s["app_port"] == 8080
+    assert s["app_log_file"] == "/var/log/monitoring-dashboard/app.log"
+    assert (s["redis_container"], s["redis_maxmemory"], s["redis_maxmemory_policy"]) == (
+        "redis-cache",
+        "1gb",
+        "allkeys-lru",
+    )
+    assert (s["db_max_open_conns"], s["db_max_idle_conns"]) == (100, 50)
+    assert s["db_name"] == "monitoring"
+
+
+def test_every_problem_is_reported_at_once():
+    data = {
+        "app_port": "abc",
+        "redis_mode": "cluster",
+        "redis_maxmemroy": "1gb",
+        "migrate_lock_timeout": 5,
+        "backup_keep": 0,
+        "app_version": "a..b",
+    }
+    _, problems = config.validate(data, {})
+    text = "\n".join(problems)
+    for expected in (
+        "deploy_env: required",
+        "app_repo_url: required",
+        "db_host: required",
+        "app_port: must be a whole number, got 'abc'",
+        "redis_mode: must be one of container, external, got 'cluster'",
+        "redis_maxmemroy: unknown variable (did you mean redis_maxmemory?)",
+        "migrate_lock_timeout: must be a duration",
+        "backup_keep: must be at least 1, got 0",
+        "app_version: must be a git tag, branch or commit",
+        "DB_PASSWORD: required",
+    ):
+        assert expected in text
+    assert len(problems) == 10
+
+
+def test_values_are_coerced_to_their_types():
+    s, problems = config.validate(
+        {**BASE, "app_port": "9090", "redis_enabled": "false", "verify_min_hit_ratio": "0.5"}, ENV
+    )
+    assert problems == []
+    assert (s["app_port"], s["redis_enabled"], s["verify_min_hit_ratio"]) == (9090, False, 0.5)
+
+
+def test_cross_field_checks():
+    _, problems = config.validate({**BASE, "db_max_idle_conns": 200}, ENV)
+    assert problems == ["db_max_idle_conns: must not exceed db_max_open_conns"]
+    _, problems = config.validate({**BASE, "redis_mode": "external"}, ENV)
+    assert problems == ["redis_host: external mode needs the endpoint's address, not localhost"]
+
+
+def test_keys_without_a_phase_prefix_are_left_alone():
+    _, problems = config.validate({**BASE, "ssh_hostname": "x", "anything": 1}, ENV)
+    assert problems == []
+
+
+def test_check_or_exit_lists_problems_and_says_nothing_changed():
+    with pytest.raises(SystemExit) as exc:
+        config.check_or_exit({"app_port": "x"}, "here")
+    assert "nothing was changed" in str(exc.value) and "  - app_port" in str(exc.value)
+
+
+def test_seconds():
+    assert config.seconds("500ms") == 0.5
+    assert config.seconds("30m") == 1800
+    with pytest.raises(ValueError):
+        config.seconds("soon")
+
+
+def test_readme_table_lists_every_variable():
+    readme = config.__file__.rsplit("/tasks/", 1)[0] + "/README.md"
+    text = open(readme).read()
+    assert config.markdown_table() in text
