@@ -164,7 +164,7 @@ def _prepare_root(host: LabHost, base: Path, env_hosts: list[LabHost]) -> Path:
     if "db_servers" in host.groups:
         services.append("postgresql.service")
         conf = root / "etc/postgresql/15/main"
-        (conf / "conf.d/lab.conf").write_text("listen_addresses = '*'\nmax_connections = 200\n")
+        (conf / "conf.d/lab.conf").write_text("listen_addresses = '*'\nmax_connections = 400\n")
         with open(conf / "pg_hba.conf", "a") as hba:
             hba.write(f"host {DB_NAME} all {SUBNET} scram-sha-256\n")
     if "cache_servers" in host.groups:

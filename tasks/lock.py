@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
@@ -112,18 +113,19 @@ def release(host, s: dict[str, Any]) -> None:
         say(host, f"deploy lock for {env} released")
 
 
-def force_unlock(host, s: dict[str, Any]) -> str:
-    """Remove the environment's lock whoever holds it; returns who held it."""
+def _force_unlock(state, host, s: dict[str, Any]) -> bool:
     env = commands.sql_literal(s["deploy_env"])
-    _, out, _ = sh(
-        host,
-        commands.psql(
-            s,
-            None,
-            None,
-            create_sql(),
-            f"DELETE FROM {TABLE} WHERE env = {env} RETURNING holder || ' since ' || since",
-        ),
-        what="unlocking",
-    )
-    return out.strip()
+    delete = f"DELETE FROM {TABLE} WHERE env = {env} RETURNING holder || ' since ' || since"
+    _, out, _ = sh(host, commands.psql(s, None, None, create_sql(), delete), what="unlocking")
+    held = out.strip()
+    if held:
+        say(host, f"released the deploy lock of {s['deploy_env']} held by {held}")
+    else:
+        say(host, f"the deploy lock of {s['deploy_env']} was not held: nothing to do")
+    return True
+
+
+@deploy("Unlock")
+def unlock(s: dict[str, Any]) -> None:
+    """Release the environment's lock whoever holds it (after a killed run)."""
+    python.call(name=f"Release the deploy lock of {s['deploy_env']}", function=_force_unlock, s=s)

@@ -6,50 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from pyinfra_cli import REPO, output, pyinfra
+from pyinfra_cli import report as last_report
 
 from lab import core
 from lab.topology import topology
 from tasks import commands
 from tasks.config import validate
 from tasks.inventory import lab_group
-
-REPO = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
-RUN_TIMEOUT = 900
-
-
-def deploy(
-    *args: str,
-    script: str = "deploy.py",
-    inventory: str = "inventories/lab.py",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYINFRA, "-y", inventory, script, *args],
-        cwd=REPO,
-        text=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def last_report(result: subprocess.CompletedProcess) -> dict:
-    line = next(
-        x
-        for x in reversed(result.stderr.splitlines() + result.stdout.splitlines())
-        if "report:" in x and ".json" in x
-    )
-    path = REPO / line.split("report:")[1].strip()
-    return json.loads(path.read_text())["hosts"]["app1"]
-
-
-def output(result: subprocess.CompletedProcess) -> str:
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +37,7 @@ def on_app1(app1, command: str) -> str:
 
 def test_broken_variables_fail_before_any_change_and_list_every_problem(fresh_staging):
     _, app1, _ = fresh_staging
-    result = deploy(
+    result = pyinfra(
         "--data",
         "app_port=abc",
         "--data",
@@ -96,7 +62,7 @@ def test_broken_variables_fail_before_any_change_and_list_every_problem(fresh_st
 
 def test_an_unknown_version_is_refused_before_any_change(fresh_staging):
     _, app1, _ = fresh_staging
-    result = deploy("--data", "app_version=v9.9.9")
+    result = pyinfra("--data", "app_version=v9.9.9")
     assert result.returncode != 0
     assert "app_version 'v9.9.9' names no tag, branch or commit" in output(result)
     assert on_app1(app1, "test -e /var/lib/monitoring-dashboard-deploy && echo y || echo n") == "n"
@@ -104,7 +70,7 @@ def test_an_unknown_version_is_refused_before_any_change(fresh_staging):
 
 def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
     _, app1, _ = fresh_staging
-    result = deploy("--data", "app_version=v1.9.0")
+    result = pyinfra("--data", "app_version=v1.9.0")
     assert result.returncode == 0, output(result)[-4000:]
     report = last_report(result)
     assert report["status"] == "success"
@@ -128,7 +94,7 @@ def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
 
 def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     _, app1, _ = fresh_staging
-    result = deploy()
+    result = pyinfra()
     assert result.returncode == 0, output(result)[-4000:]
     report = last_report(result)
     backup = report["facts"]["backup"]
@@ -156,7 +122,7 @@ def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
 
 
 def test_the_same_deploy_again_changes_nothing_and_says_so(fresh_staging):
-    result = deploy()
+    result = pyinfra()
     assert result.returncode == 0, output(result)[-4000:]
     report = last_report(result)
     assert report["changed"] == []
@@ -177,14 +143,14 @@ def test_the_server_suite_passes_and_catches_drift_that_a_deploy_repairs(fresh_s
     on_app1(app1, f"chmod 644 {commands.paths(s)['env_file']}")
     drifted = run_suite()
     assert drifted.returncode != 0 and "test_env_file_is_private" in drifted.stdout
-    assert deploy().returncode == 0
+    assert pyinfra().returncode == 0
     assert run_suite().returncode == 0
 
 
 def test_secrets_never_reach_output_reports_or_process_lists(fresh_staging):
     _, app1, s = fresh_staging
     password = os.environ["DB_PASSWORD"]
-    result = deploy("-vvv", "--diff", "--data", "redis_cache_ttl=45s")
+    result = pyinfra("-vvv", "--diff", "--data", "redis_cache_ttl=45s")
     assert result.returncode == 0, output(result)[-3000:]
     assert "content not shown" in output(result)
     assert password not in output(result)
@@ -192,14 +158,14 @@ def test_secrets_never_reach_output_reports_or_process_lists(fresh_staging):
         assert password not in report.read_text()
     assert password not in on_app1(app1, "ps -eo args")
     assert on_app1(app1, f"grep -c REDIS_CACHE_TTL=45s {commands.paths(s)['env_file']}") == "1"
-    assert deploy().returncode == 0  # back to the group_vars value
+    assert pyinfra().returncode == 0  # back to the group_vars value
 
 
 def test_dry_run_shows_what_would_change_and_changes_nothing(fresh_staging):
     _, app1, s = fresh_staging
     env_file = commands.paths(s)["env_file"]
     before = on_app1(app1, f"sha256sum {env_file}")
-    result = deploy("--dry", "--data", "redis_cache_ttl=30s")
+    result = pyinfra("--dry", "--data", "redis_cache_ttl=30s")
     assert result.returncode == 0, output(result)[-3000:]
     assert os.environ["DB_PASSWORD"] not in output(result)
     assert on_app1(app1, f"sha256sum {env_file}") == before

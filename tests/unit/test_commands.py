@@ -33,8 +33,9 @@ def test_pg_dump_is_restorable_private_and_atomic():
     cmd = c.pg_dump(S, "/b/backup_1.dump")
     assert cmd.startswith("umask 077 && ")
     assert (
-        "pg_dump -Fc --no-owner -h db1 -p 5432 -U monitoring -d monitoring "
-        "-f /b/backup_1.dump.partial && mv /b/backup_1.dump.partial /b/backup_1.dump" in cmd
+        "pg_dump -Fc --no-owner --exclude-table=deploy_lock --exclude-table=schema_migrations "
+        "-h db1 -p 5432 -U monitoring -d monitoring -f /b/backup_1.dump.partial && "
+        "mv /b/backup_1.dump.partial /b/backup_1.dump" in cmd
     )
     assert c.pg_restore_list("/b/x.dump") == "pg_restore --list /b/x.dump | grep -c -v '^;'"
     assert c.prune_backups("/b", 5) == (
@@ -76,6 +77,21 @@ def test_go_build_happens_in_a_partial_folder_renamed_when_done():
     assert (
         f"git -C /app/repo.git archive {'a' * 40} | tar -x -C /app/releases/v1-aaa.partial" in cmd
     )
+
+
+def test_restore_replaces_objects_in_one_transaction():
+    assert c.pg_restore(S, "/b/x.dump").endswith(
+        "pg_restore --clean --if-exists --no-owner --single-transaction -h db1 -p 5432 "
+        "-U monitoring -d monitoring /b/x.dump"
+    )
+    assert "ORDER BY id" in c.table_fingerprint_sql()
+
+
+def test_health_wait_is_bounded_and_wants_a_200_with_the_expected_body():
+    cmd = c.wait_healthy("http://127.0.0.1:8080/h", '"ok":true', 10)
+    assert cmd.startswith("for i in $(seq 40); do ")
+    assert "curl -s -m 2" in cmd and '(HTTP 200)") echo' in cmd
+    assert cmd.endswith("exit 1")
 
 
 def test_switch_is_an_atomic_rename():

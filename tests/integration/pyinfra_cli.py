@@ -1,0 +1,53 @@
+"""Running the project's pyinfra files the way an operator does, for the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+RUN_TIMEOUT = 900
+
+
+def pyinfra(
+    *args: str,
+    script: str = "deploy.py",
+    inventory: str = "inventories/lab.py",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """`pyinfra -y INVENTORY SCRIPT ARGS`, as a CI stage runs it (no stdin)."""
+    return subprocess.run(
+        [PYINFRA, "-y", inventory, script, *args],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start(*args: str, inventory: str = "inventories/lab.py") -> subprocess.Popen:
+    """The same, in the background."""
+    return subprocess.Popen(
+        [PYINFRA, "-y", inventory, "deploy.py", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def report(result: subprocess.CompletedProcess, host: str = "app1") -> dict:
+    """The JSON report a deploy names in its output."""
+    line = next(x for x in reversed(output(result).splitlines()) if "report:" in x and ".json" in x)
+    return json.loads((REPO / line.split("report:")[1].strip()).read_text())["hosts"][host]

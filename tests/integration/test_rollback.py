@@ -1,0 +1,219 @@
+"""Rollback on the lab: full (with restore), automatic, the lock; then quick with --limit on
+the production-shaped lab."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pyinfra_cli import output, pyinfra, report, start
+
+from lab import core
+from lab.topology import topology
+from tasks import commands
+from tasks.config import validate
+from tasks.inventory import lab_group
+
+OBJECTS = [
+    "idx_metrics_type_time_covering",
+    "idx_metrics_type_time_id",
+    "idx_metrics_recent",
+    "metrics_hourly",
+]
+
+
+def sh(host, command: str) -> str:
+    return core.ssh(host, command).stdout.decode().strip()
+
+
+def version(host) -> str:
+    return sh(host, "curl -s -m 5 localhost:8080/api/v1/version")
+
+
+@pytest.fixture(scope="module")
+def staging(lab):
+    """Fresh lab staging where v1.9.0 runs without Redis (as the team's staging did before the
+    checklist), then the checklist's v2.0.0-perf deployed over it."""
+    core.down("staging", echo=lambda _m: None)
+    core.up("staging", echo=lambda _m: None)
+    app1 = topology("staging")[0]
+    settings, problems = validate(
+        dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1])
+    )
+    assert problems == []
+    first = pyinfra("--data", "app_version=v1.9.0")
+    assert first.returncode == 0, output(first)[-3000:]
+    sh(app1, "docker rm -f redis-cache")
+    upgrade = pyinfra()
+    assert upgrade.returncode == 0, output(upgrade)[-3000:]
+    return app1, settings, report(upgrade)
+
+
+def psql(app1, s, sql: str) -> str:
+    return sh(app1, commands.psql(s, sql))
+
+
+def test_full_rollback_reverts_migrations_removes_the_container_and_restores(staging):
+    app1, s, upgrade = staging
+    backup = upgrade["facts"]["backup"]
+    assert upgrade["facts"]["migrations"]["applied"] == ["003"]
+    psql(
+        app1,
+        s,
+        "INSERT INTO metrics (type, host, value) SELECT 'cpu', 'late', 1 "
+        "FROM generate_series(1, 7)",
+    )
+    result = pyinfra(
+        "--data",
+        "rollback_mode=full",
+        "--data",
+        "rollback_restore_backup=yes",
+        script="rollback.py",
+    )
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert "7 row(s) written since the backup will be lost" in text
+    assert psql(app1, s, commands.objects_state_sql(OBJECTS)) == ""
+    reverted = psql(
+        app1,
+        s,
+        f"SELECT reverted_at IS NOT NULL FROM {commands.HISTORY_TABLE} WHERE version = '003'",
+    )
+    assert reverted == "t"
+    assert sh(app1, "docker ps -a --format '{{.Names}}'") == ""
+    assert version(app1) == '{"version":"1.9.0"}'
+    rows, _, md5 = psql(app1, s, commands.table_fingerprint_sql()).split("|")
+    assert (int(rows), md5) == (backup["metrics_rows"], backup["metrics_md5"])
+
+
+def test_a_second_rollback_changes_nothing(staging):
+    app1, s, _ = staging
+    before = sh(app1, "wc -l < /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    result = pyinfra(
+        "--data",
+        "rollback_mode=full",
+        "--data",
+        "rollback_restore_backup=yes",
+        script="rollback.py",
+    )
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert "migrations 003 are already reverted" in text
+    assert "metrics already matches the backup: nothing to restore" in text
+    assert "already rolled back" in text
+    assert sh(app1, "wc -l < /var/lib/monitoring-dashboard-deploy/deployments.jsonl") == before
+
+
+def test_a_broken_release_rolls_back_by_itself(staging):
+    app1, _, _ = staging
+    good = pyinfra()
+    assert good.returncode == 0, output(good)[-3000:]
+    result = pyinfra("--data", "app_version=v2.0.1-broken")
+    assert result.returncode != 0
+    failed = report(result)
+    assert failed["status"] == "failed, rolled back"
+    assert failed["failure"].startswith("release: the health check failed")
+    failing = [m["metric"] for m in failed["success_metrics"] if not m["pass"]]
+    assert failing == ["health check after restart"]
+    assert failed["rolled_back"] == [
+        f"release: {failed['release']} -> {failed['previous_release']}"
+    ]
+    assert version(app1) == '{"version":"2.0.0-perf"}'
+    assert "rolled back: release:" in output(result)
+
+
+def test_a_concurrent_deploy_is_refused_by_the_lock(staging):
+    app1, s, _ = staging
+    first = start("--data", "redis_cache_ttl=61s", "--data", "monitor_duration=20")
+    try:
+        deadline = time.monotonic() + 120
+        while "lab" not in psql(app1, s, "SELECT env FROM deploy_lock"):
+            assert time.monotonic() < deadline and first.poll() is None, "lock never taken"
+            time.sleep(0.5)
+        began = time.monotonic()
+        second = pyinfra()
+        assert second.returncode != 0
+        text = output(second)
+        assert "REFUSED: the deploy lock for lab is held by" in text
+        assert "pyinfra -y inventories/lab.py unlock.py" in text
+        assert time.monotonic() - began < 60
+    finally:
+        out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert psql(app1, s, "SELECT count(*) FROM deploy_lock") == "0"
+
+
+def test_a_lock_left_by_a_killed_run_is_released_only_by_unlock(staging):
+    app1, s, _ = staging
+    psql(
+        app1,
+        s,
+        "INSERT INTO deploy_lock (env, holder, command) VALUES ('lab', "
+        "'someone@elsewhere pid 1 run x', 'pyinfra deploy.py')",
+    )
+    refused = pyinfra()
+    assert refused.returncode != 0
+    assert "held by someone@elsewhere pid 1 run x" in output(refused)
+    unlocked = pyinfra(script="unlock.py")
+    assert unlocked.returncode == 0
+    assert "released the deploy lock of lab held by someone@elsewhere" in output(unlocked)
+    assert pyinfra().returncode == 0
+
+
+@pytest.fixture(scope="module")
+def production(lab):
+    core.down("production", echo=lambda _m: None)
+    core.up("production", echo=lambda _m: None)
+    return {h.name: h for h in topology("production") if h.is_app}
+
+
+def test_nothing_to_roll_back_to_is_a_clear_error_that_changes_nothing(production):
+    first = pyinfra("--data", "app_version=v1.9.0", inventory="inventories/lab_production.py")
+    assert first.returncode == 0, output(first)[-3000:]
+    before = {
+        name: sh(h, "readlink /app/monitoring-dashboard-api/current")
+        for name, h in production.items()
+    }
+    result = pyinfra(script="rollback.py", inventory="inventories/lab_production.py")
+    assert result.returncode != 0
+    assert "nothing to roll back to: the last deploy (v1.9.0) was the first on this host" in output(
+        result
+    )
+    assert {
+        name: sh(h, "readlink /app/monitoring-dashboard-api/current")
+        for name, h in production.items()
+    } == before
+
+
+def test_quick_rollback_of_one_production_host(production):
+    upgrade = pyinfra(inventory="inventories/lab_production.py")
+    assert upgrade.returncode == 0, output(upgrade)[-3000:]
+    assert {version(h) for h in production.values()} == {'{"version":"2.0.0-perf"}'}
+    result = pyinfra(
+        "--limit", "app1", script="rollback.py", inventory="inventories/lab_production.py"
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    assert version(production["app1"]) == '{"version":"1.9.0"}'
+    assert version(production["app2"]) == '{"version":"2.0.0-perf"}'
+    assert version(production["app3"]) == '{"version":"2.0.0-perf"}'
+    record = sh(
+        production["app1"], "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl"
+    )
+    assert '"status": "rolled back"' in record and '"mode": "quick"' in record
+
+
+def test_quick_rollback_can_turn_redis_off(production):
+    result = pyinfra(
+        "--limit",
+        "app2",
+        "--data",
+        "rollback_disable_redis=true",
+        script="rollback.py",
+        inventory="inventories/lab_production.py",
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    app2 = production["app2"]
+    assert version(app2) == '{"version":"1.9.0"}'
+    assert (
+        sh(app2, "grep REDIS_ENABLED /app/monitoring-dashboard-api/.env") == "REDIS_ENABLED=false"
+    )
