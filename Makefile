@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 
-.PHONY: deps lab-up lab-down lab-status demo test unit integration lint
+.PHONY: deps lab-up lab-down lab-status demo test unit integration lint bench
 
 deps:
 	bash scripts/install-deps.sh
@@ -19,7 +19,7 @@ lab-status: deps
 
 demo: deps
 	$(PY) -m lab up staging
-	$(PY) -m lab status
+	.venv/bin/pyinfra -y inventories/lab.py deploy.py
 
 lint: deps
 	.venv/bin/ruff check .
@@ -33,3 +33,6 @@ integration: lab-up
 
 test: lint
 	$(PYTEST) -q -ra
+
+bench: deps
+	$(PY) bench/run.py

@@ -16,6 +16,7 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import seconds
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say
 
 SCRIPT = Path(__file__).resolve().parent.parent / "files" / "k6" / "loadtest.js"
@@ -50,14 +51,13 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
         return result.returncode, json.loads(Path(summary).read_text())["metrics"]
 
 
-def _loadtest(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("loadtest", roll_back=True)
+def _loadtest(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
     if not run.all_changes():
         say(host, "load test skipped: this run changed nothing")
         run.facts["loadtest"] = {"skipped": "nothing changed"}
-        return True
+        return
     url = base_url(host, s)
     tests = [
         (
@@ -85,48 +85,41 @@ def _loadtest(state, host, s: dict[str, Any], plan: Plan) -> bool:
             s["loadtest_max_error_rate"],
         ),
     ]
-    results = {}
-    try:
-        for mode, env, budget, p95_limit, error_limit in tests:
-            say(host, f"k6 {mode} against {url} ({budget:.0f}s)")
-            code, metrics = run_k6(mode, {"BASE_URL": url, **env}, budget=budget + 60)
-            durations = metrics.get(
-                "http_req_duration{scenario:peak}", metrics["http_req_duration"]
+    results: dict[str, Any] = {}
+    run.facts["loadtest"] = results
+    for mode, env, budget, p95_limit, error_limit in tests:
+        say(host, f"k6 {mode} against {url} ({budget:.0f}s)")
+        code, metrics = run_k6(mode, {"BASE_URL": url, **env}, budget=budget + 60)
+        durations = metrics.get("http_req_duration{scenario:peak}", metrics["http_req_duration"])
+        p95 = durations.get("p(95)", 0.0)
+        errors = metrics["http_req_failed"].get(
+            "value", metrics["http_req_failed"].get("rate", 0.0)
+        )
+        rps = metrics["http_reqs"].get("rate", 0.0)
+        results[mode] = {
+            "p95_ms": round(p95, 1),
+            "error_rate": errors,
+            "rps": round(rps, 1),
+            "k6_exit": code,
+        }
+        bound = "==" if mode == "smoke" else "<"
+        run.metric(
+            f"k6 {mode} p95",
+            f"< {p95_limit} ms",
+            f"{p95:.0f} ms at {rps:.0f} rps",
+            p95 < p95_limit,
+        )
+        run.metric(
+            f"k6 {mode} errors",
+            f"{bound} {error_limit:.0%}",
+            f"{errors:.2%}",
+            errors == 0 if mode == "smoke" else errors < error_limit,
+        )
+        if code != 0:
+            raise DeployError(
+                f"k6 {mode} crossed a threshold (exit {code}): p95 "
+                f"{p95:.0f} ms, errors {errors:.2%}"
             )
-            p95 = durations.get("p(95)", 0.0)
-            errors = metrics["http_req_failed"].get(
-                "value", metrics["http_req_failed"].get("rate", 0.0)
-            )
-            rps = metrics["http_reqs"].get("rate", 0.0)
-            results[mode] = {
-                "p95_ms": round(p95, 1),
-                "error_rate": errors,
-                "rps": round(rps, 1),
-                "k6_exit": code,
-            }
-            bound = "==" if mode == "smoke" else "<"
-            run.metric(
-                f"k6 {mode} p95",
-                f"< {p95_limit} ms",
-                f"{p95:.0f} ms at {rps:.0f} rps",
-                p95 < p95_limit,
-            )
-            run.metric(
-                f"k6 {mode} errors",
-                f"{bound} {error_limit:.0%}",
-                f"{errors:.2%}",
-                errors == 0 if mode == "smoke" else errors < error_limit,
-            )
-            if code != 0:
-                raise DeployError(
-                    f"k6 {mode} crossed a threshold (exit {code}): p95 "
-                    f"{p95:.0f} ms, errors {errors:.2%}"
-                )
-        run.facts["loadtest"] = results
-        return True
-    except DeployError as exc:
-        run.facts["loadtest"] = results
-        return fail(host, s, plan, "loadtest", exc, roll_back=True)
 
 
 @deploy("Load test")

@@ -14,6 +14,7 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import seconds
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, deployed_by, put_text, run_for, say, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
@@ -151,67 +152,61 @@ def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[di
     ]
 
 
-def _migrate(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("migrate")
+def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
-    try:
-        migrations = read_migrations(host, s, plan.release_dir)
-        adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
-        if pending and not run.facts.get("backup", {}).get("verified"):
-            raise DeployError("no verified backup of this run: refusing to migrate")
-        by = deployed_by(s)
-        if adopt:
-            say(host, f"adopting a hand-migrated database at baseline {s['migrate_baseline']}")
-            rows = [
-                commands.record_migration_sql(m.version, m.name, m.checksum, by, True)
-                for m in adopt
-            ]
-            sh(
-                host,
-                commands.psql(s, None, None, commands.history_table_sql(), *rows),
-                what="recording the baseline",
-            )
-        if pending:
-            names = [n for m in pending for n in commands.created_objects(m.sql)]
-            invalid = _invalid_indexes(host, s, names)
-            if invalid:
-                say(host, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
-            script = commands.migration_script(
-                s, [(m.version, m.name, m.checksum, m.sql) for m in pending], invalid, by
-            )
-            path = f"{commands.paths(s)['state']}/migration.sql"
-            put_text(host, script, path)
-            say(
-                host,
-                f"applying {len(pending)} migration(s): "
-                + ", ".join(f"{m.version}_{m.name}" for m in pending),
-            )
-            budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
-            sh(host, commands.psql(s, None, path), timeout=budget, what="applying migrations")
-            run.changed.append("migrations: " + ", ".join(m.version for m in pending))
-        else:
-            say(host, "no migration pending")
-        applied_now = [m for m in migrations if m not in pending] + pending
-        objects = verify_objects(host, s, applied_now)
-        bad = [o["object"] for o in objects if not o["valid"]]
-        for o in objects:
-            run.metric(
-                f"{o['kind']} {o['object']}",
-                "exists and valid",
-                f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
-                o["valid"],
-            )
-        run.facts["migrations"] = {
-            "applied": [m.version for m in pending],
-            "baseline": [m.version for m in adopt],
-            "objects": objects,
-        }
-        if bad:
-            raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
-        return True
-    except DeployError as exc:
-        return fail(host, s, plan, "migrate", exc)
+    migrations = read_migrations(host, s, plan.release_dir)
+    adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+    if pending and not run.facts.get("backup", {}).get("verified"):
+        raise DeployError("no verified backup of this run: refusing to migrate")
+    by = deployed_by(s)
+    if adopt:
+        say(host, f"adopting a hand-migrated database at baseline {s['migrate_baseline']}")
+        rows = [
+            commands.record_migration_sql(m.version, m.name, m.checksum, by, True) for m in adopt
+        ]
+        sh(
+            host,
+            commands.psql(s, None, None, commands.history_table_sql(), *rows),
+            what="recording the baseline",
+        )
+    if pending:
+        names = [n for m in pending for n in commands.created_objects(m.sql)]
+        invalid = _invalid_indexes(host, s, names)
+        if invalid:
+            say(host, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
+        script = commands.migration_script(
+            s, [(m.version, m.name, m.checksum, m.sql) for m in pending], invalid, by
+        )
+        path = f"{commands.paths(s)['state']}/migration.sql"
+        put_text(host, script, path)
+        say(
+            host,
+            f"applying {len(pending)} migration(s): "
+            + ", ".join(f"{m.version}_{m.name}" for m in pending),
+        )
+        budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
+        sh(host, commands.psql(s, None, path), timeout=budget, what="applying migrations")
+        run.changed.append("migrations: " + ", ".join(m.version for m in pending))
+    else:
+        say(host, "no migration pending")
+    applied_now = [m for m in migrations if m not in pending] + pending
+    objects = verify_objects(host, s, applied_now)
+    bad = [o["object"] for o in objects if not o["valid"]]
+    for o in objects:
+        run.metric(
+            f"{o['kind']} {o['object']}",
+            "exists and valid",
+            f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
+            o["valid"],
+        )
+    run.facts["migrations"] = {
+        "applied": [m.version for m in pending],
+        "baseline": [m.version for m in adopt],
+        "objects": objects,
+    }
+    if bad:
+        raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
 
 
 @deploy("Database migration")

@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, sh
 from tasks.verify import db_connections, redis_stats, timed_get
 
@@ -26,23 +27,13 @@ def _error_lines(h, path: str, offset: int) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-def _monitor(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
-    try:
-        return _watch(host, s, plan)
-    except DeployError as exc:
-        return fail(host, s, plan, "monitor", exc, roll_back=True)
-
-
-def _watch(host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("monitor", roll_back=True)
+def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
     if not run.all_changes():
         say(host, "monitoring window skipped: this run changed nothing")
         run.facts["monitor"] = {"skipped": "nothing changed"}
-        return True
+        return
     url = f"http://127.0.0.1:{s['app_port']}{s['verify_history_path']}"
     offset = _log_size(host, s["app_log_file"])
     deadline = time.monotonic() + s["monitor_duration"]
@@ -84,16 +75,8 @@ def _watch(host, s: dict[str, Any], plan: Plan) -> bool:
         breach is None,
     )
     if breach:
-        return fail(
-            host,
-            s,
-            plan,
-            "monitor",
-            DeployError(f"monitoring window breached: {breach}"),
-            roll_back=True,
-        )
+        raise DeployError(f"monitoring window breached: {breach}")
     say(host, f"monitoring window passed: {len(samples)} samples, worst {worst:.0f} ms")
-    return True
 
 
 @deploy("Monitor")

@@ -12,6 +12,7 @@ from pyinfra.operations import files, python
 
 from tasks import commands, lock, operations
 from tasks.redis import ping
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
 BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin
@@ -43,9 +44,8 @@ def _free_bytes(h, path: str) -> int:
     return int(out.strip())
 
 
-def _checks(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("preflight")
+def _checks(host, s: dict[str, Any], plan: Plan) -> None:
     problems: list[str] = []
     facts: dict[str, Any] = {}
     for tool in ("git", "go", "psql", "pg_dump", "redis-cli", "curl", "systemctl"):
@@ -97,18 +97,10 @@ def _checks(state, host, s: dict[str, Any], plan: Plan) -> bool:
             )
     run_for(host).facts["preflight"] = facts
     if problems:
-        return fail(
-            host,
-            s,
-            plan,
-            "preflight",
-            DeployError(
-                f"{len(problems)} pre-flight problem(s):\n"
-                + "\n".join(f"  - {p}" for p in problems)
-            ),
+        raise DeployError(
+            f"{len(problems)} pre-flight problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
         )
     say(host, "pre-flight passed: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
-    return True
 
 
 def secret_files(s: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
 from tasks import commands, operations
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
 PING_TIMEOUT = 15
@@ -33,9 +34,8 @@ def ping(h, s: dict[str, Any]) -> str:
     return out.strip() if ok else (err or out).strip()
 
 
-def _await_pong(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("redis")
+def _await_pong(host, s: dict[str, Any], plan: Plan) -> None:
     deadline = time.monotonic() + PING_TIMEOUT
     answer = ""
     while time.monotonic() < deadline:
@@ -43,17 +43,11 @@ def _await_pong(state, host, s: dict[str, Any], plan: Plan) -> bool:
         if answer == "PONG":
             say(host, f"Redis ({s['redis_mode']}) answers PONG")
             run_for(host).facts["redis"] = {"mode": s["redis_mode"], "ping": "PONG"}
-            return True
+            return
         time.sleep(0.5)
-    return fail(
-        host,
-        s,
-        plan,
-        "redis",
-        DeployError(
-            f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not "
-            f"answer PING within {PING_TIMEOUT}s: {answer}"
-        ),
+    raise DeployError(
+        f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not "
+        f"answer PING within {PING_TIMEOUT}s: {answer}"
     )
 
 

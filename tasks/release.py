@@ -14,6 +14,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files, python, server, systemd
 
 from tasks import commands, operations
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
@@ -136,9 +137,8 @@ def roll_back(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
     return f"switched back to {plan.previous_version}, which answers healthy"
 
 
-def _await_health(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("release", roll_back=True)
+def _await_health(host, s: dict[str, Any], plan: Plan) -> None:
     try:
         answer = wait_healthy(host, s)
     except DeployError as exc:
@@ -148,9 +148,8 @@ def _await_health(state, host, s: dict[str, Any], plan: Plan) -> bool:
             str(exc).split("; ")[-1],
             False,
         )
-        return fail(host, s, plan, "release", exc, roll_back=True)
+        raise
     say(host, f"healthy: {answer}")
-    return True
 
 
 @deploy("Release")

@@ -191,6 +191,25 @@ def fail(
     return False
 
 
+def phase_check(phase: str, roll_back: bool = False):
+    """Make BODY(host, s, plan) the execution-time callback of PHASE: a DeployError it raises
+    fails the host through fail() (rolling back first when ROLL_BACK). pyinfra passes state
+    and host to a callback that names them, and fails the operation when it returns False."""
+
+    def wrap(body):
+        def callback(state, host, s: dict[str, Any], plan: Plan) -> bool:
+            try:
+                body(host, s, plan)
+            except DeployError as exc:
+                return fail(host, s, plan, phase, exc, roll_back=roll_back)
+            return True
+
+        callback.__name__ = body.__name__
+        return callback
+
+    return wrap
+
+
 def mark_phase(h, name: str) -> None:
     """Close the previous phase's timing and open NAME's."""
     run = run_for(h)

@@ -12,6 +12,7 @@ from pyinfra.operations import python
 from tasks import commands
 from tasks.redis import cache_address
 from tasks.release import health_url
+from tasks.report import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, sh
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
@@ -67,18 +68,8 @@ def timed_get(h, url: str) -> tuple[int, float, str]:
     return int(code), float(seconds), body
 
 
-def _verify(state, host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
-    try:
-        return _checks(host, s, plan)
-    except DeployError as exc:
-        return fail(host, s, plan, "verify", exc, roll_back=True)
-
-
-def _checks(host, s: dict[str, Any], plan: Plan) -> bool:
-    from tasks.report import fail
-
+@phase_check("verify", roll_back=True)
+def _verify(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
     failures: list[str] = []
 
@@ -149,16 +140,8 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> bool:
         connections < s["verify_max_db_connections"],
     )
     if failures:
-        return fail(
-            host,
-            s,
-            plan,
-            "verify",
-            DeployError("verification failed:\n" + "\n".join(f"  - {f}" for f in failures)),
-            roll_back=True,
-        )
+        raise DeployError("verification failed:\n" + "\n".join(f"  - {f}" for f in failures))
     say(host, f"verified: history max {slowest:.0f} ms, {connections} database connections")
-    return True
 
 
 @deploy("Verify")

@@ -1,0 +1,101 @@
+"""Figures for the README: `.venv/bin/python bench/run.py` (as root, on this machine).
+
+Medians of several runs, each with a baseline measured in the same run:
+- a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations);
+- quick rollback: seconds from the restart to a healthy answer, and the whole command;
+- `lab up` on a running lab (warm) vs bringing staging up from the cached base (cold);
+- memory each lab host uses.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lab import core  # noqa: E402
+
+PY = str(Path(sys.executable))
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+RUNS = 5
+
+
+def timed(cmd: list[str]) -> float:
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+def median_of(cmd: list[str], runs: int = RUNS) -> float:
+    return statistics.median(timed(cmd) for _ in range(runs))
+
+
+def last_record_seconds() -> float:
+    app1 = core.topology("staging")[0]
+    out = core.ssh(app1, "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    return json.loads(out.stdout)["seconds"]
+
+
+def main() -> None:
+    rows = []
+    core.up("staging", echo=lambda _m: None)
+    deploy = [PYINFRA, "-y", "inventories/lab.py", "deploy.py"]
+    timed(deploy)  # bring the lab to v2.0.0-perf first
+    floor = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor.py"])
+    noop = median_of(deploy)
+    rows.append(("no-change deploy (pyinfra inventories/lab.py deploy.py)", noop, floor))
+
+    rollback_cmd, healthy = [], []
+    for _ in range(3):
+        rollback_cmd.append(timed([PYINFRA, "-y", "inventories/lab.py", "rollback.py"]))
+        healthy.append(last_record_seconds())
+        timed(deploy)
+    rows.append(
+        (
+            "quick rollback: restart -> healthy (s, from the record)",
+            statistics.median(healthy),
+            None,
+        )
+    )
+    rows.append(("quick rollback: whole command", statistics.median(rollback_cmd), floor))
+
+    warm = median_of([PY, "-m", "lab", "up", "staging"])
+    cold = []
+    for _ in range(3):
+        timed([PY, "-m", "lab", "down", "staging"])
+        cold.append(timed([PY, "-m", "lab", "up", "staging"]))
+    rows.append(
+        ("lab up staging, cold (cached base, seeds 1M rows)", statistics.median(cold), warm)
+    )
+    rows.append(("lab up staging, warm (already running)", warm, None))
+
+    print(f"{'figure':<58} {'median s':>9} {'baseline s':>11} {'ratio':>7}")
+    for name, value, base in rows:
+        ratio = f"{value / base:.2f}x" if base else ""
+        base_text = f"{base:.2f}" if base else ""
+        print(f"{name:<58} {value:>9.2f} {base_text:>11} {ratio:>7}")
+    memory = {
+        h["name"]: h["memory_bytes"]
+        for h in core.status()["hosts"]
+        if h["env"] == "staging" and h["running"]
+    }
+    print(
+        "memory per lab host (MiB): "
+        + ", ".join(f"{n} {b / 2**20:.0f}" for n, b in memory.items() if b is not None)
+    )
+    print(
+        "baselines: pyinfra's floor (15 idempotent operations on the same host); "
+        "for cold lab up, warm lab up"
+    )
+
+
+if __name__ == "__main__":
+    main()
