@@ -65,8 +65,8 @@ def lab_status() -> dict[str, Any]:
 def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
     """The lab's hosts of one group as pyinfra (name, data) pairs, with group_vars applied.
 
-    The lab's own secrets are offered through the environment, where the deploy reads every
-    secret; a value already set in the environment wins.
+    The lab's own secrets are put in the environment, where the deploy reads every secret
+    (a password meant for the team's servers never reaches a lab host).
     """
     status = lab_status()
     hosts = [h for h in status["hosts"] if h["env"] == env and group in h["groups"]]
@@ -77,7 +77,7 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
             f"run `make lab-up` (or `python -m lab up {env}`) first"
         )
     db = status["database"][env]
-    os.environ.setdefault("DB_PASSWORD", Path(db["password_file"]).read_text().strip())
+    os.environ["DB_PASSWORD"] = Path(db["password_file"]).read_text().strip()
     lab_data: dict[str, Any] = {
         "app_repo_url": status["app_repo"],
         "db_host": db["host"],
@@ -86,8 +86,9 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
         "db_user": db["user"],
     }
     redis = status["redis"].get(env)
+    os.environ["REDIS_PASSWORD"] = ""  # the lab's Redis containers have no password
     if redis:
-        os.environ.setdefault("REDIS_PASSWORD", Path(redis["password_file"]).read_text().strip())
+        os.environ["REDIS_PASSWORD"] = Path(redis["password_file"]).read_text().strip()
         lab_data.update({"redis_host": redis["host"], "redis_port": redis["port"]})
     base = {**layered_vars(*layers), **lab_data}
     check_or_exit(base, f"lab {env} inventory")
