@@ -35,6 +35,10 @@ def on_app1(app1, command: str) -> str:
     return core.ssh(app1, command).stdout.decode().strip()
 
 
+def on_app1_result(app1, command: str) -> subprocess.CompletedProcess:
+    return core.ssh(app1, command, check=False)
+
+
 def test_broken_variables_fail_before_any_change_and_list_every_problem(fresh_staging):
     _, app1, _ = fresh_staging
     result = pyinfra(
@@ -93,9 +97,26 @@ def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
 
 
 def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
-    _, app1, _ = fresh_staging
+    _, app1, s = fresh_staging
+    # An interrupted CONCURRENTLY build leaves an INVALID index behind: make a real one (a
+    # unique build over duplicate values fails half way) under a name migration 003 creates.
+    broken = on_app1_result(
+        app1,
+        commands.psql(s, "CREATE UNIQUE INDEX CONCURRENTLY idx_metrics_recent ON metrics (type)"),
+    )
+    assert broken.returncode != 0
+    assert (
+        on_app1(app1, commands.psql(s, commands.objects_state_sql(["idx_metrics_recent"]))).split(
+            "|"
+        )[2]
+        == "f"
+    )
     result = pyinfra()
     assert result.returncode == 0, output(result)[-4000:]
+    assert (
+        "dropping INVALID index(es) left by an interrupted build: ['idx_metrics_recent']"
+        in output(result)
+    )
     report = last_report(result)
     backup = report["facts"]["backup"]
     assert backup["taken"] and backup["verified"] and backup["reason"] == "migrations pending"
