@@ -34,7 +34,7 @@ def rollback_command(plan: Plan, host_name: str) -> str:
 
 def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """The deployment record: the checklist's status block plus phases and metrics."""
-    finished = time.time()
+    finished = run.completed or time.time()
     return {
         "environment": run.env,
         "host": run.host,
@@ -155,6 +155,7 @@ def fail(
 
     run = run_for(h)
     run.outcome, run.failure = "failed", f"{phase}: {error}"
+    run.completed = time.time()
     state = "the previous release keeps serving (nothing was switched)"
     if roll_back and s["auto_rollback"]:
         try:
@@ -233,7 +234,7 @@ def _mark(state, host, phase: str) -> bool:
 def _report(state, host, s: dict[str, Any], plan: Plan) -> bool:
     run = run_for(host)
     mark_phase(host, "done")
-    run.outcome = "success"
+    run.outcome, run.completed = "success", time.time()
     path = _write_records(host, s, plan)
     if plan.is_migration_host:
         lock.release(host, s)

@@ -50,6 +50,7 @@ class Run:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     outcome: str = "running"
+    completed: float | None = None
     failure: str | None = None
     rolled_back: list[str] = field(default_factory=list)
     not_rolled_back: list[str] = field(default_factory=list)

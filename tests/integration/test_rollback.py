@@ -49,6 +49,16 @@ def staging(lab):
     return app1, settings, report(upgrade)
 
 
+def full_rollback_with_restore():
+    return pyinfra(
+        "--data",
+        "rollback_mode=full",
+        "--data",
+        "rollback_restore_backup=yes",
+        script="rollback.py",
+    )
+
+
 def psql(app1, s, sql: str) -> str:
     return sh(app1, commands.psql(s, sql))
 
@@ -63,13 +73,7 @@ def test_full_rollback_reverts_migrations_removes_the_container_and_restores(sta
         "INSERT INTO metrics (type, host, value) SELECT 'cpu', 'late', 1 "
         "FROM generate_series(1, 7)",
     )
-    result = pyinfra(
-        "--data",
-        "rollback_mode=full",
-        "--data",
-        "rollback_restore_backup=yes",
-        script="rollback.py",
-    )
+    result = full_rollback_with_restore()
     text = output(result)
     assert result.returncode == 0, text[-3000:]
     assert "7 row(s) written since the backup will be lost" in text
@@ -89,13 +93,7 @@ def test_full_rollback_reverts_migrations_removes_the_container_and_restores(sta
 def test_a_second_rollback_changes_nothing(staging):
     app1, s, _ = staging
     before = sh(app1, "wc -l < /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
-    result = pyinfra(
-        "--data",
-        "rollback_mode=full",
-        "--data",
-        "rollback_restore_backup=yes",
-        script="rollback.py",
-    )
+    result = full_rollback_with_restore()
     text = output(result)
     assert result.returncode == 0, text[-3000:]
     assert "migrations 003 are already reverted" in text
