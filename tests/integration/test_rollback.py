@@ -120,6 +120,17 @@ def test_a_broken_release_rolls_back_by_itself(staging):
     assert "rolled back: release:" in output(result)
 
 
+def test_a_crossed_load_test_threshold_fails_the_deploy_and_rolls_back(staging):
+    app1, _, _ = staging
+    result = pyinfra("--data", "app_version=v1.9.0", "--data", "loadtest_step_p95_ms=1")
+    assert result.returncode != 0
+    failed = report(result)
+    assert failed["failure"].startswith("loadtest: k6 ")
+    assert "k6 step p95" in [m["metric"] for m in failed["success_metrics"] if not m["pass"]]
+    assert failed["status"] == "failed, rolled back"
+    assert version(app1) == '{"version":"2.0.0-perf"}'
+
+
 def test_a_concurrent_deploy_is_refused_by_the_lock(staging):
     app1, s, _ = staging
     first = start("--data", "redis_cache_ttl=61s", "--data", "monitor_duration=20")
