@@ -81,7 +81,8 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         group=s["app_user"],
         mode="750",
     )
-    return operations.release_built(
+    # A failed build is reported (and the lock released) by _check_built, not by pyinfra alone.
+    built = operations.release_built(
         name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
         repo_url=s["app_repo_url"],
         commit=plan.commit,
@@ -89,7 +90,22 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         release_dir=plan.release_dir,
         user=s["app_user"],
         _timeout=s["app_build_timeout"],
+        _ignore_errors=True,
     )
+    python.call(name="Check the release was built", function=_check_built, s=s, plan=plan)
+    return built
+
+
+@phase_check("build")
+def _check_built(host, s: dict[str, Any], plan: Plan) -> None:
+    binary = f"{plan.release_dir}/{commands.SERVICE_BINARY}"
+    ok, _, _ = sh(host, f"test -x {commands.q(binary)}", check=False)
+    if not ok:
+        raise DeployError(
+            f"release {plan.release} was not built (fetch or go build failed, or "
+            f"took over app_build_timeout={s['app_build_timeout']}s; its output is "
+            "above)"
+        )
 
 
 def unit_text(s: dict[str, Any]) -> str:
