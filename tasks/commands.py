@@ -198,8 +198,7 @@ def prune_backups(backup_dir: str, keep: int) -> str:
 @dataclass(frozen=True)
 class Statement:
     sql: str
-    concurrent: bool
-    index: str | None  # the index a CREATE INDEX statement creates
+    concurrent: bool  # a CREATE INDEX CONCURRENTLY: must run outside any transaction
 
 
 _CREATE_INDEX = re.compile(
@@ -219,11 +218,7 @@ def split_statements(sql: str) -> list[Statement]:
             current = []
             if text.strip(";").strip():
                 match = _CREATE_INDEX.search(text)
-                statements.append(
-                    Statement(
-                        text, bool(match and match.group(1)), match.group(2) if match else None
-                    )
-                )
+                statements.append(Statement(text, bool(match and match.group(1))))
     if "\n".join(current).strip():
         raise ValueError("the last statement does not end with ';'")
     return statements
