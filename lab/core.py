@@ -302,7 +302,7 @@ def up(env: str, echo: Echo = print) -> list[LabHost]:
             echo(f"lab {env}: booting {host.name} ({host.address})")
             _boot(host, _prepare_root(host, base, hosts))
         _write_known_hosts()
-        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
             list(pool.map(_wait_ready, todo))
             echo(f"lab {env}: {len(todo)} hosts booted in {time.monotonic() - started:.1f} s")
             list(pool.map(_provision, todo))
