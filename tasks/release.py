@@ -111,13 +111,11 @@ def _check_built(host, s: dict[str, Any], plan: Plan) -> None:
 def unit_text(s: dict[str, Any]) -> str:
     p = commands.paths(s)
     return UNIT_TEMPLATE.read_text().format(
-        service=s["app_service"],
         user=s["app_user"],
         current=p["current"],
         env_file=p["env_file"],
         binary=commands.SERVICE_BINARY,
         log_dir=str(Path(s["app_log_file"]).parent),
-        app_dir=s["app_dir"],
     )
 
 

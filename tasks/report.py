@@ -15,7 +15,18 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands, lock
-from tasks.runtime import RUNS, DeployError, Plan, Run, deployed_by, now_iso, put_text, run_for, sh
+from tasks.runtime import (
+    RUNS,
+    DeployError,
+    Plan,
+    Run,
+    append_record,
+    deployed_by,
+    now_iso,
+    put_text,
+    run_for,
+    sh,
+)
 
 RUN_STAMP = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
 
@@ -126,15 +137,7 @@ PLANS: dict[str, Plan] = {}
 def _write_records(host, s: dict[str, Any], plan: Plan) -> Path:
     run = run_for(host)
     p = commands.paths(s)
-    line = json.dumps(record(run, s, plan), default=str)
-    tmp = f"{p['state']}/record.tmp"
-    put_text(host, line + "\n", tmp)
-    sh(
-        host,
-        f"cat {commands.q(tmp)} >> {commands.q(p['records'])} && rm -f {commands.q(tmp)} "
-        f"&& chmod 600 {commands.q(p['records'])}",
-        what="appending the deployment record",
-    )
+    append_record(host, s, record(run, s, plan))
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
         path = f"{p['manifests']}/{RUN_STAMP}.json"

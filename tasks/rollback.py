@@ -23,7 +23,7 @@ from pyinfra.operations import python, systemd
 
 from tasks import commands, lock, operations
 from tasks.release import migration_host_name, wait_healthy
-from tasks.runtime import DeployError, deployed_by, now_iso, put_text, say, sh
+from tasks.runtime import DeployError, append_record, deployed_by, now_iso, say, sh
 
 q = commands.q
 
@@ -195,7 +195,6 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
         _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s['app_port']}/api/v1/version")
     except DeployError as exc:
         return _fail(host, s, target, "verify", exc)
-    p = commands.paths(s)
     if target.already_there and not s["rollback_disable_redis"]:
         say(host, f"already rolled back: serving {version.strip()} from {target.release_dir}")
         if target.is_migration_host:
@@ -215,12 +214,7 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
         "redis_disabled": s["rollback_disable_redis"],
         "seconds": round(time.time() - started, 1),
     }
-    put_text(host, json.dumps(record) + "\n", f"{p['state']}/record.tmp")
-    sh(
-        host,
-        f"cat {q(p['state'] + '/record.tmp')} >> {q(p['records'])} && "
-        f"rm -f {q(p['state'] + '/record.tmp')}",
-    )
+    append_record(host, s, record)
     if target.is_migration_host:
         lock.release(host, s)
     say(host, f"rolled back: serving {version.strip()} from {target.release_dir}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import time
@@ -121,6 +122,19 @@ def put_text(h: Host, text: str, dest: str, mode: str = "600") -> None:
         h,
         f"chmod {mode} {commands.q(tmp)} && mv -f {commands.q(tmp)} {commands.q(dest)}",
         what=f"install {dest}",
+    )
+
+
+def append_record(h: Host, s: dict[str, Any], record: dict[str, Any]) -> None:
+    """Append one JSON line to the host's deployment records (root only, mode 0600)."""
+    records = commands.paths(s)["records"]
+    tmp = f"{commands.paths(s)['state']}/record.tmp"
+    put_text(h, json.dumps(record, default=str) + "\n", tmp)
+    sh(
+        h,
+        f"cat {commands.q(tmp)} >> {commands.q(records)} && rm -f {commands.q(tmp)} "
+        f"&& chmod 600 {commands.q(records)}",
+        what="appending the deployment record",
     )
 
 
