@@ -37,6 +37,8 @@ ROLE_PACKAGES = [
     "postgresql-client",
     "redis-server",
     "redis-tools",
+    "haproxy",
+    "socat",
 ]
 # Services that ship enabled but run only where a host's role asks for them.
 ROLE_SERVICES = [
@@ -45,6 +47,7 @@ ROLE_SERVICES = [
     "containerd.service",
     "postgresql.service",
     "redis-server.service",
+    "haproxy.service",
 ]
 REVISION = "1"  # bump to force a rebuild when the build steps below change
 

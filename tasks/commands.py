@@ -440,3 +440,46 @@ def k6_run(script: str, summary: str, env: Mapping[str, Any]) -> list[str]:
     for key, value in sorted(env.items()):
         cmd += ["-e", f"{key}={value}"]
     return [*cmd, script]
+
+
+# ----------------------------------------------------------------------------- HAProxy
+
+
+def slot_state(active_file: str, slot_links: list[str], units: list[str]) -> str:
+    """Print, one per line: the active slot's name (or nothing), where each slot link points
+    (or nothing), then `systemctl is-active` of each unit."""
+    links = [f"(readlink {q(link)} || echo)" for link in slot_links]
+    return "; ".join(
+        [
+            f"(cat {q(active_file)} 2>/dev/null || echo)",
+            *links,
+            f"systemctl is-active {' '.join(q(u) for u in units)} || true",
+        ]
+    )
+
+
+def haproxy_api(socket: str, *commands: str) -> str:
+    """Send COMMANDS (one line, `;`-separated) to HAProxy's admin socket; prints its answer."""
+    line = "; ".join(commands)
+    return f"echo {q(line)} | socat -t 5 stdio {q('UNIX-CONNECT:' + socket)}"
+
+
+def haproxy_wait(socket: str, backend: str, server: str, until: str, timeout: float) -> str:
+    """Poll `show stat` until SERVER of BACKEND is UP (UNTIL='up') or has no request left in
+    flight or queued (UNTIL='drained'); bounded by TIMEOUT seconds. Prints the last reading
+    (`status current-sessions queued`); exits 1 when time ran out."""
+    if until not in ("up", "drained"):
+        raise ValueError(f"until must be 'up' or 'drained', got {until!r}")
+    done = '[ "$status" = UP ]' if until == "up" else '[ "$cur" = 0 ] && [ "$queued" = 0 ]'
+    # show stat columns: 1 pxname, 2 svname, 3 qcur, 5 scur, 18 status
+    stat = (
+        f"{haproxy_api(socket, 'show stat')} | "
+        f"awk -F, -v b={q(backend)} -v s={q(server)} "
+        "'$1 == b && $2 == s {print $18, $5, $3}'"
+    )
+    tries = max(1, int(timeout * 10))
+    return (
+        f"for i in $(seq {tries}); do set -- $({stat}); status=$1 cur=$2 queued=$3; "
+        f'if {done}; then echo "$status $cur $queued"; exit 0; fi; sleep 0.1; done; '
+        f'echo "$status $cur $queued"; exit 1'
+    )

@@ -108,6 +108,24 @@ VARIABLES: list[Var] = [
         "choice",
         choices=("systemd",),
     ),
+    Var(
+        "release_strategy",
+        "blue_green",
+        "blue_green: the new release starts beside the old one behind a local proxy on "
+        "app_port and takes traffic only once healthy, the old one drains (no failed request); "
+        "restart: the checklist's stop/start",
+        "choice",
+        choices=("blue_green", "restart"),
+    ),
+    Var("app_blue_port", 8081, "blue_green: loopback port of slot blue", "int", minimum=1),
+    Var("app_green_port", 8082, "blue_green: loopback port of slot green", "int", minimum=1),
+    Var(
+        "release_drain_timeout",
+        30,
+        "blue_green: seconds the old instance may take to finish the requests in flight",
+        "int",
+        minimum=0,
+    ),
     # db_: PostgreSQL
     Var("db_host", None, "PostgreSQL host", required=True),
     Var("db_port", 5432, "PostgreSQL port", "int", minimum=1),
@@ -348,6 +366,12 @@ def validate(
         problems.append(f"DB_PASSWORD: required in the environment ({SECRETS['DB_PASSWORD']})")
     if settings.get("db_max_idle_conns", 0) > settings.get("db_max_open_conns", 1 << 30):
         problems.append("db_max_idle_conns: must not exceed db_max_open_conns")
+    ports = [settings.get(k) for k in ("app_port", "app_blue_port", "app_green_port")]
+    if settings.get("release_strategy") == "blue_green" and None not in ports:
+        if len(set(ports)) != 3:
+            problems.append(
+                "app_blue_port, app_green_port: must differ from each other and from app_port"
+            )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in (
         "localhost",
         "127.0.0.1",

