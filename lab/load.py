@@ -31,9 +31,8 @@ class LoadResult:
     exit_code: int
 
     def __str__(self) -> str:
-        return (
-            f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms"
-            + (f", {self.forbidden_answers} answers from the forbidden release")
+        return f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms" + (
+            f", {self.forbidden_answers} answers from the forbidden release"
         )
 
 

@@ -21,7 +21,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python, systemd
 
-from tasks import commands, lock, operations
+from tasks import commands, lock, operations, slots
 from tasks.release import migration_host_name, wait_healthy
 from tasks.runtime import DeployError, append_record, deployed_by, now_iso, say, sh
 
@@ -221,6 +221,16 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
     return True
 
 
+def _switch_slots(state, host, s: dict[str, Any], target: Target, restart: bool) -> bool:
+    try:
+        done = slots.activate(host, s, target.release_dir, restart=restart)
+    except DeployError as exc:
+        return _fail(host, s, target, "switch", exc)
+    if done:
+        say(host, done)
+    return True
+
+
 @deploy("Rollback")
 def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) -> None:
     if s["rollback_mode"] == "full":
@@ -237,20 +247,30 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
             s=s,
             target=target,
         )
-    p = commands.paths(s)
-    link = operations.current_release(
-        name=f"Ensure current points at {target.release_dir.rsplit('/', 1)[-1]}",
-        current=p["current"],
-        release_dir=target.release_dir,
-    )
-    changed = link.will_change or (env_op is not None and env_op.will_change)
-    systemd.service(
-        name=f"Ensure {s['app_service']} is running"
-        + (" (restart: release or .env changed)" if changed else ""),
-        service=s["app_service"],
-        running=True,
-        restarted=changed,
-    )
+    if s["release_strategy"] == "blue_green":
+        python.call(
+            name=f"Ensure {target.release_dir.rsplit('/', 1)[-1]} serves (blue/green, no failed "
+            "request)",
+            function=_switch_slots,
+            s=s,
+            target=target,
+            restart=env_op is not None and env_op.will_change,
+        )
+    else:
+        p = commands.paths(s)
+        link = operations.current_release(
+            name=f"Ensure current points at {target.release_dir.rsplit('/', 1)[-1]}",
+            current=p["current"],
+            release_dir=target.release_dir,
+        )
+        changed = link.will_change or (env_op is not None and env_op.will_change)
+        systemd.service(
+            name=f"Ensure {s['app_service']} is running"
+            + (" (restart: release or .env changed)" if changed else ""),
+            service=s["app_service"],
+            running=True,
+            restarted=changed,
+        )
     python.call(
         name="Wait for a healthy answer and record the rollback",
         function=_verify_and_record,
