@@ -102,11 +102,31 @@ def test_a_second_rollback_changes_nothing(staging):
     assert sh(app1, "wc -l < /var/lib/monitoring-dashboard-deploy/deployments.jsonl") == before
 
 
-def test_a_broken_release_rolls_back_by_itself(staging):
+def test_a_broken_release_never_takes_over(staging):
     app1, _, _ = staging
     good = pyinfra()
     assert good.returncode == 0, output(good)[-3000:]
     result = pyinfra("--data", "app_version=v2.0.1-broken")
+    assert result.returncode != 0
+    failed = report(result)
+    assert failed["status"] == "failed"
+    assert failed["failure"].startswith("release: the new instance (slot ")
+    failing = [m["metric"] for m in failed["success_metrics"] if not m["pass"]]
+    assert failing == ["health check before traffic"]
+    assert failed["rolled_back"] == []
+    assert failed["not_rolled_back"] == [
+        f"release: {failed['release']} never took a request, {failed['previous_release']} "
+        "kept serving"
+    ]
+    assert version(app1) == '{"version":"2.0.0-perf"}'
+
+
+def test_a_broken_release_rolls_back_by_itself_with_the_restart_strategy(staging):
+    app1, _, _ = staging
+    strategy = ("--data", "release_strategy=restart")
+    good = pyinfra(*strategy)
+    assert good.returncode == 0, output(good)[-3000:]
+    result = pyinfra("--data", "app_version=v2.0.1-broken", *strategy)
     assert result.returncode != 0
     failed = report(result)
     assert failed["status"] == "failed, rolled back"
@@ -118,6 +138,8 @@ def test_a_broken_release_rolls_back_by_itself(staging):
     ]
     assert version(app1) == '{"version":"2.0.0-perf"}'
     assert "rolled back: release:" in output(result)
+    back = pyinfra()
+    assert back.returncode == 0, output(back)[-3000:]
 
 
 def test_a_crossed_load_test_threshold_fails_the_deploy_and_rolls_back(staging):

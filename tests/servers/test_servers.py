@@ -4,14 +4,40 @@ from __future__ import annotations
 
 import json
 
-from tasks import commands
+from tasks import commands, slots
+
+
+def _serving_unit(host, s) -> str:
+    """The unit that runs the release now: the active slot, or the single unit of `restart`."""
+    if s["release_strategy"] == "restart":
+        return s["app_service"]
+    active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+    return slots.slot_unit(s, active)
 
 
 def test_service_is_active_and_enabled(server):
     host, s = server
-    service = host.service(s["app_service"])
+    service = host.service(_serving_unit(host, s))
     assert service.is_running
     assert service.is_enabled
+
+
+def test_blue_green_proxy_serves_the_port_and_one_slot_runs(server):
+    host, s = server
+    if s["release_strategy"] != "blue_green":
+        assert not host.service(slots.proxy_service(s)).is_running
+        return
+    proxy = host.service(slots.proxy_service(s))
+    assert proxy.is_running and proxy.is_enabled
+    running = [slot for slot in slots.SLOTS if host.service(slots.slot_unit(s, slot)).is_running]
+    assert [slots.slot_unit(s, slot) for slot in running] == [_serving_unit(host, s)]
+    for slot in slots.SLOTS:
+        port = slots.slot_port(s, slot)
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    active = running[0]
+    assert host.socket(f"tcp://127.0.0.1:{slots.slot_port(s, active)}").is_listening
+    link = host.file(f"{s['app_dir']}/slots/{active}").linked_to
+    assert link == host.file(commands.paths(s)["current"]).linked_to
 
 
 def test_service_runs_as_its_own_non_root_user(server):
@@ -19,7 +45,7 @@ def test_service_runs_as_its_own_non_root_user(server):
     user = host.user(s["app_user"])
     assert user.exists and user.uid != 0
     assert user.shell == "/usr/sbin/nologin"
-    main_pid = host.check_output(f"systemctl show -p MainPID --value {s['app_service']}")
+    main_pid = host.check_output(f"systemctl show -p MainPID --value {_serving_unit(host, s)}")
     assert host.check_output(f"ps -o user= -p {main_pid}") == s["app_user"]
 
 
@@ -49,7 +75,7 @@ def test_current_points_at_a_built_release(server):
 
 def test_unit_is_hardened_and_reads_the_env_file(server):
     host, s = server
-    unit = host.file(commands.paths(s)["unit"]).content_string
+    unit = host.check_output(f"systemctl cat {_serving_unit(host, s)}")
     for line in (
         f"User={s['app_user']}",
         "NoNewPrivileges=yes",
