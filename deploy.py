@@ -2,50 +2,70 @@
 
 Phases run in the checklist's order; each lives in tasks/<phase>.py. The new release is built
 before the backup (its migrations decide whether one is needed) and goes live only after the
-database, Redis and .env are ready.
+database, Redis and .env are ready, batch by batch across the app hosts (tasks/rollout.py).
+A load balancer host (group lb_servers) gets no deploy: the rollout drains the app hosts on it.
 """
+
+from typing import Any
+
+from pyinfra import host
 
 from tasks import (
     backup,
     env_file,
     loadtest,
+    lock,
     migrate,
     monitor,
     preflight,
     redis,
     release,
     report,
+    rollout,
     verify,
 )
 from tasks.runtime import DeployError, run_for, settings
 
-s = settings()
-try:
-    plan = release.make_plan(s)
-except DeployError as exc:
-    raise SystemExit(f"{exc}\nNothing was changed.") from None
-run = run_for()
 
-report.start_phase("preflight")
-preflight.preflight(s, plan)
-report.start_phase("build")
-run.ops["release built"] = release.build(s, plan)
-report.start_phase("backup")
-backup.backup(s, plan)
-report.start_phase("migrate")
-migrate.migrate(s, plan)
-report.start_phase("redis")
-redis_op = redis.redis(s, plan)
-if redis_op is not None:
-    run.ops["redis container"] = redis_op
-report.start_phase("env_file")
-run.ops[".env"] = env_file.env_file(s)
-report.start_phase("release")
-run.ops.update(release.switch(s, plan, run.ops[".env"]))
-report.start_phase("verify")
-verify.verify(s, plan)
-report.start_phase("loadtest")
-loadtest.loadtest(s, plan)
-report.start_phase("monitor")
-monitor.monitor(s, plan)
-report.report(s, plan)
+def checklist(s: dict[str, Any]) -> None:
+    """An app host: the checklist's phases, in order."""
+    try:
+        plan = release.make_plan(s)
+    except DeployError as exc:
+        raise SystemExit(f"{exc}\nNothing was changed.") from None
+    run = run_for()
+
+    report.start_phase("preflight")
+    preflight.preflight(s, plan)
+    report.start_phase("build")
+    run.ops["release built"] = release.build(s, plan)
+    report.start_phase("backup")
+    backup.backup(s, plan)
+    report.start_phase("migrate")
+    migrate.migrate(s, plan)
+    report.start_phase("redis")
+    redis_op = redis.redis(s, plan)
+    if redis_op is not None:
+        run.ops["redis container"] = redis_op
+    report.start_phase("env_file")
+    run.ops[".env"] = env_file.env_file(s)
+    report.start_phase("release")
+    release_ops = release.prepare(s, plan)
+    run.ops.update(release_ops)
+    rollout.roll_out(s, plan, restart_if_changed=[run.ops[".env"], *release_ops.values()])
+    release.prune(s, plan)
+    report.start_phase("verify")
+    verify.verify(s, plan)
+    report.start_phase("loadtest")
+    loadtest.loadtest(s, plan)
+    report.start_phase("monitor")
+    monitor.monitor(s, plan)
+    report.report(s, plan)
+    lock.release_at_end(s)
+
+
+s = settings()
+if rollout.LB_GROUP in host.groups:
+    rollout.check_balancer(s)  # nothing is deployed on the load balancer
+else:
+    checklist(s)

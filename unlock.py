@@ -2,10 +2,10 @@
 
 from pyinfra import host
 
-from tasks import lock, preflight, release
-from tasks.runtime import settings
+from tasks import lock, preflight
+from tasks.runtime import migration_host_name, settings
 
 s = settings()
-if host.name == release.migration_host_name(s):
+if host.name == migration_host_name(s):
     preflight.secret_files(s)
     lock.unlock(s)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from lab import core
-from lab.topology import ENVS
+from lab.topology import DEFAULT_APP_HOSTS, ENVS, MAX_APP_HOSTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="boot an environment's hosts (idempotent)")
     p_up.add_argument("env", nargs="?", default="staging", choices=ENVS)
+    p_up.add_argument(
+        "--app-hosts",
+        type=int,
+        metavar="N",
+        help=f"production: number of app hosts, 1 to {MAX_APP_HOSTS} (default {DEFAULT_APP_HOSTS})",
+    )
     p_down = sub.add_parser("down", help="stop and remove hosts, leaving nothing behind")
     p_down.add_argument("env", nargs="?", choices=ENVS, help="default: every environment")
     p_status = sub.add_parser("status", help="what runs, and how to reach it")
@@ -26,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "up":
-            core.up(args.env, echo)
+            if args.app_hosts is not None and args.env != "production":
+                parser.error("--app-hosts applies to production only")
+            core.up(args.env, echo, app_hosts=args.app_hosts)
         elif args.command == "down":
             core.down(args.env, echo)
         else:
@@ -41,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{','.join(h['groups'])}"
                     )
                 print(f"ssh key: {core.ssh_key()}  known_hosts: {core.known_hosts()}")
-    except core.LabError as exc:
+    except (core.LabError, ValueError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -159,3 +159,32 @@ def ssh_config_entry(host: LabHost, key: Path, known_hosts: Path) -> str:
         "    BatchMode yes\n"
         "    ConnectTimeout 5\n"
     )
+
+
+def lb_config(app_hosts: list[LabHost], port: int, app_port: int) -> str:
+    """lb1's HAProxy: port PORT balanced over the app hosts' APP_PORT with active health checks
+    and an admin socket (drain, maint, ready). No retries: a request sent to a host that
+    stops is a failed request, as behind a cloud load balancer, so only draining avoids it."""
+    servers = "".join(f"    server {h.name} {h.address}:{app_port} check\n" for h in app_hosts)
+    return (
+        "# Written by the lab: the production environment's load balancer.\n"
+        "global\n"
+        "    master-worker\n"
+        "    stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners\n"
+        "    maxconn 4096\n\n"
+        "defaults\n"
+        "    mode http\n"
+        "    timeout connect 2s\n"
+        "    timeout client 60s\n"
+        "    timeout server 60s\n"
+        "    retries 0\n\n"
+        "frontend api\n"
+        f"    bind *:{port}\n"
+        "    default_backend app_servers\n\n"
+        "backend app_servers\n"
+        "    balance roundrobin\n"
+        "    option httpchk GET /api/v1/auth/status\n"
+        "    http-check expect status 200\n"
+        "    default-server inter 500ms fall 2 rise 1\n"
+        f"{servers}"
+    )

@@ -17,7 +17,15 @@ from lab import apprepo, commands, seed
 from lab.image import ensure_redis_image, load_redis_image_script
 from lab.paths import STATE_DIR
 from lab.rootfs import ensure_base_root
-from lab.topology import BRIDGE, ENVS, SUBNET, LabHost, topology
+from lab.topology import (
+    BRIDGE,
+    DEFAULT_APP_HOSTS,
+    ENVS,
+    MAX_APP_HOSTS,
+    SUBNET,
+    LabHost,
+    topology,
+)
 
 BOOT_TIMEOUT = 90  # seconds for a host to answer SSH and reach `running`
 STOP_TIMEOUT = 30
@@ -26,6 +34,8 @@ DB_NAME = "monitoring"
 DB_USER = "monitoring"
 DB_PORT = 5432
 REDIS_PORT = 6379
+LB_PORT = 80
+APP_PORT = 8080
 
 Echo = Callable[[str], None]
 
@@ -35,6 +45,28 @@ class LabError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- paths & secrets
+
+
+def _count_file(env: str) -> Path:
+    return STATE_DIR / f"{env}.app-hosts"
+
+
+def app_host_count(env: str) -> int:
+    """How many app hosts the environment has (`lab up production --app-hosts N`)."""
+    try:
+        return int(_count_file(env).read_text())
+    except (OSError, ValueError):
+        return DEFAULT_APP_HOSTS
+
+
+def hosts_of(env: str) -> list[LabHost]:
+    """The environment's hosts as it is set up now."""
+    return topology(env, app_host_count(env))
+
+
+def every_host(env: str) -> list[LabHost]:
+    """Every host the environment can have (for cleaning up)."""
+    return topology(env, MAX_APP_HOSTS)
 
 
 def ssh_dir() -> Path:
@@ -172,6 +204,11 @@ def _prepare_root(host: LabHost, base: Path, env_hosts: list[LabHost]) -> Path:
         password = _ensure_secret("redis_password")
         conf = root / "etc/redis/redis.conf"
         conf.write_text(conf.read_text() + f"\nbind 0.0.0.0\nrequirepass {password}\n")
+    if "lb_servers" in host.groups:
+        services.append("haproxy.service")
+        (root / "etc/haproxy/haproxy.cfg").write_text(
+            commands.lb_config([h for h in env_hosts if h.is_app], LB_PORT, APP_PORT)
+        )
     if services:
         _run(["systemctl", f"--root={root}", "enable", *services])
     return root
@@ -263,6 +300,12 @@ def _provision(host: LabHost) -> None:
         ssh(host, psql, input=data.encode(), timeout=600)
 
 
+def _reconfigure_lb(lb: LabHost, hosts: list[LabHost]) -> None:
+    """Point the load balancer at the environment's app hosts (a reload drops no connection)."""
+    config = commands.lb_config([h for h in hosts if h.is_app], LB_PORT, APP_PORT)
+    ssh(lb, "cat > /etc/haproxy/haproxy.cfg && systemctl reload haproxy", input=config.encode())
+
+
 # ----------------------------------------------------------------------------- up / down
 
 
@@ -280,9 +323,21 @@ def _boot_log_tail(host: LabHost, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def up(env: str, echo: Echo = print) -> list[LabHost]:
-    """Bring one environment's hosts up; hosts already running are left as they are."""
-    hosts = topology(env)
+def up(env: str, echo: Echo = print, app_hosts: int | None = None) -> list[LabHost]:
+    """Bring one environment's hosts up; hosts already running are left as they are.
+    APP_HOSTS (production) changes the number of app hosts: extra ones boot, surplus ones go,
+    and the load balancer is told."""
+    if app_hosts is not None and app_hosts != app_host_count(env):
+        hosts = topology(env, app_hosts)  # checks the count before anything changes
+        surplus = [h for h in every_host(env) if h not in hosts and is_running(h)]
+        for host in surplus:
+            echo(f"lab {env}: removing {host.name}")
+            _teardown_host(host)
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        _count_file(env).write_text(f"{app_hosts}\n")
+        for lb in (h for h in hosts if "lb_servers" in h.groups and is_running(h)):
+            _reconfigure_lb(lb, hosts)
+    hosts = hosts_of(env)
     todo = [h for h in hosts if not is_running(h)]
     if not todo and apprepo.daemon_running():
         echo(f"lab {env}: all {len(hosts)} hosts already running, nothing to do")
@@ -326,7 +381,7 @@ def _write_known_hosts() -> None:
     present = [
         h
         for env in ENVS
-        for h in topology(env)
+        for h in every_host(env)
         if (host_dir(h) / "rootfs/etc/ssh/ssh_host_ed25519_key.pub").exists()
     ]
     known_hosts().write_text("".join(_known_hosts_line(h) + "\n" for h in present))
@@ -334,7 +389,7 @@ def _write_known_hosts() -> None:
         "".join(
             commands.ssh_config_entry(h, ssh_key(), known_hosts())
             for env in ENVS
-            for h in topology(env)
+            for h in every_host(env)
         )
     )
 
@@ -385,11 +440,11 @@ def memory_bytes(host: LabHost) -> int | None:
 def down(env: str | None = None, echo: Echo = print) -> None:
     """Stop and remove the hosts of one environment (or all); the bridge goes with the last."""
     for name in [env] if env else ENVS:
-        hosts = topology(name)
+        hosts = every_host(name)
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(_teardown_host, hosts))
         echo(f"lab {name}: down")
-    if not any(host_dir(h).exists() for e in ENVS for h in topology(e)):
+    if not any(host_dir(h).exists() for e in ENVS for h in every_host(e)):
         apprepo.stop_daemon()
         if _link_exists(BRIDGE):
             _run(["ip", "link", "del", BRIDGE], check=False)
@@ -407,7 +462,7 @@ def status() -> dict:
     """Everything a script needs to reach the lab: hosts, keys, database and Redis details."""
     hosts = []
     for env in ENVS:
-        for h in topology(env):
+        for h in hosts_of(env):
             hosts.append(
                 {
                     "name": h.name,
@@ -426,7 +481,7 @@ def status() -> dict:
             )
     databases = {
         env: {
-            "host": next(h.address for h in topology(env) if h.name == "db1"),
+            "host": next(h.address for h in hosts_of(env) if h.name == "db1"),
             "port": DB_PORT,
             "name": DB_NAME,
             "user": DB_USER,
@@ -434,7 +489,7 @@ def status() -> dict:
         }
         for env in ENVS
     }
-    cache = next(h for h in topology("production") if h.name == "cache1")
+    cache = next(h for h in hosts_of("production") if h.name == "cache1")
     return {
         "hosts": hosts,
         "database": databases,

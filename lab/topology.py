@@ -24,8 +24,13 @@ LAYOUT: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("app3", ("app_servers",)),
         ("db1", ("db_servers",)),
         ("cache1", ("cache_servers",)),
-    ],
+        ("lb1", ("lb_servers",)),
+    ]
+    + [(f"app{n}", ("app_servers",)) for n in range(4, 9)],
 }
+# Production's app hosts: app1..appN (`lab up production --app-hosts N`).
+DEFAULT_APP_HOSTS = 3
+MAX_APP_HOSTS = 8
 
 
 @dataclass(frozen=True)
@@ -54,13 +59,21 @@ class LabHost:
         return "app_servers" in self.groups
 
 
-def topology(env: str) -> list[LabHost]:
-    """The hosts of one lab environment, with their addresses."""
+def topology(env: str, app_hosts: int = DEFAULT_APP_HOSTS) -> list[LabHost]:
+    """The hosts of one lab environment, with their addresses. Production has APP_HOSTS app
+    hosts (app1..appN); every host keeps its address whatever N is."""
     if env not in LAYOUT:
         raise ValueError(f"unknown lab environment {env!r}; choose one of {', '.join(ENVS)}")
+    if not 1 <= app_hosts <= MAX_APP_HOSTS:
+        raise ValueError(f"app hosts must be 1 to {MAX_APP_HOSTS}, got {app_hosts}")
     base = ENV_BASE[env]
     hosts = []
+    apps = 0
     for index, (name, groups) in enumerate(LAYOUT[env]):
+        if "app_servers" in groups:
+            apps += 1
+            if apps > app_hosts:
+                continue
         address = str(SUBNET.network_address + base + index + 1)
         hosts.append(LabHost(name=name, env=env, groups=groups, address=address))
     return hosts

@@ -13,9 +13,8 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.migrate import pending_migrations
-from tasks.release import health_url
-from tasks.report import phase_check
-from tasks.runtime import Plan, run_for, say, sh
+from tasks.rollout import phase_check
+from tasks.runtime import Plan, health_url, run_for, say, sh
 
 q = commands.q
 

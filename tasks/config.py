@@ -17,6 +17,7 @@ from typing import Any
 DURATION = re.compile(r"^\d+(ms|s|m|h)$")
 SIZE = re.compile(r"^\d+(kb|mb|gb|KB|MB|GB)$")
 NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 PREFIXES = (
     "app_",
@@ -32,6 +33,8 @@ PREFIXES = (
     "release_",
     "deploy_",
     "rollback_",
+    "rollout_",
+    "lb_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -123,6 +126,57 @@ VARIABLES: list[Var] = [
         "release_drain_timeout",
         30,
         "blue_green: seconds the old instance may take to finish the requests in flight",
+        "int",
+        minimum=0,
+    ),
+    # rollout_: batches across the app hosts
+    Var(
+        "rollout_batch",
+        "100%",
+        "app hosts switched together after the canary: a count (2) or a share of them (25%)",
+        "batch",
+    ),
+    Var(
+        "rollout_canary",
+        0,
+        "app hosts in the first batch, switched and verified before any other (0: no canary)",
+        "int",
+        minimum=0,
+    ),
+    Var(
+        "rollout_max_fail",
+        0,
+        "app hosts that may fail before the rollout stops and the hosts it switched go back",
+        "int",
+        minimum=0,
+    ),
+    # lb_: the load balancer in front of the app hosts
+    Var(
+        "lb_mode",
+        "none",
+        "haproxy: drain each host on the lb_servers HAProxy (admin socket); health_check: the "
+        "host fails its balancer health check, then waits lb_health_wait (a cloud load "
+        "balancer); none: no balancer",
+        "choice",
+        choices=("none", "haproxy", "health_check"),
+    ),
+    Var(
+        "lb_haproxy_socket",
+        "/run/haproxy/admin.sock",
+        "haproxy: admin socket on the lb_servers host",
+        "path",
+    ),
+    Var(
+        "lb_haproxy_backend",
+        "app_servers",
+        "haproxy: backend whose servers are named like the app hosts in the inventory",
+        "name",
+    ),
+    Var(
+        "lb_health_wait",
+        30,
+        "health_check: seconds the balancer needs to notice a health change (interval x "
+        "threshold), waited after failing the check and after passing it again",
         "int",
         minimum=0,
     ),
@@ -322,6 +376,8 @@ def _check(var: Var, value: Any) -> str | None:
         return f"must be one of {', '.join(var.choices)}, got {value!r}"
     elif kind == "name" and not NAME.match(value):
         return f"must be a simple name (a-z, 0-9, _ and -), got {value!r}"
+    elif kind == "batch" and not BATCH.match(str(value)):
+        return f"must be a count like 2 or a share like 25% (1-100%), got {value!r}"
     elif kind == "ref" and (not GIT_REF.match(value) or ".." in value):
         return f"must be a git tag, branch or commit, got {value!r}"
     elif kind == "path" and (not value or "\n" in value or " " in value):
@@ -330,6 +386,8 @@ def _check(var: Var, value: Any) -> str | None:
 
 
 def _coerce(var: Var, value: Any) -> Any:
+    if var.kind == "batch":
+        return str(value)
     if var.kind == "int":
         return int(value)
     if var.kind == "number":
@@ -372,6 +430,11 @@ def validate(
             problems.append(
                 "app_blue_port, app_green_port: must differ from each other and from app_port"
             )
+    if settings.get("lb_mode") == "health_check" and settings.get("release_strategy") == "restart":
+        problems.append(
+            "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "
+            "balancer's health check while the host drains)"
+        )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in (
         "localhost",
         "127.0.0.1",

@@ -16,7 +16,7 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import seconds
-from tasks.report import phase_check
+from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say
 
 SCRIPT = Path(__file__).resolve().parent.parent / "files" / "k6" / "loadtest.js"

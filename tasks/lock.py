@@ -16,17 +16,13 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.runtime import deployed_by, run_for, say, sh
+from tasks.runtime import DEPLOYMENT, app_hosts, deployed_by, inventory_arg, run_for, say, sh
 
 TABLE = "deploy_lock"
-# Set by the host that takes the lock, read by every host (one pyinfra process, op by op).
-HELD: dict[str, str] = {}
 
 
 def holder(s: dict[str, Any]) -> str:
-    from tasks.report import RUN_STAMP
-
-    return f"{deployed_by(s)} pid {os.getpid()} run {RUN_STAMP}"
+    return f"{deployed_by(s)} pid {os.getpid()} run {DEPLOYMENT.stamp}"
 
 
 def create_sql() -> str:
@@ -49,8 +45,6 @@ def unlock_command(inventory: str) -> str:
 
 
 def _acquire(state, host, s: dict[str, Any]) -> bool:
-    from tasks.report import inventory_arg
-
     env, who = s["deploy_env"], holder(s)
     command = " ".join(["pyinfra", *sys.argv[1:]])[:500]
     _, out, _ = sh(
@@ -59,7 +53,7 @@ def _acquire(state, host, s: dict[str, Any]) -> bool:
         what="taking the lock",
     )
     if out.strip() == "acquired":
-        HELD[env] = who
+        DEPLOYMENT.lock_holder = who
         say(host, f"deploy lock for {env} taken")
         return True
     _, out, _ = sh(
@@ -71,7 +65,7 @@ def _acquire(state, host, s: dict[str, Any]) -> bool:
         ),
     )
     held_by, since, running = (out.strip().split("|", 2) + ["?", "?"])[:3]
-    HELD[env] = ""
+    DEPLOYMENT.lock_holder = ""
     run_for(host).failure = "lock held"
     say(
         host,
@@ -83,7 +77,7 @@ def _acquire(state, host, s: dict[str, Any]) -> bool:
 
 
 def _confirm(state, host, s: dict[str, Any]) -> bool:
-    if HELD.get(s["deploy_env"]):
+    if DEPLOYMENT.lock_holder:
         return True
     say(host, "stopping: this run does not hold the deploy lock (see above)")
     return False
@@ -96,20 +90,38 @@ def acquire(s: dict[str, Any], on_this_host: bool) -> None:
     python.call(name="Ensure this run holds the deploy lock", function=_confirm, s=s)
 
 
+def release_when_last(host, s: dict[str, Any]) -> None:
+    """HOST has finished this run (success or not): release the lock once every app host still
+    in the run has finished, so that no deploy starts while one of ours still switches."""
+    DEPLOYMENT.finished.add(host.name)
+    if {h.name for h in app_hosts()} <= DEPLOYMENT.finished:
+        release(host, s)
+
+
+def _finished(state, host, s: dict[str, Any]) -> bool:
+    release_when_last(host, s)
+    return True
+
+
+def release_at_end(s: dict[str, Any]) -> None:
+    """The last operation of a deploy: the last app host to get here releases the lock."""
+    python.call(name="Release the deploy lock once every app host is done", function=_finished, s=s)
+
+
 def release(host, s: dict[str, Any]) -> None:
     """Release the lock if this run holds it (called at the end of a run, success or not)."""
-    env = s["deploy_env"]
-    if HELD.get(env):
+    env, held = s["deploy_env"], DEPLOYMENT.lock_holder
+    if held:
         sh(
             host,
             commands.psql(
                 s,
                 f"DELETE FROM {TABLE} WHERE env = {commands.sql_literal(env)} "
-                f"AND holder = {commands.sql_literal(HELD[env])}",
+                f"AND holder = {commands.sql_literal(held)}",
             ),
             check=False,
         )
-        HELD[env] = ""
+        DEPLOYMENT.lock_holder = ""
         say(host, f"deploy lock for {env} released")
 
 

@@ -14,7 +14,7 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import seconds
-from tasks.report import phase_check
+from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, deployed_by, put_text, run_for, say, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")

@@ -10,9 +10,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.report import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, sh
-from tasks.verify import db_connections, redis_stats, timed_get
+from tasks.rollout import phase_check
+from tasks.runtime import DeployError, Plan, run_for, say, sh, timed_get
+from tasks.verify import db_connections, redis_stats
 
 q = commands.q
 

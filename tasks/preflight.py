@@ -12,7 +12,7 @@ from pyinfra.operations import files, python
 
 from tasks import commands, lock, operations
 from tasks.redis import ping
-from tasks.report import phase_check
+from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
 BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin

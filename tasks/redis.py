@@ -12,7 +12,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
 from tasks import commands, operations
-from tasks.report import phase_check
+from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
 PING_TIMEOUT = 15

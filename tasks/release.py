@@ -8,23 +8,17 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
 from tasks import commands, operations, slots
-from tasks.report import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, sh
+from tasks.rollout import phase_check
+from tasks.runtime import DeployError, Plan, migration_host_name, sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
-HEALTHY = '"authenticated":true'
-
-
-def migration_host_name(s: dict[str, Any]) -> str:
-    names = [h.name for h in inventory.get_active_hosts()] or [h.name for h in inventory]
-    return s["deploy_migration_host"] or sorted(names)[0]
 
 
 def make_plan(s: dict[str, Any]) -> Plan:
@@ -120,119 +114,13 @@ def unit_text(s: dict[str, Any]) -> str:
     )
 
 
-def health_url(s: dict[str, Any]) -> str:
-    return f"http://127.0.0.1:{s['app_port']}{s['app_health_path']}"
-
-
-def wait_healthy(h, s: dict[str, Any]) -> str:
-    return sh(
-        h,
-        commands.wait_healthy(health_url(s), HEALTHY, s["app_health_timeout"]),
-        timeout=s["app_health_timeout"] + 15,
-        what="the health check",
-    )[1].strip()
-
-
-def roll_back(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
-    """Quick rollback to the release that served before this run; returns what it did."""
-    run = run_for(h)
-    if not plan.release_changes:
-        run.not_rolled_back.append("release: this run did not change it")
-        return "the release was not changed by this run, nothing to switch back"
-    blue_green = s["release_strategy"] == "blue_green"
-    if not plan.previous_dir:
-        if blue_green:
-            slots.stop_all(h, s)
-        else:
-            sh(h, f"systemctl stop {commands.q(s['app_service'])}", check=False)
-        run.not_rolled_back.append("release: first deploy, no previous release; service stopped")
-        return "first deploy on this host: no previous release, the service was stopped"
-    say(h, f"rolling back to {plan.previous_version} ({reason})")
-    if blue_green:
-        done = slots.activate(h, s, plan.previous_dir)
-        if done is None:
-            run.not_rolled_back.append(
-                f"release: {plan.release} never took a request, {plan.previous_version} "
-                "kept serving"
-            )
-            return f"{plan.release} never served a request: {plan.previous_version} kept serving"
-    else:
-        p = commands.paths(s)
-        sh(h, commands.switch_current(p["current"], plan.previous_dir), what="switching back")
-        sh(h, f"systemctl restart {commands.q(s['app_service'])}", what="restart for rollback")
-    wait_healthy(h, s)
-    run.rolled_back.append(f"release: {plan.release} -> {plan.previous_version}")
-    return f"switched back to {plan.previous_version}, which answers healthy"
-
-
-@phase_check("release", roll_back=True)
-def _await_health(host, s: dict[str, Any], plan: Plan) -> None:
-    try:
-        answer = wait_healthy(host, s)
-    except DeployError as exc:
-        run_for(host).metric(
-            "health check after restart",
-            f"200 within {s['app_health_timeout']}s",
-            str(exc).split("; ")[-1],
-            False,
-        )
-        raise
-    say(host, f"healthy: {answer}")
-
-
-@phase_check("release", roll_back=True)
-def _activate(host, s: dict[str, Any], plan: Plan, restart: bool) -> None:
-    run = run_for(host)
-    try:
-        done = slots.activate(host, s, plan.release_dir, restart=restart)
-    except DeployError as exc:
-        run.metric(
-            "health check before traffic", f"200 within {s['app_health_timeout']}s", str(exc), False
-        )
-        raise
-    if done is None:
-        say(host, f"{plan.release} already serves: nothing to switch")
-        return
-    run.changed.append(f"switch: {done}")
-    say(host, f"{done}; healthy through port {s['app_port']}: {wait_healthy(host, s)}")
-
-
 @deploy("Release")
-def switch(s: dict[str, Any], plan: Plan, env_op: OperationMeta) -> dict[str, OperationMeta]:
-    """Put the release in service with the chosen strategy; returns the resource operations
-    whose change the report lists."""
-    p = commands.paths(s)
+def prepare(s: dict[str, Any], plan: Plan) -> dict[str, OperationMeta]:
+    """Everything the release needs on the host before the rollout switches it (units, the
+    local proxy); nothing starts or stops here. Returns the operations whose change means the
+    service must restart."""
     if s["release_strategy"] == "blue_green":
-        unit = slots.ensure_units(s)
-        python.call(
-            name=f"Ensure {plan.release} serves on port {s['app_port']} (blue/green, no "
-            "failed request)",
-            function=_activate,
-            s=s,
-            plan=plan,
-            restart=unit.will_change or env_op.will_change,
-        )
-        ops = {"slot unit": unit}
-        will_switch = plan.release_changes
-    else:
-        ops = _restart(s, plan, env_op)
-        will_switch = ops["current release"].will_change
-    if will_switch:
-        server.shell(
-            name=f"Ensure at most {s['app_keep_releases']} releases are kept",
-            commands=[
-                commands.prune_releases(
-                    p["releases"],
-                    s["app_keep_releases"],
-                    [plan.release] + ([plan.previous_version] if plan.previous_version else []),
-                )
-            ],
-        )
-    return ops
-
-
-def _restart(s: dict[str, Any], plan: Plan, env_op: OperationMeta) -> dict[str, OperationMeta]:
-    """The checklist's stop/start: one unit on app_port, restarted when anything changed."""
+        return {"slot unit": slots.ensure_units(s)}
     p = commands.paths(s)
     if host.get_fact(Command, command=slots.is_active_command(s)) == "active":
         server.shell(
@@ -245,20 +133,27 @@ def _restart(s: dict[str, Any], plan: Plan, env_op: OperationMeta) -> dict[str, 
         dest=p["unit"],
         mode="644",
     )
-    link = operations.current_release(
-        name=f"Ensure current points at {plan.release}",
-        current=p["current"],
-        release_dir=plan.release_dir,
-    )
-    restart = unit.will_change or link.will_change or env_op.will_change
     systemd.service(
-        name=f"Ensure {s['app_service']} is running and enabled"
-        + (" (restart: release, .env or unit changed)" if restart else ""),
+        name=f"Ensure {s['app_service']} is enabled",
         service=s["app_service"],
-        running=True,
         enabled=True,
-        restarted=restart,
         daemon_reload=unit.will_change,
     )
-    python.call(name="Wait for a healthy HTTP answer", function=_await_health, s=s, plan=plan)
-    return {"systemd unit": unit, "current release": link}
+    return {"systemd unit": unit}
+
+
+@deploy("Keep releases")
+def prune(s: dict[str, Any], plan: Plan) -> None:
+    if not plan.release_changes:
+        return
+    p = commands.paths(s)
+    server.shell(
+        name=f"Ensure at most {s['app_keep_releases']} releases are kept",
+        commands=[
+            commands.prune_releases(
+                p["releases"],
+                s["app_keep_releases"],
+                [plan.release] + ([plan.previous_version] if plan.previous_version else []),
+            )
+        ],
+    )

@@ -1,11 +1,11 @@
 """Report (the checklist's success metrics and its "Deployment Status" block): a table on the
 terminal, JSON under reports/, a deployment record appended on each app host and a manifest
-that a rollback reads. Also the one way a phase fails: `fail()`."""
+that a rollback reads. It renders and writes; what happens when a phase fails is the
+rollout's (tasks/rollout.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,9 @@ import click
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands, lock
+from tasks import commands
 from tasks.runtime import (
-    RUNS,
-    DeployError,
+    DEPLOYMENT,
     Plan,
     Run,
     append_record,
@@ -27,20 +26,6 @@ from tasks.runtime import (
     run_for,
     sh,
 )
-
-RUN_STAMP = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-
-
-def inventory_arg() -> str:
-    return next(
-        (a for a in sys.argv[1:] if a.endswith(".py") and "inventor" in a), "inventories/<env>.py"
-    )
-
-
-def rollback_command(plan: Plan, host_name: str) -> str:
-    if not plan.previous_version:
-        return "(first deploy on this host: there is no earlier release to go back to)"
-    return f"pyinfra -y {inventory_arg()} rollback.py --limit {host_name}"
 
 
 def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
@@ -109,6 +94,8 @@ def print_table(run: Run) -> None:
             f"    {m['metric']:<{width}}  {m['threshold']:<28}  {result:<5}  {m['measured']}",
             err=True,
         )
+    if "serving" in run.facts:
+        click.echo(f"    serving: {run.facts['serving'] or 'nothing'}", err=True)
     changes = run.all_changes()
     click.echo(
         f"    changes: {', '.join(changes) if changes else 'none (already deployed)'}", err=True
@@ -121,98 +108,29 @@ def print_table(run: Run) -> None:
 def write_local(s: dict[str, Any], plans: dict[str, Plan]) -> Path:
     folder = Path(s["report_dir"])
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{s['deploy_env']}-{RUN_STAMP}.json"
+    path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}.json"
     data = {
         "environment": s["deploy_env"],
-        "run": RUN_STAMP,
-        "hosts": {name: record(RUNS[name], s, plans[name]) for name in plans},
+        "run": DEPLOYMENT.stamp,
+        "hosts": {name: record(DEPLOYMENT.runs[name], s, plans[name]) for name in plans},
     }
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
 
-PLANS: dict[str, Plan] = {}
-
-
-def _write_records(host, s: dict[str, Any], plan: Plan) -> Path:
+def write_records(host, s: dict[str, Any], plan: Plan) -> Path:
+    """The deployment record and (when the release changed or the deploy failed) the manifest
+    on the host; the run's local JSON report, rewritten with this host in it."""
     run = run_for(host)
     p = commands.paths(s)
     append_record(host, s, record(run, s, plan))
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
-        path = f"{p['manifests']}/{RUN_STAMP}.json"
+        path = f"{p['manifests']}/{DEPLOYMENT.stamp}.json"
         put_text(host, text, path)
         sh(host, f"ln -sfn {commands.q(path)} {commands.q(p['manifests'] + '/latest.json')}")
-    PLANS[host.name] = plan
-    return write_local(s, PLANS)
-
-
-def fail(
-    h, s: dict[str, Any], plan: Plan, phase: str, error: Exception | str, roll_back: bool = False
-) -> bool:
-    """Stop this host's deploy: roll back when asked (and allowed), write the record and the
-    report, tell the operator what failed, the state things are in and how to roll back.
-
-    Returns False, which a callback returns to pyinfra to fail its operation (and the host)."""
-    from tasks.release import roll_back as quick_rollback
-
-    run = run_for(h)
-    run.outcome, run.failure = "failed", f"{phase}: {error}"
-    run.completed = time.time()
-    state = "the previous release keeps serving (nothing was switched)"
-    if roll_back and s["auto_rollback"]:
-        try:
-            state = quick_rollback(h, s, plan, f"{phase} failed")
-            run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
-        except DeployError as exc:
-            state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
-    elif roll_back:
-        state = f"auto_rollback is off: {plan.release} stays current"
-    applied = run.facts.get("migrations", {}).get("applied", [])
-    if applied:
-        run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
-    mark_phase(h, "done")
-    if plan.is_migration_host:
-        lock.release(h, s)
-    try:
-        path = _write_records(h, s, plan)
-    except DeployError as exc:
-        path = f"(could not write the record: {exc})"
-    print_table(run)
-    lines = [
-        f"--> DEPLOY FAILED on {h.name} in phase {phase}",
-        f"    what failed: {error}",
-        f"    state now:   {state}",
-    ]
-    if run.not_rolled_back:
-        lines.append(f"    not rolled back: {'; '.join(run.not_rolled_back)}")
-    if run.rolled_back:
-        lines.append(f"    rolled back: {'; '.join(run.rolled_back)}")
-    else:
-        lines.append(f"    roll back:   {rollback_command(plan, h.name)}")
-    lines.append(f"    report:      {path}")
-    click.echo(click.style("\n" + "\n".join(lines) + "\n", fg="red"), err=True)
-    return False
-
-
-def phase_check(phase: str, roll_back: bool = False):
-    """Make BODY(host, s, plan, **kwargs) the execution-time callback of PHASE: a DeployError
-    it raises fails the host through fail() (rolling back first when ROLL_BACK). pyinfra passes
-    state and host to a callback that names them, and fails the operation when it returns
-    False."""
-
-    def wrap(body):
-        def callback(state, host, s: dict[str, Any], plan: Plan, **kwargs: Any) -> bool:
-            try:
-                body(host, s, plan, **kwargs)
-            except DeployError as exc:
-                return fail(host, s, plan, phase, exc, roll_back=roll_back)
-            return True
-
-        callback.__name__ = body.__name__
-        return callback
-
-    return wrap
+    DEPLOYMENT.plans[host.name] = plan
+    return write_local(s, DEPLOYMENT.plans)
 
 
 def mark_phase(h, name: str) -> None:
@@ -239,9 +157,7 @@ def _report(state, host, s: dict[str, Any], plan: Plan) -> bool:
     run = run_for(host)
     mark_phase(host, "done")
     run.outcome, run.completed = "success", time.time()
-    path = _write_records(host, s, plan)
-    if plan.is_migration_host:
-        lock.release(host, s)
+    path = write_records(host, s, plan)
     print_table(run)
     click.echo(f"    report: {path}\n", err=True)
     return True

@@ -22,8 +22,16 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python, systemd
 
 from tasks import commands, lock, operations, slots
-from tasks.release import migration_host_name, wait_healthy
-from tasks.runtime import DeployError, append_record, deployed_by, now_iso, say, sh
+from tasks.runtime import (
+    DeployError,
+    append_record,
+    deployed_by,
+    migration_host_name,
+    now_iso,
+    say,
+    sh,
+    wait_healthy,
+)
 
 q = commands.q
 

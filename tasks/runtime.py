@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from io import StringIO
 from typing import Any
 
 import click
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 
@@ -69,7 +70,22 @@ class Run:
         )
 
 
-RUNS: dict[str, Run] = {}
+class Deployment:
+    """What this pyinfra run knows, in one place: each host's plan and record, the lock it
+    holds, the hosts that have finished, and the rollout's batches. pyinfra runs one process
+    for all hosts, so this object is shared by every host's callbacks."""
+
+    def __init__(self) -> None:
+        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        self.runs: dict[str, Run] = {}
+        self.plans: dict[str, Plan] = {}
+        self.lock_holder = ""  # set while this run holds the environment's lock
+        self.finished: set[str] = set()  # app hosts whose deploy has ended
+        self.rollout: Any = None  # tasks.rollout.Rollout, planned by the first host there
+
+
+DEPLOYMENT = Deployment()
+APP_GROUP = "app_servers"
 
 
 def settings() -> dict[str, Any]:
@@ -81,9 +97,27 @@ def settings() -> dict[str, Any]:
 
 def run_for(h: Host | None = None) -> Run:
     h = h if h is not None else host
-    if h.name not in RUNS:
-        RUNS[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
-    return RUNS[h.name]
+    runs = DEPLOYMENT.runs
+    if h.name not in runs:
+        runs[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
+    return runs[h.name]
+
+
+def app_hosts() -> list[Host]:
+    """The app hosts still in this run (a host that failed has left it)."""
+    hosts = inventory.get_active_hosts() or list(inventory)
+    return sorted((h for h in hosts if APP_GROUP in h.groups), key=lambda h: h.name)
+
+
+def migration_host_name(s: dict[str, Any]) -> str:
+    return s["deploy_migration_host"] or app_hosts()[0].name
+
+
+def inventory_arg() -> str:
+    """The inventory file this run was given, for the commands printed to the operator."""
+    return next(
+        (a for a in sys.argv[1:] if a.endswith(".py") and "inventor" in a), "inventories/<env>.py"
+    )
 
 
 def deployed_by(s: dict[str, Any]) -> str:
@@ -136,6 +170,31 @@ def append_record(h: Host, s: dict[str, Any], record: dict[str, Any]) -> None:
         f"&& chmod 600 {commands.q(records)}",
         what="appending the deployment record",
     )
+
+
+HEALTHY = '"authenticated":true'
+
+
+def health_url(s: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{s['app_port']}{s['app_health_path']}"
+
+
+def wait_healthy(h: Host, s: dict[str, Any]) -> str:
+    """The health answer through app_port, waited for up to app_health_timeout."""
+    return sh(
+        h,
+        commands.wait_healthy(health_url(s), HEALTHY, s["app_health_timeout"]),
+        timeout=s["app_health_timeout"] + 15,
+        what="the health check",
+    )[1].strip()
+
+
+def timed_get(h: Host, url: str) -> tuple[int, float, str]:
+    """GET URL on host H: status, seconds, body."""
+    _, out, _ = sh(h, commands.http_probe(url), check=False)
+    first, _, body = out.partition("\n")
+    code, seconds = first.split() if len(first.split()) == 2 else ("0", "0")
+    return int(code), float(seconds), body
 
 
 def secret(name: str) -> str:

@@ -54,6 +54,7 @@ def _paths(s: dict[str, Any]) -> dict[str, str]:
         "active": f"{slots}/active",
         "config": f"/etc/{s['app_service']}/proxy.cfg",
         "socket": f"/run/{proxy_service(s)}/admin.sock",
+        "drain_map": f"/etc/{s['app_service']}/drain.map",
         "slot_unit": f"/etc/systemd/system/{s['app_service']}@.service",
         "proxy_unit": f"/etc/systemd/system/{proxy_service(s)}.service",
     }
@@ -65,6 +66,7 @@ def proxy_config_text(s: dict[str, Any]) -> str:
         .read_text()
         .format(
             socket=_paths(s)["socket"],
+            drain_map=_paths(s)["drain_map"],
             bind="*",
             port=s["app_port"],
             health_path=s["app_health_path"],
@@ -119,6 +121,7 @@ def ensure_units(s: dict[str, Any]) -> OperationMeta:
             dest=f"{p['slots']}/{slot}.env",
             mode="644",
         )
+    files.file(name=f"Ensure {p['drain_map']} exists", path=p["drain_map"], mode="644")
     config = files.put(
         name=f"Ensure the proxy configuration {p['config']} is current",
         src=StringIO(proxy_config_text(s)),
@@ -270,6 +273,14 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
     )
     release = release_dir.rsplit("/", 1)[-1]
     return f"slot {new} serves {release}" + (f", slot {old} drained and stopped" if old else "")
+
+
+def set_draining(h, s: dict[str, Any], draining: bool) -> None:
+    """Make the health path on app_port answer 503 (DRAINING) or pass through again, at once
+    (the admin socket; a proxy restart forgets it, which ends the drain)."""
+    drain_map = _paths(s)["drain_map"]
+    line = f"add map {drain_map} drain 1" if draining else f"del map {drain_map} drain"
+    _api(h, s, line)
 
 
 def is_active_command(s: dict[str, Any]) -> str:

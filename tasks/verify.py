@@ -11,9 +11,8 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.redis import cache_address
-from tasks.release import health_url
-from tasks.report import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, sh
+from tasks.rollout import phase_check
+from tasks.runtime import DeployError, Plan, health_url, run_for, say, sh, timed_get
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
 q = commands.q
@@ -59,13 +58,6 @@ def db_connections(h, s: dict[str, Any]) -> int:
         ),
     )
     return int(out.strip())
-
-
-def timed_get(h, url: str) -> tuple[int, float, str]:
-    _, out, _ = sh(h, commands.http_probe(url), check=False)
-    first, _, body = out.partition("\n")
-    code, seconds = first.split() if len(first.split()) == 2 else ("0", "0")
-    return int(code), float(seconds), body
 
 
 @phase_check("verify", roll_back=True)

@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from lab.load import Load, LoadResult
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -51,3 +54,29 @@ def report(result: subprocess.CompletedProcess, host: str = "app1") -> dict:
     """The JSON report a deploy names in its output."""
     line = next(x for x in reversed(output(result).splitlines()) if "report:" in x and ".json" in x)
     return json.loads((REPO / line.split("report:")[1].strip()).read_text())["hosts"][host]
+
+
+QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")
+LEAD = 3  # seconds of load before the run starts
+
+
+def under_load(
+    url: str,
+    *args: str,
+    window: int,
+    rate: int = 100,
+    script: str = "deploy.py",
+    inventory: str = "inventories/lab.py",
+    forbidden: str = "",
+) -> tuple[subprocess.CompletedProcess, LoadResult]:
+    """Run a deploy or rollback (without its own load test and monitoring window) while k6
+    sends RATE requests/s to URL for WINDOW seconds; the run must end inside the window."""
+    with Load(url, rate, f"{window}s", forbidden) as load:
+        time.sleep(LEAD)
+        started = time.monotonic()
+        result = pyinfra(*args, *QUICK, script=script, inventory=inventory)
+        elapsed = time.monotonic() - started
+        traffic = load.result()
+    assert LEAD + elapsed < window - 1, f"the run took {elapsed:.0f} s, longer than the load"
+    assert traffic.requests >= rate * window * 0.95, traffic
+    return result, traffic

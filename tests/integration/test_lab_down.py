@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import core
-from lab.topology import BRIDGE, ENVS, topology
+from lab.topology import BRIDGE, ENVS
 
 
 def _leftovers() -> list[str]:
@@ -26,7 +26,9 @@ def _leftovers() -> list[str]:
     found += [f"process {line}" for line in procs.splitlines() if "mdd-" in line]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/mdd-lab")]
     for env in ENVS:
-        found += [f"dir {core.host_dir(h)}" for h in topology(env) if core.host_dir(h).exists()]
+        found += [
+            f"dir {core.host_dir(h)}" for h in core.every_host(env) if core.host_dir(h).exists()
+        ]
     return found
 
 

@@ -3,37 +3,24 @@ on the lab's staging during each kind of switch; failed requests come from k6's 
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from pyinfra_cli import output, pyinfra, report
+from pyinfra_cli import QUICK, output, pyinfra, report, under_load
 
 from lab import core
-from lab.load import Load
 from lab.topology import topology
 
-RATE = 100
 WINDOW = 30  # seconds of load; every switch below ends well inside it
-LEAD = 3  # seconds of load before the switch starts
-QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")
 
 
 def version(host) -> str:
     return core.ssh(host, "curl -s -m 5 localhost:8080/api/v1/version").stdout.decode().strip()
 
 
-def under_load(*args: str, script: str = "deploy.py", forbidden: str = ""):
-    """Run a deploy or rollback while k6 sends RATE requests/s to app1:8080."""
+def on_app1(*args: str, script: str = "deploy.py", forbidden: str = ""):
     app1 = topology("staging")[0]
-    with Load(f"http://{app1.address}:8080", RATE, f"{WINDOW}s", forbidden) as load:
-        time.sleep(LEAD)
-        started = time.monotonic()
-        result = pyinfra(*args, *QUICK, script=script)
-        elapsed = time.monotonic() - started
-        traffic = load.result()
-    assert LEAD + elapsed < WINDOW - 1, f"the run took {elapsed:.0f} s, longer than the load"
-    assert traffic.requests >= RATE * WINDOW * 0.95, traffic
-    return result, traffic
+    return under_load(
+        f"http://{app1.address}:8080", *args, window=WINDOW, script=script, forbidden=forbidden
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +32,7 @@ def app1(lab):
 
 
 def test_a_release_changing_deploy_fails_no_request(app1):
-    result, traffic = under_load("--data", "app_version=v2.0.0-perf")
+    result, traffic = on_app1("--data", "app_version=v2.0.0-perf")
     assert result.returncode == 0, output(result)[-3000:]
     assert "drained and stopped" in output(result)
     assert traffic.failed == 0, traffic
@@ -53,7 +40,7 @@ def test_a_release_changing_deploy_fails_no_request(app1):
 
 
 def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
-    result, traffic = under_load("--data", "server_idle_timeout=121s")
+    result, traffic = on_app1("--data", "server_idle_timeout=121s")
     assert result.returncode == 0, output(result)[-3000:]
     assert report(result)["changed"][0] == ".env"
     assert traffic.failed == 0, traffic
@@ -62,14 +49,14 @@ def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
 
 
 def test_a_quick_rollback_fails_no_request(app1):
-    result, traffic = under_load(script="rollback.py")
+    result, traffic = on_app1(script="rollback.py")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
     assert version(app1) == '{"version":"1.9.0"}'
 
 
 def test_a_broken_release_never_serves_a_user_and_fails_no_request(app1):
-    result, traffic = under_load("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
+    result, traffic = on_app1("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
     assert result.returncode != 0
     failed = report(result)
     assert failed["status"] == "failed"

@@ -12,13 +12,28 @@ def test_staging_has_one_app_host_and_a_database():
     assert hosts["db1"].groups == ("db_servers",)
 
 
-def test_production_has_three_app_hosts_a_database_and_a_cache():
+def test_production_has_three_app_hosts_a_database_a_cache_and_a_load_balancer():
     names = [h.name for h in topology("production")]
-    assert names == ["app1", "app2", "app3", "db1", "cache1"]
+    assert names == ["app1", "app2", "app3", "db1", "cache1", "lb1"]
+    assert next(h for h in topology("production") if h.name == "lb1").groups == ("lb_servers",)
+
+
+def test_more_app_hosts_keep_every_address_of_the_plan():
+    three = {h.name: h.address for h in topology("production")}
+    eight = {h.name: h.address for h in topology("production", app_hosts=8)}
+    assert {k: eight[k] for k in three} == three
+    assert [n for n in eight if n.startswith("app")] == [f"app{i}" for i in range(1, 9)]
+    assert eight["app4"] == "10.231.7.47" and eight["app8"] == "10.231.7.51"
+    assert [h.name for h in topology("production", app_hosts=1)][:2] == ["app1", "db1"]
+
+
+def test_app_host_count_is_bounded():
+    with pytest.raises(ValueError, match="app hosts must be 1 to 8"):
+        topology("production", app_hosts=9)
 
 
 def test_addresses_are_unique_inside_the_lab_subnet_and_avoid_the_bridge():
-    addresses = [h.address for env in ENVS for h in topology(env)]
+    addresses = [h.address for env in ENVS for h in topology(env, app_hosts=8)]
     assert len(addresses) == len(set(addresses))
     for address in addresses:
         assert ipaddress.ip_address(address) in SUBNET
@@ -26,7 +41,7 @@ def test_addresses_are_unique_inside_the_lab_subnet_and_avoid_the_bridge():
 
 
 def test_kernel_names_are_unique_and_short_enough():
-    hosts = [h for env in ENVS for h in topology(env)]
+    hosts = [h for env in ENVS for h in topology(env, app_hosts=8)]
     for attr in ("machine", "netns", "veth"):
         values = [getattr(h, attr) for h in hosts]
         assert len(values) == len(set(values)), attr

@@ -1,0 +1,108 @@
+"""Rolling deploys across the lab's production behind lb1 (HAProxy, no retries): k6 sends 100
+requests/s through lb1 during each rollout; failed requests come from k6's own summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyinfra_cli import QUICK, output, pyinfra, report, under_load
+
+from lab import core
+
+INVENTORY = "inventories/lab_production.py"
+WINDOW = 75
+APPS = ("app1", "app2", "app3")
+
+
+def hosts() -> dict:
+    return {h.name: h for h in core.hosts_of("production")}
+
+
+def sh(name: str, command: str) -> str:
+    return core.ssh(hosts()[name], command).stdout.decode().strip()
+
+
+def versions() -> dict[str, str]:
+    return {
+        name: json.loads(sh(name, "curl -s -m 5 localhost:8080/api/v1/version"))["version"]
+        for name in APPS
+    }
+
+
+def serving_pid(name: str) -> str:
+    """The process that serves on the host now (a switch always starts a new one)."""
+    slot = sh(name, "cat /app/monitoring-dashboard-api/slots/active")
+    return sh(name, f"systemctl show -p MainPID --value monitoring-dashboard@{slot}")
+
+
+def through_lb1(*args: str, forbidden: str = ""):
+    url = f"http://{hosts()['lb1'].address}:80"
+    return under_load(url, *args, window=WINDOW, inventory=INVENTORY, forbidden=forbidden)
+
+
+@pytest.fixture(scope="module")
+def fleet(lab):
+    """lab production with three app hosts behind lb1, all serving v1.9.0."""
+    core.up("production", echo=lambda _m: None, app_hosts=3)
+    first = pyinfra("--data", "app_version=v1.9.0", *QUICK, inventory=INVENTORY)
+    assert first.returncode == 0, output(first)[-3000:]
+    assert versions() == dict.fromkeys(APPS, "1.9.0")
+
+
+def test_a_rolling_deploy_through_lb1_fails_no_request(fleet):
+    result, traffic = through_lb1("--data", "app_version=v2.0.0-perf")
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert traffic.failed == 0, traffic
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    batches = {name: report(result, name)["facts"]["rollout"]["batch"] for name in APPS}
+    assert batches == {"app1": 1, "app2": 2, "app3": 3}
+    assert "batch 1/3 (canary) [app1]" in text and "drained on lb1" in text
+
+
+def test_a_broken_release_stops_at_the_canary_and_no_user_sees_it(fleet):
+    before = {name: serving_pid(name) for name in ("app2", "app3")}
+    result, traffic = through_lb1("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
+    text = output(result)
+    assert result.returncode != 0
+    assert traffic.failed == 0, traffic
+    assert traffic.forbidden_answers == 0, traffic
+    canary = report(result, "app1")
+    assert canary["failure"].startswith("release: the new instance (slot ")
+    for name in ("app2", "app3"):
+        entry = report(result, name)
+        assert "the rollout stopped at batch 1/3 (canary) [app1]" in entry["failure"]
+        assert entry["facts"]["serving"] == entry["previous_release"]
+    assert {name: serving_pid(name) for name in ("app2", "app3")} == before
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    assert "DEPLOY FAILED on app1" in text
+
+
+def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
+    """app3 (the last batch) cannot start the new release: its idle slot's port is taken.
+    app1 and app2 had switched; they go back, and lb1 never fails a request."""
+    slot = sh("app3", "cat /app/monitoring-dashboard-api/slots/active")
+    idle_port = 8082 if slot == "blue" else 8081
+    squatter = (
+        "import socket, time; s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {idle_port})); s.listen(); time.sleep(600)"
+    )
+    sh("app3", f"systemd-run --unit mdd-squatter python3 -c {json.dumps(squatter)}")
+    try:
+        result, traffic = through_lb1("--data", "app_version=v1.9.0")
+    finally:
+        sh("app3", "systemctl stop mdd-squatter")
+    assert result.returncode != 0
+    assert traffic.failed == 0, traffic
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    assert "DEPLOY FAILED on app3" in output(result)
+    for name in ("app1", "app2"):
+        entry = report(result, name)
+        assert "batch 3/3 [app3] failed (app3)" in entry["failure"]
+        assert entry["rolled_back"] == [
+            f"release: {entry['release']} -> {entry['previous_release']}"
+        ]
+        assert entry["facts"]["serving"] == entry["previous_release"]
+    again = pyinfra(*QUICK, inventory=INVENTORY)
+    assert again.returncode == 0, output(again)[-3000:]
