@@ -38,7 +38,9 @@ def checklist(s: dict[str, Any]) -> None:
     report.start_phase("preflight")
     preflight.preflight(s, plan)
     report.start_phase("build")
-    run.ops["release built"] = release.build(s, plan)
+    built = release.build(s, plan)
+    if built is not None:
+        run.ops["release built"] = built
     report.start_phase("backup")
     backup.backup(s, plan)
     report.start_phase("migrate")

@@ -94,6 +94,30 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
     )
 
 
+def pack_release(release_dir: str, tarball: str) -> str:
+    """The built release folder as one gzipped tarball (its name inside: the folder's)."""
+    parent, name = release_dir.rsplit("/", 1)
+    return f"umask 077 && tar -C {q(parent)} -czf {q(tarball)} {q(name)}"
+
+
+def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
+    """Check TARBALL against SHA256, unpack it as TARGET (under a .partial name until
+    complete), owned like a release built here; the tarball is removed either way."""
+    partial = f"{target}.partial"
+    return " && ".join(
+        [
+            "set -e",
+            f"trap 'rm -f {q(tarball)}' EXIT",
+            f"echo {q(sha256 + '  ' + tarball)} | sha256sum -c --quiet",
+            f"rm -rf {q(partial)}",
+            f"mkdir -p {q(partial)}",
+            f"tar -xzf {q(tarball)} -C {q(partial)} --strip-components=1",
+            f"chown -R root:{q(user)} {q(partial)}",
+            f"mv -T {q(partial)} {q(target)}",
+        ]
+    )
+
+
 def switch_current(current: str, target: str) -> str:
     """Point CURRENT at TARGET atomically (a new link renamed over the old one)."""
     tmp = f"{current}.new"

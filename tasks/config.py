@@ -95,6 +95,14 @@ VARIABLES: list[Var] = [
     Var("app_port", 8080, "port the service listens on", "int", minimum=1),
     Var("app_log_file", "/var/log/monitoring-dashboard/app.log", "the service's log file", "path"),
     Var("app_keep_releases", 3, "releases kept on each host (current included)", "int", minimum=2),
+    Var(
+        "app_build",
+        "once",
+        "once: built on the migration host, every other app host receives the same tarball "
+        "(sha256 checked on arrival); each: every app host runs go build (the checklist's way)",
+        "choice",
+        choices=("once", "each"),
+    ),
     Var("app_build_timeout", 600, "seconds allowed for fetch + go build", "int", minimum=10),
     Var("app_health_path", "/api/v1/auth/status", "health check path"),
     Var(

@@ -4,6 +4,10 @@ healthy HTTP answer, keep N releases."""
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import shutil
+import tempfile
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -11,12 +15,13 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
 from tasks import commands, operations, slots
 from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, migration_host_name, sh
+from tasks.runtime import DEPLOYMENT, DeployError, Plan, migration_host_name, run_for, say, sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 
@@ -76,26 +81,85 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         group=s["app_user"],
         mode="750",
     )
-    # A failed build is reported (and the lock released) by _check_built, not by pyinfra alone.
-    built = operations.release_built(
-        name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
-        repo_url=s["app_repo_url"],
-        commit=plan.commit,
-        cache=p["repo_cache"],
-        release_dir=plan.release_dir,
-        user=s["app_user"],
-        _timeout=s["app_build_timeout"],
-        _ignore_errors=True,
-    )
+    builder = migration_host_name(s)
+    built = None
+    if s["app_build"] == "each" or host.name == builder:
+        # A failed build is reported (and the lock released) by _check_built.
+        built = operations.release_built(
+            name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
+            repo_url=s["app_repo_url"],
+            commit=plan.commit,
+            cache=p["repo_cache"],
+            release_dir=plan.release_dir,
+            user=s["app_user"],
+            _timeout=s["app_build_timeout"],
+            _ignore_errors=True,
+        )
+        if s["app_build"] == "once":
+            python.call(
+                name="Pack the release for the other app hosts", function=_pack, s=s, plan=plan
+            )
+    elif not host.get_fact(File, path=f"{plan.release_dir}/{commands.SERVICE_BINARY}"):
+        # After the builder's operations (pyinfra orders operations by their place in the
+        # code): the tarball exists by the time this one runs.
+        DEPLOYMENT.awaiting_release.add(host.name)
+        built = python.call(
+            name=f"Ensure release {plan.release} is here (built on {builder}, sha256 checked)",
+            function=_receive,
+            s=s,
+            plan=plan,
+        )
     python.call(name="Check the release was built", function=_check_built, s=s, plan=plan)
     return built
 
 
+def _pack(state, host, s: dict[str, Any], plan: Plan) -> bool:
+    """On the builder: the built release as a tarball on the deploying machine, with its
+    sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
+    if not DEPLOYMENT.awaiting_release or not _binary_here(host, plan):
+        return True
+    remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
+    sh(host, commands.pack_release(plan.release_dir, remote), timeout=300, what="packing")
+    local = Path(tempfile.mkdtemp(prefix="mdd-release-")) / f"{plan.release}.tar.gz"
+    atexit.register(shutil.rmtree, local.parent, True)
+    if not host.get_file(remote, str(local)):
+        raise DeployError(f"could not fetch {remote} from {host.name}")
+    sh(host, f"rm -f {commands.q(remote)}")
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    DEPLOYMENT.release_artifact = (str(local), digest)
+    run_for(host).facts["artifact"] = {"sha256": digest, "built_on": host.name}
+    say(host, f"packed {plan.release}: {local.stat().st_size} bytes, sha256 {digest[:16]}...")
+    return True
+
+
+@phase_check("build")
+def _receive(host, s: dict[str, Any], plan: Plan) -> None:
+    if DEPLOYMENT.release_artifact is None:
+        raise DeployError(
+            f"release {plan.release} was not built on {migration_host_name(s)}: nothing to receive"
+        )
+    local, digest = DEPLOYMENT.release_artifact
+    remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
+    if not host.put_file(local, remote):
+        raise DeployError(f"could not upload the release to {remote}")
+    sh(
+        host,
+        commands.unpack_release(remote, digest, plan.release_dir, s["app_user"]),
+        timeout=300,
+        what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
+    )
+    run_for(host).facts["artifact"] = {"sha256": digest, "built_on": migration_host_name(s)}
+    say(host, f"received {plan.release}, sha256 {digest[:16]}... verified")
+
+
+def _binary_here(host, plan: Plan) -> bool:
+    binary = f"{plan.release_dir}/{commands.SERVICE_BINARY}"
+    return sh(host, f"test -x {commands.q(binary)}", check=False)[0]
+
+
 @phase_check("build")
 def _check_built(host, s: dict[str, Any], plan: Plan) -> None:
-    binary = f"{plan.release_dir}/{commands.SERVICE_BINARY}"
-    ok, _, _ = sh(host, f"test -x {commands.q(binary)}", check=False)
-    if not ok:
+    if not _binary_here(host, plan):
         raise DeployError(
             f"release {plan.release} was not built (fetch or go build failed, or "
             f"took over app_build_timeout={s['app_build_timeout']}s; its output is "

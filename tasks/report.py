@@ -73,6 +73,7 @@ def manifest(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
         }
         if backup.get("taken")
         else None,
+        "artifact": run.facts.get("artifact"),
         "migrations_applied": run.facts.get("migrations", {}).get("applied", []),
         "redis_container_created": _container_created(run),
     }

@@ -82,6 +82,8 @@ class Deployment:
         self.lock_holder = ""  # set while this run holds the environment's lock
         self.finished: set[str] = set()  # app hosts whose deploy has ended
         self.rollout: Any = None  # tasks.rollout.Rollout, planned by the first host there
+        self.awaiting_release: set[str] = set()  # app hosts that receive the built release
+        self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
 
 
 DEPLOYMENT = Deployment()

@@ -198,3 +198,45 @@ def test_k6_runs_with_thresholds_passed_as_variables():
         "P95_MS=500",
         "s.js",
     ]
+
+
+def test_pack_release_names_the_folder_inside_the_tarball():
+    assert c.pack_release("/app/releases/v2-abc", "/state/v2-abc.tar.gz") == (
+        "umask 077 && tar -C /app/releases -czf /state/v2-abc.tar.gz v2-abc"
+    )
+
+
+def test_unpack_release_checks_the_sha256_before_anything_lands():
+    cmd = c.unpack_release("/state/r.tar.gz", "ab" * 32, "/app/releases/r", "svc")
+    steps = cmd.split(" && ")
+    assert steps[2] == f"echo '{'ab' * 32}  /state/r.tar.gz' | sha256sum -c --quiet"
+    assert steps.index(steps[2]) < steps.index("mkdir -p /app/releases/r.partial")
+    assert steps[-1] == "mv -T /app/releases/r.partial /app/releases/r"
+    assert "trap 'rm -f /state/r.tar.gz' EXIT" in steps
+
+
+def test_haproxy_api_sends_one_line_to_the_admin_socket():
+    assert c.haproxy_api("/run/p/admin.sock", "set server slots/blue state maint", "show stat") == (
+        "echo 'set server slots/blue state maint; show stat' | socat -t 5 stdio "
+        "UNIX-CONNECT:/run/p/admin.sock"
+    )
+
+
+def test_haproxy_wait_is_bounded_and_knows_what_it_waits_for():
+    up = c.haproxy_wait("/s.sock", "slots", "green", "up", 10)
+    assert "for i in $(seq 100)" in up and '[ "$status" = UP ]' in up
+    drained = c.haproxy_wait("/s.sock", "app_servers", "app2", "drained", 2.5)
+    assert "for i in $(seq 25)" in drained and '[ "$cur" = 0 ] && [ "$queued" = 0 ]' in drained
+    assert "-v b=app_servers -v s=app2" in drained
+    with pytest.raises(ValueError):
+        c.haproxy_wait("/s.sock", "b", "s", "down", 1)
+
+
+def test_slot_state_prints_one_line_per_fact():
+    cmd = c.slot_state(
+        "/app/slots/active", ["/app/slots/blue", "/app/slots/green"], ["a@blue", "p"]
+    )
+    assert cmd == (
+        "(cat /app/slots/active 2>/dev/null || echo); (readlink /app/slots/blue || echo); "
+        "(readlink /app/slots/green || echo); systemctl is-active a@blue p || true"
+    )
