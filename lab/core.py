@@ -443,6 +443,7 @@ def down(env: str | None = None, echo: Echo = print) -> None:
         hosts = every_host(name)
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             list(pool.map(_teardown_host, hosts))
+        _count_file(name).unlink(missing_ok=True)
         echo(f"lab {name}: down")
     if not any(host_dir(h).exists() for e in ENVS for h in every_host(e)):
         apprepo.stop_daemon()

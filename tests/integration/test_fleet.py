@@ -106,3 +106,15 @@ def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
         assert entry["facts"]["serving"] == entry["previous_release"]
     again = pyinfra(*QUICK, inventory=INVENTORY)
     assert again.returncode == 0, output(again)[-3000:]
+
+
+def test_a_rolling_deploy_behind_a_health_check_only_balancer_fails_no_request(fleet):
+    """lb_mode health_check: each host fails lb1's health check (its local proxy answers 503
+    on the health path) and waits before it switches, as behind an ALB; lb1's admin socket
+    is not used."""
+    result, traffic = through_lb1("--data", "app_version=v1.9.0", "--data", "lb_mode=health_check")
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert traffic.failed == 0, traffic
+    assert versions() == dict.fromkeys(APPS, "1.9.0")
+    assert "failing the balancer's health check" in text and "drained on lb1" not in text
