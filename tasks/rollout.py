@@ -145,7 +145,7 @@ def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
         p = commands.paths(s)
         sh(h, commands.switch_current(p["current"], plan.previous_dir), what="switching back")
         sh(h, f"systemctl restart {commands.q(s['app_service'])}", what="restart for rollback")
-    wait_healthy(h, s)
+        wait_healthy(h, s)
     run.rolled_back.append(f"release: {plan.release} -> {plan.previous_version}")
     return f"switched back to {plan.previous_version}, which answers healthy"
 
@@ -170,23 +170,12 @@ def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | Non
         done = _restart_service(h, s, plan, restart)
     if done is None:
         say(h, f"{plan.release} already serves: nothing to switch")
-        return None
-    try:
-        answer = wait_healthy(h, s)
-    except DeployError as exc:
-        run.metric(
-            "health check after restart",
-            f"200 within {s['app_health_timeout']}s",
-            str(exc).split("; ")[-1],
-            False,
-        )
-        raise
-    say(h, f"{done}; healthy through port {s['app_port']}: {answer}")
     return done
 
 
 def _restart_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
-    """The checklist's stop/start: `current` switched, the one unit restarted."""
+    """The checklist's stop/start: `current` switched, the one unit restarted, then the
+    health check through app_port."""
     p = commands.paths(s)
     service = commands.q(s["app_service"])
     _, out, _ = sh(
@@ -200,7 +189,17 @@ def _restart_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | N
         f"{commands.switch_current(p['current'], plan.release_dir)} && systemctl restart {service}",
         what=f"restarting {s['app_service']}",
     )
-    return f"{s['app_service']} restarted on {plan.release}"
+    try:
+        answer = wait_healthy(h, s)
+    except DeployError as exc:
+        run_for(h).metric(
+            "health check after restart",
+            f"200 within {s['app_health_timeout']}s",
+            str(exc).split("; ")[-1],
+            False,
+        )
+        raise
+    return f"{s['app_service']} restarted on {plan.release}, healthy: {answer}"
 
 
 # ----------------------------------------------------------------------------- failing a host
