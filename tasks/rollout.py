@@ -392,6 +392,7 @@ def _switch_host(
             if done:
                 r.switched.append(host.name)
                 run.changed.append(f"switch: {done}")
+                say(host, done)
             _gate(host, s)
     except DeployError as exc:
         error = exc
