@@ -3,6 +3,5 @@
 
 from tasks.inventory import lab_group
 
-LAYERS = ("production", "lab", "lab_production")
-app_servers = lab_group("production", "app_servers", LAYERS)
-lb_servers = lab_group("production", "lb_servers", LAYERS)
+app_servers = lab_group("production", "app_servers", ("production", "lab", "lab_production"))
+lb_servers = lab_group("production", "lb_servers", ("production", "lab", "lab_production"))

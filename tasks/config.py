@@ -374,7 +374,7 @@ def _check(var: Var, value: Any) -> str | None:
     elif kind == "bool":
         if not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
             return f"must be true or false, got {value!r}"
-    elif not isinstance(value, str) and kind not in ("duration", "size"):
+    elif not isinstance(value, str) and kind not in ("duration", "size", "batch"):
         return f"must be a string, got {value!r}"
     elif kind == "duration" and not DURATION.match(str(value)):
         return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"

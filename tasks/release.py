@@ -95,13 +95,18 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
             _timeout=s["app_build_timeout"],
             _ignore_errors=True,
         )
-        if s["app_build"] == "once":
-            python.call(
-                name="Pack the release for the other app hosts", function=_pack, s=s, plan=plan
-            )
-    elif not host.get_fact(File, path=f"{plan.release_dir}/{commands.SERVICE_BINARY}"):
-        # After the builder's operations (pyinfra orders operations by their place in the
-        # code): the tarball exists by the time this one runs.
+    if s["app_build"] == "once":
+        # On every host, so that it orders the builder's build before any host's receive.
+        python.call(
+            name=f"Pack the release on {builder} for the other app hosts",
+            function=_pack,
+            s=s,
+            plan=plan,
+            builder=builder,
+        )
+    if built is None and not host.get_fact(
+        File, path=f"{plan.release_dir}/{commands.SERVICE_BINARY}"
+    ):
         DEPLOYMENT.awaiting_release.add(host.name)
         built = python.call(
             name=f"Ensure release {plan.release} is here (built on {builder}, sha256 checked)",
@@ -113,10 +118,10 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
     return built
 
 
-def _pack(state, host, s: dict[str, Any], plan: Plan) -> bool:
+def _pack(state, host, s: dict[str, Any], plan: Plan, builder: str) -> bool:
     """On the builder: the built release as a tarball on the deploying machine, with its
     sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
-    if not DEPLOYMENT.awaiting_release or not _binary_here(host, plan):
+    if host.name != builder or not DEPLOYMENT.awaiting_release or not _binary_here(host, plan):
         return True
     remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
     sh(host, commands.pack_release(plan.release_dir, remote), timeout=300, what="packing")

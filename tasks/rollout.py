@@ -150,6 +150,19 @@ def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
     return f"switched back to {plan.previous_version}, which answers healthy"
 
 
+def serves(h, s: dict[str, Any], release_dir: str) -> bool:
+    """RELEASE_DIR is what answers on app_port now (as far as the units tell)."""
+    if s["release_strategy"] == "blue_green":
+        state = slots.read_state(h, s)
+        return state.serving == release_dir and state.proxy_running
+    p = commands.paths(s)
+    service = commands.q(s["app_service"])
+    _, out, _ = sh(
+        h, f"readlink {commands.q(p['current'])} || true; systemctl is-active {service} || true"
+    )
+    return out.split() == [release_dir, "active"]
+
+
 def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
     """Make the plan's release serve on app_port, health-gated; None when it already does
     (and RESTART is not asked), else what was done. Raises DeployError when the release is
@@ -176,14 +189,10 @@ def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | Non
 def _restart_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
     """The checklist's stop/start: `current` switched, the one unit restarted, then the
     health check through app_port."""
+    if not restart and serves(h, s, plan.release_dir):
+        return None
     p = commands.paths(s)
     service = commands.q(s["app_service"])
-    _, out, _ = sh(
-        h, f"readlink {commands.q(p['current'])} || true; systemctl is-active {service} || true"
-    )
-    current, active = (out.splitlines() + ["", ""])[:2]
-    if current == plan.release_dir and active == "active" and not restart:
-        return None
     sh(
         h,
         f"{commands.switch_current(p['current'], plan.release_dir)} && systemctl restart {service}",
@@ -383,19 +392,22 @@ def _switch_host(
             f"the rollout stopped at {r.label(r.stopped_at)}; this host was not touched and "
             f"keeps {plan.previous_version}",
         )
-    say(host, f"{r.label(index)}: switching to {plan.release}")
     error: DeployError | None = None
     started = time.monotonic()
-    try:
-        with out_of_service(host, s):
-            done = put_in_service(host, s, plan, restart)
-            if done:
-                r.switched.append(host.name)
-                run.changed.append(f"switch: {done}")
-                say(host, done)
-            _gate(host, s)
-    except DeployError as exc:
-        error = exc
+    if not restart and serves(host, s, plan.release_dir):
+        say(host, f"{r.label(index)}: {plan.release} already serves, nothing to switch")
+    else:
+        say(host, f"{r.label(index)}: switching to {plan.release}")
+        try:
+            with out_of_service(host, s):
+                done = put_in_service(host, s, plan, restart)
+                if done:
+                    r.switched.append(host.name)
+                    run.changed.append(f"switch: {done}")
+                    say(host, done)
+                _gate(host, s)
+        except DeployError as exc:
+            error = exc
     run.facts["rollout"] = {
         "batch": index + 1,
         "batches": len(r.batches),

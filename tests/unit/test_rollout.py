@@ -82,3 +82,11 @@ def test_health_check_draining_needs_the_blue_green_proxy():
         "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "
         "balancer's health check while the host drains)"
     ]
+
+
+def test_a_batch_count_from_yaml_is_a_number_and_is_accepted():
+    s, problems = validate(
+        {"deploy_env": "x", "app_repo_url": "u", "db_host": "d", "rollout_batch": 2},
+        environ={"DB_PASSWORD": "p"},
+    )
+    assert problems == [] and s["rollout_batch"] == "2"
