@@ -36,3 +36,5 @@ test: lint
 
 bench: deps
 	$(PY) bench/run.py
+	$(PY) bench/availability.py --app-hosts 3
+	$(PY) bench/availability.py --app-hosts 8 --skip-one-host

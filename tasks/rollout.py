@@ -154,7 +154,7 @@ def serves(h, s: dict[str, Any], release_dir: str) -> bool:
     """RELEASE_DIR is what answers on app_port now (as far as the units tell)."""
     if s["release_strategy"] == "blue_green":
         state = slots.read_state(h, s)
-        return state.serving == release_dir and state.proxy_running
+        return state.serving == release_dir and state.proxy_running and not state.stray
     p = commands.paths(s)
     service = commands.q(s["app_service"])
     _, out, _ = sh(
@@ -408,6 +408,8 @@ def _switch_host(
                 _gate(host, s)
         except DeployError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - the batch must end whatever happened here
+            error = DeployError(f"unexpected {type(exc).__name__}: {exc}")
     run.facts["rollout"] = {
         "batch": index + 1,
         "batches": len(r.batches),

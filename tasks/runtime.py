@@ -14,6 +14,7 @@ from io import StringIO
 from typing import Any
 
 import click
+from paramiko.ssh_exception import SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
@@ -139,7 +140,13 @@ def sh(
     h: Host, command: str, timeout: int = 60, what: str | None = None, check: bool = True
 ) -> tuple[bool, str, str]:
     """Run COMMAND on host H (as root); raise DeployError with WHAT when it fails."""
-    ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
+    try:
+        ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
+    except (TimeoutError, OSError, SSHException) as exc:  # socket.timeout is an OSError
+        problem = "timed out" if isinstance(exc, TimeoutError) else f"lost its connection ({exc})"
+        raise DeployError(
+            f"{what or 'a command'} on {h.name} {problem} (limit {timeout}s)"
+        ) from None
     stdout, stderr = output.stdout, output.stderr
     if check and not ok:
         detail = (stderr or stdout).strip()[-2000:]

@@ -163,6 +163,14 @@ class SlotState:
     legacy_running: bool
 
     @property
+    def stray(self) -> str | None:
+        """The idle slot when it runs (left by a killed run): it must not serve."""
+        if self.active and self.running.get(self.active):
+            idle = "green" if self.active == "blue" else "blue"
+            return idle if self.running.get(idle) else None
+        return None
+
+    @property
     def serving(self) -> str | None:
         """The release the active slot serves, when it runs."""
         if self.active and self.running.get(self.active):
@@ -216,6 +224,11 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
     otherwise returns what was done. Raises DeployError when the new instance is not healthy,
     after stopping it: the slot that served before still serves, and got every request."""
     state = read_state(h, s)
+    if state.stray:
+        if state.proxy_running:
+            _api(h, s, f"set server {BACKEND}/{state.stray} state maint")
+        sh(h, f"systemctl disable --now {q(slot_unit(s, state.stray))}", what="stopping a stray")
+        say(h, f"stopped slot {state.stray}, left running by an earlier run")
     if state.serving == release_dir and state.proxy_running and not restart:
         return None
     p = _paths(s)

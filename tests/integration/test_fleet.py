@@ -86,13 +86,15 @@ def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
     idle_port = 8082 if slot == "blue" else 8081
     squatter = (
         "import socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
         f"s.bind(('127.0.0.1', {idle_port})); s.listen(); time.sleep(600)"
     )
-    sh("app3", f"systemd-run --unit mdd-squatter python3 -c {json.dumps(squatter)}")
+    sh("app3", f"systemd-run --unit mdd-squatter python3 -c {json.dumps(squatter)}; sleep 1")
+    assert sh("app3", "systemctl is-active mdd-squatter") == "active"
     try:
         result, traffic = through_lb1("--data", "app_version=v1.9.0")
     finally:
-        sh("app3", "systemctl stop mdd-squatter")
+        sh("app3", "systemctl stop mdd-squatter; systemctl reset-failed mdd-squatter || true")
     assert result.returncode != 0
     assert traffic.failed == 0, traffic
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
