@@ -100,17 +100,13 @@ def _rollout(s: dict[str, Any]) -> Rollout:
     """This run's rollout, planned by the first host that gets here, from the app hosts still
     in the run (a host that failed earlier takes no part)."""
     if DEPLOYMENT.rollout is None:
-        bound = (
-            s["app_health_timeout"]
-            + s["release_drain_timeout"]
-            + 2 * s["lb_health_wait"]
-            + s["verify_requests"] * 2
-            + 120
-        )
+        # One batch: drain, start, health gate, check, back in service; twice that, plus
+        # slack for the SSH round trips, before a wait gives up.
+        batch = s["release_drain_timeout"] + s["app_health_timeout"] + 2 * s["lb_health_wait"]
         DEPLOYMENT.rollout = Rollout(
             batch_plan([h.name for h in app_hosts()], s["rollout_batch"], s["rollout_canary"]),
             s["rollout_max_fail"],
-            bound * 2,
+            bound=2 * batch + 120,
         )
     return DEPLOYMENT.rollout
 
@@ -179,18 +175,18 @@ def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | Non
                 False,
             )
             raise
+    elif restart or not serves(h, s, plan.release_dir):
+        done = _restart_service(h, s, plan)
     else:
-        done = _restart_service(h, s, plan, restart)
+        done = None
     if done is None:
         say(h, f"{plan.release} already serves: nothing to switch")
     return done
 
 
-def _restart_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
+def _restart_service(h, s: dict[str, Any], plan: Plan) -> str:
     """The checklist's stop/start: `current` switched, the one unit restarted, then the
     health check through app_port."""
-    if not restart and serves(h, s, plan.release_dir):
-        return None
     p = commands.paths(s)
     service = commands.q(s["app_service"])
     sh(
