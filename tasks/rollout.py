@@ -291,41 +291,42 @@ def _balancer(s: dict[str, Any]):
     return hosts[0]
 
 
+def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -> str:
+    """Set H's server on the balancer to STATE, then wait until it is UNTIL ('drained' gives
+    up quietly after TIMEOUT: the switch drains what is left; 'up' fails). Returns the last
+    reading (status, sessions, queued)."""
+    lb, socket, backend = _balancer(s), s["lb_haproxy_socket"], s["lb_haproxy_backend"]
+    sh(
+        lb,
+        commands.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
+        what=f"setting {h.name} to {state} on {lb.name}",
+    )
+    ok, out, _ = sh(
+        lb,
+        commands.haproxy_wait(socket, backend, h.name, until, timeout),
+        timeout=int(timeout) + 15,
+        check=False,
+    )
+    if not ok and until == "up":
+        raise DeployError(f"{lb.name} did not see {h.name} up within {timeout:g}s: {out.strip()}")
+    return out.strip()
+
+
 def _drain(h, s: dict[str, Any]) -> None:
-    mode = s["lb_mode"]
-    if mode == "haproxy":
-        lb, socket = _balancer(s), s["lb_haproxy_socket"]
-        server = f"{s['lb_haproxy_backend']}/{h.name}"
-        sh(lb, commands.haproxy_api(socket, f"set server {server} state drain"), what="draining")
-        _, left, _ = sh(
-            lb,
-            commands.haproxy_wait(
-                socket, s["lb_haproxy_backend"], h.name, "drained", s["release_drain_timeout"]
-            ),
-            timeout=s["release_drain_timeout"] + 15,
-            check=False,
-        )
-        say(h, f"drained on {lb.name} (status, sessions, queued: {left.strip()})")
-    elif mode == "health_check":
+    if s["lb_mode"] == "haproxy":
+        left = _on_balancer(h, s, "drain", "drained", s["release_drain_timeout"])
+        say(h, f"drained on {_balancer(s).name} (status, sessions, queued: {left})")
+    elif s["lb_mode"] == "health_check":
         slots.set_draining(h, s, True)
         say(h, f"failing the balancer's health check; waiting {s['lb_health_wait']}s")
         time.sleep(s["lb_health_wait"])
 
 
 def _put_back(h, s: dict[str, Any]) -> None:
-    mode = s["lb_mode"]
-    if mode == "haproxy":
-        lb, socket = _balancer(s), s["lb_haproxy_socket"]
-        server = f"{s['lb_haproxy_backend']}/{h.name}"
-        sh(lb, commands.haproxy_api(socket, f"set server {server} state ready"), what="ready")
-        sh(
-            lb,
-            commands.haproxy_wait(socket, s["lb_haproxy_backend"], h.name, "up", 15),
-            timeout=30,
-            what=f"waiting for {lb.name} to see {h.name} up",
-        )
-        say(h, f"back in service on {lb.name}")
-    elif mode == "health_check":
+    if s["lb_mode"] == "haproxy":
+        _on_balancer(h, s, "ready", "up", 15)
+        say(h, f"back in service on {_balancer(s).name}")
+    elif s["lb_mode"] == "health_check":
         slots.set_draining(h, s, False)
         say(h, f"passing the balancer's health check again; waiting {s['lb_health_wait']}s")
         time.sleep(s["lb_health_wait"])

@@ -27,7 +27,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import commands
-from tasks.runtime import DeployError, say, sh
+from tasks.runtime import HEALTHY, DeployError, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
 SLOTS = ("blue", "green")
@@ -246,7 +246,7 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
     url = f"http://127.0.0.1:{port}{s['app_health_path']}"
     ok, out, err = sh(
         h,
-        commands.wait_healthy(url, '"authenticated":true', s["app_health_timeout"]),
+        commands.wait_healthy(url, HEALTHY, s["app_health_timeout"]),
         timeout=s["app_health_timeout"] + 15,
         check=False,
     )
