@@ -285,10 +285,14 @@ def phase_check(phase: str, roll_back: bool = False):
 
 
 def _balancer(s: dict[str, Any]):
+    """The lb_servers host, connected (a `--limit` to app hosts leaves it out of the run)."""
     hosts = inventory.get_group(LB_GROUP, None) or []
     if not hosts:
         raise DeployError(f"lb_mode haproxy needs a host in group {LB_GROUP}")
-    return hosts[0]
+    lb = hosts[0]
+    if not lb.connected:
+        lb.connect(reason="to drain the app hosts", raise_exceptions=True)
+    return lb
 
 
 def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -> str:
