@@ -120,3 +120,14 @@ def test_a_rolling_deploy_behind_a_health_check_only_balancer_fails_no_request(f
     assert traffic.failed == 0, traffic
     assert versions() == dict.fromkeys(APPS, "1.9.0")
     assert "failing the balancer's health check" in text and "drained on lb1" not in text
+
+
+def test_one_host_of_the_fleet_alone_is_drained_on_lb1(fleet):
+    """`--limit app2` leaves lb1 out of the run; the rollout still drains app2 on it."""
+    result = pyinfra(
+        "--data", "app_version=v2.0.0-perf", "--limit", "app2", *QUICK, inventory=INVENTORY
+    )
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert "drained on lb1" in text and "back in service on lb1" in text
+    assert versions() == {"app1": "1.9.0", "app2": "2.0.0-perf", "app3": "1.9.0"}
