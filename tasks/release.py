@@ -113,6 +113,7 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
             function=_receive,
             s=s,
             plan=plan,
+            builder=builder,
         )
     python.call(name="Check the release was built", function=_check_built, s=s, plan=plan)
     return built
@@ -138,11 +139,9 @@ def _pack(state, host, s: dict[str, Any], plan: Plan, builder: str) -> bool:
 
 
 @phase_check("build")
-def _receive(host, s: dict[str, Any], plan: Plan) -> None:
+def _receive(host, s: dict[str, Any], plan: Plan, builder: str) -> None:
     if DEPLOYMENT.release_artifact is None:
-        raise DeployError(
-            f"release {plan.release} was not built on {migration_host_name(s)}: nothing to receive"
-        )
+        raise DeployError(f"release {plan.release} was not built on {builder}: nothing to receive")
     local, digest = DEPLOYMENT.release_artifact
     remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
     if not host.put_file(local, remote):
@@ -153,7 +152,7 @@ def _receive(host, s: dict[str, Any], plan: Plan) -> None:
         timeout=300,
         what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
     )
-    run_for(host).facts["artifact"] = {"sha256": digest, "built_on": migration_host_name(s)}
+    run_for(host).facts["artifact"] = {"sha256": digest, "built_on": builder}
     say(host, f"received {plan.release}, sha256 {digest[:16]}... verified")
 
 

@@ -32,6 +32,7 @@ from tasks.runtime import (
     DeployError,
     Plan,
     app_hosts,
+    haproxy_wait,
     inventory_arg,
     migration_host_name,
     run_for,
@@ -160,9 +161,10 @@ def serves(h, s: dict[str, Any], release_dir: str) -> bool:
 
 
 def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
-    """Make the plan's release serve on app_port, health-gated; None when it already does
-    (and RESTART is not asked), else what was done. Raises DeployError when the release is
-    not healthy (a health metric is recorded)."""
+    """Make the plan's release serve on app_port, health-gated (the caller found that it does
+    not, or RESTART is asked); returns what was done, None when a blue/green switch found
+    nothing left to do. Raises DeployError when the release is not healthy (a health metric
+    is recorded)."""
     run = run_for(h)
     if s["release_strategy"] == "blue_green":
         try:
@@ -175,10 +177,8 @@ def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | Non
                 False,
             )
             raise
-    elif restart or not serves(h, s, plan.release_dir):
-        done = _restart_service(h, s, plan)
     else:
-        done = None
+        done = _restart_service(h, s, plan)
     if done is None:
         say(h, f"{plan.release} already serves: nothing to switch")
     return done
@@ -296,24 +296,15 @@ def _balancer(s: dict[str, Any]):
 
 
 def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -> str:
-    """Set H's server on the balancer to STATE, then wait until it is UNTIL ('drained' gives
-    up quietly after TIMEOUT: the switch drains what is left; 'up' fails). Returns the last
-    reading (status, sessions, queued)."""
+    """Set H's server on the balancer to STATE, then wait until it is UNTIL (see
+    runtime.haproxy_wait)."""
     lb, socket, backend = _balancer(s), s["lb_haproxy_socket"], s["lb_haproxy_backend"]
     sh(
         lb,
         commands.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
         what=f"setting {h.name} to {state} on {lb.name}",
     )
-    ok, out, _ = sh(
-        lb,
-        commands.haproxy_wait(socket, backend, h.name, until, timeout),
-        timeout=int(timeout) + 15,
-        check=False,
-    )
-    if not ok and until == "up":
-        raise DeployError(f"{lb.name} did not see {h.name} up within {timeout:g}s: {out.strip()}")
-    return out.strip()
+    return haproxy_wait(lb, socket, backend, h.name, until, timeout)
 
 
 def _drain(h, s: dict[str, Any]) -> None:

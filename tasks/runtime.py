@@ -198,6 +198,26 @@ def wait_healthy(h: Host, s: dict[str, Any]) -> str:
     )[1].strip()
 
 
+def haproxy_wait(
+    h: Host, socket: str, backend: str, server: str, until: str, timeout: float
+) -> str:
+    """Wait on host H until HAProxy (admin SOCKET) sees BACKEND/SERVER 'up' or 'drained'.
+    'drained' gives up quietly after TIMEOUT (the switch drains what is left); 'up' fails.
+    Returns the last reading (status, sessions, queued)."""
+    ok, out, _ = sh(
+        h,
+        commands.haproxy_wait(socket, backend, server, until, timeout),
+        timeout=int(timeout) + 15,
+        check=False,
+    )
+    if not ok and until == "up":
+        raise DeployError(
+            f"{backend}/{server} on {h.name} was not up within {timeout:g}s (status, "
+            f"sessions, queued: {out.strip() or 'no answer'})"
+        )
+    return out.strip()
+
+
 def timed_get(h: Host, url: str) -> tuple[int, float, str]:
     """GET URL on host H: status, seconds, body."""
     _, out, _ = sh(h, commands.http_probe(url), check=False)

@@ -27,7 +27,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import commands
-from tasks.runtime import HEALTHY, DeployError, say, sh
+from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
 SLOTS = ("blue", "green")
@@ -203,18 +203,7 @@ def _api(h, s: dict[str, Any], *lines: str) -> None:
 
 
 def _wait(h, s: dict[str, Any], slot: str, until: str, timeout: float) -> str:
-    ok, out, _ = sh(
-        h,
-        commands.haproxy_wait(_paths(s)["socket"], BACKEND, slot, until, timeout),
-        timeout=int(timeout) + 15,
-        check=False,
-    )
-    if not ok and until == "up":
-        raise DeployError(
-            f"the proxy did not see slot {slot} up within {timeout:g}s (status, sessions, "
-            f"queued: {out.strip() or 'no answer'})"
-        )
-    return out.strip()
+    return haproxy_wait(h, _paths(s)["socket"], BACKEND, slot, until, timeout)
 
 
 def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> str | None:
