@@ -206,9 +206,7 @@ def _prepare_root(host: LabHost, base: Path, env_hosts: list[LabHost]) -> Path:
         conf.write_text(conf.read_text() + f"\nbind 0.0.0.0\nrequirepass {password}\n")
     if "lb_servers" in host.groups:
         services.append("haproxy.service")
-        (root / "etc/haproxy/haproxy.cfg").write_text(
-            commands.lb_config([h for h in env_hosts if h.is_app], LB_PORT, APP_PORT)
-        )
+        (root / "etc/haproxy/haproxy.cfg").write_text(_lb_config(env_hosts))
     if services:
         _run(["systemctl", f"--root={root}", "enable", *services])
     return root
@@ -300,10 +298,15 @@ def _provision(host: LabHost) -> None:
         ssh(host, psql, input=data.encode(), timeout=600)
 
 
+def _lb_config(hosts: list[LabHost]) -> str:
+    """lb1's HAProxy configuration, balancing the app hosts among HOSTS."""
+    return commands.lb_config([h for h in hosts if h.is_app], LB_PORT, APP_PORT)
+
+
 def _reconfigure_lb(lb: LabHost, hosts: list[LabHost]) -> None:
     """Point the load balancer at the environment's app hosts (a reload drops no connection)."""
-    config = commands.lb_config([h for h in hosts if h.is_app], LB_PORT, APP_PORT)
-    ssh(lb, "cat > /etc/haproxy/haproxy.cfg && systemctl reload haproxy", input=config.encode())
+    config = _lb_config(hosts).encode()
+    ssh(lb, "cat > /etc/haproxy/haproxy.cfg && systemctl reload haproxy", input=config)
 
 
 # ----------------------------------------------------------------------------- up / down
