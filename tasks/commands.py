@@ -118,6 +118,16 @@ def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
     )
 
 
+def cat_files(folder: str, pattern: str, mark: str) -> str:
+    """Every file of FOLDER matching PATTERN, each after a line `MARK<file name>` and ending
+    in exactly one newline (one round trip instead of one per file); fails if FOLDER is
+    missing."""
+    return (
+        f'cd {q(folder)} && for f in {pattern}; do [ -f "$f" ] || continue; '
+        f"printf '%s%s\\n' {q(mark)} \"$f\"; sed -e '$a\\' -- \"$f\"; done"
+    )
+
+
 def switch_current(current: str, target: str) -> str:
     """Point CURRENT at TARGET atomically (a new link renamed over the old one)."""
     tmp = f"{current}.new"
@@ -258,13 +268,16 @@ def created_objects(sql: str) -> list[str]:
     return names
 
 
-def history_table_sql() -> str:
-    return (
+def history_table_sql() -> list[str]:
+    """The migration history; `down_sql` keeps each migration's down script as the release
+    that applied it had it, so a full rollback never depends on a release still on disk."""
+    return [
         f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} ("
         "version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, "
         "applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL, "
-        "baseline boolean NOT NULL DEFAULT false, reverted_at timestamptz)"
-    )
+        "baseline boolean NOT NULL DEFAULT false, reverted_at timestamptz, down_sql text)",
+        f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS down_sql text",
+    ]
 
 
 def pg_duration(duration: str) -> str:
@@ -277,25 +290,30 @@ def sql_literal(value: str) -> str:
 
 
 def record_migration_sql(
-    version: str, name: str, checksum: str, by: str, baseline: bool = False
+    version: str, name: str, checksum: str, by: str, down: str | None, baseline: bool = False
 ) -> str:
+    down_sql = "NULL" if down is None else sql_literal(down)
     return (
-        f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_by, baseline) VALUES "
-        f"({sql_literal(version)}, {sql_literal(name)}, {sql_literal(checksum)}, "
-        f"{sql_literal(by)}, {'true' if baseline else 'false'}) "
+        f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_by, baseline, down_sql) "
+        f"VALUES ({sql_literal(version)}, {sql_literal(name)}, {sql_literal(checksum)}, "
+        f"{sql_literal(by)}, {'true' if baseline else 'false'}, {down_sql}) "
         "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum,"
         " applied_at = now(), applied_by = EXCLUDED.applied_by, baseline = EXCLUDED.baseline, "
-        "reverted_at = NULL"
+        "reverted_at = NULL, down_sql = EXCLUDED.down_sql"
     )
+
+
+def revert_migration_sql(version: str) -> str:
+    return f"UPDATE {HISTORY_TABLE} SET reverted_at = now() WHERE version = {sql_literal(version)}"
 
 
 def migration_script(
     s: Mapping[str, Any],
-    migrations: list[tuple[str, str, str, str]],
+    migrations: list[tuple[str, str, str, str, str | None]],
     drop_invalid: list[str],
     by: str,
 ) -> str:
-    """One psql script applying MIGRATIONS [(version, name, checksum, sql)] in order.
+    """One psql script applying MIGRATIONS [(version, name, checksum, sql, down sql)] in order.
 
     It takes an advisory lock (one migrator at a time), sets the timeouts, drops indexes an
     interrupted CONCURRENTLY build left INVALID, then runs each migration: one with a
@@ -308,12 +326,12 @@ def migration_script(
         f"SET lock_timeout = {sql_literal(pg_duration(s['migrate_lock_timeout']))};",
         f"SET statement_timeout = {sql_literal(pg_duration(s['migrate_statement_timeout']))};",
         f"SET maintenance_work_mem = {sql_literal(s['migrate_maintenance_work_mem'])};",
-        history_table_sql() + ";",
+        *(st + ";" for st in history_table_sql()),
     ]
     out += [f"DROP INDEX CONCURRENTLY IF EXISTS {name};" for name in drop_invalid]
-    for version, name, checksum, sql in migrations:
+    for version, name, checksum, sql, down in migrations:
         statements = split_statements(sql)
-        record = record_migration_sql(version, name, checksum, by) + ";"
+        record = record_migration_sql(version, name, checksum, by, down) + ";"
         out.append(f"\\echo applying migration {version} {name}")
         if any(st.concurrent for st in statements):
             out += [st.sql for st in statements] + [record]

@@ -325,10 +325,17 @@ VARIABLES: list[Var] = [
     Var(
         "rollback_mode",
         "quick",
-        "quick: switch back to the previous release; full: also "
-        "revert the deploy's migrations and remove the Redis container it created",
+        "quick: switch back to the previous release; full: also revert every applied "
+        "migration that release does not have and remove the Redis container the deploy created",
         "choice",
         choices=("quick", "full"),
+    ),
+    Var(
+        "rollback_to",
+        "",
+        "release to go back to, by ref (v1.9.0) or folder name, if still on the hosts "
+        "(default: the one the last deploy replaced)",
+        "ref",
     ),
     Var("rollback_disable_redis", False, "also set REDIS_ENABLED=false in .env", "bool"),
     Var(
@@ -386,7 +393,7 @@ def _check(var: Var, value: Any) -> str | None:
         return f"must be a simple name (a-z, 0-9, _ and -), got {value!r}"
     elif kind == "batch" and not BATCH.match(str(value)):
         return f"must be a count like 2 or a share like 25% (1-100%), got {value!r}"
-    elif kind == "ref" and (not GIT_REF.match(value) or ".." in value):
+    elif kind == "ref" and value != var.default and (not GIT_REF.match(value) or ".." in value):
         return f"must be a git tag, branch or commit, got {value!r}"
     elif kind == "path" and (not value or "\n" in value or " " in value):
         return f"must be a path without spaces, got {value!r}"

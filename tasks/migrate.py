@@ -18,6 +18,7 @@ from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, deployed_by, put_text, run_for, say, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
+FILE_MARK = "@@@ migration file "
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,38 @@ class Migration:
     version: str
     name: str
     sql: str
+    down: str | None = None  # the down script beside it, if the release has one
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
-    """The release's up migrations (NNN_name.sql, not .down.sql), in version order."""
-    folder = f"{release_dir}/{s['migrate_dir']}"
-    _, out, _ = sh(h, f"ls -1 {commands.q(folder)}", what=f"listing {folder}")
+def parse_migration_files(output: str) -> list[Migration]:
+    """The up migrations (NNN_name.sql) with their down scripts (NNN_name.down.sql), in
+    version order, from the output of `commands.cat_files` with FILE_MARK."""
+    files: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(FILE_MARK):
+            lines = files.setdefault(line[len(FILE_MARK) :], [])
+        else:
+            lines.append(line)
+    text = {name: "\n".join(body) + "\n" for name, body in files.items()}
     found = []
-    for filename in sorted(out.split()):
+    for filename in sorted(text):
         match = VERSION.match(filename)
-        if match:
-            _, sql, _ = sh(h, f"cat {commands.q(folder + '/' + filename)}")
-            found.append(Migration(match.group(1), match.group(2), sql + "\n"))
+        if match:  # NNN_name.down.sql does not match: its name has a dot
+            down = text.get(filename[: -len(".sql")] + ".down.sql")
+            found.append(Migration(match.group(1), match.group(2), text[filename], down))
     return found
+
+
+def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
+    """The release's up migrations with their down scripts, in version order (one command)."""
+    folder = f"{release_dir}/{s['migrate_dir']}"
+    _, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), what=f"reading {folder}")
+    return parse_migration_files(out)
 
 
 def read_history(h, s: dict[str, Any]) -> tuple[bool, bool, dict[str, str]]:
@@ -163,11 +179,12 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     if adopt:
         say(host, f"adopting a hand-migrated database at baseline {s['migrate_baseline']}")
         rows = [
-            commands.record_migration_sql(m.version, m.name, m.checksum, by, True) for m in adopt
+            commands.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
+            for m in adopt
         ]
         sh(
             host,
-            commands.psql(s, None, None, commands.history_table_sql(), *rows),
+            commands.psql(s, None, None, *commands.history_table_sql(), *rows),
             what="recording the baseline",
         )
     if pending:
@@ -176,7 +193,7 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
         if invalid:
             say(host, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
         script = commands.migration_script(
-            s, [(m.version, m.name, m.checksum, m.sql) for m in pending], invalid, by
+            s, [(m.version, m.name, m.checksum, m.sql, m.down) for m in pending], invalid, by
         )
         path = f"{commands.paths(s)['state']}/migration.sql"
         put_text(host, script, path)

@@ -1,19 +1,22 @@
 """Rollback (the checklist's rollback plan), driven by the manifest each deploy leaves on each
 app host, so it works on one host, from any machine, days later.
 
-quick: switch `current` back to the release the last successful deploy replaced, restart,
-       wait for a healthy answer, check the version served.
-full:  first revert that deploy's migrations with their down scripts (recorded in the
-       history), restore its backup only when asked (`rollback_restore_backup=yes`, after
-       saying how many rows would be lost), remove the Redis container it created, then as
-       quick.
+quick: switch back to the release the last successful deploy replaced (or to the release
+       named by `rollback_to`), wait for a healthy answer, check the version served.
+full:  first bring the schema back to what that release expects: every applied migration it
+       does not contain is reverted, newest first, with the down script recorded when it was
+       applied (whatever the history of deploys was); restore the last deploy's backup only
+       when asked (`rollback_restore_backup=yes`, after saying how many rows would be lost);
+       remove the Redis container that deploy created; then as quick. With `--limit`, the
+       database is left alone (and the rollback refused) while a host outside the run still
+       runs a release that needs a migration it would revert.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfra import host
@@ -22,12 +25,15 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python, systemd
 
 from tasks import commands, lock, operations, slots
+from tasks.migrate import read_history, read_migrations
 from tasks.runtime import (
     DeployError,
     append_record,
+    connected,
     deployed_by,
     migration_host_name,
     now_iso,
+    outside_the_run,
     say,
     sh,
     wait_healthy,
@@ -42,23 +48,48 @@ class Target:
 
     manifest_path: str
     manifest: dict[str, Any]
+    release_dir: str
     current: str | None
     is_migration_host: bool
-
-    @property
-    def release_dir(self) -> str:
-        return self.manifest["previous_release"]
+    migrations: set[str]  # versions the target release contains
+    reverted: list[str] = field(default_factory=list)
 
     @property
     def already_there(self) -> bool:
         return self.current == self.release_dir
 
+    @property
+    def name(self) -> str:
+        return self.release_dir.rsplit("/", 1)[-1]
 
-def plan(s: dict[str, Any]) -> Target:
-    """The newest successful deploy's manifest on this host; a clear error when there is
-    nothing to go back to (no change is made then)."""
+
+# every host's target in this run: the migrations a full rollback keeps are those any of them need
+TARGETS: dict[str, Target] = {}
+
+
+def named_release(releases: list[str], wanted: str) -> str:
+    """The release folder `rollback_to` names: its exact name, or the one release built from
+    that ref (folders are `<ref>-<commit12>`); a clear error otherwise."""
+    if wanted in releases:
+        return wanted
+    safe = commands.release_id(wanted, "x" * 12)[: -len("-" + "x" * 12)]
+    found = [r for r in releases if r.rsplit("-", 1)[0] == safe]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise DeployError(
+            f"rollback_to={wanted}: no such release on the host (releases here: "
+            f"{', '.join(sorted(releases)) or 'none'})"
+        )
+    raise DeployError(
+        f"rollback_to={wanted}: several releases match ({', '.join(sorted(found))}): name one"
+    )
+
+
+def _manifests(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, manifest) of every deploy recorded on this host, newest first."""
     p = commands.paths(s)
-    ok, out = host.run_shell_command(
+    _, out = host.run_shell_command(
         command=f"for f in $(ls -1 {q(p['manifests'])}/2*.json 2>/dev/null | sort -r); do "
         'printf "%s\\t" "$f"; tr -d "\\n" < "$f"; echo; done',
         _timeout=30,
@@ -70,31 +101,89 @@ def plan(s: dict[str, Any]) -> Target:
             manifests.append((path, json.loads(text)))
         except ValueError:
             continue
-    done = [(path, m) for path, m in manifests if m.get("outcome") == "success"]
+    return manifests
+
+
+def plan(s: dict[str, Any]) -> Target:
+    """The newest successful deploy's manifest on this host and the release to go back to; a
+    clear error when there is nothing to go back to (no change is made then)."""
+    p = commands.paths(s)
+    done = [(path, m) for path, m in _manifests(s) if m.get("outcome") == "success"]
     if not done:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: no successful deploy is "
             f"recorded in {p['manifests']}"
         )
     path, manifest = done[0]
-    if not manifest.get("previous_release"):
+    _, out, _ = sh(
+        host, f"ls -1 {q(p['releases'])} 2>/dev/null; echo =; readlink {q(p['current'])} || true"
+    )
+    listed, _, current = out.partition("=")
+    releases = [r for r in listed.split() if not r.endswith(".partial")]
+    if s["rollback_to"]:
+        release_dir = f"{p['releases']}/{named_release(releases, s['rollback_to'])}"
+        if s["rollback_restore_backup"] == "yes" and release_dir != manifest["previous_release"]:
+            raise DeployError(
+                f"[{host.name}] rollback_restore_backup=yes restores the backup taken before "
+                f"the last deploy, which replaced {manifest['previous_release']}, not "
+                f"{release_dir}: restore it by hand or roll back to that release"
+            )
+    elif manifest.get("previous_release"):
+        release_dir = manifest["previous_release"]
+    else:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: the last deploy "
             f"({manifest['version']}) was the first on this host"
         )
-    ok, out = host.run_shell_command(
-        command=f"test -x {q(manifest['previous_release'] + '/' + commands.SERVICE_BINARY)} "
-        f"&& echo present; readlink {q(p['current'])} || true"
-    )
-    lines = out.stdout.splitlines()
-    if not lines or lines[0] != "present":
+    if release_dir.rsplit("/", 1)[-1] not in releases:
         raise DeployError(
-            f"[{host.name}] nothing to roll back to: release "
-            f"{manifest['previous_release']} is no longer on the host (pruned)"
+            f"[{host.name}] nothing to roll back to: release {release_dir} is no longer on "
+            "the host (pruned)"
         )
-    return Target(
-        path, manifest, lines[1] if len(lines) > 1 else None, host.name == migration_host_name(s)
+    target = Target(
+        path,
+        manifest,
+        release_dir,
+        current.strip() or None,
+        host.name == migration_host_name(s),
+        {m.version for m in read_migrations(host, s, release_dir)},
     )
+    if target.is_migration_host:
+        has_history, _, applied = read_history(host, s)
+        missing = target.migrations - set(applied) if has_history else set()
+        if missing:
+            raise DeployError(
+                f"[{host.name}] {target.name} needs migration(s) {', '.join(sorted(missing))}, "
+                "which the database does not have (a rollback never migrates forward): "
+                f"deploy it instead, with --data app_version=<its ref>"
+            )
+        if s["rollback_mode"] == "full":
+            _refuse_if_others_need(s, set(applied) - target.migrations)
+    TARGETS[host.name] = target
+    return target
+
+
+def _refuse_if_others_need(s: dict[str, Any], to_revert: set[str]) -> None:
+    """A host left out of the run that still runs a release needing a migration this full
+    rollback would revert (TO_REVERT) stops the rollback before any change."""
+    users = []
+    for other in outside_the_run() if to_revert else []:
+        connected(other, "to check which schema it needs")
+        _, current, _ = sh(other, f"readlink {q(commands.paths(s)['current'])} || true")
+        if current.strip():
+            needs = to_revert & {m.version for m in read_migrations(other, s, current.strip())}
+            if needs:
+                users.append(
+                    f"{other.name} runs {current.strip().rsplit('/', 1)[-1]} "
+                    f"(needs {', '.join(sorted(needs))})"
+                )
+    if users:
+        raise DeployError(
+            f"[{host.name}] full rollback refused: it would revert migration(s) "
+            f"{', '.join(sorted(to_revert))}, but hosts outside this run still need them: "
+            f"{'; '.join(users)}. Roll those hosts back in the same run (leave out --limit), "
+            "or roll this host back with rollback_mode=quick (the schema stays)"
+        )
 
 
 def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) -> bool:
@@ -109,38 +198,53 @@ def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) 
     return False
 
 
+def _down_script(host, s: dict[str, Any], version: str, name: str, recorded: bool) -> str:
+    """A file on HOST holding the down script of VERSION: the one recorded when it was
+    applied, or (history written before down scripts were recorded) the newest release on the
+    host that has it."""
+    path = f"{commands.paths(s)['state']}/revert_{version}.sql"
+    if recorded:
+        query = (
+            f"SELECT down_sql FROM {commands.HISTORY_TABLE} "
+            f"WHERE version = {commands.sql_literal(version)}"
+        )
+        sh(host, f"umask 077 && {commands.psql(s, query)} > {q(path)}", what="reading " + path)
+        return path
+    pattern = f"{commands.paths(s)['releases']}/*/{s['migrate_dir']}/{version}_{name}.down.sql"
+    _, found, _ = sh(host, f"ls -1t {pattern} 2>/dev/null | head -n 1 || true")
+    if not found.strip():
+        raise DeployError(
+            f"no down script for migration {version}_{name}: none was recorded and no release "
+            "on the host has one; revert it by hand"
+        )
+    return found.strip()
+
+
 def _revert_migrations(host, s: dict[str, Any], target: Target) -> None:
-    versions = target.manifest.get("migrations_applied") or []
-    if not versions:
-        say(host, "no migration to revert: the deploy applied none")
-        return
-    values = ", ".join(commands.sql_literal(v) for v in versions)
+    keep = set().union(*(t.migrations for t in TARGETS.values()))
     _, out, _ = sh(
         host,
         commands.psql(
             s,
-            f"SELECT version, name FROM {commands.HISTORY_TABLE} WHERE version IN ({values}) "
-            "AND reverted_at IS NULL ORDER BY version DESC",
+            None,
+            None,
+            *commands.history_table_sql(),
+            f"SELECT version, name, down_sql IS NOT NULL FROM {commands.HISTORY_TABLE} "
+            "WHERE reverted_at IS NULL ORDER BY version DESC",
         ),
         what="reading the history",
     )
-    for line in out.splitlines():
-        version, name = line.split("|")
-        down = f"{target.manifest['release']}/{s['migrate_dir']}/{version}_{name}.down.sql"
-        say(host, f"reverting migration {version}_{name} with {down}")
-        sh(host, f"test -f {q(down)}", what=f"finding {down}")
+    applied = [line.split("|") for line in out.splitlines() if line]
+    revert = [(v, n, r == "t") for v, n, r in applied if v not in keep]
+    if not revert:
+        say(host, f"no migration to revert: every applied migration is in {target.name}")
+        return
+    for version, name, recorded in revert:
+        down = _down_script(host, s, version, name, recorded)
+        say(host, f"reverting migration {version}_{name} ({target.name} does not have it)")
         sh(host, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
-        sh(
-            host,
-            commands.psql(
-                s,
-                f"UPDATE {commands.HISTORY_TABLE} SET reverted_at = now() WHERE version = "
-                f"{commands.sql_literal(version)}",
-            ),
-            what="recording the revert",
-        )
-    if not out.strip():
-        say(host, f"migrations {', '.join(versions)} are already reverted")
+        sh(host, commands.psql(s, commands.revert_migration_sql(version)), what="recording")
+        target.reverted.append(version)
 
 
 def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
@@ -203,7 +307,7 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
         _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s['app_port']}/api/v1/version")
     except DeployError as exc:
         return _fail(host, s, target, "verify", exc)
-    if target.already_there and not s["rollback_disable_redis"]:
+    if target.already_there and not target.reverted and not s["rollback_disable_redis"]:
         say(host, f"already rolled back: serving {version.strip()} from {target.release_dir}")
         if target.is_migration_host:
             lock.release(host, s)
@@ -215,10 +319,11 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
         "completed": now_iso(),
         "by": deployed_by(s),
         "undid": target.manifest_path,
-        "from_release": target.manifest["release"],
+        "from_release": target.current,
         "to_release": target.release_dir,
         "serving": version.strip(),
         "health": answer,
+        "migrations_reverted": target.reverted,
         "redis_disabled": s["rollback_disable_redis"],
         "seconds": round(time.time() - started, 1),
     }
@@ -244,7 +349,7 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
     if s["rollback_mode"] == "full":
         if target.is_migration_host:
             python.call(
-                name="Revert the deploy's migrations (and restore its backup if asked)",
+                name=f"Ensure the schema is {target.name}'s (and restore the backup if asked)",
                 function=_database,
                 s=s,
                 target=target,
@@ -257,8 +362,7 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
         )
     if s["release_strategy"] == "blue_green":
         python.call(
-            name=f"Ensure {target.release_dir.rsplit('/', 1)[-1]} serves (blue/green, no failed "
-            "request)",
+            name=f"Ensure {target.name} serves (blue/green, no failed request)",
             function=_switch_slots,
             s=s,
             target=target,
@@ -267,7 +371,7 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
     else:
         p = commands.paths(s)
         link = operations.current_release(
-            name=f"Ensure current points at {target.release_dir.rsplit('/', 1)[-1]}",
+            name=f"Ensure current points at {target.name}",
             current=p["current"],
             release_dir=target.release_dir,
         )

@@ -32,6 +32,7 @@ from tasks.runtime import (
     DeployError,
     Plan,
     app_hosts,
+    connected,
     haproxy_wait,
     inventory_arg,
     migration_host_name,
@@ -289,10 +290,7 @@ def _balancer(s: dict[str, Any]):
     hosts = inventory.get_group(LB_GROUP, None) or []
     if not hosts:
         raise DeployError(f"lb_mode haproxy needs a host in group {LB_GROUP}")
-    lb = hosts[0]
-    if not lb.connected:
-        lb.connect(reason="to drain the app hosts", raise_exceptions=True)
-    return lb
+    return connected(hosts[0], "to drain the app hosts")
 
 
 def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -> str:

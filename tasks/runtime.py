@@ -112,6 +112,21 @@ def app_hosts() -> list[Host]:
     return sorted((h for h in hosts if APP_GROUP in h.groups), key=lambda h: h.name)
 
 
+def outside_the_run() -> list[Host]:
+    """The app hosts of the inventory that `--limit` left out of this run."""
+    return sorted(
+        (h for h in inventory.get_group(APP_GROUP, None) or [] if not h.state.is_host_in_limit(h)),
+        key=lambda h: h.name,
+    )
+
+
+def connected(h: Host, reason: str) -> Host:
+    """H, connected now if this run had not (a host `--limit` left out)."""
+    if not h.connected:
+        h.connect(reason=reason, raise_exceptions=True)
+    return h
+
+
 def migration_host_name(s: dict[str, Any]) -> str:
     return s["deploy_migration_host"] or app_hosts()[0].name
 

@@ -96,7 +96,7 @@ def test_a_second_rollback_changes_nothing(staging):
     result = full_rollback_with_restore()
     text = output(result)
     assert result.returncode == 0, text[-3000:]
-    assert "migrations 003 are already reverted" in text
+    assert "no migration to revert" in text
     assert "metrics already matches the backup: nothing to restore" in text
     assert "already rolled back" in text
     assert sh(app1, "wc -l < /var/lib/monitoring-dashboard-deploy/deployments.jsonl") == before
@@ -248,3 +248,78 @@ def test_quick_rollback_can_turn_redis_off(production):
     assert (
         sh(app2, "grep REDIS_ENABLED /app/monitoring-dashboard-api/.env") == "REDIS_ENABLED=false"
     )
+
+
+PRODUCTION = "inventories/lab_production.py"
+
+
+def schema(app) -> tuple[str, str]:
+    """(objects of migration 003 present, versions applied and not reverted)."""
+    s, _ = validate(dict(lab_group("production", "app_servers", ("production", "lab"))[0][1]))
+    objects = sh(app, commands.psql(s, commands.objects_state_sql(OBJECTS)))
+    applied = sh(
+        app,
+        commands.psql(
+            s,
+            f"SELECT string_agg(version, ',' ORDER BY version) FROM {commands.HISTORY_TABLE} "
+            "WHERE reverted_at IS NULL",
+        ),
+    )
+    return objects, applied
+
+
+def test_a_full_rollback_of_one_host_is_refused_while_others_need_the_schema(production):
+    app1 = production["app1"]
+    before = schema(app1)
+    assert before[1] == "001,002,003"
+    result = pyinfra(
+        "--limit",
+        "app1",
+        "--data",
+        "rollback_mode=full",
+        script="rollback.py",
+        inventory=PRODUCTION,
+    )
+    text = output(result)
+    assert result.returncode != 0
+    assert "full rollback refused: it would revert migration(s) 003" in text
+    assert "app3 runs v2.0.0-perf-" in text and "(needs 003)" in text
+    assert "app2" not in text.split("still need them:")[1].split("\n")[0]  # runs v1.9.0
+    assert "Nothing was changed." in text
+    assert schema(app1) == before
+    assert version(production["app3"]) == '{"version":"2.0.0-perf"}'
+
+
+def test_a_full_rollback_reverts_every_migration_the_old_release_lacks(production):
+    """The history the issue met: the last deploy applied no migration (003 came with an
+    earlier one); the full rollback still brings the schema back to v1.9.0's."""
+    again = pyinfra("--data", "app_version=v2.0.0-perf", inventory=PRODUCTION)
+    assert again.returncode == 0, output(again)[-3000:]
+    assert report(again)["facts"]["migrations"]["applied"] == []
+    result = pyinfra("--data", "rollback_mode=full", script="rollback.py", inventory=PRODUCTION)
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "reverting migration 003_covering_indexes_optimization" in output(result)
+    assert {version(h) for h in production.values()} == {'{"version":"1.9.0"}'}
+    assert schema(production["app1"]) == ("", "001,002")
+
+
+def test_rollback_to_goes_to_a_named_release_and_never_migrates_forward(production):
+    for ref in ("v2.0.0-perf", "main"):  # main is v2.0.0-perf's commit, in its own folder
+        deployed = pyinfra("--data", f"app_version={ref}", inventory=PRODUCTION)
+        assert deployed.returncode == 0, output(deployed)[-3000:]
+    assert schema(production["app1"])[1] == "001,002,003"
+    result = pyinfra(
+        "--data",
+        "rollback_to=v1.9.0",
+        "--data",
+        "rollback_mode=full",
+        script="rollback.py",
+        inventory=PRODUCTION,
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    assert {version(h) for h in production.values()} == {'{"version":"1.9.0"}'}
+    assert schema(production["app1"]) == ("", "001,002")
+    forward = pyinfra("--data", "rollback_to=main", script="rollback.py", inventory=PRODUCTION)
+    assert forward.returncode != 0
+    assert "needs migration(s) 003, which the database does not have" in output(forward)
+    assert {version(h) for h in production.values()} == {'{"version":"1.9.0"}'}

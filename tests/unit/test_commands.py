@@ -146,7 +146,10 @@ def test_split_statements_flags_concurrent_index_builds():
 def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_transactions():
     script = c.migration_script(
         S,
-        [("003", "x", "sum", MIGRATION), ("004", "y", "s2", "ALTER TABLE t ADD c int;\n")],
+        [
+            ("003", "x", "sum", MIGRATION, "DROP INDEX idx_a;\n"),
+            ("004", "y", "s2", "ALTER TABLE t ADD c int;\n", None),
+        ],
         ["idx_a"],
         "me@here",
     )
@@ -158,6 +161,14 @@ def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_tran
     second = script.index("applying migration 004")
     assert "BEGIN;" not in script[first:second]
     assert script[second:].count("BEGIN;") == 1 and "COMMIT;" in script[second:]
+    assert "'DROP INDEX idx_a;\n')" in script[first:second]  # its down script is recorded
+    assert "ADD COLUMN IF NOT EXISTS down_sql" in script  # a history table from before
+
+
+def test_a_recorded_down_script_with_quotes_stays_one_sql_literal():
+    sql = c.record_migration_sql("005", "n", "sum", "me", 'DROP VIEW "it\'s";\n')
+    assert "'DROP VIEW \"it''s\";\n'" in sql
+    assert "'me', false, NULL)" in c.record_migration_sql("005", "n", "sum", "me", None)
 
 
 def test_env_file_holds_every_variable_of_step_4():

@@ -1,6 +1,7 @@
 import pytest
 
-from tasks.migrate import Migration, plan_migrations
+from tasks.migrate import Migration, parse_migration_files, plan_migrations
+from tasks.rollback import named_release
 from tasks.runtime import DeployError
 
 M1 = Migration("001", "create_metrics", "CREATE TABLE metrics (id int);\n")
@@ -39,3 +40,36 @@ def test_a_gap_below_the_newest_applied_is_an_error():
     applied = {"001": M1.checksum, "003": M3.checksum}
     with pytest.raises(DeployError, match=r"002 are older than the newest applied \(003\)"):
         plan_migrations(ALL, True, True, applied, "")
+
+
+def test_migration_files_come_with_their_down_scripts_byte_for_byte():
+    mark = "@@@ migration file "
+    output = "\n".join(
+        [
+            f"{mark}001_a.down.sql",
+            "DROP TABLE a;",
+            f"{mark}001_a.sql",
+            "",
+            "CREATE TABLE a (id int);",
+            "",
+            f"{mark}002_b.sql",
+            "CREATE INDEX b ON a (id);",
+            f"{mark}notes.txt.sql",
+            "ignored",
+        ]
+    )
+    assert parse_migration_files(output) == [
+        Migration("001", "a", "\nCREATE TABLE a (id int);\n\n", "DROP TABLE a;\n"),
+        Migration("002", "b", "CREATE INDEX b ON a (id);\n", None),
+    ]
+
+
+def test_rollback_to_names_a_release_by_folder_or_by_ref():
+    releases = ["v1.9.0-aaaaaaaaaaaa", "v2.0.0-perf-bbbbbbbbbbbb", "main-cccccccccccc"]
+    assert named_release(releases, "v1.9.0") == "v1.9.0-aaaaaaaaaaaa"
+    assert named_release(releases, "v2.0.0-perf") == "v2.0.0-perf-bbbbbbbbbbbb"
+    assert named_release(releases, "main-cccccccccccc") == "main-cccccccccccc"
+    with pytest.raises(DeployError, match="no such release on the host"):
+        named_release(releases, "v2.0.0")
+    with pytest.raises(DeployError, match="several releases match"):
+        named_release([*releases, "v1.9.0-dddddddddddd"], "v1.9.0")
