@@ -341,6 +341,19 @@ def migration_script(
     return "\n".join(out) + "\n"
 
 
+def lock_holders_sql(table: str) -> str:
+    """One line per other session holding a granted lock on TABLE: pid, lock mode, state, age
+    of its transaction, the start of its query."""
+    return (
+        "SELECT a.pid || ' ' || l.mode || ' ' || coalesce(a.state, '?') || ' for ' || "
+        "coalesce(date_trunc('second', now() - a.xact_start)::text, '?') || ': ' || "
+        "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 80) "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        f"WHERE l.granted AND l.relation = to_regclass({sql_literal(table)}) "
+        "AND a.pid <> pg_backend_pid()"
+    )
+
+
 def objects_state_sql(names: list[str]) -> str:
     """For each name: kind, valid, size (bytes); absent names give no row."""
     values = ", ".join(sql_literal(n) for n in names)

@@ -233,6 +233,19 @@ VARIABLES: list[Var] = [
     ),
     Var("migrate_lock_timeout", "5s", "lock_timeout for each migration statement", "duration"),
     Var(
+        "migrate_lock_retries",
+        4,
+        "times a migration that met lock_timeout is tried again (what committed stays)",
+        "int",
+        minimum=0,
+    ),
+    Var(
+        "migrate_lock_backoff",
+        "2s",
+        "wait before the first retry, doubled each time",
+        "duration",
+    ),
+    Var(
         "migrate_statement_timeout",
         "30m",
         "statement_timeout for each migration statement",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +169,75 @@ def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[di
     ]
 
 
+LOCK_TIMEOUT = "canceling statement due to lock timeout"
+
+
+def _lock_holders(h, s: dict[str, Any]) -> str:
+    """Who holds a lock on metrics (pid, state, age of its transaction, query), for the
+    operator's message."""
+    _, out, _ = sh(h, commands.psql(s, commands.lock_holders_sql("metrics")), check=False)
+    return "; ".join(out.splitlines()) or "nobody now"
+
+
+def _run_script(h, s: dict[str, Any], pending: list[Migration], by: str) -> tuple[bool, str]:
+    """Apply PENDING in one psql script (INVALID leftovers of theirs dropped first)."""
+    names = [n for m in pending for n in commands.created_objects(m.sql)]
+    invalid = _invalid_indexes(h, s, names)
+    if invalid:
+        say(h, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
+    script = commands.migration_script(
+        s, [(m.version, m.name, m.checksum, m.sql, m.down) for m in pending], invalid, by
+    )
+    path = f"{commands.paths(s)['state']}/migration.sql"
+    put_text(h, script, path)
+    say(
+        h,
+        f"applying {len(pending)} migration(s): "
+        + ", ".join(f"{m.version}_{m.name}" for m in pending),
+    )
+    budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
+    ok, _, err = sh(
+        h, commands.psql(s, None, path), timeout=budget, what="applying migrations", check=False
+    )
+    return ok, err.strip()[-2000:]
+
+
+def _apply(h, s: dict[str, Any], pending: list[Migration], by: str) -> list[str]:
+    """Apply PENDING; a migration that meets lock_timeout is retried after a doubling wait,
+    at most migrate_lock_retries times (the history decides what is still pending: what
+    committed stays). Returns the versions applied."""
+    tries = s["migrate_lock_retries"] + 1
+    wait = seconds(s["migrate_lock_backoff"])
+    first = [m.version for m in pending]
+    attempt = 0
+    while True:
+        attempt += 1
+        ok, err = _run_script(h, s, pending, by)
+        if ok:
+            return first
+        _, _, applied = read_history(h, s)
+        pending = [m for m in pending if m.version not in applied]
+        if LOCK_TIMEOUT not in err:
+            raise DeployError(f"applying migrations failed: {err}")
+        blocked = pending[0].version if pending else "?"
+        if attempt == tries:
+            raise DeployError(
+                f"migration {blocked} could not take its lock within "
+                f"{s['migrate_lock_timeout']} in {tries} attempt(s); lock on metrics held by: "
+                f"{_lock_holders(h, s)}. Not applied (nothing of it recorded): "
+                f"{', '.join(m.version for m in pending)}; applied: "
+                f"{', '.join(v for v in first if v in applied) or 'none'}. Run the deploy again "
+                "when that transaction has ended"
+            )
+        say(
+            h,
+            f"migration {blocked} met lock_timeout ({s['migrate_lock_timeout']}; lock held by "
+            f"{_lock_holders(h, s)}): attempt {attempt}/{tries}, next in {wait:g}s",
+        )
+        time.sleep(wait)
+        wait *= 2
+
+
 @phase_check("migrate")
 def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
@@ -188,23 +258,8 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
             what="recording the baseline",
         )
     if pending:
-        names = [n for m in pending for n in commands.created_objects(m.sql)]
-        invalid = _invalid_indexes(host, s, names)
-        if invalid:
-            say(host, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
-        script = commands.migration_script(
-            s, [(m.version, m.name, m.checksum, m.sql, m.down) for m in pending], invalid, by
-        )
-        path = f"{commands.paths(s)['state']}/migration.sql"
-        put_text(host, script, path)
-        say(
-            host,
-            f"applying {len(pending)} migration(s): "
-            + ", ".join(f"{m.version}_{m.name}" for m in pending),
-        )
-        budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
-        sh(host, commands.psql(s, None, path), timeout=budget, what="applying migrations")
-        run.changed.append("migrations: " + ", ".join(m.version for m in pending))
+        applied = _apply(host, s, pending, by)
+        run.changed.append("migrations: " + ", ".join(applied))
     else:
         say(host, "no migration pending")
     applied_now = [m for m in migrations if m not in pending] + pending
