@@ -35,6 +35,7 @@ PREFIXES = (
     "rollback_",
     "rollout_",
     "lb_",
+    "lock_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -70,6 +71,14 @@ VARIABLES: list[Var] = [
         "roll back by itself when verify, the load test or the "
         "monitoring window fails (migrations are never reverted automatically)",
         "bool",
+    ),
+    Var(
+        "lock_wait",
+        0,
+        "seconds to wait for the deploy lock while a live run holds it (0: refuse at once; a "
+        "stale lock is never waited for)",
+        "int",
+        minimum=0,
     ),
     Var(
         "deploy_migration_host",

@@ -1,35 +1,80 @@
 """The deploy lock: one deploy or rollback per environment at a time.
 
 It lives in the environment's database (every run of every machine reaches it), in table
-deploy_lock, which backups leave out. A second run is refused at once with who holds the
-lock, since when and doing what; a lock left by a killed run is released only by
-`pyinfra -y <inventory> unlock.py`.
+deploy_lock, which backups leave out. The run holding it refreshes its heartbeat every
+HEARTBEAT seconds, so a run that meets the lock can tell a live holder from a killed one
+(no heartbeat for STALE seconds). A second run is refused at once with who holds the lock,
+since when, doing what and whether it is alive; with `lock_wait=SECONDS` it waits for a live
+holder to finish instead (queued CI pipelines). A stale lock is broken only explicitly, by
+`pyinfra -y <inventory> unlock.py`, which records who broke whose lock.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
+import gevent
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.runtime import DEPLOYMENT, app_hosts, deployed_by, inventory_arg, run_for, say, sh
+from tasks.runtime import (
+    DEPLOYMENT,
+    DeployError,
+    app_hosts,
+    append_record,
+    deployed_by,
+    inventory_arg,
+    now_iso,
+    run_for,
+    say,
+    sh,
+)
 
 TABLE = "deploy_lock"
+HEARTBEAT = 5  # seconds between two refreshes by the holder
+STALE = 60  # seconds without a refresh after which the holder is taken for dead
 
 
 def holder(s: dict[str, Any]) -> str:
     return f"{deployed_by(s)} pid {os.getpid()} run {DEPLOYMENT.stamp}"
 
 
-def create_sql() -> str:
-    return (
+def create_sql() -> list[str]:
+    return [
         f"CREATE TABLE IF NOT EXISTS {TABLE} (env text PRIMARY KEY, holder text NOT NULL, "
-        "since timestamptz NOT NULL DEFAULT now(), command text NOT NULL)"
+        "since timestamptz NOT NULL DEFAULT now(), command text NOT NULL, "
+        "heartbeat timestamptz NOT NULL DEFAULT now())",
+        f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS heartbeat timestamptz NOT NULL "
+        "DEFAULT now()",
+    ]
+
+
+def heartbeat_sql(env: str, who: str) -> str:
+    lit = commands.sql_literal
+    return f"UPDATE {TABLE} SET heartbeat = now() WHERE env = {lit(env)} AND holder = {lit(who)}"
+
+
+def holder_sql(env: str) -> str:
+    """seconds since its last heartbeat | holder | since | command (which may hold `|`)."""
+    return (
+        "SELECT extract(epoch FROM now() - heartbeat)::int, holder, "
+        f"to_char(since, 'YYYY-MM-DD HH24:MI:SS TZ'), command FROM {TABLE} "
+        f"WHERE env = {commands.sql_literal(env)}"
     )
+
+
+def describe(held_by: str, since: str, command: str, silent: int) -> str:
+    """The lock as the operator reads it: who, since when, doing what, alive or stale."""
+    state = (
+        f"alive (heartbeat {silent}s ago)"
+        if silent < STALE
+        else f"STALE: no heartbeat for {silent}s, its run was most likely killed"
+    )
+    return f"held by {held_by} since {since}, running `{command}`; {state}"
 
 
 def acquire_sql(env: str, who: str, command: str) -> str:
@@ -44,35 +89,62 @@ def unlock_command(inventory: str) -> str:
     return f"pyinfra -y {inventory} unlock.py"
 
 
+def _read_holder(host, s: dict[str, Any]) -> tuple[str, str, str, int] | None:
+    _, out, _ = sh(host, commands.psql(s, holder_sql(s["deploy_env"])))
+    if not out.strip():
+        return None
+    silent, held_by, since, command = out.strip().split("|", 3)
+    return held_by, since, command, int(silent)
+
+
+def _beat(host, s: dict[str, Any], who: str) -> None:
+    """Refresh the heartbeat while this run holds the lock (a greenlet; dies with the run)."""
+    while DEPLOYMENT.lock_holder == who:
+        gevent.sleep(HEARTBEAT)
+        if DEPLOYMENT.lock_holder == who:
+            try:
+                sh(host, commands.psql(s, heartbeat_sql(s["deploy_env"], who)), timeout=20)
+            except DeployError as exc:  # the next beat tries again; a stale lock only informs
+                say(host, f"lock heartbeat missed: {exc}")
+
+
 def _acquire(state, host, s: dict[str, Any]) -> bool:
     env, who = s["deploy_env"], holder(s)
     command = " ".join(["pyinfra", *sys.argv[1:]])[:500]
-    _, out, _ = sh(
-        host,
-        commands.psql(s, None, None, create_sql(), acquire_sql(env, who, command)),
-        what="taking the lock",
-    )
-    if out.strip() == "acquired":
-        DEPLOYMENT.lock_holder = who
-        say(host, f"deploy lock for {env} taken")
-        return True
-    _, out, _ = sh(
-        host,
-        commands.psql(
-            s,
-            f"SELECT holder, to_char(since, 'YYYY-MM-DD HH24:MI:SS TZ'), command FROM {TABLE} "
-            f"WHERE env = {commands.sql_literal(env)}",
-        ),
-    )
-    held_by, since, running = (out.strip().split("|", 2) + ["?", "?"])[:3]
+    deadline = time.monotonic() + s["lock_wait"]
+    waited = False
+    while True:
+        _, out, _ = sh(
+            host,
+            commands.psql(s, None, None, *create_sql(), acquire_sql(env, who, command)),
+            what="taking the lock",
+        )
+        if out.strip() == "acquired":
+            DEPLOYMENT.lock_holder = who
+            gevent.spawn(_beat, host, s, who)
+            say(host, f"deploy lock for {env} taken" + (" after waiting" if waited else ""))
+            return True
+        held = _read_holder(host, s)
+        if held is None:  # released between the two statements
+            continue
+        alive = held[3] < STALE
+        if alive and time.monotonic() < deadline:
+            if not waited:
+                say(host, f"waiting up to {s['lock_wait']}s: the deploy lock is {describe(*held)}")
+                waited = True
+            time.sleep(min(5, max(0.5, deadline - time.monotonic())))
+            continue
+        break
     DEPLOYMENT.lock_holder = ""
     run_for(host).failure = "lock held"
-    say(
-        host,
-        f"REFUSED: the deploy lock for {env} is held by {held_by} since {since}, "
-        f"running `{running}`. If that run was killed, release the lock with: "
-        f"{unlock_command(inventory_arg())}",
+    advice = (
+        f"If that run is gone, break the lock with: {unlock_command(inventory_arg())}"
+        if not alive
+        else "Wait for it to finish"
+        + (f" (waited {s['lock_wait']}s)" if s["lock_wait"] else "")
+        + ", or queue with --data lock_wait=SECONDS"
     )
+    say(host, f"REFUSED: the deploy lock for {env} is {describe(*held)}. {advice}")
     return False
 
 
@@ -127,13 +199,34 @@ def release(host, s: dict[str, Any]) -> None:
 
 def _force_unlock(state, host, s: dict[str, Any]) -> bool:
     env = commands.sql_literal(s["deploy_env"])
-    delete = f"DELETE FROM {TABLE} WHERE env = {env} RETURNING holder || ' since ' || since"
-    _, out, _ = sh(host, commands.psql(s, None, None, create_sql(), delete), what="unlocking")
-    held = out.strip()
-    if held:
-        say(host, f"released the deploy lock of {s['deploy_env']} held by {held}")
-    else:
+    sh(host, commands.psql(s, None, None, *create_sql()), what="unlocking")
+    held = _read_holder(host, s)
+    if held is None:
         say(host, f"the deploy lock of {s['deploy_env']} was not held: nothing to do")
+        return True
+    sh(
+        host,
+        commands.psql(
+            s,
+            f"DELETE FROM {TABLE} WHERE env = {env} AND holder = {commands.sql_literal(held[0])}",
+        ),
+        what="unlocking",
+    )
+    append_record(
+        host,
+        s,
+        {
+            "status": "lock broken",
+            "host": host.name,
+            "completed": now_iso(),
+            "by": deployed_by(s),
+            "holder": held[0],
+            "since": held[1],
+            "command": held[2],
+            "heartbeat_seconds_ago": held[3],
+        },
+    )
+    say(host, f"released the deploy lock of {s['deploy_env']} {describe(*held)}")
     return True
 
 

@@ -153,7 +153,7 @@ def test_a_crossed_load_test_threshold_fails_the_deploy_and_rolls_back(staging):
     assert version(app1) == '{"version":"2.0.0-perf"}'
 
 
-def test_a_concurrent_deploy_is_refused_by_the_lock(staging):
+def test_a_concurrent_deploy_or_rollback_is_refused_and_a_queued_one_waits(staging):
     app1, s, _ = staging
     first = start("--data", "redis_cache_ttl=61s", "--data", "monitor_duration=20")
     try:
@@ -166,28 +166,44 @@ def test_a_concurrent_deploy_is_refused_by_the_lock(staging):
         assert second.returncode != 0
         text = output(second)
         assert "REFUSED: the deploy lock for lab is held by" in text
-        assert "pyinfra -y inventories/lab.py unlock.py" in text
+        assert "alive (heartbeat" in text and "--data lock_wait=SECONDS" in text
         assert time.monotonic() - began < 60
+        rollback = pyinfra(script="rollback.py")
+        assert rollback.returncode != 0
+        assert "REFUSED: the deploy lock for lab is held by" in output(rollback)
+        assert version(app1) == '{"version":"2.0.0-perf"}'
+        queued = start("--data", "lock_wait=300", "--data", "redis_cache_ttl=60s")
     finally:
         out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
+    text, _ = queued.communicate(timeout=600)
+    assert queued.returncode == 0, text[-3000:]
+    assert "waiting up to 300s: the deploy lock is held by" in text
+    assert "deploy lock for lab taken after waiting" in text
     assert psql(app1, s, "SELECT count(*) FROM deploy_lock") == "0"
 
 
-def test_a_lock_left_by_a_killed_run_is_released_only_by_unlock(staging):
+def test_a_lock_left_by_a_killed_run_is_stale_and_broken_only_by_unlock(staging):
     app1, s, _ = staging
     psql(
         app1,
         s,
-        "INSERT INTO deploy_lock (env, holder, command) VALUES ('lab', "
-        "'someone@elsewhere pid 1 run x', 'pyinfra deploy.py')",
+        "INSERT INTO deploy_lock (env, holder, command, since, heartbeat) VALUES ('lab', "
+        "'someone@elsewhere pid 1 run x', 'pyinfra deploy.py', now() - interval '2 hours', "
+        "now() - interval '10 minutes')",
     )
-    refused = pyinfra()
+    refused = pyinfra("--data", "lock_wait=300")
+    text = output(refused)
     assert refused.returncode != 0
-    assert "held by someone@elsewhere pid 1 run x" in output(refused)
+    assert "held by someone@elsewhere pid 1 run x" in text
+    assert "STALE: no heartbeat for 6" in text  # 600 s and a little more
+    assert "break the lock with: pyinfra -y inventories/lab.py unlock.py" in text
+    assert "waiting" not in text  # a stale lock is never waited for
     unlocked = pyinfra(script="unlock.py")
     assert unlocked.returncode == 0
     assert "released the deploy lock of lab held by someone@elsewhere" in output(unlocked)
+    record = sh(app1, "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    assert '"status": "lock broken"' in record and "someone@elsewhere" in record
     assert pyinfra().returncode == 0
 
 
