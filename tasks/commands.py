@@ -187,13 +187,14 @@ def pg_dump(s: Mapping[str, Any], dest: str) -> str:
     """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte.
 
     The deploy's own bookkeeping (the lock, the migration history) is left out, so that a
-    restore keeps the record of what was done to the database.
+    restore keeps the record of what was done to the database. A failed dump (an error, a
+    full disk) leaves no file behind.
     """
+    partial = q(dest + ".partial")
     return (
-        f"umask 077 && {_pg_env(s)} pg_dump -Fc --no-owner --exclude-table=deploy_lock "
-        f"--exclude-table={HISTORY_TABLE} "
-        f"{_pg_target(s)} "
-        f"-f {q(dest + '.partial')} && mv {q(dest + '.partial')} {q(dest)}"
+        f"umask 077 && {{ {_pg_env(s)} pg_dump -Fc --no-owner --exclude-table=deploy_lock "
+        f"--exclude-table={HISTORY_TABLE} {_pg_target(s)} -f {partial} && "
+        f"mv {partial} {q(dest)}; }} || {{ rc=$?; rm -f {partial}; exit $rc; }}"
     )
 
 

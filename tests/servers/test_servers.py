@@ -85,6 +85,22 @@ def test_unit_is_hardened_and_reads_the_env_file(server):
         assert line in unit
 
 
+def test_unit_exposure_score_is_at_most_2(server):
+    host, s = server
+    report = host.check_output(f"systemd-analyze security --no-pager {_serving_unit(host, s)}")
+    score = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+    assert score <= 2.0, report
+
+
+def test_the_service_cannot_reach_the_docker_socket(server):
+    host, s = server
+    pid = host.check_output(f"systemctl show -p MainPID --value {_serving_unit(host, s)}")
+    # in the service's own mount namespace the socket is an inaccessible node (mode 000)
+    seen = host.run(f"nsenter -t {pid} -m stat -L -c %a /run/docker.sock")
+    assert seen.rc != 0 or seen.stdout.strip() == "0", seen.stdout
+    assert host.check_output(f"id -nG {s['app_user']}").split().count("docker") == 0
+
+
 def test_service_answers_its_health_check(server):
     host, s = server
     out = host.check_output(f"curl -s -m 5 http://127.0.0.1:{s['app_port']}{s['app_health_path']}")

@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 
 from tasks import commands as c
@@ -29,13 +31,33 @@ def test_pgpass_line_escapes_colons_and_backslashes():
     assert c.pgpass_line(S, "a:b\\c") == "db1:5432:monitoring:monitoring:a\\:b\\\\c\n"
 
 
+@pytest.mark.parametrize("exit_code", [0, 1, 28])
+def test_a_failed_pg_dump_leaves_no_file_and_keeps_its_exit_code(tmp_path, exit_code):
+    """The command as built, run by a real shell against a pg_dump that writes half a dump
+    and then fails (as on a full disk)."""
+    fake = tmp_path / "bin" / "pg_dump"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor a; do f="$a"; done\necho half > "$f"\nexit {exit_code}\n')
+    fake.chmod(0o755)
+    dest = tmp_path / "backup_1.dump"
+    done = subprocess.run(
+        ["sh", "-c", c.pg_dump(S, str(dest))],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == exit_code
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == (
+        ["backup_1.dump"] if exit_code == 0 else []
+    )
+
+
 def test_pg_dump_is_restorable_private_and_atomic():
     cmd = c.pg_dump(S, "/b/backup_1.dump")
     assert cmd.startswith("umask 077 && ")
     assert (
         "pg_dump -Fc --no-owner --exclude-table=deploy_lock --exclude-table=schema_migrations "
         "-h db1 -p 5432 -U monitoring -d monitoring -f /b/backup_1.dump.partial && "
-        "mv /b/backup_1.dump.partial /b/backup_1.dump" in cmd
+        "mv /b/backup_1.dump.partial /b/backup_1.dump;" in cmd
     )
     assert c.pg_restore_list("/b/x.dump") == "pg_restore --list /b/x.dump | grep -c -v '^;'"
     assert c.prune_backups("/b", 5) == (
