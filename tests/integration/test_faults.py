@@ -1,0 +1,366 @@
+"""Faults a real deploy meets, one by one, on the lab's staging, judged from outside the tool:
+the service kept answering, no row of `metrics` was lost (count and checksum), the message
+says what state things are in, and the same command run again converges."""
+
+from __future__ import annotations
+
+import select
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load
+
+from lab import apprepo, core
+from lab.load import Load
+from lab.topology import LabHost, topology
+from tasks import commands
+from tasks.config import validate
+from tasks.inventory import lab_group
+
+OBJECTS = [
+    "idx_metrics_type_time_covering",
+    "idx_metrics_type_time_id",
+    "idx_metrics_recent",
+    "metrics_hourly",
+]
+HOLDER = "fault-holder"  # application_name of the session a test keeps open on the database
+
+
+@dataclass
+class Staging:
+    app1: LabHost
+    db1: LabHost
+    s: dict[str, Any]
+
+    def sh(self, command: str, host: LabHost | None = None, check: bool = True) -> str:
+        done = core.ssh(host or self.app1, command, check=check)
+        return done.stdout.decode().strip()
+
+    def psql(self, sql: str) -> str:
+        return self.sh(commands.psql(self.s, sql))
+
+    def as_postgres(self, sql: str) -> str:
+        psql = f"psql -X -At -d {commands.q(self.s['db_name'])} -c {commands.q(sql)}"
+        return self.sh(f"su postgres -c {commands.q(psql)}", host=self.db1)
+
+    def rows(self) -> str:
+        """What a DBA checks first: count, highest id and md5 of every (id, value)."""
+        return self.psql(commands.table_fingerprint_sql())
+
+    def applied(self) -> str:
+        return self.psql(
+            f"SELECT string_agg(version, ',' ORDER BY version) FROM {commands.HISTORY_TABLE} "
+            "WHERE reverted_at IS NULL"
+        )
+
+    def objects(self) -> list[str]:
+        """`name|kind|valid|bytes` of the objects migration 003 creates that exist."""
+        return self.psql(commands.objects_state_sql(OBJECTS)).splitlines()
+
+    def version(self) -> str:
+        return self.sh("curl -s -m 5 localhost:8080/api/v1/version")
+
+    def url(self) -> str:
+        return f"http://{self.app1.address}:8080"
+
+    def hold(self, statements: str) -> None:
+        """A session that runs STATEMENTS in a transaction and keeps it open (300 s at most)."""
+        sql = f"BEGIN ISOLATION LEVEL REPEATABLE READ; {statements}; SELECT pg_sleep(300)"
+        command = f"PGAPPNAME={HOLDER} {commands.psql(self.s, sql)}"
+        self.sh(f"nohup sh -c {commands.q(command)} >/dev/null 2>&1 &")
+        self.wait_for(f"application_name = '{HOLDER}' AND state = 'active'", 30)
+
+    def release(self) -> None:
+        self.as_postgres(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE application_name = '{HOLDER}'"
+        )
+
+    def wait_for(self, condition: str, timeout: float) -> str:
+        """The pid of a session matching CONDITION on pg_stat_activity, waited for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.as_postgres(f"SELECT pid FROM pg_stat_activity WHERE {condition} LIMIT 1")
+            if pid:
+                return pid
+            time.sleep(0.3)
+        raise AssertionError(f"no session with {condition} within {timeout}s")
+
+    def backups(self) -> str:
+        return self.sh(f"ls -A {commands.q(self.s['backup_dir'])} 2>/dev/null || true")
+
+
+@pytest.fixture(scope="module")
+def st(lab) -> Staging:
+    """A fresh staging serving v1.9.0: migration 003 is pending for the faults below."""
+    core.down("staging", echo=lambda _m: None)
+    core.up("staging", echo=lambda _m: None)
+    hosts = {h.name: h for h in topology("staging")}
+    s, problems = validate(dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1]))
+    assert problems == []
+    first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
+    assert first.returncode == 0, output(first)[-3000:]
+    return Staging(hosts["app1"], hosts["db1"], s)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float) -> float:
+    """SIGKILL the deploy process PROC once READY() is true; returns the time of the kill."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the deploy ended before the fault"
+        assert time.monotonic() < deadline, f"the fault's moment never came within {timeout}s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    return time.monotonic()
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read PROC's output until a line holds TEXT; returns what was read."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared: {''.join(seen)[-2000:]}")
+
+
+def converge(st: Staging, rows: str) -> None:
+    """The killed run's lock is broken explicitly, then the same deploy converges."""
+    refused = pyinfra(*QUICK)
+    assert refused.returncode != 0 and "REFUSED: the deploy lock for lab" in output(refused)
+    assert pyinfra(script="unlock.py").returncode == 0
+    again = pyinfra(*QUICK)
+    assert again.returncode == 0, output(again)[-3000:]
+    assert st.version() == '{"version":"2.0.0-perf"}'
+    assert st.rows() == rows
+
+
+def test_a_failing_pg_dump_stops_before_any_migration_and_leaves_no_file(st):
+    rows, backups = st.rows(), st.backups()
+    st.as_postgres("CREATE TABLE fault_unreadable (x int)")  # pg_dump as the app's role fails
+    try:
+        result = pyinfra(*QUICK)
+    finally:
+        st.as_postgres("DROP TABLE fault_unreadable")
+    text = output(result)
+    assert result.returncode != 0
+    assert "pg_dump failed on app1" in text and "permission denied" in text
+    assert report(result)["failure"].startswith("backup: ")
+    assert st.applied() == "001,002" and st.objects() == []
+    assert st.backups() == backups
+    assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
+
+
+def test_a_full_backup_disk_stops_before_any_migration_and_leaves_no_file(st):
+    rows, where = st.rows(), commands.q(st.s["backup_dir"])
+    st.sh(f"mkdir -p {where} && mount -t tmpfs -o size=8k,mode=0700 fault-small {where}")
+    try:
+        result = pyinfra(*QUICK)
+        left = st.backups()
+    finally:
+        st.sh(f"umount {where}")
+    assert result.returncode != 0
+    assert "No space left on device" in output(result)
+    assert left == ""
+    assert st.applied() == "001,002" and st.objects() == []
+    assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
+
+
+def test_a_migration_blocked_by_a_long_transaction_retries_then_stops_cleanly(st):
+    rows = st.rows()
+    st.hold("LOCK TABLE metrics IN SHARE UPDATE EXCLUSIVE MODE")  # as a long VACUUM would
+    try:
+        with Load(st.url(), 50, "60s") as load:
+            began = time.monotonic()
+            result = pyinfra(
+                *QUICK,
+                "--data",
+                "migrate_lock_timeout=1s",
+                "--data",
+                "migrate_lock_retries=2",
+                "--data",
+                "migrate_lock_backoff=1s",
+            )
+            assert time.monotonic() - began < 55
+            traffic = load.result()
+    finally:
+        st.release()
+    text = output(result)
+    assert result.returncode != 0
+    assert "migration 003 met lock_timeout (1s; lock held by" in text
+    assert "ShareUpdateExclusiveLock" in text and "attempt 2/3, next in 2s" in text
+    assert "could not take its lock within 1s in 3 attempt(s)" in text
+    assert traffic.failed == 0, traffic
+    assert st.applied() == "001,002" and st.objects() == []
+    assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
+
+
+def test_a_deploy_killed_during_the_migration_converges_when_run_again(st):
+    rows = st.rows()
+    st.hold("SELECT count(*) FROM metrics")  # an old snapshot: CONCURRENTLY waits for it
+    try:
+        with Load(st.url(), 50, "40s") as load:
+            proc = start(*QUICK, "--data", "migrate_lock_timeout=120s")
+            killed = kill_when(
+                proc,
+                lambda: (
+                    st.as_postgres(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                        "'CREATE INDEX CONCURRENTLY%' AND state = 'active'"
+                    )
+                    == "1"
+                ),
+                240,
+            )
+            traffic = load.result()
+    finally:
+        st.release()
+    assert traffic.failed == 0, traffic
+    assert st.version() == '{"version":"1.9.0"}'  # the release never switched
+    converge(st, rows)
+    assert st.applied() == "001,002,003"
+    assert [o.split("|")[2] for o in st.objects()] == ["t"] * 5
+    print(f"killed run to converged re-run: {time.monotonic() - killed:.1f} s")
+
+
+def test_an_edited_applied_migration_is_refused_and_changes_nothing(st):
+    rows, applied = st.rows(), st.applied()
+    branch = "fault-edited-003"
+    bare = apprepo.git_dir() / apprepo.REPO_NAME
+    migration = (
+        "internal/infrastructure/persistence/postgres/migrations/"
+        "003_covering_indexes_optimization.sql"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@lab", "-C", tmp]
+        subprocess.run(["git", "clone", "-q", str(bare), tmp], check=True)
+        subprocess.run([*git, "checkout", "-q", "v2.0.0-perf"], check=True)
+        with (Path(tmp) / migration).open("a") as f:
+            f.write("-- edited after it was applied\n")
+        subprocess.run([*git, "commit", "-qam", "edit an applied migration"], check=True)
+        subprocess.run([*git, "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], check=True)
+    try:
+        result = pyinfra(*QUICK, "--data", f"app_version={branch}")
+    finally:
+        subprocess.run(["git", "-C", str(bare), "branch", "-q", "-D", branch], check=True)
+    text = output(result)
+    assert result.returncode != 0
+    assert "applied migration(s) 003 changed since they were applied" in text
+    assert st.applied() == applied and st.rows() == rows
+    assert st.version() == '{"version":"2.0.0-perf"}'
+
+
+def test_a_taken_redis_port_is_a_clear_error_and_the_release_keeps_serving(st):
+    st.sh("docker rm -f redis-cache >/dev/null")
+    st.sh("nohup socat TCP-LISTEN:6379,bind=127.0.0.1,reuseaddr,fork /dev/null >/dev/null 2>&1 &")
+    try:
+        result = pyinfra(*QUICK)
+    finally:
+        st.sh("pkill -f '[s]ocat TCP-LISTEN:6379' || true")
+    text = output(result)
+    assert result.returncode != 0
+    assert report(result)["failure"].startswith("redis: ")
+    assert "address already in use" in text.lower() or "port is already allocated" in text
+    assert st.version() == '{"version":"2.0.0-perf"}'
+    again = pyinfra(*QUICK)
+    assert again.returncode == 0, output(again)[-3000:]
+    assert st.sh("docker inspect -f '{{.State.Running}}' redis-cache") == "true"
+
+
+def test_a_failed_verification_rolls_back_by_itself_and_no_request_fails(st):
+    rows = st.rows()
+    result, traffic = under_load(
+        st.url(),
+        "--data",
+        "app_version=v1.9.0",
+        "--data",
+        "verify_min_hit_ratio=1.01",  # no cache can pass this
+        window=60,
+    )
+    failed = report(result)
+    assert result.returncode != 0
+    assert failed["failure"].startswith("verify: ")
+    assert failed["status"] == "failed, rolled back"
+    assert traffic.failed == 0, traffic
+    assert st.version() == '{"version":"2.0.0-perf"}' and st.rows() == rows
+
+
+def test_a_database_restart_in_the_monitoring_window_rolls_back_and_loses_no_row(st):
+    rows = st.rows()
+    proc = start(
+        "--data",
+        "app_version=v1.9.0",
+        "--data",
+        "loadtest_enabled=false",
+        "--data",
+        "monitor_duration=20",
+    )
+    try:
+        wait_for_line(proc, "monitoring for 20s", 300)
+        st.sh("systemctl restart postgresql", host=st.db1)
+    finally:
+        out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out[-3000:]
+    assert "failed, rolled back" in out and "monitor: " in out
+    assert st.version() == '{"version":"2.0.0-perf"}'
+    assert st.rows() == rows
+
+
+def test_a_terminated_index_build_leaves_an_invalid_index_that_the_next_run_rebuilds(st):
+    back = pyinfra("--data", "rollback_mode=full", script="rollback.py")
+    assert back.returncode == 0, output(back)[-3000:]
+    assert st.objects() == [] and st.version() == '{"version":"1.9.0"}'
+    rows = st.rows()
+    st.hold("SELECT count(*) FROM metrics")
+    try:
+        proc = start(*QUICK, "--data", "migrate_lock_timeout=120s")
+        pid = st.wait_for("query LIKE 'CREATE INDEX CONCURRENTLY%' AND state = 'active'", 240)
+        st.as_postgres(f"SELECT pg_terminate_backend({pid})")
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        st.release()
+    assert proc.returncode != 0
+    assert "migrate: " in out
+    assert st.version() == '{"version":"1.9.0"}'
+    assert "idx_metrics_type_time_covering|i|f" in st.objects()[0]  # INVALID, left behind
+    again = pyinfra(*QUICK)
+    text = output(again)
+    assert again.returncode == 0, text[-3000:]
+    assert "dropping INVALID index(es) left by an interrupted build" in text
+    assert [o.split("|")[2] for o in st.objects()] == ["t"] * 5
+    assert st.rows() == rows and st.version() == '{"version":"2.0.0-perf"}'
+
+
+def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
+    rows = st.rows()
+    with Load(st.url(), 50, "30s") as load:
+        proc = start(*QUICK, "--data", "app_version=main", "--data", "app_build=each")
+        kill_when(proc, lambda: st.sh("pgrep -f '[g]o build' || true") != "", 240)
+        traffic = load.result()
+    assert traffic.failed == 0, traffic
+    assert st.version() == '{"version":"2.0.0-perf"}'
+    refused = pyinfra(*QUICK, "--data", "app_version=main")
+    assert refused.returncode != 0
+    assert pyinfra(script="unlock.py").returncode == 0
+    again = pyinfra(*QUICK, "--data", "app_version=main")
+    assert again.returncode == 0, output(again)[-3000:]
+    assert st.version() == '{"version":"2.0.0-perf"}'  # main is v2.0.0-perf's commit
+    assert (
+        st.sh("readlink /app/monitoring-dashboard-api/current")
+        .rsplit("/", 1)[1]
+        .startswith("main-")
+    )
+    assert st.sh("ls /app/monitoring-dashboard-api/releases | grep -c partial || true") == "0"
+    assert st.rows() == rows
