@@ -1,12 +1,14 @@
 """A local Redis 7 container image for the lab (no registry is reachable from the lab).
 
 The image holds Debian's redis-server with the libraries it links, a shell, and an entrypoint
-that behaves like the official image's: with no configuration file it turns protected mode off,
-so the published port answers and a password (`--requirepass`) is what guards it.
+that behaves like the official image's: started as root it drops to uid/gid 999 (the official
+image's `redis` user) before redis-server runs, and with no configuration file it turns
+protected mode off, so the published port answers and a password is what guards it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shlex
 import subprocess
@@ -16,20 +18,27 @@ from pathlib import Path
 from lab.paths import CACHE_DIR
 from lab.rootfs import base_root
 
-ENTRYPOINT = """#!/bin/sh
+REDIS_UID = 999
+ENTRYPOINT = f"""#!/bin/sh
 set -e
-if [ "${1#-}" != "$1" ]; then set -- redis-server "$@"; fi
+if [ "${{1#-}}" != "$1" ]; then set -- redis-server "$@"; fi
 if [ "$1" = "redis-server" ]; then
     case "$2" in *.conf) ;; *) shift; set -- redis-server --protected-mode no "$@" ;; esac
+    while read -r key uid _; do [ "$key" = "Uid:" ] && break; done < /proc/self/status
+    if [ "$uid" = 0 ]; then
+        exec setpriv --reuid={REDIS_UID} --regid={REDIS_UID} --clear-groups --inh-caps=-all "$@"
+    fi
 fi
 exec "$@"
 """
-BINARIES = ["/usr/bin/redis-check-rdb", "/bin/dash"]
+BINARIES = ["/usr/bin/redis-check-rdb", "/bin/dash", "/usr/bin/setpriv"]
+# changes whenever what goes into the image changes: names the cached tar, labels the image
+DIGEST = hashlib.sha256((ENTRYPOINT + repr(BINARIES)).encode()).hexdigest()[:12]
 LINKS = {"/usr/bin/redis-server": "redis-check-rdb", "/bin/sh": "dash"}
 
 
 def image_tar() -> Path:
-    return CACHE_DIR / f"{base_root().name}-redis-image.tar"
+    return CACHE_DIR / f"{base_root().name}-redis-image-{DIGEST}.tar"
 
 
 def _libraries(root: Path, binary: str) -> list[str]:
@@ -79,8 +88,10 @@ def ensure_redis_image(root: Path | None = None, echo=print) -> Path:
 
 
 def load_redis_image_script(image: str) -> str:
-    """Remote shell: import the tar on stdin as IMAGE unless the engine already has it."""
+    """Remote shell: import the tar on stdin as IMAGE unless the engine already has this
+    build of it (its label carries DIGEST)."""
     changes = [
+        f"LABEL mdd-lab.image={DIGEST}",
         'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
         'CMD ["redis-server"]',
         "ENV PATH=/usr/local/bin:/usr/bin:/bin",
@@ -88,7 +99,8 @@ def load_redis_image_script(image: str) -> str:
         "EXPOSE 6379",
     ]
     flags = " ".join(f"--change {shlex.quote(c)}" for c in changes)
+    label = shlex.quote('{{index .Config.Labels "mdd-lab.image"}}')
     return (
-        f"docker image inspect {shlex.quote(image)} >/dev/null 2>&1 && cat >/dev/null || "
-        f"docker import {flags} - {shlex.quote(image)} >/dev/null"
+        f'[ "$(docker image inspect -f {label} {shlex.quote(image)} 2>/dev/null)" = {DIGEST} ] '
+        f"&& cat >/dev/null || docker import {flags} - {shlex.quote(image)} >/dev/null"
     )

@@ -373,7 +373,7 @@ def redis_server_args(s: Mapping[str, Any], with_password_file: bool) -> list[st
     """The checklist's redis-server flags (a password comes from a mounted config file)."""
     args = ["redis-server"]
     if with_password_file:
-        args.append("/usr/local/etc/redis/auth.conf")
+        args.append(REDIS_AUTH_IN_CONTAINER)
     args += [
         "--maxmemory",
         s["redis_maxmemory"],
@@ -387,25 +387,39 @@ def redis_server_args(s: Mapping[str, Any], with_password_file: bool) -> list[st
     return args
 
 
+REDIS_AUTH_IN_CONTAINER = "/usr/local/etc/redis/auth.conf"
+
+
 def redis_run(s: Mapping[str, Any], spec_hash: str, auth_conf: str | None) -> str:
-    """`docker run` of the redis-cache container, labelled with the hash of its spec."""
-    parts = [
+    """Create the redis-cache container (labelled with the hash of its spec), copy the password
+    file in as the user the image runs redis-server as (`redis_uid`, mode 0400: an image that
+    drops root, like the official one, can read it; nothing else can), then start it."""
+    name = s["redis_container"]
+    create = [
         "docker",
-        "run",
-        "-d",
+        "create",
         "--name",
-        s["redis_container"],
+        name,
         "--restart",
         "unless-stopped",
         "-p",
         f"{s['redis_bind']}:{s['redis_port']}:6379",
         "--label",
         f"monitoring-dashboard.spec={spec_hash}",
+        s["redis_image"],
+        *redis_server_args(s, auth_conf is not None),
     ]
+    steps = [shlex.join(create) + " >/dev/null"]
     if auth_conf:
-        parts += ["-v", f"{auth_conf}:/usr/local/etc/redis/auth.conf:ro"]
-    parts += [s["redis_image"], *redis_server_args(s, auth_conf is not None)]
-    return shlex.join(parts)
+        folder, file = auth_conf.rsplit("/", 1)
+        uid = int(s["redis_uid"])
+        rename = f"s|^{re.escape(file)}$|{REDIS_AUTH_IN_CONTAINER.lstrip('/')}|"
+        steps.append(
+            f"tar -C {q(folder)} --owner={uid} --group={uid} --numeric-owner --mode=0400 "
+            f"--transform {q(rename)} -cf - {q(file)} | docker cp -a - {q(name + ':/')}"
+        )
+    steps.append(f"docker start {q(name)} >/dev/null")
+    return " && ".join(steps)
 
 
 def redis_cli(

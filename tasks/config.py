@@ -272,6 +272,14 @@ VARIABLES: list[Var] = [
     Var("redis_enabled", True, "REDIS_ENABLED of the service", "bool"),
     Var("redis_image", "redis:7-alpine", "image of the redis-cache container"),
     Var("redis_container", "redis-cache", "container name", "name"),
+    Var(
+        "redis_uid",
+        999,
+        "uid redis-server runs as in redis_image (the official image drops to 999): the "
+        "password file copied into the container belongs to it, mode 0400",
+        "int",
+        minimum=0,
+    ),
     Var("redis_bind", "127.0.0.1", "address the container's port is published on"),
     Var("redis_host", "localhost", "REDIS_HOST (the endpoint in external mode)"),
     Var("redis_port", 6379, "REDIS_PORT", "int", minimum=1),

@@ -67,17 +67,22 @@ def test_pg_dump_is_restorable_private_and_atomic():
 
 def test_redis_container_has_exactly_the_checklists_flags():
     assert c.redis_run(S, "abc", None) == (
-        "docker run -d --name redis-cache --restart unless-stopped -p 127.0.0.1:6379:6379 "
+        "docker create --name redis-cache --restart unless-stopped -p 127.0.0.1:6379:6379 "
         "--label monitoring-dashboard.spec=abc redis:7-alpine redis-server --maxmemory 1gb "
-        "--maxmemory-policy allkeys-lru --save '' --appendonly no"
+        "--maxmemory-policy allkeys-lru --save '' --appendonly no >/dev/null && "
+        "docker start redis-cache >/dev/null"
     )
 
 
-def test_redis_password_comes_from_a_mounted_file_never_the_command_line():
+def test_redis_password_file_is_copied_in_for_the_images_user_never_on_the_command_line():
     cmd = c.redis_run(S, "abc", "/s/redis-auth.conf")
-    assert "-v /s/redis-auth.conf:/usr/local/etc/redis/auth.conf:ro" in cmd
     assert "redis-server /usr/local/etc/redis/auth.conf --maxmemory" in cmd
-    assert "requirepass" not in cmd
+    assert (
+        " >/dev/null && tar -C /s --owner=999 --group=999 --numeric-owner --mode=0400 "
+        "--transform 's|^redis\\-auth\\.conf$|usr/local/etc/redis/auth.conf|' -cf - "
+        "redis-auth.conf | docker cp -a - redis-cache:/ && docker start redis-cache" in cmd
+    )
+    assert "requirepass" not in cmd and " -v " not in cmd
 
 
 def test_redis_cli_reads_the_password_at_run_time():

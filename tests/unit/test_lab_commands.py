@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from lab import commands
-from lab.image import load_redis_image_script
+from lab.image import BINARIES, DIGEST, ENTRYPOINT, load_redis_image_script
 from lab.topology import topology
 
 APP1 = topology("staging")[0]
@@ -67,7 +67,15 @@ def test_ssh_keeps_strict_host_key_checking_on():
     assert "StrictHostKeyChecking yes" in entry
 
 
-def test_redis_image_is_imported_only_when_missing():
+def test_redis_image_is_imported_only_when_missing_or_built_differently():
     script = load_redis_image_script("mdd-lab/redis:7")
-    assert script.startswith("docker image inspect mdd-lab/redis:7 >/dev/null 2>&1 && ")
-    assert "docker import" in script and "'CMD [\"redis-server\"]'" in script
+    assert script.startswith(
+        '[ "$(docker image inspect -f \'{{index .Config.Labels "mdd-lab.image"}}\' '
+        f'mdd-lab/redis:7 2>/dev/null)" = {DIGEST} ] && cat >/dev/null || docker import '
+    )
+    assert "'CMD [\"redis-server\"]'" in script and f"LABEL mdd-lab.image={DIGEST}" in script
+
+
+def test_the_redis_image_drops_root_like_the_official_one():
+    assert "exec setpriv --reuid=999 --regid=999 --clear-groups" in ENTRYPOINT
+    assert "/usr/bin/setpriv" in BINARIES

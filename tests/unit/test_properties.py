@@ -74,8 +74,9 @@ def test_git_url_ref_and_user_reach_git_as_single_words(url, user):
 @given(hostile)
 def test_redis_settings_reach_docker_as_single_words(value):
     s = {**S, "redis_container": value, "redis_image": value, "redis_bind": value}
-    argv = words(c.redis_run(s, "hash", None))
+    argv = words(c.redis_run(s, "hash", "/state/redis-auth.conf"))
     assert argv[argv.index("--name") + 1] == value
+    assert f"{value}:/" in argv and argv[argv.index("start") + 1] == value
     assert f"{value}:6379:6379" in argv
     assert argv[argv.index("redis-server") - 1] == value
 
