@@ -30,6 +30,7 @@ from tasks.runtime import DeployError, run_for, settings
 def checklist(s: dict[str, Any]) -> None:
     """An app host: the checklist's phases, in order."""
     try:
+        backup.check_copy_target(s)
         plan = release.make_plan(s)
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None

@@ -1,22 +1,103 @@
 """Backup (checklist step 1): only when something will change, a restorable pg_dump verified
 with pg_restore --list, mode 0600, checksum and size recorded, the last N kept; also the
-service's recent log and a snapshot of its health answer."""
+service's recent log and a snapshot of its health answer. The dump is then copied off the
+migration host (`backup_copy_to`: the deploying machine or another host), its checksum
+checked after the copy, the last N kept there too."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
 from tasks.migrate import pending_migrations
 from tasks.rollout import phase_check
-from tasks.runtime import Plan, health_url, run_for, say, sh
+from tasks.runtime import DeployError, Plan, connected, health_url, run_for, say, sh
 
 q = commands.q
+
+
+def check_copy_target(s: dict[str, Any]) -> None:
+    """backup_copy_to names the deploying machine, nothing, or a host of the inventory."""
+    where = s["backup_copy_to"]
+    if where not in ("", "local") and inventory.get_host(where, None) is None:
+        raise DeployError(
+            f"backup_copy_to: {where!r} is not a host of this inventory (use local, a host "
+            "name, or an empty value for no copy)"
+        )
+
+
+def copy_dir(s: dict[str, Any]) -> str:
+    if s["backup_copy_dir"]:
+        return s["backup_copy_dir"]
+    return f"backups/{s['deploy_env']}" if s["backup_copy_to"] == "local" else s["backup_dir"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _keep_locally(fetched: Path, folder: Path, checksum: str, keep: int) -> str:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = folder / f"{fetched.name}.partial"
+    shutil.move(fetched, partial)
+    os.chmod(partial, 0o600)
+    copied = _sha256(partial)
+    if copied != checksum:
+        partial.unlink()
+        raise DeployError(f"the copy of {fetched.name} has sha256 {copied}, not {checksum}")
+    partial.rename(folder / fetched.name)
+    by_age = sorted(folder.glob("backup_*.dump"), key=lambda p: p.stat().st_mtime)
+    for old in by_age[:-keep]:
+        old.unlink()
+    return str(folder / fetched.name)
+
+
+def _keep_on(target, fetched: Path, folder: str, checksum: str, keep: int) -> str:
+    remote = f"{folder}/{fetched.name}"
+    partial = f"{remote}.partial"
+    q = commands.q
+    sh(target, f"install -d -m 0700 {q(folder)} && umask 077 && : > {q(partial)}")
+    if not target.put_file(str(fetched), partial):
+        raise DeployError(f"could not copy {fetched.name} to {target.name}")
+    ok, _, _ = sh(
+        target,
+        f"echo {q(checksum + '  ' + partial)} | sha256sum -c --quiet"
+        f" && mv {q(partial)} {q(remote)}",
+        check=False,
+    )
+    if not ok:
+        sh(target, f"rm -f {q(partial)}")
+        raise DeployError(f"the copy of {fetched.name} on {target.name} does not match {checksum}")
+    sh(target, commands.prune_backups(folder, keep))
+    return f"{target.name}:{remote}"
+
+
+def _copy_off_host(host, s: dict[str, Any], dump: str, checksum: str) -> str:
+    """Copy DUMP to backup_copy_to, check its sha256 there, keep the last backup_keep; returns
+    where the copy is. A copy that does not match is removed and fails the backup."""
+    with tempfile.TemporaryDirectory(prefix="mdd-backup-") as tmp:
+        fetched = Path(tmp) / dump.rsplit("/", 1)[1]
+        if not host.get_file(dump, str(fetched)):
+            raise DeployError(f"could not fetch {dump} from {host.name}")
+        if s["backup_copy_to"] == "local":
+            return _keep_locally(fetched, Path(copy_dir(s)), checksum, s["backup_keep"])
+        target = connected(inventory.get_host(s["backup_copy_to"]), "to keep a backup copy")
+        return _keep_on(target, fetched, copy_dir(s), checksum, s["backup_keep"])
 
 
 @phase_check("backup")
@@ -52,6 +133,9 @@ def _backup(host, s: dict[str, Any], plan: Plan) -> None:
         f"'no answer') > {q(base + '.health.json')}",
     )
     sh(host, commands.prune_backups(s["backup_dir"], s["backup_keep"]))
+    copy = _copy_off_host(host, s, dump, checksum) if s["backup_copy_to"] else ""
+    if copy:
+        say(host, f"backup copied to {copy}, sha256 checked")
     run.facts["backup"] = {
         "taken": True,
         "verified": True,
@@ -63,6 +147,7 @@ def _backup(host, s: dict[str, Any], plan: Plan) -> None:
         "metrics_rows": int(rows),
         "metrics_max_id": int(max_id),
         "metrics_md5": table_md5,
+        "copy": copy,
         "reason": "migrations pending" if pending else "release changes",
     }
     run.changed.append(f"backup: {dump}")

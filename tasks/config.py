@@ -225,7 +225,24 @@ VARIABLES: list[Var] = [
         "where backups are kept (on the migration host)",
         "path",
     ),
-    Var("backup_keep", 5, "backups kept", "int", minimum=1),
+    Var(
+        "backup_keep",
+        5,
+        "backups kept (on the migration host and where copies go)",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "backup_copy_to",
+        "local",
+        "where each backup is also copied, checksum checked: local (the deploying machine), "
+        "a host of the inventory, or empty for no copy",
+    ),
+    Var(
+        "backup_copy_dir",
+        "",
+        "folder for the copies (default: backups/<deploy_env> locally, backup_dir on a host)",
+    ),
     Var("backup_timeout", 1800, "seconds allowed for pg_dump", "int", minimum=10),
     # migrate_: schema migrations
     Var(

@@ -163,17 +163,25 @@ def test_a_failing_pg_dump_stops_before_any_migration_and_leaves_no_file(st):
     assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
 
 
-def test_a_full_backup_disk_stops_before_any_migration_and_leaves_no_file(st):
+def test_a_backup_disk_that_fills_up_mid_dump_stops_before_any_migration(st):
+    """A small file system on backup_dir, big enough for the pre-flight check; once the dump
+    has begun, something else fills it."""
     rows, where = st.rows(), commands.q(st.s["backup_dir"])
-    st.sh(f"mkdir -p {where} && mount -t tmpfs -o size=8k,mode=0700 fault-small {where}")
+    filler = (
+        f"for i in $(seq 1200); do ls {where}/*.partial >/dev/null 2>&1 && break; sleep 0.05; "
+        f"done; dd if=/dev/zero of={where}/.filler bs=1M 2>/dev/null"
+    )
+    st.sh(f"mkdir -p {where} && mount -t tmpfs -o size=200m,mode=0700 fault-small {where}")
     try:
+        st.sh(f"nohup sh -c {commands.q(filler)} >/dev/null 2>&1 &")
         result = pyinfra(*QUICK)
-        left = st.backups()
+        left = st.sh(f"ls -A {where}").split()
     finally:
-        st.sh(f"umount {where}")
+        st.sh(f"pkill -f '[d]d if=/dev/zero' || true; umount {where}")
     assert result.returncode != 0
     assert "No space left on device" in output(result)
-    assert left == ""
+    assert report(result)["failure"].startswith("backup: pg_dump failed")
+    assert left == [".filler"]  # no dump, whole or partial
     assert st.applied() == "001,002" and st.objects() == []
     assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
 
