@@ -29,6 +29,7 @@ from tasks.runtime import DeployError, run_for, settings
 
 def checklist(s: dict[str, Any]) -> None:
     """An app host: the checklist's phases, in order."""
+    rollout.check_reachable(s)
     try:
         backup.check_copy_target(s)
         plan = release.make_plan(s)

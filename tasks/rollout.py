@@ -40,6 +40,7 @@ from tasks.runtime import (
     say,
     sh,
     timed_get,
+    unreachable_app_hosts,
     wait_healthy,
 )
 
@@ -64,14 +65,20 @@ def batch_plan(hosts: list[str], batch: str, canary: int) -> list[list[str]]:
 class Rollout:
     """One run's batches and what happened to them, shared by every host's callback."""
 
-    def __init__(self, batches: list[list[str]], max_fail: int, bound: float) -> None:
+    def __init__(
+        self,
+        batches: list[list[str]],
+        max_fail: int,
+        bound: float,
+        unreachable: list[str] | None = None,
+    ) -> None:
         self.batches = batches
         self.max_fail = max_fail
         self.bound = bound  # seconds any one wait may take
         self.batch_of = {name: i for i, names in enumerate(batches) for name in names}
         self.ended = [gevent.event.Event() for _ in batches]
         self.left = [len(names) for names in batches]
-        self.failed: list[str] = []
+        self.failed: list[str] = list(unreachable or [])  # count against max_fail from the start
         self.switched: list[str] = []
         self.stopped_at: int | None = None
 
@@ -109,6 +116,7 @@ def _rollout(s: dict[str, Any]) -> Rollout:
             batch_plan([h.name for h in app_hosts()], s["rollout_batch"], s["rollout_canary"]),
             s["rollout_max_fail"],
             bound=2 * batch + 120,
+            unreachable=unreachable_app_hosts(),
         )
     return DEPLOYMENT.rollout
 
@@ -464,6 +472,34 @@ def _check_balancer(state, host, s: dict[str, Any]) -> bool:
 
 
 @deploy("Load balancer")
+def check_reachable(s: dict[str, Any]) -> None:
+    """App hosts pyinfra could not connect to count against rollout_max_fail: more than it
+    allows stops the run before any change; within it, the others are deployed and the
+    operator is told which hosts were left behind and how to finish them."""
+    missing = unreachable_app_hosts()
+    if not missing:
+        return
+    names = ", ".join(missing)
+    if len(missing) > s["rollout_max_fail"]:
+        raise SystemExit(
+            f"app host(s) {names} unreachable, and rollout_max_fail is "
+            f"{s['rollout_max_fail']}: the deploy stops here and nothing was changed. Bring "
+            f"them back, leave them out with --limit, or allow it with --data "
+            f"rollout_max_fail={len(missing)}"
+        )
+    if not DEPLOYMENT.warned_unreachable:
+        DEPLOYMENT.warned_unreachable = True
+        click.echo(
+            click.style(
+                f"--> {names} unreachable: not deployed (within rollout_max_fail "
+                f"{s['rollout_max_fail']}); they keep their release. Once they are back: "
+                f"pyinfra -y {inventory_arg()} deploy.py --limit {','.join(missing)}",
+                fg="yellow",
+            ),
+            err=True,
+        )
+
+
 def check_balancer(s: dict[str, Any]) -> None:
     """On a lb_servers host: nothing is deployed there; with lb_mode haproxy, check it first."""
     if s["lb_mode"] == "haproxy":

@@ -85,6 +85,7 @@ class Deployment:
         self.rollout: Any = None  # tasks.rollout.Rollout, planned by the first host there
         self.awaiting_release: set[str] = set()  # app hosts that receive the built release
         self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
+        self.warned_unreachable = False  # the operator was told which app hosts are missing
 
 
 DEPLOYMENT = Deployment()
@@ -117,6 +118,15 @@ def outside_the_run() -> list[Host]:
     return sorted(
         (h for h in inventory.get_group(APP_GROUP, None) or [] if not h.state.is_host_in_limit(h)),
         key=lambda h: h.name,
+    )
+
+
+def unreachable_app_hosts() -> list[str]:
+    """App hosts of this run (within `--limit`) that pyinfra could not connect to."""
+    return sorted(
+        h.name
+        for h in inventory.get_group(APP_GROUP, None) or []
+        if h.state.is_host_in_limit(h) and not h.connected
     )
 
 

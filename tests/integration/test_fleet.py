@@ -4,11 +4,16 @@ requests/s through lb1 during each rollout; failed requests come from k6's own s
 from __future__ import annotations
 
 import json
+import subprocess
+import time
+from contextlib import contextmanager
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, under_load
+from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load
 
 from lab import core
+from lab.load import Load
+from tasks import commands
 
 INVENTORY = "inventories/lab_production.py"
 WINDOW = 75
@@ -131,3 +136,79 @@ def test_one_host_of_the_fleet_alone_is_drained_on_lb1(fleet):
     assert result.returncode == 0, text[-3000:]
     assert "drained on lb1" in text and "back in service on lb1" in text
     assert versions() == {"app1": "1.9.0", "app2": "2.0.0-perf", "app3": "1.9.0"}
+
+
+@contextmanager
+def cut_off(name: str, how: str = "unreachable"):
+    """This machine (where pyinfra runs) loses its route to NAME: `unreachable` refuses new
+    connections at once, `blackhole` silently drops every packet, established SSH included.
+    lb1 and the other hosts still reach NAME over the lab's bridge."""
+    address = hosts()[name].address
+    subprocess.run(["ip", "route", "add", how, f"{address}/32"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "route", "del", f"{address}/32"], check=True)
+
+
+def test_an_unreachable_host_stops_the_deploy_before_any_change(fleet):
+    before = versions()
+    with cut_off("app3"):
+        result, traffic = through_lb1("--data", "app_version=v2.0.0-perf")
+    text = output(result)
+    assert result.returncode != 0
+    assert "app host(s) app3 unreachable, and rollout_max_fail is 0" in text
+    assert "nothing was changed" in text and "--data rollout_max_fail=1" in text
+    assert traffic.failed == 0, traffic
+    assert versions() == before
+
+
+def test_within_rollout_max_fail_the_reachable_hosts_are_deployed(fleet):
+    with cut_off("app3"):
+        result, traffic = through_lb1(
+            "--data", "app_version=v2.0.0-perf", "--data", "rollout_max_fail=1"
+        )
+    text = output(result)
+    assert "app3 unreachable: not deployed (within rollout_max_fail 1)" in text
+    assert "deploy.py --limit app3" in text
+    assert traffic.failed == 0, traffic
+    assert versions() == {"app1": "2.0.0-perf", "app2": "2.0.0-perf", "app3": "1.9.0"}
+    finish = pyinfra(
+        "--data", "app_version=v2.0.0-perf", "--limit", "app3", *QUICK, inventory=INVENTORY
+    )
+    assert finish.returncode == 0, output(finish)[-3000:]
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+
+
+def lb_status(server: str) -> str:
+    stat = commands.haproxy_api("/run/haproxy/admin.sock", "show stat")
+    return sh("lb1", f"{stat} | awk -F, '$2 == \"{server}\" {{print $18}}'")
+
+
+def test_ssh_lost_during_a_switch_sends_the_batch_back_and_no_request_fails(fleet):
+    """app2's SSH goes silent for 70 s once lb1 has drained it: its switch times out, app2 is
+    put back in service on lb1, app1 (switched in the batch before) goes back, app3 is never
+    touched, and a re-run converges."""
+    app3_pid = serving_pid("app3")
+    with Load(f"http://{hosts()['lb1'].address}:80", 100, "200s") as load:
+        proc = start("--data", "app_version=v1.9.0", *QUICK, inventory=INVENTORY)
+        deadline = time.monotonic() + 150
+        while lb_status("app2") not in ("DRAIN", "MAINT"):
+            assert proc.poll() is None and time.monotonic() < deadline, "app2 never drained"
+            time.sleep(0.1)
+        with cut_off("app2", "blackhole"):
+            time.sleep(70)  # longer than any one remote command may take
+        out, _ = proc.communicate(timeout=400)
+        traffic = load.result()
+    assert proc.returncode != 0, out[-3000:]
+    assert "app2" in out and ("timed out" in out or "lost its connection" in out), out[-3000:]
+    assert "every host this run switched goes back" in out
+    assert traffic.failed == 0, traffic
+    now = versions()
+    assert (now["app1"], now["app3"]) == ("2.0.0-perf", "2.0.0-perf")
+    assert now["app2"] in ("1.9.0", "2.0.0-perf")  # how far its switch got before the cut
+    assert serving_pid("app3") == app3_pid
+    assert lb_status("app2") == "UP"
+    again = pyinfra("--data", "app_version=v1.9.0", *QUICK, inventory=INVENTORY)
+    assert again.returncode == 0, output(again)[-3000:]
+    assert versions() == dict.fromkeys(APPS, "1.9.0")

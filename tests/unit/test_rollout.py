@@ -32,8 +32,10 @@ def test_one_host_is_one_batch_whatever_is_asked():
     assert batch_plan(["app1"], "3", 0) == [["app1"]]
 
 
-def _run(batches: list[list[str]], max_fail: int, failing: set[str]) -> Rollout:
-    r = Rollout(batches, max_fail, bound=1)
+def _run(
+    batches: list[list[str]], max_fail: int, failing: set[str], unreachable: list[str] = ()
+) -> Rollout:
+    r = Rollout(batches, max_fail, bound=1, unreachable=list(unreachable))
     for index, names in enumerate(batches):
         assert not r.ended[index].is_set()
         for name in names:
@@ -54,6 +56,14 @@ def test_max_fail_lets_that_many_hosts_fail_before_stopping():
     assert r.stopped_at == 2  # the third failure, in batch 3 (app5, app6)
     r = _run(batch_plan(HOSTS, "2", 0), max_fail=2, failing={"app1", "app4"})
     assert r.stopped_at is None
+
+
+def test_unreachable_hosts_use_up_the_failure_budget_from_the_start():
+    reachable = HOSTS[:3]
+    r = _run(batch_plan(reachable, "1", 1), max_fail=1, failing=set(), unreachable=["app8"])
+    assert r.stopped_at is None and r.failed == ["app8"]
+    r = _run(batch_plan(reachable, "1", 1), max_fail=1, failing={"app2"}, unreachable=["app8"])
+    assert r.stopped_at == 1  # app8 and app2: one more than allowed
 
 
 @pytest.mark.parametrize("value", ["0", "0%", "101%", "-1", "abc", "5 %", ""])
