@@ -79,6 +79,7 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
         "rollback": 0,
     }, {name: output(run)[-2000:] for name, run in runs.items()}
     assert "failed, rolled back" in output(runs["failed verification, automatic rollback"])
+    assert "content not shown" in output(runs["deploy with a Redis password"])  # .env, --diff
 
     # the password guards the cache, and the image's unprivileged user reads it
     assert "NOAUTH" in sh(app1, "redis-cli -h 127.0.0.1 get x")
