@@ -60,7 +60,7 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
                 "--data",
                 "app_version=v1.9.0",
                 "--data",
-                "verify_min_hit_ratio=1.01",
+                "verify_max_db_connections=1",
                 env=env,
             ),
             "deploy of v1.9.0": pyinfra(
