@@ -71,13 +71,16 @@ def parse_ls_remote(output: str, ref: str) -> str | None:
 def build_release(repo_url: str, commit: str, cache: str, target: str, user: str) -> str:
     """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there.
 
-    The release appears under its final name only when the build succeeded.
+    The release appears under its final name only when the build succeeded; a failed build
+    leaves no partial folder behind.
     """
     partial = f"{target}.partial"
     gocache = f"{cache}/gocache"
     return " && ".join(
         [
             "set -e",
+            f"partial={q(partial)}",
+            "trap 'rm -rf \"$partial\"' EXIT",  # a failed build (a full disk) leaves nothing
             f"test -d {q(cache)} || git init -q --bare {q(cache)}",
             f"git -C {q(cache)} fetch -q --tags {q(repo_url)} '+refs/heads/*:refs/heads/*'",
             f"git -C {q(cache)} cat-file -e {q(commit + '^{commit}')}",
@@ -107,7 +110,8 @@ def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
     return " && ".join(
         [
             "set -e",
-            f"trap 'rm -f {q(tarball)}' EXIT",
+            f"tarball={q(tarball)}",
+            "trap 'rm -f \"$tarball\"' EXIT",
             f"echo {q(sha256 + '  ' + tarball)} | sha256sum -c --quiet",
             f"rm -rf {q(partial)}",
             f"mkdir -p {q(partial)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -122,6 +123,9 @@ def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     assert backup["taken"] and backup["verified"] and backup["reason"] == "migrations pending"
     assert on_app1(app1, f"stat -c %a {backup['path']}") == "600"
     assert on_app1(app1, f"sha256sum {backup['path']}").split()[0] == backup["sha256"]
+    copy = REPO / backup["copy"]  # off the migration host: on this machine, checked
+    assert copy.parent == REPO / "backups" / "lab" and oct(copy.stat().st_mode)[-3:] == "600"
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == backup["sha256"]
     assert report["facts"]["migrations"]["applied"] == ["003"]
     metrics = {m["metric"]: m for m in report["success_metrics"]}
     for name in (

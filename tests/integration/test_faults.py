@@ -351,24 +351,32 @@ def test_a_terminated_index_build_leaves_an_invalid_index_that_the_next_run_rebu
     assert st.rows() == rows and st.version() == '{"version":"2.0.0-perf"}'
 
 
+def test_a_full_disk_during_the_build_fails_before_the_switch_and_leaves_nothing(st):
+    rows, app = st.rows(), "/app/monitoring-dashboard-api"
+    st.sh(f"mount -t tmpfs -o size=1m fault-small {app}/repo.git")  # git's objects land here
+    try:
+        result = pyinfra(*QUICK, "--data", "app_version=main")
+    finally:
+        st.sh(f"umount {app}/repo.git")
+    assert result.returncode != 0
+    assert "No space left on device" in output(result)
+    assert report(result)["failure"].startswith("build: ")
+    assert st.sh(f"ls {app}/releases | grep -c '^main-' || true") == "0"  # not even .partial
+    assert st.version() == '{"version":"2.0.0-perf"}' and st.rows() == rows
+    again = pyinfra(*QUICK, "--data", "app_version=main")
+    assert again.returncode == 0, output(again)[-3000:]
+    assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
+
+
 def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
-    rows = st.rows()
+    rows, app = st.rows(), "/app/monitoring-dashboard-api"
+    st.sh(f"rm -rf {app}/releases/v2.0.0-perf-*")  # main-* serves: v2.0.0-perf builds again
     with Load(st.url(), 50, "30s") as load:
-        proc = start(*QUICK, "--data", "app_version=main", "--data", "app_build=each")
+        proc = start(*QUICK)
         kill_when(proc, lambda: st.sh("pgrep -f '[g]o build' || true") != "", 240)
         traffic = load.result()
     assert traffic.failed == 0, traffic
-    assert st.version() == '{"version":"2.0.0-perf"}'
-    refused = pyinfra(*QUICK, "--data", "app_version=main")
-    assert refused.returncode != 0
-    assert pyinfra(script="unlock.py").returncode == 0
-    again = pyinfra(*QUICK, "--data", "app_version=main")
-    assert again.returncode == 0, output(again)[-3000:]
-    assert st.version() == '{"version":"2.0.0-perf"}'  # main is v2.0.0-perf's commit
-    assert (
-        st.sh("readlink /app/monitoring-dashboard-api/current")
-        .rsplit("/", 1)[1]
-        .startswith("main-")
-    )
-    assert st.sh("ls /app/monitoring-dashboard-api/releases | grep -c partial || true") == "0"
-    assert st.rows() == rows
+    assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
+    converge(st, rows)
+    assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("v2.0.0-perf-")
+    assert st.sh(f"ls {app}/releases | grep -c partial || true") == "0"

@@ -56,10 +56,18 @@ def fleet(lab):
 
 
 def test_a_rolling_deploy_through_lb1_fails_no_request(fleet):
-    result, traffic = through_lb1("--data", "app_version=v2.0.0-perf")
+    result, traffic = through_lb1(
+        "--data", "app_version=v2.0.0-perf", "--data", "backup_copy_to=lb1"
+    )
     text = output(result)
     assert result.returncode == 0, text[-3000:]
     assert traffic.failed == 0, traffic
+    backup = report(result, "app1")["facts"]["backup"]
+    assert (
+        backup["copy"] == f"lb1:/var/backups/monitoring-dashboard/{backup['path'].split('/')[-1]}"
+    )
+    kept = sh("lb1", f"stat -c %a {backup['copy'][4:]} && sha256sum {backup['copy'][4:]}")
+    assert kept.split()[:2] == ["600", backup["sha256"]]
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
     batches = {name: report(result, name)["facts"]["rollout"]["batch"] for name in APPS}
     assert batches == {"app1": 1, "app2": 2, "app3": 3}

@@ -248,10 +248,29 @@ def test_pack_release_names_the_folder_inside_the_tarball():
 def test_unpack_release_checks_the_sha256_before_anything_lands():
     cmd = c.unpack_release("/state/r.tar.gz", "ab" * 32, "/app/releases/r", "svc")
     steps = cmd.split(" && ")
-    assert steps[2] == f"echo '{'ab' * 32}  /state/r.tar.gz' | sha256sum -c --quiet"
+    assert steps[3] == f"echo '{'ab' * 32}  /state/r.tar.gz' | sha256sum -c --quiet"
     assert steps.index(steps[2]) < steps.index("mkdir -p /app/releases/r.partial")
     assert steps[-1] == "mv -T /app/releases/r.partial /app/releases/r"
-    assert "trap 'rm -f /state/r.tar.gz' EXIT" in steps
+    assert steps[1:3] == ["tarball=/state/r.tar.gz", "trap 'rm -f \"$tarball\"' EXIT"]
+
+
+def test_a_failed_build_leaves_no_partial_release(tmp_path):
+    """The build command as built, run by a real shell with a `git` that fails (a full disk)."""
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    target = tmp_path / "releases" / "v1-abc"
+    (tmp_path / "releases" / "v1-abc.partial").mkdir(parents=True)  # left by a killed run
+    cache = tmp_path / "repo.git"
+    cache.mkdir()
+    done = subprocess.run(
+        ["sh", "-c", c.build_release("git://h/r.git", "a" * 40, str(cache), str(target), "svc")],
+        env={"PATH": f"{fake.parent}:/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert list((tmp_path / "releases").iterdir()) == []
 
 
 def test_haproxy_api_sends_one_line_to_the_admin_socket():
