@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -80,3 +81,18 @@ def under_load(
     assert LEAD + elapsed < window - 1, f"the run took {elapsed:.0f} s, longer than the load"
     assert traffic.requests >= rate * window * 0.95, traffic
     return result, traffic
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read PROC's output until a line holds TEXT; returns what was read."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if text in line:
+                return "".join(seen)
+    raise AssertionError(f"{text!r} never appeared: {''.join(seen)[-2000:]}")

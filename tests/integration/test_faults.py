@@ -4,7 +4,6 @@ says what state things are in, and the same command run again converges."""
 
 from __future__ import annotations
 
-import select
 import signal
 import subprocess
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load
+from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load, wait_for_line
 
 from lab import apprepo, core
 from lab.load import Load
@@ -119,21 +118,6 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float) -> float:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     return time.monotonic()
-
-
-def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
-    """Read PROC's output until a line holds TEXT; returns what was read."""
-    seen, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
-            if text in line:
-                return "".join(seen)
-    raise AssertionError(f"{text!r} never appeared: {''.join(seen)[-2000:]}")
 
 
 def converge(st: Staging, rows: str) -> None:

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load
+from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load, wait_for_line
 
 from lab import core
 from lab.load import Load
@@ -220,3 +220,29 @@ def test_ssh_lost_during_a_switch_sends_the_batch_back_and_no_request_fails(flee
     again = pyinfra("--data", "app_version=v1.9.0", *QUICK, inventory=INVENTORY)
     assert again.returncode == 0, output(again)[-3000:]
     assert versions() == dict.fromkeys(APPS, "1.9.0")
+
+
+def test_the_redis_endpoint_going_down_in_the_monitoring_window_is_reported(fleet):
+    """Not the release's fault: the service serves from PostgreSQL, users see nothing, the
+    deploy succeeds and says Redis was unreachable; no rollback."""
+    with Load(f"http://{hosts()['lb1'].address}:80", 100, "150s") as load:
+        proc = start(
+            "--data",
+            "app_version=v2.0.0-perf",
+            "--data",
+            "loadtest_enabled=false",
+            "--data",
+            "monitor_duration=12",
+            inventory=INVENTORY,
+        )
+        try:
+            wait_for_line(proc, "monitoring for 12s", 240)
+            core.ssh(hosts()["cache1"], "systemctl stop redis-server")
+            out, _ = proc.communicate(timeout=300)
+        finally:
+            core.ssh(hosts()["cache1"], "systemctl start redis-server")
+        traffic = load.result()
+    assert proc.returncode == 0, out[-3000:]
+    assert "WARNING: Redis unreachable in" in out
+    assert traffic.failed == 0, traffic
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
