@@ -299,13 +299,17 @@ def test_a_database_restart_in_the_monitoring_window_rolls_back_and_loses_no_row
         "--data",
         "monitor_duration=20",
     )
+    seen = ""
     try:
-        wait_for_line(proc, "monitoring for 20s", 300)
+        seen = wait_for_line(proc, "monitoring for 20s", 300)
         st.sh("systemctl restart postgresql", host=st.db1)
     finally:
-        out, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0, out[-3000:]
-    assert "failed, rolled back" in out and "monitor: " in out
+        rest, _ = proc.communicate(timeout=300)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, seen + rest, "")
+    assert done.returncode != 0, rest[-3000:]
+    failed = report(done)
+    assert failed["status"] == "failed, rolled back"
+    assert failed["failure"].startswith("monitor: "), failed["failure"]
     assert st.version() == '{"version":"2.0.0-perf"}'
     assert st.rows() == rows
 
