@@ -1,12 +1,13 @@
 """Report (the checklist's success metrics and its "Deployment Status" block): a table on the
-terminal, JSON under reports/, a deployment record appended on each app host and a manifest
-that a rollback reads. It renders and writes; what happens when a phase fails is the
-rollout's (tasks/rollout.py)."""
+terminal, JSON and JUnit XML (for CI systems) under reports/, a deployment record appended on
+each app host and a manifest that a rollback reads. It renders and writes; what happens when a
+phase fails is the rollout's (tasks/rollout.py)."""
 
 from __future__ import annotations
 
 import json
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +107,53 @@ def print_table(run: Run) -> None:
     )
 
 
+def junit_xml(env: str, records: dict[str, dict[str, Any]]) -> str:
+    """The run as JUnit XML: per host a test suite with one test case per phase (the failing
+    phase fails, with the run's failure) and one per success metric (a failing metric shows
+    what was measured against its threshold), so CI systems show the checklist natively."""
+    suites = ET.Element("testsuites", name=f"deploy {env}")
+    for host, rec in sorted(records.items()):
+        suite = ET.SubElement(suites, "testsuite", name=f"{env}.{host}")
+        failed_phase = (rec["failure"] or "").split(":", 1)[0] if rec["failure"] else ""
+        cases = 0
+        for phase in rec["phases"]:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"{env}.{host}.phases",
+                name=phase["phase"],
+                time=str(phase.get("seconds", 0)),
+            )
+            if phase["phase"] == failed_phase:
+                ET.SubElement(case, "failure", message=rec["failure"][:500]).text = rec["status"]
+            cases += 1
+        for metric in rec["success_metrics"]:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{env}.{host}.success_metrics", name=metric["metric"]
+            )
+            if not metric["pass"]:
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message=f"measured {metric['measured']}, threshold {metric['threshold']}",
+                )
+            cases += 1
+        failures = len(suite.findall("./testcase/failure"))
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        suite.set("time", str(rec["seconds"]))
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
 def write_local(s: dict[str, Any], plans: dict[str, Plan]) -> Path:
+    """reports/<env>-<run>.json and, beside it, the same run as JUnit XML."""
     folder = Path(s["report_dir"])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}.json"
-    data = {
-        "environment": s["deploy_env"],
-        "run": DEPLOYMENT.stamp,
-        "hosts": {name: record(DEPLOYMENT.runs[name], s, plans[name]) for name in plans},
-    }
+    records = {name: record(DEPLOYMENT.runs[name], s, plans[name]) for name in plans}
+    data = {"environment": s["deploy_env"], "run": DEPLOYMENT.stamp, "hosts": records}
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    path.with_suffix(".xml").write_text(junit_xml(s["deploy_env"], records))
     return path
 
 
