@@ -51,10 +51,15 @@ def output(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
-def report(result: subprocess.CompletedProcess, host: str = "app1") -> dict:
-    """The JSON report a deploy names in its output."""
+def report_path(result: subprocess.CompletedProcess) -> Path:
+    """The JSON report a deploy names in its output (its JUnit XML is beside it)."""
     line = next(x for x in reversed(output(result).splitlines()) if "report:" in x and ".json" in x)
-    return json.loads((REPO / line.split("report:")[1].strip()).read_text())["hosts"][host]
+    return REPO / line.split("report:")[1].strip()
+
+
+def report(result: subprocess.CompletedProcess, host: str = "app1") -> dict:
+    """One host's entry of the JSON report a deploy names in its output."""
+    return json.loads(report_path(result).read_text())["hosts"][host]
 
 
 QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")

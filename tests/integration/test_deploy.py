@@ -7,9 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
-from pyinfra_cli import REPO, output, pyinfra
+from pyinfra_cli import REPO, output, pyinfra, report_path
 from pyinfra_cli import report as last_report
 
 from lab import core
@@ -141,6 +142,9 @@ def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     ):
         assert metrics[name]["pass"], metrics[name]
     assert report["previous_release"].startswith("v1.9.0-")
+    junit = ET.parse(report_path(result).with_suffix(".xml")).getroot().find("testsuite")
+    assert junit.get("name") == "lab.app1" and junit.get("failures") == "0"
+    assert int(junit.get("tests")) == len(report["phases"]) + len(report["success_metrics"])
     assert on_app1(app1, "curl -s localhost:8080/api/v1/version") == '{"version":"2.0.0-perf"}'
     records = on_app1(app1, "cat /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
     assert [json.loads(x)["version"] for x in records.splitlines()] == ["v1.9.0", "v2.0.0-perf"]
