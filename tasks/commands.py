@@ -35,6 +35,7 @@ def paths(s: Mapping[str, Any]) -> dict[str, str]:
         "redis_auth": f"{state}/redis_password",
         "manifests": f"{state}/manifests",
         "records": f"{state}/deployments.jsonl",
+        "overrides": f"{state}/runbook-overrides.json",
         "unit": f"/etc/systemd/system/{s['app_service']}.service",
     }
 
@@ -292,6 +293,11 @@ def pg_duration(duration: str) -> str:
 
 def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def sql_ident(name: str) -> str:
+    """NAME as a quoted SQL identifier (a role, a table)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def record_migration_sql(

@@ -36,6 +36,7 @@ PREFIXES = (
     "rollout_",
     "lb_",
     "lock_",
+    "runbook",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -391,6 +392,39 @@ VARIABLES: list[Var] = [
         "full mode: restore the pre-deploy backup (loses rows written since; only `yes` does it)",
         "choice",
         choices=("no", "yes"),
+    ),
+    # runbook: runbook.py (the checklist's Common Issues)
+    Var(
+        "runbook",
+        "",
+        "runbook.py: which runbook to run",
+        "choice",
+        choices=(
+            "",
+            "redis-disable",
+            "redis-enable",
+            "migration-memory",
+            "terminate-idle",
+            "reduce-memory",
+            "reset",
+        ),
+    ),
+    Var(
+        "runbook_idle_minutes", 5, "terminate-idle: idle for more than (minutes)", "int", minimum=0
+    ),
+    Var(
+        "runbook_max_open_conns",
+        0,
+        "terminate-idle: also lower DB_MAX_OPEN_CONNS to this (0: leave it)",
+        "int",
+        minimum=0,
+    ),
+    Var("runbook_redis_maxmemory", "512mb", "reduce-memory: Redis maxmemory", "size"),
+    Var(
+        "runbook_maintenance_work_mem",
+        "1GB",
+        "migration-memory: maintenance_work_mem for the migration role",
+        "size",
     ),
     # report_: success metrics and the deployment record
     Var("report_dir", "reports", "local folder for JSON reports", "path"),

@@ -92,11 +92,50 @@ DEPLOYMENT = Deployment()
 APP_GROUP = "app_servers"
 
 
+# what a runbook may keep changed on a host until `runbook=reset` (tasks/runbooks.py)
+OVERRIDABLE = (
+    "redis_enabled",
+    "redis_maxmemory",
+    "redis_pool_size",
+    "redis_min_idle_conns",
+    "db_max_open_conns",
+    "db_max_idle_conns",
+)
+
+
 def settings() -> dict[str, Any]:
     """This host's validated settings (group_vars, inventory and --data), or stop listing
-    every problem."""
+    every problem; then the overrides a runbook left on the host, said out loud (a deploy
+    never undoes a runbook silently)."""
     data = {key: value for key, value in host.data.dict().items()}
-    return check_or_exit(data, f"[{host.name}]")
+    s = check_or_exit(data, f"[{host.name}]")
+    try:
+        overrides = read_overrides(host, s)
+    except DeployError as exc:
+        raise SystemExit(f"{exc}\nNothing was changed.") from None
+    if overrides:
+        values = ", ".join(f"{k}={v}" for k, v in overrides["values"].items())
+        say(
+            host,
+            f"runbook override(s) in effect: {values} (runbook {overrides['runbook']}, "
+            f"{overrides['at']}); `--data runbook=reset` with runbook.py removes them",
+        )
+        s = {**s, **overrides["values"]}
+    return s
+
+
+def read_overrides(h: Host, s: dict[str, Any]) -> dict[str, Any]:
+    """The runbook overrides recorded on host H ({} when none): runbook, at, values."""
+    path = commands.paths(s)["overrides"]
+    ok, out = h.run_shell_command(command=f"cat {commands.q(path)} 2>/dev/null", _timeout=30)
+    if not ok or not out.stdout.strip():
+        return {}
+    try:
+        found = json.loads(out.stdout)
+    except ValueError:
+        raise DeployError(f"{path} on {h.name} is not JSON: fix or remove it") from None
+    found["values"] = {k: v for k, v in found.get("values", {}).items() if k in OVERRIDABLE}
+    return found if found["values"] else {}
 
 
 def run_for(h: Host | None = None) -> Run:

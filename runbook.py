@@ -1,0 +1,26 @@
+"""The checklist's Common Issues as runbooks:
+`pyinfra -y inventories/<env>.py runbook.py --data runbook=NAME` (tasks/runbooks.py).
+
+redis-disable, redis-enable   REDIS_ENABLED in .env, zero-downtime restart
+migration-memory              maintenance_work_mem for the migration role
+terminate-idle                idle connections terminated (--data runbook_idle_minutes=5,
+                              --data runbook_max_open_conns=N also lowers the pool)
+reduce-memory                 Redis maxmemory lowered live, pool sizes halved
+reset                         every runbook override removed
+"""
+
+from pyinfra import host
+
+from tasks import lock, preflight, runbooks
+from tasks.config import check_or_exit
+from tasks.runtime import APP_GROUP, migration_host_name, read_overrides, settings
+
+s = settings()  # with the overrides earlier runbooks left on this host
+if APP_GROUP in host.groups:
+    if not s["runbook"]:
+        names = "\n".join(f"  {name:<17} {what}" for name, what in runbooks.RUNBOOKS.items())
+        raise SystemExit(f"name a runbook with --data runbook=NAME:\n{names}\nNothing was changed.")
+    base = check_or_exit(host.data.dict(), f"[{host.name}]")
+    preflight.secret_files(s)
+    lock.acquire(s, host.name == migration_host_name(s))
+    runbooks.runbook(base, s, read_overrides(host, base).get("values", {}))

@@ -1,0 +1,237 @@
+"""The checklist's "Common Issues & Solutions" as runbooks:
+`pyinfra -y inventories/<env>.py runbook.py --data runbook=NAME`.
+
+Each is idempotent (a second run changes nothing and says so), takes the deploy lock, and is
+recorded in the deployment records and a local report. What a runbook changes in `.env`
+(Redis off, smaller pools) is kept on each host as an override
+(`<deploy_state_dir>/runbook-overrides.json`) that every later deploy applies and announces,
+so no deploy undoes a runbook silently; `runbook=reset` removes the overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import python
+
+from tasks import commands, env_file, lock, slots
+from tasks.redis import cache_address
+from tasks.runtime import (
+    DEPLOYMENT,
+    DeployError,
+    append_record,
+    deployed_by,
+    migration_host_name,
+    now_iso,
+    put_text,
+    say,
+    sh,
+)
+
+q = commands.q
+
+RUNBOOKS = {
+    "redis-disable": "REDIS_ENABLED=false in .env, zero-downtime restart (Issue 1)",
+    "redis-enable": "REDIS_ENABLED back on, zero-downtime restart",
+    "migration-memory": "maintenance_work_mem raised for the migration role (Issue 2)",
+    "terminate-idle": "idle database connections terminated; DB_MAX_OPEN_CONNS lowered when "
+    "runbook_max_open_conns is set (Issue 3)",
+    "reduce-memory": "Redis maxmemory lowered live, pool sizes halved in .env (Issue 4)",
+    "reset": "every runbook override removed, .env back to group_vars, zero-downtime restart",
+}
+
+
+DONE: dict[str, dict[str, Any]] = {}  # this run's record per host, for the local report
+
+
+def new_overrides(name: str, base: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The overrides host should keep after runbook NAME: BASE is the settings from group_vars,
+    CURRENT the overrides already there."""
+    values = dict(current)
+    if name == "redis-disable":
+        values["redis_enabled"] = False
+    elif name == "redis-enable":
+        values.pop("redis_enabled", None)
+        if not base["redis_enabled"]:
+            values["redis_enabled"] = True
+    elif name == "reduce-memory":
+        values["redis_maxmemory"] = base["runbook_redis_maxmemory"]
+        for key in ("db_max_open_conns", "db_max_idle_conns", "redis_pool_size"):
+            values[key] = max(1, base[key] // 2)
+        values["redis_min_idle_conns"] = base["redis_min_idle_conns"] // 2
+    elif name == "terminate-idle" and base["runbook_max_open_conns"]:
+        values["db_max_open_conns"] = base["runbook_max_open_conns"]
+        values["db_max_idle_conns"] = min(base["db_max_idle_conns"], base["runbook_max_open_conns"])
+    elif name == "reset":
+        values = {}
+    return values
+
+
+def terminate_idle_sql(db_name: str, minutes: int) -> str:
+    """Terminate sessions of DB_NAME idle for more than MINUTES; prints how many."""
+    return (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = {commands.sql_literal(db_name)} AND state = 'idle' "
+        f"AND state_change < now() - interval '{int(minutes)} minutes' "
+        "AND pid <> pg_backend_pid()"
+    )
+
+
+def _record(h, s: dict[str, Any], name: str, done: list[str]) -> None:
+    """A deployment record on the host (when something changed) and the run's local report."""
+    entry = {
+        "status": "runbook",
+        "runbook": name,
+        "host": h.name,
+        "completed": now_iso(),
+        "by": deployed_by(s),
+        "changed": done,
+    }
+    if done:
+        append_record(h, s, entry)
+    DONE[h.name] = entry
+    folder = Path(s["report_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}-runbook-{name}.json"
+    path.write_text(json.dumps({"runbook": name, "hosts": DONE}, indent=2) + "\n")
+    say(h, f"runbook {name}: {'; '.join(done) if done else 'nothing to change'} (report: {path})")
+
+
+def _keep_overrides(state, host, s: dict[str, Any], values: dict[str, Any], runbook: str) -> bool:
+    path = commands.paths(s)["overrides"]
+    if values:
+        document = {"runbook": runbook, "at": now_iso(), "by": deployed_by(s), "values": values}
+        put_text(host, json.dumps(document, indent=2) + "\n", path)
+    else:
+        sh(host, f"rm -f {q(path)}")
+    return True
+
+
+def _restart(h, s: dict[str, Any]) -> str:
+    """The release that serves now, started again with the new .env, no request failing."""
+    _, current, _ = sh(h, f"readlink {q(commands.paths(s)['current'])}")
+    if s["release_strategy"] == "blue_green":
+        return slots.activate(h, s, current.strip(), restart=True) or "restarted"
+    sh(h, f"systemctl restart {q(s['app_service'])}", what="restarting the service")
+    return f"{s['app_service']} restarted"
+
+
+def _database_work(h, s: dict[str, Any], name: str) -> list[str]:
+    """What the runbook does on the database (from the migration host only)."""
+    if name == "terminate-idle":
+        minutes = s["runbook_idle_minutes"]
+        _, out, _ = sh(h, commands.psql(s, terminate_idle_sql(s["db_name"], minutes)))
+        return [
+            f"terminated {int(out.strip())} connection(s) idle for more than {minutes} minute(s)"
+        ]
+    if name != "migration-memory":
+        return []
+    wanted = s["runbook_maintenance_work_mem"]
+    role, value = commands.sql_ident(s["db_user"]), commands.sql_literal(wanted)
+    _, size, _ = sh(
+        h,
+        commands.psql(
+            s,
+            "SELECT pg_size_pretty(pg_table_size('metrics')), "
+            f"pg_table_size('metrics') > pg_size_bytes({value})",
+        ),
+    )
+    size, larger = size.strip().split("|")
+    _, now, _ = sh(
+        h,
+        commands.psql(
+            s,
+            "SELECT current_setting('maintenance_work_mem'), pg_size_bytes("
+            f"current_setting('maintenance_work_mem')) = pg_size_bytes({value})",
+        ),
+    )
+    now, same = now.strip().split("|")
+    if same == "t":
+        return []
+    alter = f"ALTER ROLE {role} SET maintenance_work_mem = {value}"
+    ok, _, err = sh(h, commands.psql(s, alter), check=False)
+    if not ok:
+        raise DeployError(
+            f"the database refused `{alter}` ({err.strip()[-200:]}): on a managed database set "
+            f"maintenance_work_mem = {wanted} in its parameter group (RDS) or flags (Cloud SQL), "
+            "or set migrate_maintenance_work_mem, which each migration session sets for itself"
+        )
+    return [
+        f"maintenance_work_mem for role {s['db_user']}: {now} -> {wanted}; metrics is {size}, "
+        + (
+            f"more than {wanted}: its index builds will still sort on disk, raise it further"
+            if larger == "t"
+            else f"within {wanted}: its index builds sort in memory"
+        )
+    ]
+
+
+def redis_bytes(size: str) -> int:
+    """A validated size (512mb, 1gb) as Redis counts it: kb, mb, gb are powers of 1024."""
+    number, unit = int(size[:-2]), size[-2:].lower()
+    return number * {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}[unit]
+
+
+def _set_maxmemory(h, s: dict[str, Any]) -> list[str]:
+    """CONFIG SET maxmemory to what S says, live (no restart, the cache is kept), unless the
+    cache already has it."""
+    address, port = cache_address(s)
+    maxmemory = s["redis_maxmemory"]
+    _, now, _ = sh(h, commands.redis_cli(s, "config", "get", "maxmemory", host=address, port=port))
+    if now.split()[-1:] == [str(redis_bytes(maxmemory))]:
+        return []
+    sh(h, commands.redis_cli(s, "config", "set", "maxmemory", maxmemory, host=address, port=port))
+    if s["redis_mode"] == "external":
+        return [f"Redis {address}:{port} maxmemory {maxmemory} (live)"]
+    return [
+        f"{s['redis_container']} maxmemory {maxmemory} (live; a deploy recreates the container "
+        "when that differs from its flags, emptying the cache once)"
+    ]
+
+
+def _run(state, host, s: dict[str, Any], runbook: str, env_op: OperationMeta | None) -> bool:
+    name, done = runbook, []
+    try:
+        once = host.name == migration_host_name(s)  # the database and an external cache
+        if once:
+            done += _database_work(host, s, name)
+        if name in ("reduce-memory", "reset") and (once or s["redis_mode"] == "container"):
+            done += _set_maxmemory(host, s)
+        if env_op is not None and env_op.did_change():
+            done.append(f".env updated; {_restart(host, s)}")
+    except DeployError as exc:
+        lock.release_when_last(host, s)
+        say(host, f"RUNBOOK {name} FAILED: {exc}")
+        return False
+    _record(host, s, name, done)
+    lock.release_when_last(host, s)
+    return True
+
+
+@deploy("Runbook")
+def runbook(base: dict[str, Any], s: dict[str, Any], current: dict[str, Any]) -> None:
+    """Runbook `runbook` on this host: BASE are the group_vars settings, S the settings with
+    the overrides the host has now (CURRENT)."""
+    name = base["runbook"]
+    values = new_overrides(name, base, current)
+    env_op = None
+    if values != current:
+        python.call(
+            name=f"Ensure the runbook overrides are {values or 'none'}",
+            function=_keep_overrides,
+            s=s,
+            values=values,
+            runbook=name,
+        )
+        env_op = env_file.env_file({**base, **values})
+    python.call(
+        name=f"Runbook {name}: {RUNBOOKS[name]}",
+        function=_run,
+        s={**base, **values},
+        runbook=name,
+        env_op=env_op,
+    )

@@ -1,0 +1,120 @@
+"""The checklist's Common Issues as runbooks, on the lab's staging: each does what the
+checklist's fix does, a second run changes nothing, a later deploy keeps (and announces) what
+a runbook changed, and `reset` brings group_vars back."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pyinfra_cli import QUICK, output, pyinfra, under_load
+
+from lab import core
+from lab.topology import topology
+from tasks import commands
+from tasks.config import validate
+from tasks.inventory import lab_group
+
+
+def sh(app1, command: str) -> str:
+    return core.ssh(app1, command).stdout.decode().strip()
+
+
+def runbook(name: str, *args: str):
+    return pyinfra("--data", f"runbook={name}", *args, script="runbook.py")
+
+
+def env_value(app1, key: str) -> str:
+    return sh(app1, f"grep ^{key}= /app/monitoring-dashboard-api/.env").split("=", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def staging(lab):
+    s, problems = validate(dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1]))
+    assert problems == []
+    app1 = topology("staging")[0]
+    assert pyinfra(script="unlock.py").returncode == 0  # whatever an earlier module left
+    assert runbook("reset").returncode == 0
+    first = pyinfra(*QUICK)
+    assert first.returncode == 0, output(first)[-3000:]
+    return app1, s
+
+
+def test_redis_disable_restarts_without_a_failed_request_and_only_once(staging):
+    app1, _ = staging
+    result, traffic = under_load(
+        f"http://{app1.address}:8080",
+        "--data",
+        "runbook=redis-disable",
+        script="runbook.py",
+        window=30,
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    assert traffic.failed == 0, traffic
+    assert env_value(app1, "REDIS_ENABLED") == "false"
+    assert "Redis cache disabled (REDIS_ENABLED=false)" in sh(
+        app1, "tail -n 20 /var/log/monitoring-dashboard/app.log"
+    )
+    again = runbook("redis-disable")
+    assert again.returncode == 0 and "runbook redis-disable: nothing to change" in output(again)
+    record = sh(app1, "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    assert '"runbook": "redis-disable"' in record
+
+
+def test_a_later_deploy_keeps_what_a_runbook_changed_and_says_so(staging):
+    app1, _ = staging
+    result = pyinfra(*QUICK, "--data", "redis_cache_ttl=59s")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "runbook override(s) in effect: redis_enabled=False" in output(result)
+    assert env_value(app1, "REDIS_ENABLED") == "false"
+    assert env_value(app1, "REDIS_CACHE_TTL") == "59s"
+
+
+def test_reduce_memory_lowers_maxmemory_live_and_halves_the_pools(staging):
+    app1, s = staging
+    result = runbook("reduce-memory")
+    assert result.returncode == 0, output(result)[-3000:]
+    maxmemory = sh(app1, "redis-cli -h 127.0.0.1 config get maxmemory").split()
+    assert maxmemory == ["maxmemory", str(512 * 1024 * 1024)]
+    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s["db_max_open_conns"] // 2)
+    assert env_value(app1, "REDIS_POOL_SIZE") == str(s["redis_pool_size"] // 2)
+
+
+def test_terminate_idle_ends_idle_connections_and_the_service_keeps_answering(staging):
+    app1, s = staging
+    idle = f"PGAPPNAME=runbook-idle {commands.psql(s)}"
+    sh(app1, f"nohup sh -c {commands.q(f'sleep 120 | {idle}')} >/dev/null 2>&1 &")
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runbook-idle'"
+    deadline = time.monotonic() + 20
+    while sh(app1, commands.psql(s, count)) != "1":
+        assert time.monotonic() < deadline, "the idle session never connected"
+        time.sleep(0.3)
+    result = runbook("terminate-idle", "--data", "runbook_idle_minutes=0")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "connection(s) idle for more than 0 minute(s)" in output(result)
+    assert sh(app1, commands.psql(s, count)) == "0"
+    assert '"version"' in sh(app1, "curl -s -m 5 localhost:8080/api/v1/version")
+
+
+def test_migration_memory_raises_the_roles_maintenance_work_mem(staging):
+    app1, s = staging
+    sh(app1, commands.psql(s, f"ALTER ROLE {s['db_user']} RESET maintenance_work_mem"))
+    result = runbook("migration-memory")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert "maintenance_work_mem for role monitoring:" in output(result)
+    assert "its index builds sort in memory" in output(result)
+    config = sh(
+        app1,
+        commands.psql(s, f"SELECT rolconfig FROM pg_roles WHERE rolname = '{s['db_user']}'"),
+    )
+    assert "maintenance_work_mem=1GB" in config
+    assert "runbook migration-memory: nothing to change" in output(runbook("migration-memory"))
+
+
+def test_reset_brings_group_vars_back(staging):
+    app1, s = staging
+    result = runbook("reset")
+    assert result.returncode == 0, output(result)[-3000:]
+    assert env_value(app1, "REDIS_ENABLED") == "true"
+    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s["db_max_open_conns"])
+    assert sh(app1, "ls /var/lib/monitoring-dashboard-deploy/runbook-overrides.json || true") == ""
