@@ -17,6 +17,7 @@ from tasks import (
     lock,
     migrate,
     monitor,
+    notify,
     preflight,
     redis,
     release,
@@ -39,6 +40,7 @@ def checklist(s: dict[str, Any]) -> None:
 
     report.start_phase("preflight")
     preflight.preflight(s, plan)
+    notify.started(s, "deploy", plan.ref)
     report.start_phase("build")
     built = release.build(s, plan)
     if built is not None:
@@ -66,6 +68,7 @@ def checklist(s: dict[str, Any]) -> None:
     monitor.monitor(s, plan)
     report.report(s, plan)
     lock.release_at_end(s)
+    notify.finished(s, "deploy", plan.ref)
 
 
 s = settings()

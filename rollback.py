@@ -12,7 +12,7 @@
 
 from pyinfra import host
 
-from tasks import env_file, lock, preflight, rollback
+from tasks import env_file, lock, notify, preflight, rollback
 from tasks.runtime import APP_GROUP, DeployError, settings
 
 s = settings()
@@ -24,7 +24,9 @@ if APP_GROUP in host.groups:  # a load balancer host (lb_servers) has nothing to
 
     preflight.secret_files(s)
     lock.acquire(s, target.is_migration_host)
+    notify.started(s, "rollback", target.name)
     env_op = (
         env_file.env_file({**s, "redis_enabled": False}) if s["rollback_disable_redis"] else None
     )
     rollback.rollback(s, target, env_op)
+    notify.finished(s, "rollback", target.name)

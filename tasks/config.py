@@ -41,6 +41,7 @@ PREFIXES = (
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
     "REDIS_PASSWORD": "password of the Redis endpoint or container (empty: no password)",
+    "NOTIFY_WEBHOOK_URL": "Slack-compatible webhook told when a run starts and ends (optional)",
 }
 
 

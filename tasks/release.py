@@ -115,7 +115,13 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
             plan=plan,
             builder=builder,
         )
-    python.call(name="Check the release was built", function=_check_built, s=s, plan=plan)
+    python.call(
+        name="Check the release was built",
+        function=_check_built,
+        s=s,
+        plan=plan,
+        built=built if s["app_build"] == "each" or host.name == builder else None,
+    )
     return built
 
 
@@ -161,13 +167,23 @@ def _binary_here(host, plan: Plan) -> bool:
     return sh(host, f"test -x {commands.q(binary)}", check=False)[0]
 
 
+def build_output(op: OperationMeta | None, lines: int = 12) -> str:
+    """The last LINES of what a finished build operation printed (stderr first)."""
+    if op is None or not op.is_complete():
+        return ""
+    try:
+        printed = [*op.stderr_lines, *op.stdout_lines]
+    except AssertionError:  # pyinfra kept no output (the command never ran)
+        return ""
+    return "\n".join(printed[-lines:]).strip()
+
+
 @phase_check("build")
-def _check_built(host, s: dict[str, Any], plan: Plan) -> None:
+def _check_built(host, s: dict[str, Any], plan: Plan, built: OperationMeta | None) -> None:
     if not _binary_here(host, plan):
         raise DeployError(
-            f"release {plan.release} was not built (fetch or go build failed, or "
-            f"took over app_build_timeout={s['app_build_timeout']}s; its output is "
-            "above)"
+            f"release {plan.release} was not built (fetch or go build failed, or took over "
+            f"app_build_timeout={s['app_build_timeout']}s): " + (build_output(built) or "no output")
         )
 
 

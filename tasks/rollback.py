@@ -24,7 +24,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python, systemd
 
-from tasks import commands, lock, operations, slots
+from tasks import commands, lock, notify, operations, slots
 from tasks.migrate import read_history, read_migrations
 from tasks.runtime import (
     DeployError,
@@ -187,6 +187,7 @@ def _refuse_if_others_need(s: dict[str, Any], to_revert: set[str]) -> None:
 
 
 def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) -> bool:
+    notify.failed(s, "rollback", target.name, host.name, f"{step}: {error}", False)
     if target.is_migration_host:
         lock.release(host, s)
     say(

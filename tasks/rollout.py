@@ -26,7 +26,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, lock, report, slots
+from tasks import commands, lock, notify, report, slots
 from tasks.runtime import (
     DEPLOYMENT,
     DeployError,
@@ -248,6 +248,7 @@ def fail(
     if applied:
         run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
     report.mark_phase(h, "done")
+    notify.failed(s, "deploy", plan.ref, h.name, run.failure, bool(run.rolled_back))
     lock.release_when_last(h, s)
     try:
         path = report.write_records(h, s, plan)

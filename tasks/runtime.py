@@ -77,7 +77,8 @@ class Deployment:
     for all hosts, so this object is shared by every host's callbacks."""
 
     def __init__(self) -> None:
-        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        self.started = time.time()
+        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.started))
         self.runs: dict[str, Run] = {}
         self.plans: dict[str, Plan] = {}
         self.lock_holder = ""  # set while this run holds the environment's lock
@@ -86,6 +87,9 @@ class Deployment:
         self.awaiting_release: set[str] = set()  # app hosts that receive the built release
         self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
         self.warned_unreachable = False  # the operator was told which app hosts are missing
+        self.notify_failed: set[str] = set()  # hosts whose failure was notified
+        self.notify_done: set[str] = set()  # hosts at the run's last operation
+        self.notify_sent = False  # the run's end was notified
 
 
 DEPLOYMENT = Deployment()

@@ -1,0 +1,94 @@
+"""Telling people: one Slack-compatible message (`{"text": ...}`, JSON POST) when a deploy or
+rollback starts, succeeds, fails or rolls back by itself, to the URL in NOTIFY_WEBHOOK_URL (an
+environment variable, like a secret: webhook URLs carry their token). Sent from the deploying
+machine; it names the environment, version, who, how long and the failing check, never a
+secret; a notification that fails is a warning, never a failed run."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import click
+from pyinfra import host
+from pyinfra.operations import python
+
+from tasks.runtime import DEPLOYMENT, app_hosts, deployed_by, migration_host_name, secret
+
+TIMEOUT = 5  # seconds a notification may take
+
+
+def message(what: str, event: str, s: dict[str, Any], version: str, detail: str = "") -> str:
+    """`deploy lab v2.0.0-perf: succeeded (by ci@runner, 42 s)`, then the detail."""
+    took = time.time() - DEPLOYMENT.started
+    text = f"{what} {s['deploy_env']} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
+    return text + (f"\n{detail}" if detail else "")
+
+
+def send(text: str) -> bool:
+    """POST TEXT to NOTIFY_WEBHOOK_URL (nothing to do when unset); False, with a warning, when
+    it could not be delivered."""
+    url = secret("NOTIFY_WEBHOOK_URL")
+    if not url:
+        return True
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            answer.read()
+        return True
+    except (OSError, ValueError) as exc:  # URLError and timeouts are OSErrors
+        reason = type(exc).__name__  # never the URL: it may hold a token
+        click.echo(f"    notification not sent ({reason}); the run goes on", err=True)
+        return False
+
+
+def _started(state, host, s: dict[str, Any], what: str, version: str) -> bool:
+    send(message(what, "started", s, version))
+    return True
+
+
+def started(s: dict[str, Any], what: str, version: str) -> None:
+    """An operation on the migration host (one per run): the run has started."""
+    if host.name == migration_host_name(s):
+        python.call(
+            name=f"Tell the team the {what} started",
+            function=_started,
+            s=s,
+            what=what,
+            version=version,
+        )
+
+
+def failed(s: dict[str, Any], what: str, version: str, name: str, detail: str, back: bool) -> None:
+    """Host NAME failed (BACK: and went back to its previous release by itself)."""
+    DEPLOYMENT.notify_failed.add(name)
+    event = "failed, rolled back by itself" if back else "failed"
+    send(message(what, f"{event} on {name}", s, version, detail))
+
+
+def _finished(state, host, s: dict[str, Any], what: str, version: str) -> bool:
+    DEPLOYMENT.notify_done.add(host.name)
+    if {h.name for h in app_hosts()} <= DEPLOYMENT.notify_done and not DEPLOYMENT.notify_sent:
+        DEPLOYMENT.notify_sent = True
+        bad = sorted(DEPLOYMENT.notify_failed)
+        event = f"finished, failed on {', '.join(bad)}" if bad else "succeeded"
+        send(message(what, event, s, version))
+    return True
+
+
+def finished(s: dict[str, Any], what: str, version: str) -> None:
+    """The last operation of a run: the last app host to get here tells how it ended."""
+    python.call(
+        name=f"Tell the team how the {what} ended",
+        function=_finished,
+        s=s,
+        what=what,
+        version=version,
+    )
