@@ -25,7 +25,7 @@ from tasks import (
     rollout,
     verify,
 )
-from tasks.runtime import DeployError, run_for, settings
+from tasks.runtime import DeployError, is_dry, run_for, settings
 
 
 def checklist(s: dict[str, Any]) -> None:
@@ -34,6 +34,8 @@ def checklist(s: dict[str, Any]) -> None:
     try:
         backup.check_copy_target(s)
         plan = release.make_plan(s)
+        if is_dry():
+            migrate.preview(s, plan)
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
     run = run_for()

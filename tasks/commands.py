@@ -133,6 +133,17 @@ def cat_files(folder: str, pattern: str, mark: str) -> str:
     )
 
 
+def git_cat_files(cache: str, commit: str, folder: str, mark: str) -> str:
+    """Like cat_files, for the *.sql files of FOLDER at COMMIT in the bare repository CACHE
+    (read-only: what a release would hold, before it is built)."""
+    spec = q(f"{commit}:{folder}")
+    return (
+        f"git -C {q(cache)} ls-tree --name-only {spec} | grep '\\.sql$' | while read -r f; do "
+        f"printf '%s%s\\n' {q(mark)} \"$f\"; "
+        f"git -C {q(cache)} show {q(commit)}:{q(folder)}/\"$f\" | sed -e '$a\\'; done"
+    )
+
+
 def switch_current(current: str, target: str) -> str:
     """Point CURRENT at TARGET atomically (a new link renamed over the old one)."""
     tmp = f"{current}.new"
@@ -272,6 +283,37 @@ def created_objects(sql: str) -> list[str]:
         if match:
             names.append(match.group(match.lastindex or 1))
     return names
+
+
+INDEX_ON = re.compile(r"\bON\s+(\w+)\s*\(([^)]*)\)(?:\s*INCLUDE\s*\(([^)]*)\))?", re.I)
+
+
+def index_columns(statement: str) -> tuple[str, list[str]] | None:
+    """The table and the columns (key and INCLUDE) a CREATE INDEX statement stores."""
+    match = INDEX_ON.search(statement)
+    if not match or not _CREATE_INDEX.search(statement):
+        return None
+    columns = ",".join(x for x in match.groups()[1:] if x)
+    names = [c.split()[0] for c in columns.split(",") if c.strip()]
+    return match.group(1), names
+
+
+def index_inputs_sql(table: str, columns: list[str]) -> str:
+    """rows of TABLE (planner estimate, -1 when absent) | summed average width of COLUMNS |
+    how many of them have statistics."""
+    names = ", ".join(sql_literal(c) for c in columns)
+    return (
+        "SELECT coalesce(max(c.reltuples), -1)::bigint, coalesce(sum(st.avg_width), 0)::int, "
+        "count(st.attname) FROM (SELECT 1) one LEFT JOIN pg_class c ON c.relname = "
+        f"{sql_literal(table)} AND pg_table_is_visible(c.oid) LEFT JOIN pg_stats st ON "
+        f"st.tablename = c.relname AND st.attname IN ({names})"
+    )
+
+
+def index_estimate_bytes(rows: float, widths: list[int]) -> int:
+    """A B-tree's size for ROWS entries of columns this wide: each entry's data, an 8-byte
+    tuple header and a 4-byte line pointer, leaf pages 90% full (the default fillfactor)."""
+    return int(rows * (sum(widths) + 8 + 4) / 0.9)
 
 
 def history_table_sql() -> list[str]:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
@@ -279,6 +280,72 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     }
     if bad:
         raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
+
+
+def _release_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration] | None:
+    """The migrations the release holds: from its folder when built, else from the host's
+    repository cache at its commit; None when the host has not fetched that commit yet."""
+    folder = f"{plan.release_dir}/{s['migrate_dir']}"
+    ok, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), check=False)
+    if ok:
+        return parse_migration_files(out)
+    cache = commands.paths(s)["repo_cache"]
+    read = commands.git_cat_files(cache, plan.commit, s["migrate_dir"], FILE_MARK)
+    _, out, _ = sh(h, read, check=False)
+    return parse_migration_files(out) if out.strip() else None
+
+
+def _object_line(h, s: dict[str, Any], statement: str, name: str) -> str:
+    stored = commands.index_columns(statement)
+    if stored is None:
+        return f"{name} (materialized view: its size is its query's result)"
+    table, columns = stored
+    _, out, _ = sh(h, commands.psql(s, commands.index_inputs_sql(table, columns)))
+    rows, width, known = (int(x) for x in out.strip().split("|"))
+    if rows < 0:
+        return f"{name} (index on {table}, which does not exist yet: size unknown)"
+    width += 8 * (len(columns) - known)  # a column without statistics: taken as 8 bytes
+    size = commands.index_estimate_bytes(rows, [width])
+    return f"{name} (index on {table} ({', '.join(columns)}), about {size / 2**20:.0f} MiB)"
+
+
+def preview(s: dict[str, Any], plan: Plan) -> None:
+    """--dry, on the migration host: the database work this deploy would do (read-only)."""
+    if not plan.is_migration_host:
+        return
+
+    migrations = _release_migrations(host, s, plan)
+    _, size, _ = sh(
+        host, commands.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
+    )
+    if migrations is None:
+        say(
+            host,
+            f"--dry: the migrations of {plan.release} are not known yet (commit "
+            f"{plan.commit[:12]} is not on this host; the build fetches it)",
+        )
+        return
+    try:
+        _, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+    except DeployError as exc:
+        say(host, f"--dry: the deploy would stop before the backup: {exc}")
+        return
+    backup = (
+        f"a backup would be taken first (pg_dump of a {size.strip()} database)"
+        if pending or plan.release_changes
+        else "no backup (nothing would change)"
+    )
+    say(host, f"--dry: {len(pending)} migration(s) pending; {backup}")
+    for m in pending:
+        created = [
+            _object_line(host, s, st.sql, name)
+            for st in commands.split_statements(m.sql)
+            for name in commands.created_objects(st.sql)
+        ]
+        say(
+            host,
+            f"--dry:   {m.version}_{m.name} creates {'; '.join(created) or 'no index or view'}",
+        )
 
 
 @deploy("Database migration")

@@ -184,6 +184,11 @@ def migration_host_name(s: dict[str, Any]) -> str:
     return s["deploy_migration_host"] or app_hosts()[0].name
 
 
+def is_dry() -> bool:
+    """This run only shows what would change (`pyinfra ... --dry`)."""
+    return "--dry" in sys.argv[1:]
+
+
 def inventory_arg() -> str:
     """The inventory file this run was given, for the commands printed to the operator."""
     return next(

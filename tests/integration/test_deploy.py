@@ -98,6 +98,19 @@ def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
     assert on_app1(app1, "curl -s localhost:8080/api/v1/version") == '{"version":"1.9.0"}'
 
 
+def test_dry_run_shows_the_database_work_of_the_upgrade(fresh_staging):
+    result = pyinfra("--dry")
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert "--dry: 1 migration(s) pending; a backup would be taken first (pg_dump of a " in text
+    assert (
+        "003_covering_indexes_optimization creates idx_metrics_type_time_covering (index on "
+        "metrics (type, recorded_at, host, value), about " in text
+    )
+    assert "metrics_hourly (materialized view: its size is its query's result)" in text
+    assert "metrics_hourly_type_host_hour (index on metrics_hourly, which does not exist" in text
+
+
 def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     _, app1, s = fresh_staging
     # An interrupted CONCURRENTLY build leaves an INVALID index behind: make a real one (a

@@ -298,3 +298,15 @@ def test_slot_state_prints_one_line_per_fact():
         "(cat /app/slots/active 2>/dev/null || echo); (readlink /app/slots/blue || echo); "
         "(readlink /app/slots/green || echo); systemctl is-active a@blue p || true"
     )
+
+
+def test_an_index_estimate_follows_its_columns_and_rows():
+    statement = (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_c\n    ON metrics (type, recorded_at DESC) "
+        "INCLUDE (host, value);"
+    )
+    assert c.index_columns(statement) == ("metrics", ["type", "recorded_at", "host", "value"])
+    assert c.index_columns("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM metrics;") is None
+    assert c.index_estimate_bytes(1_000_000, [26]) == int(1_000_000 * 38 / 0.9)
+    sql = c.index_inputs_sql("metrics", ["type", "host"])
+    assert "c.relname = 'metrics'" in sql and "st.attname IN ('type', 'host')" in sql
