@@ -73,6 +73,7 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
         "worst_ms": worst,
         "breach": breach,
         "redis_unreachable_samples": redis_down,
+        "series": [[x["t"], x["ms"], x["status"], x["errors"]] for x in samples],  # the plot
     }
     if redis_down:  # not the release's fault: a breach only if the service's answers suffer
         say(

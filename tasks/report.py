@@ -16,6 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.report_html import html_report
 from tasks.runtime import (
     DEPLOYMENT,
     Plan,
@@ -146,7 +147,7 @@ def junit_xml(env: str, records: dict[str, dict[str, Any]]) -> str:
 
 
 def write_local(s: dict[str, Any], plans: dict[str, Plan]) -> Path:
-    """reports/<env>-<run>.json and, beside it, the same run as JUnit XML."""
+    """reports/<env>-<run>.json and, beside it, the same run as JUnit XML and as a page."""
     folder = Path(s["report_dir"])
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}.json"
@@ -154,6 +155,8 @@ def write_local(s: dict[str, Any], plans: dict[str, Plan]) -> Path:
     data = {"environment": s["deploy_env"], "run": DEPLOYMENT.stamp, "hosts": records}
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     path.with_suffix(".xml").write_text(junit_xml(s["deploy_env"], records))
+    page = html_report(s["deploy_env"], DEPLOYMENT.stamp, records)
+    path.with_suffix(".html").write_text(page)
     return path
 
 

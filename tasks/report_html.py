@@ -1,0 +1,181 @@
+"""The run's report as one self-contained HTML page (`reports/<env>-<time>.html`, beside the
+JSON): the phases as a timeline per host and batch, the monitoring window's latency and errors
+as a plot, the load test's figures, the success metrics, what changed and what was rolled
+back. Inline SVG and CSS only: no script, nothing fetched, it opens anywhere."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+COLORS = {
+    "preflight": "#8da0cb",
+    "build": "#66c2a5",
+    "backup": "#fc8d62",
+    "migrate": "#e78ac3",
+    "redis": "#a6d854",
+    "env_file": "#ffd92f",
+    "release": "#e5c494",
+    "verify": "#b3b3b3",
+    "loadtest": "#1b9e77",
+    "monitor": "#7570b3",
+}
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+.pass { color: #1a7f37; font-weight: 600; } .fail { color: #c62828; font-weight: 600; }
+.status { padding: 2px 8px; border-radius: 4px; color: #fff; }
+.ok { background: #1a7f37; } .bad { background: #c62828; } .back { background: #ef6c00; }
+svg text { font: 11px system-ui, sans-serif; }
+"""
+
+
+def _status_class(status: str) -> str:
+    if status == "success":
+        return "ok"
+    return "back" if "rolled back" in status else "bad"
+
+
+def _hosts(records: dict[str, dict[str, Any]]) -> list[str]:
+    """Hosts in rollout order: batch, then name."""
+
+    def batch(name: str) -> int:
+        return records[name].get("facts", {}).get("rollout", {}).get("batch", 0)
+
+    return sorted(records, key=lambda name: (batch(name), name))
+
+
+def timeline(records: dict[str, dict[str, Any]], width: int = 900) -> str:
+    """One row per host, one bar per phase, on a shared time axis (SVG)."""
+    spans = [
+        (p["start"], p["start"] + p.get("seconds", 0))
+        for rec in records.values()
+        for p in rec["phases"]
+    ]
+    if not spans:
+        return "<p>No phase ran.</p>"
+    begin, end = min(s for s, _ in spans), max(e for _, e in spans)
+    total = max(end - begin, 0.001)
+    left, row = 150, 26
+    hosts = _hosts(records)
+    height = row * len(hosts) + 30
+
+    def x(t: float) -> float:
+        return left + (t - begin) / total * (width - left - 10)
+
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="timeline">']
+    for i, name in enumerate(hosts):
+        y = 5 + i * row
+        rollout = records[name].get("facts", {}).get("rollout", {})
+        label = f"{name} (batch {rollout['batch']})" if rollout else name
+        parts.append(f'<text x="0" y="{y + 15}">{escape(label)}</text>')
+        for p in records[name]["phases"]:
+            x0, x1 = x(p["start"]), x(p["start"] + p.get("seconds", 0))
+            color = COLORS.get(p["phase"], "#999")
+            title = f"{p['phase']}: {p.get('seconds', 0)} s"
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{row - 6}" '
+                f'fill="{color}"><title>{escape(title)}</title></rect>'
+            )
+            if x1 - x0 > 40:
+                parts.append(f'<text x="{x0 + 3:.1f}" y="{y + 14}">{escape(p["phase"])}</text>')
+    axis_y = height - 10
+    parts.append(f'<text x="{left}" y="{axis_y}">0 s</text>')
+    parts.append(f'<text x="{width - 60}" y="{axis_y}">{total:.0f} s</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: int = 220) -> str:
+    """The monitoring window's samples: latency per host as a line, failed samples in red."""
+    series = {
+        name: rec.get("facts", {}).get("monitor", {}).get("series", [])
+        for name, rec in records.items()
+    }
+    points = [p for s in series.values() for p in s]
+    if not points:
+        return "<p>No monitoring window in this run.</p>"
+    t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
+    top = max(max(p[1] for p in points), 1.0)
+    left, bottom = 50, height - 25
+
+    def xy(t: float, ms: float) -> tuple[float, float]:
+        xs = left + (t - t0) / max(t1 - t0, 0.001) * (width - left - 10)
+        return xs, bottom - ms / top * (bottom - 10)
+
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="latency">']
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#999"/>')
+    parts.append(f'<text x="0" y="15">{top:.0f} ms</text><text x="0" y="{bottom}">0 ms</text>')
+    for i, (name, samples) in enumerate(sorted(series.items())):
+        color = palette[i % len(palette)]
+        line = " ".join("{:.1f},{:.1f}".format(*xy(t, ms)) for t, ms, _, _ in samples)
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+        parts.append(
+            f'<text x="{width - 120}" y="{20 + 14 * i}" fill="{color}">{escape(name)}</text>'
+        )
+        for t, ms, status, errors in samples:
+            if status != 200 or errors:
+                cx, cy = xy(t, ms)
+                parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="#c62828"/>')
+    parts.append(f'<text x="{left}" y="{height - 5}">0 s</text>')
+    parts.append(f'<text x="{width - 60}" y="{height - 5}">{t1 - t0:.0f} s</text></svg>')
+    return "".join(parts)
+
+
+def _list(items: list[str]) -> str:
+    if not items:
+        return "none"
+    return "<ul>" + "".join(f"<li>{escape(str(i))}</li>" for i in items) + "</ul>"
+
+
+def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
+    """The whole page."""
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>deploy {escape(env)} {escape(run)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Deploy of {escape(env)}, run {escape(run)}</h1>",
+        "<table><tr><th>host</th><th>status</th><th>version</th><th>previous</th>"
+        "<th>seconds</th><th>by</th><th>failure</th></tr>",
+    ]
+    for name in _hosts(records):
+        rec = records[name]
+        out.append(
+            f"<tr><td>{escape(name)}</td><td><span class='status {_status_class(rec['status'])}'>"
+            f"{escape(rec['status'])}</span></td><td>{escape(str(rec['version']))}</td>"
+            f"<td>{escape(str(rec['previous_release']))}</td><td>{rec['seconds']}</td>"
+            f"<td>{escape(str(rec['deployed_by']))}</td><td>{escape(rec['failure'] or '')}</td>"
+            "</tr>"
+        )
+    out.append("</table><h2>Phases</h2>" + timeline(records))
+    out.append("<h2>Monitoring window: latency of the history endpoint</h2>")
+    out.append(latency_plot(records))
+    out.append("<h2>Load test (k6)</h2><table><tr><th>host</th><th>test</th><th>p95</th>")
+    out.append("<th>error rate</th><th>rate</th></tr>")
+    for name in _hosts(records):
+        for mode, figures in sorted(records[name].get("facts", {}).get("loadtest", {}).items()):
+            if isinstance(figures, dict):
+                out.append(
+                    f"<tr><td>{escape(name)}</td><td>{escape(mode)}</td>"
+                    f"<td>{figures['p95_ms']} ms</td><td>{figures['error_rate']:.2%}</td>"
+                    f"<td>{figures['rps']} req/s</td></tr>"
+                )
+    out.append("</table>")
+    for name in _hosts(records):
+        rec = records[name]
+        out.append(f"<h2>{escape(name)}: success metrics</h2><table>")
+        out.append("<tr><th>metric</th><th>threshold</th><th>result</th><th>measured</th></tr>")
+        for m in rec["success_metrics"]:
+            result = "<span class=pass>pass</span>" if m["pass"] else "<span class=fail>FAIL</span>"
+            out.append(
+                f"<tr><td>{escape(m['metric'])}</td><td>{escape(str(m['threshold']))}</td>"
+                f"<td>{result}</td><td>{escape(str(m['measured']))}</td></tr>"
+            )
+        out.append("</table>")
+        out.append(f"<p><b>Changed:</b> {_list(rec['changed'])}</p>")
+        out.append(f"<p><b>Rolled back:</b> {_list(rec['rolled_back'])}</p>")
+        out.append(f"<p><b>Not rolled back:</b> {_list(rec['not_rolled_back'])}</p>")
+    out.append("</body></html>\n")
+    return "\n".join(out)

@@ -1,0 +1,80 @@
+from html.parser import HTMLParser
+
+from tasks.report_html import html_report
+
+
+class Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.sources: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.sources += [v for k, v in attrs if k in ("src", "href")]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _record(batch: int, status: str, failure: str, series: list) -> dict:
+    return {
+        "status": status,
+        "version": "v2.0.0-perf",
+        "previous_release": "v1.9.0-aaaa",
+        "seconds": 30.0,
+        "deployed_by": "ci <bot>",
+        "failure": failure,
+        "phases": [
+            {"phase": "preflight", "start": 1000.0, "seconds": 1.0},
+            {"phase": "release", "start": 1001.0 + batch, "seconds": 2.0},
+            {"phase": "monitor", "start": 1010.0, "seconds": 10.0},
+        ],
+        "success_metrics": [
+            {
+                "metric": "history endpoint",
+                "threshold": "< 500 ms",
+                "measured": "3 ms",
+                "pass": True,
+            }
+        ],
+        "changed": ["release: v1.9.0-aaaa -> v2.0.0-perf-bbbb"],
+        "rolled_back": ["release: back"] if "rolled back" in status else [],
+        "not_rolled_back": [],
+        "facts": {
+            "rollout": {"batch": batch},
+            "monitor": {"series": series},
+            "loadtest": {"step": {"p95_ms": 12.5, "error_rate": 0.0, "rps": 99.0, "k6_exit": 0}},
+        },
+    }
+
+
+def test_the_page_is_self_contained_and_shows_every_part_of_the_run():
+    records = {
+        "app2": _record(
+            2,
+            "failed, rolled back",
+            "monitor: 2 ERROR line(s)",
+            [[1010, 5, 200, 0], [1015, 900, 500, 2]],
+        ),
+        "app1": _record(1, "success", "", [[1010, 4, 200, 0], [1015, 6, 200, 0]]),
+    }
+    page = html_report("staging", "20261126-101500", records)
+    seen = Collect()
+    seen.feed(page)
+    assert seen.sources == []  # nothing fetched: no script, stylesheet or image from elsewhere
+    assert "script" not in seen.tags
+    assert seen.tags.count("svg") == 2  # the timeline and the latency plot
+    assert page.count("<polyline") == 2 and page.count('fill="#c62828"') == 1  # one bad sample
+    text = " ".join(seen.text)
+    for part in (
+        "app1 (batch 1)",
+        "app2 (batch 2)",
+        "failed, rolled back",
+        "12.5 ms",
+        "99.0 req/s",
+    ):
+        assert part in text
+    assert "ci &lt;bot&gt;" in page  # escaped
+    assert text.index("app1 (batch 1)") < text.index("app2 (batch 2)")
