@@ -26,7 +26,7 @@ h1 { font-size: 20px; } h2 { font-size: 16px; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #c62828; font-weight: 600; }
-.status { padding: 2px 8px; border-radius: 4px; color: #fff; }
+.status { padding: 2px 8px; border-radius: 4px; color: #fff; white-space: nowrap; }
 .ok { background: #1a7f37; } .bad { background: #c62828; } .back { background: #ef6c00; }
 svg text { font: 11px system-ui, sans-serif; }
 """
@@ -152,17 +152,19 @@ def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
     out.append("</table><h2>Phases</h2>" + timeline(records))
     out.append("<h2>Monitoring window: latency of the history endpoint</h2>")
     out.append(latency_plot(records))
-    out.append("<h2>Load test (k6)</h2><table><tr><th>host</th><th>test</th><th>p95</th>")
-    out.append("<th>error rate</th><th>rate</th></tr>")
-    for name in _hosts(records):
-        for mode, figures in sorted(records[name].get("facts", {}).get("loadtest", {}).items()):
-            if isinstance(figures, dict):
-                out.append(
-                    f"<tr><td>{escape(name)}</td><td>{escape(mode)}</td>"
-                    f"<td>{figures['p95_ms']} ms</td><td>{figures['error_rate']:.2%}</td>"
-                    f"<td>{figures['rps']} req/s</td></tr>"
-                )
-    out.append("</table>")
+    out.append("<h2>Load test (k6)</h2>")
+    rows = [
+        f"<tr><td>{escape(name)}</td><td>{escape(mode)}</td><td>{figures['p95_ms']} ms</td>"
+        f"<td>{figures['error_rate']:.2%}</td><td>{figures['rps']} req/s</td></tr>"
+        for name in _hosts(records)
+        for mode, figures in sorted(records[name].get("facts", {}).get("loadtest", {}).items())
+        if isinstance(figures, dict)
+    ]
+    if rows:
+        out.append("<table><tr><th>host</th><th>test</th><th>p95</th><th>error rate</th>")
+        out.append("<th>rate</th></tr>" + "".join(rows) + "</table>")
+    else:
+        out.append("<p>No load test in this run.</p>")
     for name in _hosts(records):
         rec = records[name]
         out.append(f"<h2>{escape(name)}: success metrics</h2><table>")
