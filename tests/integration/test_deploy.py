@@ -158,6 +158,8 @@ def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     junit = ET.parse(report_path(result).with_suffix(".xml")).getroot().find("testsuite")
     assert junit.get("name") == "lab.app1" and junit.get("failures") == "0"
     assert int(junit.get("tests")) == len(report["phases"]) + len(report["success_metrics"])
+    page = report_path(result).with_suffix(".html").read_text()
+    assert page.count("<svg") == 2 and page.count("<polyline") == 1  # timeline, window plot
     assert on_app1(app1, "curl -s localhost:8080/api/v1/version") == '{"version":"2.0.0-perf"}'
     records = on_app1(app1, "cat /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
     assert [json.loads(x)["version"] for x in records.splitlines()] == ["v1.9.0", "v2.0.0-perf"]
