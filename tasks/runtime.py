@@ -14,6 +14,7 @@ from io import StringIO
 from typing import Any
 
 import click
+import gevent
 from paramiko.ssh_exception import SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
@@ -212,9 +213,13 @@ def say(h: Host, message: str) -> None:
 def sh(
     h: Host, command: str, timeout: int = 60, what: str | None = None, check: bool = True
 ) -> tuple[bool, str, str]:
-    """Run COMMAND on host H (as root); raise DeployError with WHAT when it fails."""
+    """Run COMMAND on host H (as root); raise DeployError with WHAT when it fails.
+
+    TIMEOUT bounds the whole call: pyinfra's own timeout covers reading the output, not
+    opening the SSH channel, which waits forever on a connection gone silent."""
     try:
-        ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
+        with gevent.Timeout(timeout + 5, TimeoutError):
+            ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
     except (TimeoutError, OSError, SSHException) as exc:  # socket.timeout is an OSError
         problem = "timed out" if isinstance(exc, TimeoutError) else f"lost its connection ({exc})"
         raise DeployError(
