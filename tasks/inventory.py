@@ -86,7 +86,8 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
         "db_user": db["user"],
     }
     redis = status["redis"].get(env)
-    os.environ["REDIS_PASSWORD"] = ""  # the lab's Redis containers have no password
+    # the lab's Redis containers have no password, unless one is asked for the lab itself
+    os.environ["REDIS_PASSWORD"] = os.environ.get("MDD_LAB_REDIS_PASSWORD", "")
     if redis:
         os.environ["REDIS_PASSWORD"] = Path(redis["password_file"]).read_text().strip()
         lab_data.update({"redis_host": redis["host"], "redis_port": redis["port"]})

@@ -38,7 +38,7 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
     app1, db1, s = staging
     db_password = os.environ["DB_PASSWORD"]
     redis_password = "Redis-" + secrets.token_hex(12)
-    env = {"REDIS_PASSWORD": redis_password}
+    env = {"MDD_LAB_REDIS_PASSWORD": redis_password}  # the lab inventory's REDIS_PASSWORD
     processes: list[str] = []
     stop = threading.Event()
 
