@@ -83,7 +83,8 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
 
     # the password guards the cache, and the image's unprivileged user reads it
     assert "NOAUTH" in sh(app1, "redis-cli -h 127.0.0.1 get x")
-    assert sh(app1, "docker top redis-cache -o uid").split()[1:] == ["999"]
+    pid = sh(app1, "docker inspect -f '{{.State.Pid}}' redis-cache").strip()
+    assert sh(app1, f"awk '/^Uid:/ {{print $2}}' /proc/{pid}/status").strip() == "999"
     listing = sh(app1, "docker cp redis-cache:/usr/local/etc/redis/auth.conf - | tar -tvf -")
     assert listing.startswith("-r-------- 999/999 ")
 
