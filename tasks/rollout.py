@@ -472,7 +472,6 @@ def _check_balancer(state, host, s: dict[str, Any]) -> bool:
     return True
 
 
-@deploy("Load balancer")
 def check_reachable(s: dict[str, Any]) -> None:
     """App hosts pyinfra could not connect to count against rollout_max_fail: more than it
     allows stops the run before any change; within it, the others are deployed and the
@@ -501,6 +500,7 @@ def check_reachable(s: dict[str, Any]) -> None:
         )
 
 
+@deploy("Load balancer")
 def check_balancer(s: dict[str, Any]) -> None:
     """On a lb_servers host: nothing is deployed there; with lb_mode haproxy, check it first."""
     if s["lb_mode"] == "haproxy":
