@@ -75,7 +75,7 @@ def test_a_rollback_is_announced(hook):
     result = pyinfra(script="rollback.py", env=hook)
     assert result.returncode == 0, output(result)[-3000:]
     texts = told(result)
-    name = texts[0].split()[2]
+    name = texts[0].split()[2].rstrip(":")
     assert name.startswith("v2.0.0-perf-")
     assert [text.split(" (by")[0] for text in texts] == [
         f"rollback lab {name}: started",
