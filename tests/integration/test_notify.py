@@ -6,7 +6,6 @@ down never fails a deploy."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from pyinfra_cli import QUICK, output, pyinfra
 
+from lab import core
 from lab.topology import BRIDGE_ADDRESS
 
 
@@ -44,7 +44,7 @@ def hook(lab):
 
 def told(run) -> list[str]:
     texts, Receiver.texts = Receiver.texts, []
-    secret = os.environ["DB_PASSWORD"]
+    secret = core.secret_file("db_password").read_text().strip()
     assert not any(secret in text for text in texts)
     return texts
 
