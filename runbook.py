@@ -12,15 +12,14 @@ reset                         every runbook override removed
 from pyinfra import host
 
 from tasks import lock, preflight, runbooks
-from tasks.config import check_or_exit
-from tasks.runtime import APP_GROUP, migration_host_name, read_overrides, settings
+from tasks.runtime import APP_GROUP, migration_host_name, settings_and_overrides
 
-s = settings()  # with the overrides earlier runbooks left on this host
+base, overrides = settings_and_overrides()  # what earlier runbooks left on this host
+s = {**base, **overrides}
 if APP_GROUP in host.groups:
     if not s["runbook"]:
         names = "\n".join(f"  {name:<17} {what}" for name, what in runbooks.RUNBOOKS.items())
         raise SystemExit(f"name a runbook with --data runbook=NAME:\n{names}\nNothing was changed.")
-    base = check_or_exit(host.data.dict(), f"[{host.name}]")
     preflight.secret_files(s)
     lock.acquire(s, host.name == migration_host_name(s))
-    runbooks.runbook(base, s, read_overrides(host, base).get("values", {}))
+    runbooks.runbook(base, s, overrides)

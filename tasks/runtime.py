@@ -110,33 +110,38 @@ OVERRIDABLE = (
 
 def settings() -> dict[str, Any]:
     """This host's validated settings (group_vars, inventory and --data), or stop listing
-    every problem; then the overrides a runbook left on the host, said out loud (a deploy
-    never undoes a runbook silently)."""
+    every problem; with the overrides a runbook left on the host applied, and said out loud
+    (a deploy never undoes a runbook silently)."""
+    base, overrides = settings_and_overrides()
+    return {**base, **overrides}
+
+
+def settings_and_overrides() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the settings without overrides, the runbook overrides on this host), announced."""
     data = {key: value for key, value in host.data.dict().items()}
-    s = check_or_exit(data, f"[{host.name}]")
+    base = check_or_exit(data, f"[{host.name}]")
     try:
-        overrides = read_overrides(host, s)
+        found = read_overrides(host, base)
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
-    if overrides:
-        values = ", ".join(f"{k}={v}" for k, v in overrides["values"].items())
+    if found:
+        values = ", ".join(f"{k}={v}" for k, v in found["values"].items())
         say(
             host,
-            f"runbook override(s) in effect: {values} (runbook {overrides['runbook']}, "
-            f"{overrides['at']}); `--data runbook=reset` with runbook.py removes them",
+            f"runbook override(s) in effect: {values} (runbook {found['runbook']}, "
+            f"{found['at']}); `--data runbook=reset` with runbook.py removes them",
         )
-        s = {**s, **overrides["values"]}
-    return s
+    return base, found.get("values", {})
 
 
 def read_overrides(h: Host, s: dict[str, Any]) -> dict[str, Any]:
     """The runbook overrides recorded on host H ({} when none): runbook, at, values."""
     path = commands.paths(s)["overrides"]
-    ok, out = h.run_shell_command(command=f"cat {commands.q(path)} 2>/dev/null", _timeout=30)
-    if not ok or not out.stdout.strip():
+    _, out, _ = sh(h, f"cat {commands.q(path)} 2>/dev/null || true", timeout=30)
+    if not out.strip():
         return {}
     try:
-        found = json.loads(out.stdout)
+        found = json.loads(out)
     except ValueError:
         raise DeployError(f"{path} on {h.name} is not JSON: fix or remove it") from None
     found["values"] = {k: v for k, v in found.get("values", {}).items() if k in OVERRIDABLE}
