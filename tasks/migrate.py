@@ -285,10 +285,10 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
 def _release_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration] | None:
     """The migrations the release holds: from its folder when built, else from the host's
     repository cache at its commit; None when the host has not fetched that commit yet."""
-    folder = f"{plan.release_dir}/{s['migrate_dir']}"
-    ok, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), check=False)
-    if ok:
-        return parse_migration_files(out)
+    try:
+        return read_migrations(h, s, plan.release_dir)
+    except DeployError:  # not built yet
+        pass
     cache = commands.paths(s)["repo_cache"]
     read = commands.git_cat_files(cache, plan.commit, s["migrate_dir"], FILE_MARK)
     _, out, _ = sh(h, read, check=False)

@@ -82,10 +82,10 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         mode="750",
     )
     builder = migration_host_name(s)
-    built = None
+    built = build = None
     if s["app_build"] == "each" or host.name == builder:
         # A failed build is reported (and the lock released) by _check_built.
-        built = operations.release_built(
+        built = build = operations.release_built(
             name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
             repo_url=s["app_repo_url"],
             commit=plan.commit,
@@ -120,7 +120,7 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         function=_check_built,
         s=s,
         plan=plan,
-        built=built if s["app_build"] == "each" or host.name == builder else None,
+        built=build,
     )
     return built
 
