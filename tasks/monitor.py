@@ -42,11 +42,16 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
     breach = None
     while breach is None:
         code, seconds, _ = timed_get(host, url)
+        connections: int | None = None
+        try:
+            connections = db_connections(host, s)
+        except DeployError as exc:  # down or restarting: a breach, even if the cache answers
+            database_down = str(exc)[-200:]
         sample = {
             "t": round(time.time(), 1),
             "status": code,
             "ms": round(seconds * 1000, 1),
-            "connections": db_connections(host, s),
+            "connections": connections,
             "errors": len(_error_lines(host, s["app_log_file"], offset)),
         }
         if s["redis_enabled"]:
@@ -55,14 +60,16 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
             except DeployError as exc:
                 sample["redis"] = str(exc)[-200:]
         samples.append(sample)
-        if code != 200:
+        if connections is None:
+            breach = f"the database did not answer ({database_down})"
+        elif code != 200:
             breach = f"history endpoint answered {code}"
         elif sample["ms"] >= s["monitor_latency_ms"]:
             breach = f"history endpoint took {sample['ms']} ms (limit {s['monitor_latency_ms']})"
         elif sample["errors"] > s["monitor_max_error_lines"]:
             breach = f"{sample['errors']} ERROR line(s) in the log during the window"
-        elif sample["connections"] >= s["verify_max_db_connections"]:
-            breach = f"{sample['connections']} database connections"
+        elif connections >= s["verify_max_db_connections"]:
+            breach = f"{connections} database connections"
         if time.monotonic() + s["monitor_interval"] > deadline:
             break
         time.sleep(s["monitor_interval"])

@@ -56,6 +56,8 @@ def db_connections(h, s: dict[str, Any]) -> int:
             f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
             f"{commands.sql_literal(s['db_name'])}",
         ),
+        timeout=30,
+        what="counting the database's connections",
     )
     return int(out.strip())
 

@@ -302,7 +302,9 @@ def test_a_database_restart_in_the_monitoring_window_rolls_back_and_loses_no_row
     seen = ""
     try:
         seen = wait_for_line(proc, "monitoring for 20s", 300)
-        st.sh("systemctl restart postgresql", host=st.db1)
+        # a restart that takes longer than a sampling interval (2 s in the lab), so that a
+        # sample meets it: one shorter than that can fall between two samples unseen
+        st.sh("systemctl stop postgresql && sleep 5 && systemctl start postgresql", host=st.db1)
     finally:
         rest, _ = proc.communicate(timeout=300)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, seen + rest, "")
