@@ -58,7 +58,7 @@ def checklist(s: dict[str, Any]) -> None:
     report.start_phase("env_file")
     run.ops[".env"] = env_file.env_file(s)
     report.start_phase("release")
-    release_ops = release.prepare(s, plan)
+    release_ops = release.prepare(s, plan, redis_op)
     run.ops.update(release_ops)
     rollout.roll_out(s, plan, restart_if_changed=[run.ops[".env"], *release_ops.values()])
     release.prune(s, plan)

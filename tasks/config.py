@@ -19,6 +19,9 @@ SIZE = re.compile(r"^\d+(kb|mb|gb|KB|MB|GB)$")
 NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# an image repository without tag: [registry[:port]/]path, lowercase components
+IMAGE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PREFIXES = (
     "app_",
     "db_",
@@ -37,6 +40,8 @@ PREFIXES = (
     "lb_",
     "lock_",
     "runbook",
+    "docker_",
+    "helm_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -126,10 +131,46 @@ VARIABLES: list[Var] = [
     Var(
         "release_method",
         "systemd",
-        "how the release runs (Option A of the checklist)",
+        "how the release runs: systemd (Option A of the checklist), docker (Option B: an image "
+        "built on each app host from the release, one container per instance) or helm "
+        "(Option C: the chart in files/helm, from the deploying machine)",
         "choice",
-        choices=("systemd",),
+        choices=("systemd", "docker", "helm"),
     ),
+    Var(
+        "app_image",
+        "monitoring-dashboard-api",
+        "docker: the image built on each app host, tagged with the release (version-commit)",
+        "image",
+    ),
+    Var(
+        "app_container",
+        "monitoring-dashboard-api",
+        "docker: the container's name (blue_green slots add -blue and -green)",
+        "name",
+    ),
+    Var(
+        "docker_network",
+        "monitoring-dashboard",
+        "docker: the user-defined network on which the service reaches redis-cache by name",
+        "name",
+    ),
+    Var("helm_chart", "files/helm/monitoring-dashboard", "helm: the chart (deploying machine)"),
+    Var("helm_release", "monitoring-dashboard", "helm: the Helm release name", "name"),
+    Var("helm_namespace", "default", "helm: the Kubernetes namespace", "name"),
+    Var(
+        "helm_kubeconfig",
+        "",
+        "helm: the kubeconfig file the deploying machine uses (required with helm)",
+    ),
+    Var("helm_kube_context", "", "helm: the kubeconfig context (empty: its current one)"),
+    Var(
+        "helm_image",
+        "",
+        "helm: the image repository the cluster pulls (required with helm), tagged app_version",
+    ),
+    Var("helm_replicas", 2, "helm: pods of the Deployment", "int", minimum=1),
+    Var("helm_timeout", "5m", "helm: how long helm --wait and the rollout status wait", "duration"),
     Var(
         "release_strategy",
         "blue_green",
@@ -471,6 +512,8 @@ def _check(var: Var, value: Any) -> str | None:
         return f"must be a size like 512mb or 1gb, got {value!r}"
     elif kind == "choice" and value not in var.choices:
         return f"must be one of {', '.join(var.choices)}, got {value!r}"
+    elif kind == "image" and not IMAGE.match(value):
+        return f"must be an image repository like registry.example.com/team/app, got {value!r}"
     elif kind == "name" and not NAME.match(value):
         return f"must be a simple name (a-z, 0-9, _ and -), got {value!r}"
     elif kind == "batch" and not BATCH.match(str(value)):
@@ -532,11 +575,21 @@ def validate(
             "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "
             "balancer's health check while the host drains)"
         )
-    if settings.get("redis_mode") == "external" and settings.get("redis_host") in (
-        "localhost",
-        "127.0.0.1",
-    ):
+    if settings.get("redis_mode") == "external" and settings.get("redis_host") in LOOPBACK:
         problems.append("redis_host: external mode needs the endpoint's address, not localhost")
+    if settings.get("release_method") == "docker" and settings.get("db_host") in LOOPBACK:
+        problems.append(
+            "db_host: a container cannot reach the app host's localhost; with release_method "
+            "docker, name the database by an address the container can reach"
+        )
+    if settings.get("release_method") == "helm":
+        for name in ("helm_kubeconfig", "helm_image"):
+            if not settings.get(name):
+                problems.append(f"{name}: required with release_method helm")
+        if settings.get("helm_image") and not IMAGE.match(settings["helm_image"]):
+            problems.append(
+                f"helm_image: must be an image repository, got {settings['helm_image']!r}"
+            )
     return settings, problems
 
 

@@ -52,6 +52,12 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
         ok, _, _ = sh(host, f"command -v {tool}", check=False)
         if not ok:
             problems.append(f"{tool} is not installed")
+    if s["release_method"] == "docker":
+        ok, out, err = sh(host, "docker info -f '{{.ServerVersion}}'", check=False)
+        if ok:
+            facts["docker"] = out.strip()
+        else:
+            problems.append(f"Docker Engine does not answer (release_method docker): {err.strip()}")
     try:
         facts.update(_database_facts(host, s))
     except DeployError as exc:

@@ -1,6 +1,7 @@
-"""Build and release (checklist step 5, Option A): fetch the version on the host, `go build`
-into a new release folder, switch `current` atomically, restart only on change, wait for a
-healthy HTTP answer, keep N releases."""
+"""Build and release (checklist step 5): fetch the version on the host, `go build` into a new
+release folder (and, with `release_method: docker`, the image of that folder), switch `current`
+atomically, restart only on change, wait for a healthy HTTP answer, keep N releases (and their
+images)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
-from tasks import commands, operations, slots
+from tasks import commands, operations, service, slots
 from tasks.rollout import phase_check
 from tasks.runtime import DEPLOYMENT, DeployError, Plan, migration_host_name, run_for, say, sh
 
@@ -122,6 +123,13 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
         plan=plan,
         built=build,
     )
+    if service.is_docker(s):
+        image = service.image_built(
+            name=f"Ensure image {service.image(s, plan.release_dir)} is built (files/Dockerfile)",
+            settings=s,
+            release_dir=plan.release_dir,
+        )
+        built = built or image
     return built
 
 
@@ -199,31 +207,53 @@ def unit_text(s: dict[str, Any]) -> str:
 
 
 @deploy("Release")
-def prepare(s: dict[str, Any], plan: Plan) -> dict[str, OperationMeta]:
+def prepare(
+    s: dict[str, Any], plan: Plan, redis_op: OperationMeta | None
+) -> dict[str, OperationMeta]:
     """Everything the release needs on the host before the rollout switches it (units, the
-    local proxy); nothing starts or stops here. Returns the operations whose change means the
-    service must restart."""
+    local proxy, the Docker network); nothing starts or stops here. Returns the operations
+    whose change means the service must restart."""
+    restart_on: dict[str, OperationMeta] = {}
     if s["release_strategy"] == "blue_green":
-        return {"slot unit": slots.ensure_units(s)}
-    p = commands.paths(s)
-    if host.get_fact(Command, command=slots.is_active_command(s)) == "active":
+        restart_on["slot unit"] = slots.ensure_units(s)
+    elif host.get_fact(Command, command=slots.is_active_command(s)) == "active":
         server.shell(
             name="Ensure the blue_green proxy and slots are stopped (release_strategy: restart)",
             commands=[slots.stop_all_command(s)],
         )
-    unit = files.put(
-        name=f"Ensure systemd unit {s['app_service']} is installed",
-        src=StringIO(unit_text(s)),
-        dest=p["unit"],
-        mode="644",
+    if service.is_docker(s):
+        restart_on["container"] = _container_ready(s, redis_op)
+    elif s["release_strategy"] == "restart":
+        unit = files.put(
+            name=f"Ensure systemd unit {s['app_service']} is installed",
+            src=StringIO(unit_text(s)),
+            dest=commands.paths(s)["unit"],
+            mode="644",
+        )
+        systemd.daemon_reload(name="Reload systemd (unit changed)", _if=unit.did_change)
+        restart_on["systemd unit"] = unit
+    return restart_on
+
+
+def _container_ready(s: dict[str, Any], redis_op: OperationMeta | None) -> OperationMeta:
+    """The user-defined network (with redis-cache on it) and the container's spec, a file whose
+    change (a variable the `docker run` flags depend on) means the containers must restart."""
+    network, redis = s["docker_network"], service.cache_container(s)
+    command = commands.network_ready(network, redis)
+    if host.get_fact(Command, command=commands.network_state(network, redis)) != "ready":
+        server.shell(name=f"Ensure Docker network {network} exists", commands=[command])
+    elif redis_op is not None:  # a new redis-cache container must join the network again
+        server.shell(
+            name=f"Ensure {s['redis_container']} is on Docker network {network}",
+            commands=[command],
+            _if=redis_op.did_change,
+        )
+    return files.put(
+        name="Ensure the container spec is current (docker run flags)",
+        src=StringIO(service.run_command(s, "<release>") + "\n"),
+        dest=f"{commands.paths(s)['state']}/container.spec",
+        mode="600",
     )
-    systemd.service(
-        name=f"Ensure {s['app_service']} is enabled",
-        service=s["app_service"],
-        enabled=True,
-        daemon_reload=unit.will_change,
-    )
-    return {"systemd unit": unit}
 
 
 @deploy("Keep releases")
@@ -231,13 +261,17 @@ def prune(s: dict[str, Any], plan: Plan) -> None:
     if not plan.release_changes:
         return
     p = commands.paths(s)
+    prune = [
+        commands.prune_releases(
+            p["releases"],
+            s["app_keep_releases"],
+            [plan.release] + ([plan.previous_version] if plan.previous_version else []),
+        )
+    ]
+    if service.is_docker(s):
+        prune.append(commands.prune_images(s["app_image"], p["releases"]))
     server.shell(
-        name=f"Ensure at most {s['app_keep_releases']} releases are kept",
-        commands=[
-            commands.prune_releases(
-                p["releases"],
-                s["app_keep_releases"],
-                [plan.release] + ([plan.previous_version] if plan.previous_version else []),
-            )
-        ],
+        name=f"Ensure at most {s['app_keep_releases']} releases are kept"
+        + (" (and their images)" if service.is_docker(s) else ""),
+        commands=prune,
     )

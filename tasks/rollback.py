@@ -22,9 +22,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import python, systemd
+from pyinfra.operations import python
 
-from tasks import commands, lock, notify, operations, slots
+from tasks import commands, lock, notify, rollout
 from tasks.migrate import read_history, read_migrations
 from tasks.runtime import (
     DeployError,
@@ -335,13 +335,13 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
     return True
 
 
-def _switch_slots(state, host, s: dict[str, Any], target: Target, restart: bool) -> bool:
+def _switch(state, host, s: dict[str, Any], target: Target, restart: bool) -> bool:
     try:
-        done = slots.activate(host, s, target.release_dir, restart=restart)
+        if restart or not rollout.serves(host, s, target.release_dir):
+            done = rollout.put_in_service(host, s, target.release_dir, restart)
+            say(host, done or f"{target.name} already serves")
     except DeployError as exc:
         return _fail(host, s, target, "switch", exc)
-    if done:
-        say(host, done)
     return True
 
 
@@ -361,29 +361,14 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
             s=s,
             target=target,
         )
-    if s["release_strategy"] == "blue_green":
-        python.call(
-            name=f"Ensure {target.name} serves (blue/green, no failed request)",
-            function=_switch_slots,
-            s=s,
-            target=target,
-            restart=env_op is not None and env_op.will_change,
-        )
-    else:
-        p = commands.paths(s)
-        link = operations.current_release(
-            name=f"Ensure current points at {target.name}",
-            current=p["current"],
-            release_dir=target.release_dir,
-        )
-        changed = link.will_change or (env_op is not None and env_op.will_change)
-        systemd.service(
-            name=f"Ensure {s['app_service']} is running"
-            + (" (restart: release or .env changed)" if changed else ""),
-            service=s["app_service"],
-            running=True,
-            restarted=changed,
-        )
+    how = "blue/green, no failed request" if s["release_strategy"] == "blue_green" else "restart"
+    python.call(
+        name=f"Ensure {target.name} serves ({how})",
+        function=_switch,
+        s=s,
+        target=target,
+        restart=env_op is not None and env_op.will_change,
+    )
     python.call(
         name="Wait for a healthy answer and record the rollback",
         function=_verify_and_record,

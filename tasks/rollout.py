@@ -26,7 +26,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, lock, notify, report, slots
+from tasks import commands, lock, notify, report, service, slots
 from tasks.runtime import (
     DEPLOYMENT,
     DeployError,
@@ -135,7 +135,7 @@ def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
         if blue_green:
             slots.stop_all(h, s)
         else:
-            sh(h, f"systemctl stop {commands.q(s['app_service'])}", check=False)
+            service.stop(h, s)
         run.not_rolled_back.append("release: first deploy, no previous release; service stopped")
         return "first deploy on this host: no previous release, the service was stopped"
     say(h, f"rolling back to {plan.previous_version} ({reason})")
@@ -148,10 +148,7 @@ def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
             )
             return f"{plan.release} never served a request: {plan.previous_version} kept serving"
     else:
-        p = commands.paths(s)
-        sh(h, commands.switch_current(p["current"], plan.previous_dir), what="switching back")
-        sh(h, f"systemctl restart {commands.q(s['app_service'])}", what="restart for rollback")
-        wait_healthy(h, s)
+        restart_single(h, s, plan.previous_dir)
     run.rolled_back.append(f"release: {plan.release} -> {plan.previous_version}")
     return f"switched back to {plan.previous_version}, which answers healthy"
 
@@ -161,50 +158,28 @@ def serves(h, s: dict[str, Any], release_dir: str) -> bool:
     if s["release_strategy"] == "blue_green":
         state = slots.read_state(h, s)
         return state.serving == release_dir and state.proxy_running and not state.stray
-    p = commands.paths(s)
-    service = commands.q(s["app_service"])
-    _, out, _ = sh(
-        h, f"readlink {commands.q(p['current'])} || true; systemctl is-active {service} || true"
-    )
-    return out.split() == [release_dir, "active"]
+    current = commands.q(commands.paths(s)["current"])
+    _, out, _ = sh(h, f"readlink {current} || true; {service.form_command(s)}")
+    return out.split() == [release_dir, service.serving_form(s)]
 
 
-def put_in_service(h, s: dict[str, Any], plan: Plan, restart: bool) -> str | None:
-    """Make the plan's release serve on app_port, health-gated (the caller found that it does
-    not, or RESTART is asked); returns what was done, None when a blue/green switch found
-    nothing left to do. Raises DeployError when the release is not healthy (a health metric
-    is recorded)."""
-    run = run_for(h)
+def put_in_service(h, s: dict[str, Any], release_dir: str, restart: bool) -> str | None:
+    """Make RELEASE_DIR serve on app_port, health-gated (the caller found that it does not, or
+    RESTART is asked); returns what was done, None when a blue/green switch found nothing left
+    to do. Raises DeployError when the release is not healthy (a health metric is recorded)."""
     if s["release_strategy"] == "blue_green":
         try:
-            done = slots.activate(h, s, plan.release_dir, restart=restart)
+            return slots.activate(h, s, release_dir, restart=restart)
         except DeployError as exc:
-            run.metric(
+            run_for(h).metric(
                 "health check before traffic",
                 f"200 within {s['app_health_timeout']}s",
                 str(exc),
                 False,
             )
             raise
-    else:
-        done = _restart_service(h, s, plan)
-    if done is None:
-        say(h, f"{plan.release} already serves: nothing to switch")
-    return done
-
-
-def _restart_service(h, s: dict[str, Any], plan: Plan) -> str:
-    """The checklist's stop/start: `current` switched, the one unit restarted, then the
-    health check through app_port."""
-    p = commands.paths(s)
-    service = commands.q(s["app_service"])
-    sh(
-        h,
-        f"{commands.switch_current(p['current'], plan.release_dir)} && systemctl restart {service}",
-        what=f"restarting {s['app_service']}",
-    )
     try:
-        answer = wait_healthy(h, s)
+        return restart_single(h, s, release_dir)
     except DeployError as exc:
         run_for(h).metric(
             "health check after restart",
@@ -213,7 +188,16 @@ def _restart_service(h, s: dict[str, Any], plan: Plan) -> str:
             False,
         )
         raise
-    return f"{s['app_service']} restarted on {plan.release}, healthy: {answer}"
+
+
+def restart_single(h, s: dict[str, Any], release_dir: str) -> str:
+    """The checklist's stop/start (`release_strategy: restart`): `current` switched, the one
+    instance restarted, then the health check through app_port."""
+    p = commands.paths(s)
+    sh(h, commands.switch_current(p["current"], release_dir), what="switching current")
+    started = service.start(h, s, release_dir)
+    answer = wait_healthy(h, s)
+    return f"{started} restarted on {release_dir.rsplit('/', 1)[-1]}, healthy: {answer}"
 
 
 # ----------------------------------------------------------------------------- failing a host
@@ -399,8 +383,10 @@ def _switch_host(
         say(host, f"{r.label(index)}: switching to {plan.release}")
         try:
             with out_of_service(host, s):
-                done = put_in_service(host, s, plan, restart)
-                if done:
+                done = put_in_service(host, s, plan.release_dir, restart)
+                if done is None:
+                    say(host, f"{plan.release} already serves: nothing to switch")
+                else:
                     r.switched.append(host.name)
                     run.changed.append(f"switch: {done}")
                     say(host, done)

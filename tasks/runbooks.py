@@ -18,7 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, env_file, lock, slots
+from tasks import commands, env_file, lock, rollout
 from tasks.redis import cache_address
 from tasks.runtime import (
     DEPLOYMENT,
@@ -114,10 +114,7 @@ def _keep_overrides(state, host, s: dict[str, Any], values: dict[str, Any], runb
 def _restart(h, s: dict[str, Any]) -> str:
     """The release that serves now, started again with the new .env, no request failing."""
     _, current, _ = sh(h, f"readlink {q(commands.paths(s)['current'])}")
-    if s["release_strategy"] == "blue_green":
-        return slots.activate(h, s, current.strip(), restart=True) or "restarted"
-    sh(h, f"systemctl restart {q(s['app_service'])}", what="restarting the service")
-    return f"{s['app_service']} restarted"
+    return rollout.put_in_service(h, s, current.strip(), restart=True) or "restarted"
 
 
 def _database_work(h, s: dict[str, Any], name: str) -> list[str]:

@@ -26,7 +26,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from tasks import commands
+from tasks import commands, service
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -37,14 +37,6 @@ q = commands.q
 
 def proxy_service(s: dict[str, Any]) -> str:
     return f"{s['app_service']}-proxy"
-
-
-def slot_unit(s: dict[str, Any], slot: str) -> str:
-    return f"{s['app_service']}@{slot}"
-
-
-def slot_port(s: dict[str, Any], slot: str) -> int:
-    return s[f"app_{slot}_port"]
 
 
 def _paths(s: dict[str, Any]) -> dict[str, str]:
@@ -70,8 +62,8 @@ def proxy_config_text(s: dict[str, Any]) -> str:
             bind="*",
             port=s["app_port"],
             health_path=s["app_health_path"],
-            blue_port=slot_port(s, "blue"),
-            green_port=slot_port(s, "green"),
+            blue_port=service.port(s, "blue"),
+            green_port=service.port(s, "green"),
         )
     )
 
@@ -116,8 +108,8 @@ def ensure_units(s: dict[str, Any]) -> OperationMeta:
     )
     for slot in SLOTS:
         files.put(
-            name=f"Ensure slot {slot} listens on 127.0.0.1:{slot_port(s, slot)}",
-            src=StringIO(f"LISTEN_ADDR=127.0.0.1:{slot_port(s, slot)}\n"),
+            name=f"Ensure slot {slot} listens on 127.0.0.1:{service.port(s, slot)}",
+            src=StringIO(f"LISTEN_ADDR=127.0.0.1:{service.port(s, slot)}\n"),
             dest=f"{p['slots']}/{slot}.env",
             mode="644",
         )
@@ -154,47 +146,53 @@ def ensure_units(s: dict[str, Any]) -> OperationMeta:
 
 @dataclass
 class SlotState:
-    """What runs on one host now, read at execution time."""
+    """What runs on one host now, read at execution time. A form is `systemd`, `docker` or
+    "" (not running); see tasks/service.py."""
 
     active: str | None
     links: dict[str, str]
-    running: dict[str, bool]
+    forms: dict[str, str]
     proxy_running: bool
-    legacy_running: bool
+    wanted_form: str  # the form release_method starts instances in
+
+    @property
+    def running(self) -> dict[str, bool]:
+        return {slot: bool(self.forms[slot]) for slot in SLOTS}
 
     @property
     def stray(self) -> str | None:
         """The idle slot when it runs (left by a killed run): it must not serve."""
-        if self.active and self.running.get(self.active):
+        if self.active and self.running[self.active]:
             idle = "green" if self.active == "blue" else "blue"
-            return idle if self.running.get(idle) else None
+            return idle if self.running[idle] else None
         return None
 
     @property
     def serving(self) -> str | None:
-        """The release the active slot serves, when it runs."""
-        if self.active and self.running.get(self.active):
+        """The release the active slot serves, when it runs in the wanted form (one in the
+        other form is switched over like a new release)."""
+        if self.active and self.forms[self.active] == self.wanted_form:
             return self.links.get(self.active)
         return None
 
 
 def read_state(h, s: dict[str, Any]) -> SlotState:
     p = _paths(s)
-    units = [slot_unit(s, slot) for slot in SLOTS] + [proxy_service(s), s["app_service"]]
+    instances = [(service.unit(s, slot), service.container(s, slot)) for slot in SLOTS]
     _, out, _ = sh(
         h,
-        commands.slot_state(p["active"], [f"{p['slots']}/{slot}" for slot in SLOTS], units),
+        commands.slot_state(
+            p["active"], [f"{p['slots']}/{slot}" for slot in SLOTS], instances, proxy_service(s)
+        ),
         what="reading the slots",
     )
-    lines = out.splitlines()
-    active, blue, green, *states = (lines + [""] * 7)[:7]
-    running = [state == "active" for state in states]
+    active, blue, green, blue_form, green_form, proxy = ((out.splitlines()) + [""] * 6)[:6]
     return SlotState(
         active=active if active in SLOTS else None,
         links={"blue": blue, "green": green},
-        running={"blue": running[0], "green": running[1]},
-        proxy_running=running[2],
-        legacy_running=running[3],
+        forms={"blue": blue_form, "green": green_form},
+        proxy_running=proxy == "active",
+        wanted_form=service.serving_form(s),
     )
 
 
@@ -216,22 +214,18 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
     if state.stray:
         if state.proxy_running:
             _api(h, s, f"set server {BACKEND}/{state.stray} state maint")
-        sh(h, f"systemctl disable --now {q(slot_unit(s, state.stray))}", what="stopping a stray")
+        service.stop(h, s, state.stray)
         say(h, f"stopped slot {state.stray}, left running by an earlier run")
     if state.serving == release_dir and state.proxy_running and not restart:
         return None
     p = _paths(s)
     old = state.active if state.active and state.running[state.active] else None
     new = "green" if old == "blue" else "blue"
-    port = slot_port(s, new)
+    port = service.port(s, new)
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state maint")
-    link = commands.switch_current(f"{p['slots']}/{new}", release_dir)
-    sh(
-        h,
-        f"{link} && systemctl restart {q(slot_unit(s, new))}",
-        what=f"starting slot {new}",
-    )
+    sh(h, commands.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
+    started = service.start(h, s, release_dir, new)
     url = f"http://127.0.0.1:{port}{s['app_health_path']}"
     ok, out, err = sh(
         h,
@@ -240,13 +234,13 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
         check=False,
     )
     if not ok:
-        sh(h, f"systemctl stop {q(slot_unit(s, new))}", check=False)
+        service.stop(h, s, new)
         serving = f"slot {old} keeps serving" if old else "nothing served before"
         raise DeployError(
             f"the new instance (slot {new}, port {port}) is not healthy; it was stopped "
             f"before it received any request, {serving}: {(err or out).strip()[-300:]}"
         )
-    say(h, f"slot {new} healthy on port {port}: {out.strip()}")
+    say(h, f"slot {new} ({started}) healthy on port {port}: {out.strip()}")
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state ready")
         _wait(h, s, new, "up", 10)
@@ -256,19 +250,15 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
             _api(h, s, f"set server {BACKEND}/{old} state maint")
             say(h, f"slot {old} drained ({left})")
     else:
-        # First switch on this host: the proxy takes app_port over from the single unit.
-        sh(
-            h,
-            f"systemctl disable --now {q(s['app_service'])} 2>/dev/null; "
-            f"systemctl enable --now {q(proxy_service(s))}",
-            what="starting the proxy",
-        )
+        # First switch on this host: the proxy takes app_port over from the single instance.
+        service.stop(h, s)
+        sh(h, f"systemctl enable --now {q(proxy_service(s))}", what="starting the proxy")
         _wait(h, s, new, "up", 10)
-    stop = f"systemctl disable --now {q(slot_unit(s, old))} && " if old else ""
+    if old:
+        service.stop(h, s, old)
     marker = f"{p['active']}.new"
     sh(
         h,
-        f"{stop}systemctl enable {q(slot_unit(s, new))} 2>/dev/null && "
         f"echo {new} > {q(marker)} && mv -f {q(marker)} {q(p['active'])} && "
         + commands.switch_current(commands.paths(s)["current"], release_dir),
         what=f"making slot {new} the active one",
@@ -291,10 +281,10 @@ def is_active_command(s: dict[str, Any]) -> str:
 
 
 def stop_all_command(s: dict[str, Any]) -> str:
-    """Leave the blue_green shape: proxy and slots stopped and disabled (then the single unit
-    of `release_strategy: restart` can take app_port)."""
-    units = [proxy_service(s)] + [slot_unit(s, slot) for slot in SLOTS]
-    return f"systemctl disable --now {' '.join(q(u) for u in units)} 2>/dev/null || true"
+    """Leave the blue_green shape: proxy and slots (units or containers) stopped and disabled
+    (then the single instance of `release_strategy: restart` can take app_port)."""
+    slots = [commands.instance_stop(service.unit(s, x), service.container(s, x)) for x in SLOTS]
+    return "; ".join([f"systemctl disable --now {q(proxy_service(s))} >/dev/null 2>&1", *slots])
 
 
 def stop_all(h, s: dict[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
     MDD_INVENTORY=inventories/staging.py .venv/bin/pytest tests/servers
 
+(MDD_DATA names variables the deploy was given with --data, e.g. MDD_DATA=release_method=docker.)
+
 Hosts and settings come from the inventory file itself (group_vars included), so the suite
 checks what the deploy was asked to ensure, on the lab or on the team's servers alike.
 """
@@ -46,6 +48,9 @@ def _host(name: str, data: dict):
 
 
 SERVERS = _inventory()
+# The variables the deploy was run with beyond the inventory's, as pyinfra's --data takes
+# them: MDD_DATA="release_method=docker,release_strategy=restart"
+DATA = dict(item.split("=", 1) for item in os.environ.get("MDD_DATA", "").split(",") if "=" in item)
 
 
 def pytest_generate_tests(metafunc):
@@ -56,5 +61,5 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="module")
 def server(request):
     name, data = next((n, d) for n, d in SERVERS if n == request.param)
-    settings, _problems = validate(data, environ={"DB_PASSWORD": "not-needed-here"})
+    settings, _problems = validate({**data, **DATA}, environ={"DB_PASSWORD": "not-needed-here"})
     return _host(name, data), settings

@@ -4,38 +4,70 @@ from __future__ import annotations
 
 import json
 
-from tasks import commands, slots
+import pytest
+
+from tasks import commands, service, slots
 
 
-def _serving_unit(host, s) -> str:
-    """The unit that runs the release now: the active slot, or the single unit of `restart`."""
-    if s["release_strategy"] == "restart":
-        return s["app_service"]
-    active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
-    return slots.slot_unit(s, active)
+def _instance(host, s) -> tuple[str, str]:
+    """The form (systemd or docker) and name (unit or container) of what runs the release now:
+    the active slot, or the single instance of `restart`."""
+    slot = None
+    if s["release_strategy"] == "blue_green":
+        slot = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+    if s["release_method"] == "docker":
+        return "docker", service.container(s, slot)
+    return "systemd", service.unit(s, slot)
 
 
-def test_service_is_active_and_enabled(server):
+def _main_pid(host, s) -> str:
+    form, name = _instance(host, s)
+    if form == "docker":
+        return host.check_output(f"docker inspect -f '{{{{.State.Pid}}}}' {name}")
+    return host.check_output(f"systemctl show -p MainPID --value {name}")
+
+
+def _forms(host, s) -> dict[str | None, str]:
+    """The form every instance runs in ("" when it does not run), slots and single alike."""
+    return {slot: host.check_output(service.form_command(s, slot)) for slot in (*slots.SLOTS, None)}
+
+
+def test_service_runs_in_its_method_and_comes_back_at_boot(server):
     host, s = server
-    service = host.service(_serving_unit(host, s))
-    assert service.is_running
-    assert service.is_enabled
+    form, name = _instance(host, s)
+    if form == "docker":
+        info = json.loads(host.check_output(f"docker inspect {name}"))[0]
+        assert info["State"]["Running"]
+        assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    else:
+        unit = host.service(name)
+        assert unit.is_running and unit.is_enabled
 
 
-def test_blue_green_proxy_serves_the_port_and_one_slot_runs(server):
+def test_only_the_serving_instance_runs_and_nothing_of_the_other_method(server):
+    host, s = server
+    form, _ = _instance(host, s)
+    running = {slot: f for slot, f in _forms(host, s).items() if f}
+    if s["release_strategy"] == "blue_green":
+        active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+        assert running == {active: form}
+    else:
+        assert running == {None: form}
+    other = "systemd" if form == "docker" else "docker"
+    assert other not in running.values()
+
+
+def test_blue_green_proxy_serves_the_port_and_one_slot_listens_on_loopback(server):
     host, s = server
     if s["release_strategy"] != "blue_green":
         assert not host.service(slots.proxy_service(s)).is_running
         return
     proxy = host.service(slots.proxy_service(s))
     assert proxy.is_running and proxy.is_enabled
-    running = [slot for slot in slots.SLOTS if host.service(slots.slot_unit(s, slot)).is_running]
-    assert [slots.slot_unit(s, slot) for slot in running] == [_serving_unit(host, s)]
     for slot in slots.SLOTS:
-        port = slots.slot_port(s, slot)
-        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
-    active = running[0]
-    assert host.socket(f"tcp://127.0.0.1:{slots.slot_port(s, active)}").is_listening
+        assert not host.socket(f"tcp://0.0.0.0:{service.port(s, slot)}").is_listening
+    active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+    assert host.socket(f"tcp://127.0.0.1:{service.port(s, active)}").is_listening
     link = host.file(f"{s['app_dir']}/slots/{active}").linked_to
     assert link == host.file(commands.paths(s)["current"]).linked_to
 
@@ -45,8 +77,7 @@ def test_service_runs_as_its_own_non_root_user(server):
     user = host.user(s["app_user"])
     assert user.exists and user.uid != 0
     assert user.shell == "/usr/sbin/nologin"
-    main_pid = host.check_output(f"systemctl show -p MainPID --value {_serving_unit(host, s)}")
-    assert host.check_output(f"ps -o user= -p {main_pid}") == s["app_user"]
+    assert host.check_output(f"ps -o user= -p {_main_pid(host, s)}") == s["app_user"]
 
 
 def test_env_file_is_private_to_the_service_user(server):
@@ -73,28 +104,49 @@ def test_current_points_at_a_built_release(server):
     assert host.file(f"{current.linked_to}/{commands.SERVICE_BINARY}").mode & 0o111
 
 
-def test_unit_is_hardened_and_reads_the_env_file(server):
+def test_instance_is_hardened_and_reads_the_env_file(server):
     host, s = server
-    unit = host.check_output(f"systemctl cat {_serving_unit(host, s)}")
-    for line in (
-        f"User={s['app_user']}",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        f"EnvironmentFile={commands.paths(s)['env_file']}",
-    ):
-        assert line in unit
+    form, name = _instance(host, s)
+    env_file = commands.paths(s)["env_file"]
+    if form == "systemd":
+        unit = host.check_output(f"systemctl cat {name}")
+        for line in (
+            f"User={s['app_user']}",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            f"EnvironmentFile={env_file}",
+        ):
+            assert line in unit
+        return
+    info = json.loads(host.check_output(f"docker inspect {name}"))[0]
+    config, hc = info["Config"], info["HostConfig"]
+    user = host.user(s["app_user"])
+    assert config["User"] == f"{user.uid}:{user.gid}"
+    assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and not hc["Privileged"]
+    assert "no-new-privileges" in hc["SecurityOpt"]
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts[commands.CONTAINER_ENV_FILE]["Source"] == env_file
+    assert not mounts[commands.CONTAINER_ENV_FILE]["RW"]
+    assert not [key for key in config["Env"] if key.startswith(("DB_PASSWORD", "REDIS_PASSWORD"))]
+    assert s["docker_network"] in info["NetworkSettings"]["Networks"]
+    release = host.file(commands.paths(s)["current"]).linked_to.rsplit("/", 1)[-1]
+    assert config["Image"] == f"{s['app_image']}:{release}"
+    assert config["Labels"]["org.opencontainers.image.version"] == release.rsplit("-", 1)[0]
 
 
 def test_unit_exposure_score_is_at_most_2(server):
     host, s = server
-    report = host.check_output(f"systemd-analyze security --no-pager {_serving_unit(host, s)}")
+    form, name = _instance(host, s)
+    if form == "docker":
+        pytest.skip("release_method docker: no unit to score; see test_instance_is_hardened")
+    report = host.check_output(f"systemd-analyze security --no-pager {name}")
     score = float(report.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
     assert score <= 2.0, report
 
 
 def test_the_service_cannot_reach_the_docker_socket(server):
     host, s = server
-    pid = host.check_output(f"systemctl show -p MainPID --value {_serving_unit(host, s)}")
+    pid = _main_pid(host, s)
     # in the service's own mount namespace the socket is an inaccessible node (mode 000)
     seen = host.run(f"nsenter -t {pid} -m stat -L -c %a /run/docker.sock")
     assert seen.rc != 0 or seen.stdout.strip() == "0", seen.stdout

@@ -1,4 +1,5 @@
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -290,13 +291,112 @@ def test_haproxy_wait_is_bounded_and_knows_what_it_waits_for():
         c.haproxy_wait("/s.sock", "b", "s", "down", 1)
 
 
-def test_slot_state_prints_one_line_per_fact():
-    cmd = c.slot_state(
-        "/app/slots/active", ["/app/slots/blue", "/app/slots/green"], ["a@blue", "p"]
+def _fake_tools(tmp_path, active_units: list[str], running_containers: list[str]) -> dict:
+    """A PATH whose systemctl and docker answer like a host where ACTIVE_UNITS are active and
+    RUNNING_CONTAINERS run (and that logs every call to calls.log)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    units, containers = " ".join(active_units), " ".join(running_containers)
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "systemctl $*" >> {log}\nfor a; do u="$a"; done\n'
+        f'case "$1" in is-active) for x in {units}; do [ "$x" = "$u" ] && '
+        '{ [ "$2" = -q ] || echo active; exit 0; }; done; '
+        '[ "$2" = -q ] || echo inactive; exit 3;; esac\n'
     )
-    assert cmd == (
-        "(cat /app/slots/active 2>/dev/null || echo); (readlink /app/slots/blue || echo); "
-        "(readlink /app/slots/green || echo); systemctl is-active a@blue p || true"
+    (bin_dir / "docker").write_text(
+        f'#!/bin/sh\necho "docker $*" >> {log}\nfor a; do c="$a"; done\n'
+        f'case "$1" in inspect) for x in {containers}; do [ "$x" = "$c" ] && '
+        "{ echo true; exit 0; }; done; exit 1;; esac\n"
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log)}
+
+
+def test_slot_state_prints_one_line_per_fact_whatever_form_the_slots_run_in(tmp_path):
+    (tmp_path / "active").write_text("blue\n")
+    (tmp_path / "blue").symlink_to("/app/releases/v2")
+    env = _fake_tools(tmp_path, ["a@blue", "a-proxy"], ["c-green"])
+    cmd = c.slot_state(
+        str(tmp_path / "active"),
+        [str(tmp_path / "blue"), str(tmp_path / "green")],
+        [("a@blue", "c-blue"), ("a@green", "c-green")],
+        "a-proxy",
+    )
+    done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "blue",
+        "/app/releases/v2",
+        "",
+        "systemd",
+        "docker",
+        "active",
+    ]
+
+
+def test_an_instance_stops_in_both_forms_and_needs_no_docker(tmp_path):
+    env = _fake_tools(tmp_path, [], [])
+    done = subprocess.run(["sh", "-c", c.instance_stop("a@blue", "c-blue")], env=env, check=False)
+    assert done.returncode == 0
+    assert Path(env["LOG"]).read_text().splitlines() == [
+        "systemctl disable --now a@blue",
+        "docker rm -f c-blue",
+    ]
+    no_docker = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    (tmp_path / "bin" / "docker").unlink()
+    assert (
+        subprocess.run(
+            ["sh", "-c", c.instance_form("u", "c")], env=no_docker, capture_output=True, text=True
+        ).stdout
+        == "\n"
+    )
+
+
+def test_a_container_runs_as_the_checklist_says_on_a_network_without_secrets_in_its_flags():
+    s = {**S, "app_port": 8080, "app_log_file": "/var/log/md/app.log", "docker_network": "md"}
+    s["app_dir"], s["deploy_state_dir"] = "/app/md", "/var/lib/md"
+    cmd = c.container_run(s, "api-blue", "api:v2-abc", "127.0.0.1:8081", "svc", "redis-cache")
+    assert cmd.startswith("docker rm -f api-blue >/dev/null 2>&1; docker run -d --name api-blue ")
+    for flag in (
+        "--restart unless-stopped",
+        "--network md",
+        "-p 127.0.0.1:8081:8080",
+        "-v /app/md/.env:/run/monitoring-dashboard/.env:ro",
+        "-v /var/log/md:/var/log/md",
+        "--read-only",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        "-e REDIS_HOST=redis-cache",
+        '--user "$(id -u svc):$(id -g svc)" api:v2-abc --env-file /run/monitoring-dashboard/.env',
+    ):
+        assert flag in cmd, flag
+    assert "--link" not in cmd and "--env-file /app" not in cmd
+    assert "REDIS_HOST" not in c.container_run(s, "api", "api:v2", "8080", "svc", None)
+
+
+def test_images_are_pruned_with_their_release_folders(tmp_path):
+    releases = tmp_path / "releases"
+    (releases / "v2-bbb").mkdir(parents=True)
+    env = _fake_tools(tmp_path, [], [])
+    (tmp_path / "bin" / "docker").write_text(
+        f'#!/bin/sh\necho "docker $*" >> {env["LOG"]}\n'
+        '[ "$1" = images ] && printf "v1-aaa\\nv2-bbb\\n"; exit 0\n'
+    )
+    subprocess.run(["sh", "-c", c.prune_images("api", str(releases))], env=env, check=True)
+    calls = Path(env["LOG"]).read_text().splitlines()
+    assert calls[1:] == ["docker rmi api:v1-aaa"]
+
+
+def test_the_network_is_created_and_joined_only_when_missing():
+    ready = c.network_ready("md", "redis-cache")
+    assert ready.startswith(
+        "(docker network inspect md >/dev/null 2>&1 || docker network create md"
+    )
+    assert "grep -qF '\"md\":' || docker network connect md redis-cache)" in ready
+    assert "connect" not in c.network_ready("md", None)
+    assert c.network_state("md", None) == (
+        "if docker network inspect md >/dev/null 2>&1; then echo ready; else echo missing; fi"
     )
 
 
