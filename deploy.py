@@ -8,11 +8,13 @@ A load balancer host (group lb_servers) gets no deploy: the rollout drains the a
 
 from typing import Any
 
+import click
 from pyinfra import host
 
 from tasks import (
     backup,
     env_file,
+    helm,
     loadtest,
     lock,
     migrate,
@@ -31,11 +33,17 @@ from tasks.runtime import DeployError, is_dry, run_for, settings
 def checklist(s: dict[str, Any]) -> None:
     """An app host: the checklist's phases, in order."""
     rollout.check_reachable(s)
+    on_kubernetes = s["release_method"] == "helm"
     try:
         backup.check_copy_target(s)
+        if on_kubernetes and not is_dry() and helm.missing_tools(s):
+            raise DeployError("release_method helm: " + "; ".join(helm.missing_tools(s)))
         plan = release.make_plan(s)
         if is_dry():
             migrate.preview(s, plan)
+            if on_kubernetes and plan.is_migration_host:
+                click.echo("--> release_method helm: on the deploying machine, would run:")
+                click.echo("\n".join(f"    {line}" for line in helm.plan_text(s)))
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
     run = run_for()
@@ -51,6 +59,14 @@ def checklist(s: dict[str, Any]) -> None:
     backup.backup(s, plan)
     report.start_phase("migrate")
     migrate.migrate(s, plan)
+    if on_kubernetes:  # the cluster runs the service: its readiness probe is the health gate
+        report.start_phase("release")
+        helm.release(s, plan)
+        release.prune(s, plan)
+        report.report(s, plan)
+        lock.release_at_end(s)
+        notify.finished(s, "deploy", plan.ref)
+        return
     report.start_phase("redis")
     redis_op = redis.redis(s, plan)
     if redis_op is not None:

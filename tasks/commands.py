@@ -490,10 +490,15 @@ def redis_cli(
 # ----------------------------------------------------------------------------- the service
 
 
-def env_file_content(s: Mapping[str, Any], db_password: str, redis_password: str) -> str:
-    """The .env of the checklist's step 4, plus the database connection and the log file."""
+ENV_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
+
+
+def env_values(
+    s: Mapping[str, Any], db_password: str, redis_password: str
+) -> list[tuple[str, Any]]:
+    """The service's environment in the .env's order: (KEY, value), or (comment, None)."""
     redis_host = s["redis_host"] if s["redis_mode"] == "external" else "localhost"
-    values = [
+    return [
         ("# Managed by monitoring-dashboard-deploy; changes are overwritten.", None),
         ("LISTEN_ADDR", f":{s['app_port']}"),
         ("LOG_FILE", s["app_log_file"]),
@@ -524,8 +529,12 @@ def env_file_content(s: Mapping[str, Any], db_password: str, redis_password: str
         ("SERVER_WRITE_TIMEOUT", s["server_write_timeout"]),
         ("SERVER_IDLE_TIMEOUT", s["server_idle_timeout"]),
     ]
+
+
+def env_file_content(s: Mapping[str, Any], db_password: str, redis_password: str) -> str:
+    """The .env of the checklist's step 4, plus the database connection and the log file."""
     lines = []
-    for key, value in values:
+    for key, value in env_values(s, db_password, redis_password):
         if value is None:
             lines.append(key)
         else:

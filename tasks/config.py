@@ -586,6 +586,11 @@ def validate(
         for name in ("helm_kubeconfig", "helm_image"):
             if not settings.get(name):
                 problems.append(f"{name}: required with release_method helm")
+        if settings.get("redis_mode") == "container":
+            problems.append(
+                "redis_mode: the chart runs no Redis; with release_method helm use external and "
+                "name the cache's service in redis_host (the checklist's redis.host=redis-cache)"
+            )
         if settings.get("helm_image") and not IMAGE.match(settings["helm_image"]):
             problems.append(
                 f"helm_image: must be an image repository, got {settings['helm_image']!r}"

@@ -67,12 +67,15 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
         )
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
+        clients = f"{app_hosts} app hosts"
+        if s["release_method"] == "helm":  # the pods open the connections
+            app_hosts, clients = s["helm_replicas"], f"{s['helm_replicas']} pods"
         needed = s["db_max_open_conns"] * app_hosts + s["db_connections_headroom"]
         facts["connections_needed"] = needed
         if facts["max_connections"] < needed:
             problems.append(
                 f"max_connections is {facts['max_connections']}, needs {needed} "
-                f"(DB_MAX_OPEN_CONNS {s['db_max_open_conns']} x {app_hosts} app hosts + "
+                f"(DB_MAX_OPEN_CONNS {s['db_max_open_conns']} x {clients} + "
                 f"{s['db_connections_headroom']} headroom): raise it or lower db_max_open_conns"
             )
     if plan.is_migration_host and "database_bytes" in facts:

@@ -15,6 +15,7 @@ full:  first bring the schema back to what that release expects: every applied m
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, lock, notify, rollout
+from tasks import commands, helm, lock, notify, rollout
+from tasks.config import seconds
 from tasks.migrate import read_history, read_migrations
 from tasks.runtime import (
     DeployError,
@@ -120,6 +122,11 @@ def plan(s: dict[str, Any]) -> Target:
     )
     listed, _, current = out.partition("=")
     releases = [r for r in listed.split() if not r.endswith(".partial")]
+    if s["rollback_to"] and s["release_method"] == "helm":
+        raise DeployError(
+            f"[{host.name}] rollback_to is not supported with release_method helm: a rollback "
+            "goes to the Helm release's previous revision"
+        )
     if s["rollback_to"]:
         release_dir = f"{p['releases']}/{named_release(releases, s['rollback_to'])}"
         if s["rollback_restore_backup"] == "yes" and release_dir != manifest["previous_release"]:
@@ -308,6 +315,30 @@ def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
         _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s['app_port']}/api/v1/version")
     except DeployError as exc:
         return _fail(host, s, target, "verify", exc)
+    return _record(host, s, target, version, answer, started)
+
+
+def _helm_rollback(state, host, s: dict[str, Any], target: Target) -> bool:
+    """Helm's previous revision, rolled out (release_method helm; see tasks/helm.py)."""
+    started = time.time()
+    limit = seconds(s["helm_timeout"]) + 60
+    try:
+        say(host, f"$ {shlex.join(helm.rollback_command(s))}")
+        helm.run(helm.rollback_command(s), timeout=limit)
+        status = helm.run(helm.rollout_status_command(s), timeout=limit)
+        current = commands.paths(s)["current"]  # the release the cluster runs, on this host
+        sh(host, commands.switch_current(current, target.release_dir), what="switching current")
+    except DeployError as exc:
+        return _fail(host, s, target, "switch", exc)
+    return _record(
+        host, s, target, f"Helm release {s['helm_release']}: previous revision", status, started
+    )
+
+
+def _record(
+    host, s: dict[str, Any], target: Target, version: str, answer: str, started: float
+) -> bool:
+    """Write the rollback's record and release the lock (nothing when it was already done)."""
     if target.already_there and not target.reverted and not s["rollback_disable_redis"]:
         say(host, f"already rolled back: serving {version.strip()} from {target.release_dir}")
         if target.is_migration_host:
@@ -361,6 +392,15 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
             s=s,
             target=target,
         )
+    if s["release_method"] == "helm":
+        if target.is_migration_host:
+            python.call(
+                name=f"Ensure Helm release {s['helm_release']} is back at its previous revision",
+                function=_helm_rollback,
+                s=s,
+                target=target,
+            )
+        return
     how = "blue/green, no failed request" if s["release_strategy"] == "blue_green" else "restart"
     python.call(
         name=f"Ensure {target.name} serves ({how})",

@@ -1,0 +1,256 @@
+"""Option C of the checklist (`release_method: helm`): the service on Kubernetes, installed
+from the deploying machine with the chart in files/helm, against the kubeconfig the operator
+names (`helm_kubeconfig`, `helm_kube_context`, `helm_namespace`).
+
+The database work (pre-flight, backup, migrations) runs on the migration host as with the
+other methods, and the run is reported and recorded the same way. Instead of the app hosts'
+phases (Redis container, .env, switch, verify, load test, monitoring window):
+
+1. the Secret `<helm_release>-secrets` (DB_PASSWORD, REDIS_PASSWORD) is applied with
+   `kubectl apply -f -`, its manifest on stdin: no secret is a Helm value, an argument or a
+   file;
+2. `helm upgrade --install` with the checklist's --set values (image.tag is app_version; the
+   .env without its secrets goes into the chart's ConfigMap), `--wait --atomic`: the pods'
+   readiness probe on the health path is the health gate, and Helm puts the previous revision
+   back by itself when they never become ready;
+3. a Secret that changed alone restarts the pods (`kubectl rollout restart`);
+4. `kubectl rollout status`, bounded by helm_timeout.
+
+No cluster can run on the lab's machines: this road is built and unit-tested, not proven on
+the lab. `--dry` prints exactly the commands it would run (the Secret's values masked).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.config import seconds
+from tasks.rollout import phase_check
+from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+
+REPO = Path(__file__).resolve().parent.parent
+MASK = "(not shown)"
+
+
+def chart_path(s: dict[str, Any]) -> str:
+    chart = Path(s["helm_chart"])
+    return str(chart if chart.is_absolute() else REPO / chart)
+
+
+def secret_name(s: dict[str, Any]) -> str:
+    return f"{s['helm_release']}-secrets"
+
+
+def kube_flags(s: dict[str, Any], tool: str) -> list[str]:
+    """The kubeconfig, context and namespace flags of TOOL (helm or kubectl)."""
+    flags = ["--kubeconfig", s["helm_kubeconfig"]]
+    if s["helm_kube_context"]:
+        flags += ["--kube-context" if tool == "helm" else "--context", s["helm_kube_context"]]
+    return [*flags, "--namespace", s["helm_namespace"]]
+
+
+def set_escape(value: str) -> str:
+    """VALUE as Helm's --set / --set-string read it literally (`\\` and `,` escaped)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def values(s: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Every value the chart gets: (key, value, is a string). The environment is the .env's,
+    without its secrets (they are in the Secret)."""
+    pairs = [
+        ("image.repository", s["helm_image"], True),
+        ("image.tag", s["app_version"], True),
+        ("replicas", str(s["helm_replicas"]), False),
+        ("port", str(s["app_port"]), False),
+        ("healthPath", s["app_health_path"], True),
+        ("logDir", s["app_log_file"].rsplit("/", 1)[0], True),
+        ("secretName", secret_name(s), True),
+    ]
+    for key, value in commands.env_values(s, "", ""):
+        if value is not None and key not in commands.ENV_SECRETS:
+            pairs.append((f"env.{key}", str(value), True))
+    return pairs
+
+
+def upgrade_command(s: dict[str, Any]) -> list[str]:
+    """The checklist's `helm upgrade`, with --install, --wait and --atomic."""
+    argv = [
+        "helm",
+        "upgrade",
+        "--install",
+        s["helm_release"],
+        chart_path(s),
+        *kube_flags(s, "helm"),
+        "--wait",
+        "--atomic",
+        "--timeout",
+        s["helm_timeout"],
+    ]
+    for key, value, is_string in values(s):
+        argv += ["--set-string" if is_string else "--set", f"{key}={set_escape(value)}"]
+    return argv
+
+
+def wanted_values(s: dict[str, Any]) -> dict[str, Any]:
+    """values() as `helm get values -o json` prints a release installed with them."""
+    nested: dict[str, Any] = {}
+    for key, value, is_string in values(s):
+        *parents, last = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value if is_string else int(value)
+    return nested
+
+
+def get_values_command(s: dict[str, Any]) -> list[str]:
+    return ["helm", "get", "values", s["helm_release"], *kube_flags(s, "helm"), "-o", "json"]
+
+
+def secret_manifest(s: dict[str, Any], db_password: str, redis_password: str) -> str:
+    """The Secret the Deployment reads its passwords from (given to kubectl on stdin)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret_name(s),
+                "labels": {"app.kubernetes.io/instance": s["helm_release"]},
+            },
+            "type": "Opaque",
+            "stringData": {"DB_PASSWORD": db_password, "REDIS_PASSWORD": redis_password},
+        }
+    )
+
+
+def secret_apply_command(s: dict[str, Any]) -> list[str]:
+    return ["kubectl", *kube_flags(s, "kubectl"), "apply", "-f", "-"]
+
+
+def restart_command(s: dict[str, Any]) -> list[str]:
+    return [
+        "kubectl",
+        *kube_flags(s, "kubectl"),
+        "rollout",
+        "restart",
+        f"deployment/{s['helm_release']}",
+    ]
+
+
+def rollout_status_command(s: dict[str, Any]) -> list[str]:
+    """The checklist's `kubectl rollout status`, bounded."""
+    return [
+        "kubectl",
+        *kube_flags(s, "kubectl"),
+        "rollout",
+        "status",
+        f"deployment/{s['helm_release']}",
+        f"--timeout={s['helm_timeout']}",
+    ]
+
+
+def rollback_command(s: dict[str, Any]) -> list[str]:
+    """Back to the previous revision of the Helm release (Helm keeps them)."""
+    return [
+        "helm",
+        "rollback",
+        s["helm_release"],
+        *kube_flags(s, "helm"),
+        "--wait",
+        "--timeout",
+        s["helm_timeout"],
+    ]
+
+
+def plan_text(s: dict[str, Any]) -> list[str]:
+    """What a deploy runs on the deploying machine, as shell lines (for --dry and the log)."""
+    return [
+        f"{shlex.join(secret_apply_command(s))}  # stdin: Secret {secret_name(s)} "
+        f"(DB_PASSWORD, REDIS_PASSWORD: {MASK})",
+        shlex.join(upgrade_command(s)),
+        f"{shlex.join(restart_command(s))}  # only when the Secret alone changed",
+        shlex.join(rollout_status_command(s)),
+    ]
+
+
+def missing_tools(s: dict[str, Any]) -> list[str]:
+    """What the deploying machine lacks to run this road (checked before any host is touched)."""
+    problems = [f"{x} is not installed here" for x in ("helm", "kubectl") if not shutil.which(x)]
+    if not Path(s["helm_kubeconfig"]).is_file():
+        problems.append(f"helm_kubeconfig {s['helm_kubeconfig']} is not a file")
+    if not Path(chart_path(s), "Chart.yaml").is_file():
+        problems.append(f"helm_chart {chart_path(s)} has no Chart.yaml")
+    return problems
+
+
+def run(argv: list[str], timeout: float, stdin: str | None = None) -> str:
+    """Run ARGV on the deploying machine; its output, or DeployError with its last lines."""
+    try:
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"{argv[0]} {argv[1]} took over {timeout:.0f}s") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()[-1500:]
+        raise DeployError(f"{argv[0]} {argv[1]} failed (exit {done.returncode}): {detail}")
+    return done.stdout.strip()
+
+
+def _installed_values(s: dict[str, Any]) -> dict[str, Any] | None:
+    """The release's values now, or None when it is not installed."""
+    try:
+        return json.loads(run(get_values_command(s), timeout=60) or "null") or {}
+    except DeployError as exc:
+        if "not found" in str(exc):
+            return None
+        raise
+
+
+@phase_check("release")
+def _release(host, s: dict[str, Any], plan: Plan) -> None:
+    run_ = run_for(host)
+    limit = seconds(s["helm_timeout"]) + 60
+    manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
+    applied = run(secret_apply_command(s), timeout=60, stdin=manifest)
+    say(host, f"kubectl apply (Secret {secret_name(s)}): {applied}")
+    secret_changed = not applied.endswith("unchanged")
+    installed = _installed_values(s)
+    if installed == wanted_values(s) and not secret_changed:
+        say(host, f"Helm release {s['helm_release']} already has these values: nothing to do")
+        run_.facts["helm"] = {"upgraded": False}
+        return
+    say(host, f"$ {shlex.join(upgrade_command(s))}")
+    upgraded = run(upgrade_command(s), timeout=limit)
+    say(host, upgraded.splitlines()[-1] if upgraded else "helm upgrade done")
+    if installed == wanted_values(s):  # the Secret alone changed: the pods must read it again
+        say(host, f"Secret {secret_name(s)} changed: restarting the pods")
+        run(restart_command(s), timeout=60)
+    status = run(rollout_status_command(s), timeout=limit)
+    say(host, status.splitlines()[-1] if status else "rolled out")
+    # `current` on this host names the release the cluster runs (a rollback goes back from it)
+    sh(host, commands.switch_current(commands.paths(s)["current"], plan.release_dir))
+    run_.changed.append(f"helm: {s['helm_release']} runs {s['helm_image']}:{s['app_version']}")
+    run_.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
+
+
+@deploy("Release (Helm)")
+def release(s: dict[str, Any], plan: Plan) -> None:
+    """On the migration host's turn only: the commands run on the deploying machine."""
+    if plan.is_migration_host:
+        python.call(
+            name=f"Ensure Helm release {s['helm_release']} runs {s['app_version']} "
+            f"(namespace {s['helm_namespace']})",
+            function=_release,
+            s=s,
+            plan=plan,
+        )
