@@ -48,7 +48,10 @@ def _free_bytes(h, path: str) -> int:
 def _checks(host, s: dict[str, Any], plan: Plan) -> None:
     problems: list[str] = []
     facts: dict[str, Any] = {}
-    for tool in ("git", "go", "psql", "pg_dump", "redis-cli", "curl", "systemctl"):
+    tools = ["git", "go", "psql", "pg_dump"]  # the build and the database work
+    if s["release_method"] != "helm":  # the service runs here too
+        tools += ["redis-cli", "curl", "systemctl"]
+    for tool in tools:
         ok, _, _ = sh(host, f"command -v {tool}", check=False)
         if not ok:
             problems.append(f"{tool} is not installed")
@@ -92,7 +95,9 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
             problems.append(
                 f"{s['backup_dir']} has {free} bytes free, the backup needs about {need}"
             )
-    if s["redis_mode"] == "container":
+    if s["release_method"] == "helm":
+        facts["redis"] = f"{s['redis_host']} in the cluster (not reachable from here, not checked)"
+    elif s["redis_mode"] == "container":
         ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
         if not ok:
             problems.append("Docker Engine is not running (redis_mode: container)")

@@ -1,0 +1,70 @@
+"""Stand-ins for `helm` and `kubectl` (no Kubernetes cluster can run on the lab's machine):
+each call is recorded with its stdin in $KUBE_STANDIN_STATE, and answered as Helm 3 and
+kubectl answer: `helm get values` prints what the last upgrade set (parsed from its --set and
+--set-string flags), `kubectl apply` says created, configured or unchanged. Used by
+test_helm.py only; it proves what the deploy runs, never what a cluster does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+
+def parse_set(text: str, as_string: bool) -> tuple[list[str], object]:
+    key, _, value = text.partition("=")
+    value = re.sub(r"\\(.)", r"\1", value)  # helm's escapes: \, and \\
+    return key.split("."), value if as_string else int(value)
+
+
+def main(tool: str, args: list[str]) -> int:
+    path = Path(os.environ["KUBE_STANDIN_STATE"])
+    state = json.loads(path.read_text()) if path.exists() else {"calls": []}
+    stdin = sys.stdin.read() if args[-2:] == ["-f", "-"] else None
+    state["calls"].append({"argv": [tool, *args], "stdin": stdin})
+    answer, code = "", 0
+    if tool == "kubectl" and "apply" in args:
+        digest = hashlib.sha256((stdin or "").encode()).hexdigest()
+        name = json.loads(stdin or "{}").get("metadata", {}).get("name", "?")
+        before = state.get("secret")
+        answer = f"secret/{name} " + (
+            "created" if before is None else "unchanged" if before == digest else "configured"
+        )
+        state["secret"] = digest
+    elif tool == "kubectl" and "status" in args:
+        answer = 'deployment "monitoring-dashboard" successfully rolled out'
+    elif tool == "helm" and args[:2] == ["get", "values"]:
+        if "values" not in state:
+            answer, code = "Error: release: not found", 1
+        else:
+            answer = json.dumps(state["values"])
+    elif tool == "helm" and args[0] == "upgrade":
+        values: dict = {}
+        for flag, text in zip(args, args[1:], strict=False):
+            if flag in ("--set", "--set-string"):
+                keys, value = parse_set(text, flag == "--set-string")
+                node = values
+                for part in keys[:-1]:
+                    node = node.setdefault(part, {})
+                node[keys[-1]] = value
+        state.setdefault("revisions", []).append(values)
+        state["values"] = values
+        answer = f'Release "{args[2]}" has been upgraded. Happy Helming!'
+    elif tool == "helm" and args[0] == "rollback":
+        revisions = state.get("revisions", [])
+        if len(revisions) < 2:
+            answer, code = "Error: no revision to roll back to", 1
+        else:
+            revisions.append(revisions[-2])
+            state["values"] = revisions[-1]
+            answer = "Rollback was a success! Happy Helming!"
+    path.write_text(json.dumps(state))
+    print(answer, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2:]))
