@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from pyinfra_cli import QUICK, output, pyinfra, report
 
+from lab import core
+
 STANDIN = Path(__file__).with_name("kube_standin.py")
 
 
@@ -78,7 +80,8 @@ def test_dry_prints_the_commands_and_the_deploy_runs_exactly_those(kube):
     apply = calls(root)[0]
     assert json.loads(apply["stdin"])["stringData"]["REDIS_PASSWORD"] == "helm-redis-pw"
     everything = output(result) + "\n".join(ran) + json.dumps(report(result))
-    assert os.environ["DB_PASSWORD"] not in everything and "helm-redis-pw" not in everything
+    db_password = core.secret_file("db_password").read_text().strip()
+    assert db_password not in everything and "helm-redis-pw" not in everything
     done = report(result)
     assert done["status"] == "success"
     assert "helm: monitoring-dashboard runs registry.example.com" in done["changed"][-1]
