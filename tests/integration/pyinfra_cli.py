@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from lab import core
 from lab.load import Load, LoadResult
+from lab.topology import topology
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -86,6 +88,22 @@ def under_load(
     assert LEAD + elapsed < window - 1, f"the run took {elapsed:.0f} s, longer than the load"
     assert traffic.requests >= rate * window * 0.95, traffic
     return result, traffic
+
+
+def staging_app1():
+    return topology("staging")[0]
+
+
+def served_version(host) -> str:
+    """What the service on HOST says it is, through its port."""
+    return core.ssh(host, "curl -s -m 5 localhost:8080/api/v1/version").stdout.decode().strip()
+
+
+def on_staging(*args: str, script: str = "deploy.py", forbidden: str = ""):
+    """under_load through staging app1's port for 30 s (every single-host switch ends well
+    inside it)."""
+    url = f"http://{staging_app1().address}:8080"
+    return under_load(url, *args, window=30, script=script, forbidden=forbidden)
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> str:

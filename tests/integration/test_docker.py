@@ -9,22 +9,25 @@ import subprocess
 import sys
 
 import pytest
-from pyinfra_cli import QUICK, REPO, output, pyinfra, report, under_load
+from pyinfra_cli import (
+    QUICK,
+    REPO,
+    on_staging,
+    output,
+    pyinfra,
+    report,
+    served_version,
+    staging_app1,
+)
 
 from lab import core
-from lab.topology import topology
 
-WINDOW = 30  # seconds of load; every switch below ends well inside it
 DOCKER = ("--data", "release_method=docker")
 IMAGE = "monitoring-dashboard-api"
 
 
 def on_host(host, command: str) -> str:
     return core.ssh(host, command, check=False).stdout.decode().strip()
-
-
-def version(host) -> str:
-    return on_host(host, "curl -s -m 5 localhost:8080/api/v1/version")
 
 
 def app_containers(host) -> dict[str, str]:
@@ -38,26 +41,19 @@ def active_units(host) -> str:
     return on_host(host, f"systemctl is-active {units}")
 
 
-def on_app1(*args: str, script: str = "deploy.py", forbidden: str = ""):
-    app1 = topology("staging")[0]
-    return under_load(
-        f"http://{app1.address}:8080", *args, window=WINDOW, script=script, forbidden=forbidden
-    )
-
-
 @pytest.fixture(scope="module")
 def app1(lab):
     """Staging serving v1.9.0 with systemd (Option A, blue_green)."""
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
     assert first.returncode == 0, output(first)[-3000:]
-    return topology("staging")[0]
+    return staging_app1()
 
 
 def test_switching_a_host_to_docker_is_a_deploy_that_fails_no_request(app1):
-    result, traffic = on_app1(*DOCKER, "--data", "app_version=v1.9.0")
+    result, traffic = on_staging(*DOCKER, "--data", "app_version=v1.9.0")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
-    assert version(app1) == '{"version":"1.9.0"}'
+    assert served_version(app1) == '{"version":"1.9.0"}'
     (name, image), *others = app_containers(app1).items()
     assert not others and name in (f"{IMAGE}-blue", f"{IMAGE}-green")
     assert image.startswith(f"{IMAGE}:v1.9.0-")
@@ -65,10 +61,10 @@ def test_switching_a_host_to_docker_is_a_deploy_that_fails_no_request(app1):
 
 
 def test_an_upgrade_builds_its_image_and_fails_no_request(app1):
-    result, traffic = on_app1(*DOCKER, "--data", "app_version=v2.0.0-perf")
+    result, traffic = on_staging(*DOCKER, "--data", "app_version=v2.0.0-perf")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
-    assert version(app1) == '{"version":"2.0.0-perf"}'
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'
     assert [image.split(":")[1][:11] for image in app_containers(app1).values()] == ["v2.0.0-perf"]
     tags = on_host(app1, f"docker images --format '{{{{.Tag}}}}' {IMAGE}").split()
     assert any(t.startswith("v1.9.0-") for t in tags)  # kept for a rollback
@@ -87,23 +83,23 @@ def test_the_same_docker_deploy_again_changes_nothing_and_says_so(app1):
 
 def test_a_broken_release_never_serves_a_user_and_its_container_is_gone(app1):
     before = app_containers(app1)
-    result, traffic = on_app1(
+    result, traffic = on_staging(
         *DOCKER, "--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken"
     )
     assert result.returncode != 0
     assert report(result)["status"] == "failed"
     assert traffic.failed == 0, traffic
     assert traffic.forbidden_answers == 0, traffic
-    assert version(app1) == '{"version":"2.0.0-perf"}'
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'
     assert app_containers(app1) == before
     assert "never served a request" in output(result)
 
 
 def test_a_quick_rollback_goes_back_to_the_previous_image_and_fails_no_request(app1):
-    result, traffic = on_app1(*DOCKER, script="rollback.py")
+    result, traffic = on_staging(*DOCKER, script="rollback.py")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
-    assert version(app1) == '{"version":"1.9.0"}'
+    assert served_version(app1) == '{"version":"1.9.0"}'
     assert [image.split(":")[1][:6] for image in app_containers(app1).values()] == ["v1.9.0"]
 
 
@@ -126,9 +122,9 @@ def test_the_server_suite_checks_the_docker_shape(app1):
 
 
 def test_switching_back_to_systemd_leaves_no_container_and_fails_no_request(app1):
-    result, traffic = on_app1("--data", "app_version=v1.9.0")
+    result, traffic = on_staging("--data", "app_version=v1.9.0")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
     assert app_containers(app1) == {}
     assert sorted(active_units(app1).split()) == ["active", "inactive", "inactive"]
-    assert version(app1) == '{"version":"1.9.0"}'
+    assert served_version(app1) == '{"version":"1.9.0"}'

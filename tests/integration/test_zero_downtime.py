@@ -4,23 +4,9 @@ on the lab's staging during each kind of switch; failed requests come from k6's 
 from __future__ import annotations
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, under_load
+from pyinfra_cli import QUICK, on_staging, output, pyinfra, report, served_version, staging_app1
 
 from lab import core
-from lab.topology import topology
-
-WINDOW = 30  # seconds of load; every switch below ends well inside it
-
-
-def version(host) -> str:
-    return core.ssh(host, "curl -s -m 5 localhost:8080/api/v1/version").stdout.decode().strip()
-
-
-def on_app1(*args: str, script: str = "deploy.py", forbidden: str = ""):
-    app1 = topology("staging")[0]
-    return under_load(
-        f"http://{app1.address}:8080", *args, window=WINDOW, script=script, forbidden=forbidden
-    )
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +14,19 @@ def app1(lab):
     """Staging serving v1.9.0 with the default strategy (blue_green)."""
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
     assert first.returncode == 0, output(first)[-3000:]
-    return topology("staging")[0]
+    return staging_app1()
 
 
 def test_a_release_changing_deploy_fails_no_request(app1):
-    result, traffic = on_app1("--data", "app_version=v2.0.0-perf")
+    result, traffic = on_staging("--data", "app_version=v2.0.0-perf")
     assert result.returncode == 0, output(result)[-3000:]
     assert "drained and stopped" in output(result)
     assert traffic.failed == 0, traffic
-    assert version(app1) == '{"version":"2.0.0-perf"}'
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'
 
 
 def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
-    result, traffic = on_app1("--data", "server_idle_timeout=121s")
+    result, traffic = on_staging("--data", "server_idle_timeout=121s")
     assert result.returncode == 0, output(result)[-3000:]
     assert report(result)["changed"][0] == ".env"
     assert traffic.failed == 0, traffic
@@ -49,14 +35,14 @@ def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
 
 
 def test_a_quick_rollback_fails_no_request(app1):
-    result, traffic = on_app1(script="rollback.py")
+    result, traffic = on_staging(script="rollback.py")
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
-    assert version(app1) == '{"version":"1.9.0"}'
+    assert served_version(app1) == '{"version":"1.9.0"}'
 
 
 def test_a_broken_release_never_serves_a_user_and_fails_no_request(app1):
-    result, traffic = on_app1("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
+    result, traffic = on_staging("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
     assert result.returncode != 0
     failed = report(result)
     assert failed["status"] == "failed"
@@ -65,5 +51,5 @@ def test_a_broken_release_never_serves_a_user_and_fails_no_request(app1):
     ]
     assert traffic.failed == 0, traffic
     assert traffic.forbidden_answers == 0, traffic
-    assert version(app1) == '{"version":"1.9.0"}'
+    assert served_version(app1) == '{"version":"1.9.0"}'
     assert "never served a request" in output(result)
