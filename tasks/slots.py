@@ -9,8 +9,9 @@ health check is stopped before the proxy ever sends it a request: the active slo
 serving. Quick and automatic rollbacks are the same switch, back to the previous release.
 
 On the host: `<app_dir>/slots/{blue,green}` link to releases, `slots/active` names the active
-slot, `current` links to the active release (as with `restart`), units `<service>@blue`,
-`<service>@green` and `<service>-proxy`.
+slot, `current` links to the active release (as with `restart`), the proxy's unit
+`<service>-proxy`, and each slot runs as the unit `<service>@<slot>` or, with `release_method:
+docker`, the container `<app_container>-<slot>` (tasks/service.py).
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def read_state(h, s: dict[str, Any]) -> SlotState:
         ),
         what="reading the slots",
     )
-    active, blue, green, blue_form, green_form, proxy = ((out.splitlines()) + [""] * 6)[:6]
+    active, blue, green, blue_form, green_form, proxy = (out.splitlines() + [""] * 6)[:6]
     return SlotState(
         active=active if active in SLOTS else None,
         links={"blue": blue, "green": green},
