@@ -663,11 +663,12 @@ def network_ready(network: str, container: str | None) -> str:
 
 def prune_images(image: str, releases: str) -> str:
     """Remove the tags of IMAGE whose release folder under RELEASES is gone (an image is kept
-    as long as its release: app_keep_releases of them); one in use stays."""
+    as long as its release: app_keep_releases of them); one in use stays. Nothing to do on a
+    host without Docker."""
     return (
-        f"docker images --format '{{{{.Tag}}}}' {q(image)} | while read -r tag; do "
-        f'[ -d {q(releases)}/"$tag" ] || docker rmi {q(image)}:"$tag" >/dev/null 2>&1 || true; '
-        "done"
+        f"if command -v docker >/dev/null; then docker images --format '{{{{.Tag}}}}' {q(image)} "
+        f'| while read -r tag; do [ -d {q(releases)}/"$tag" ] || '
+        f'docker rmi {q(image)}:"$tag" >/dev/null 2>&1 || true; done; fi'
     )
 
 

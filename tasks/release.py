@@ -261,17 +261,15 @@ def prune(s: dict[str, Any], plan: Plan) -> None:
     if not plan.release_changes:
         return
     p = commands.paths(s)
-    prune = [
-        commands.prune_releases(
-            p["releases"],
-            s["app_keep_releases"],
-            [plan.release] + ([plan.previous_version] if plan.previous_version else []),
-        )
-    ]
-    if service.is_docker(s):
-        prune.append(commands.prune_images(s["app_image"], p["releases"]))
     server.shell(
-        name=f"Ensure at most {s['app_keep_releases']} releases are kept"
-        + (" (and their images)" if service.is_docker(s) else ""),
-        commands=prune,
+        name=f"Ensure at most {s['app_keep_releases']} releases (and their images) are kept",
+        commands=[
+            commands.prune_releases(
+                p["releases"],
+                s["app_keep_releases"],
+                [plan.release] + ([plan.previous_version] if plan.previous_version else []),
+            ),
+            # also after a switch back to systemd: an image lives as long as its release
+            commands.prune_images(s["app_image"], p["releases"]),
+        ],
     )

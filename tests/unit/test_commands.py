@@ -386,6 +386,11 @@ def test_images_are_pruned_with_their_release_folders(tmp_path):
     subprocess.run(["sh", "-c", c.prune_images("api", str(releases))], env=env, check=True)
     calls = Path(env["LOG"]).read_text().splitlines()
     assert calls[1:] == ["docker rmi api:v1-aaa"]
+    no_docker = {"PATH": str(tmp_path / "empty")}
+    done = subprocess.run(
+        ["/bin/sh", "-c", c.prune_images("api", str(releases))], env=no_docker, capture_output=True
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
 
 
 def test_the_network_is_created_and_joined_only_when_missing():
