@@ -700,16 +700,15 @@ def instance_stop(unit: str, container: str) -> str:
 
 
 def slot_state(
-    active_file: str, slot_links: list[str], instances: list[tuple[str, str]], proxy: str
+    active_file: str, links: list[str], instances: list[tuple[str, str]], proxy: str
 ) -> str:
-    """Print, one per line: the active slot's name (or nothing), where each slot link points
+    """Print, one per line: the active slot's name (or nothing), where each of LINKS points
     (or nothing), the form each (unit, container) instance runs in (see instance_form), then
     `systemctl is-active` of the PROXY unit."""
-    links = [f"(readlink {q(link)} || echo)" for link in slot_links]
     return "; ".join(
         [
             f"(cat {q(active_file)} 2>/dev/null || echo)",
-            *links,
+            *(f"(readlink {q(link)} || echo)" for link in links),
             *(f"({instance_form(unit, container)})" for unit, container in instances),
             f"systemctl is-active {q(proxy)} || true",
         ]

@@ -157,7 +157,11 @@ def serves(h, s: dict[str, Any], release_dir: str) -> bool:
     """RELEASE_DIR is what answers on app_port now (as far as the units tell)."""
     if s["release_strategy"] == "blue_green":
         state = slots.read_state(h, s)
-        return state.serving == release_dir and state.proxy_running and not state.stray
+        return (
+            state.serving == release_dir == state.current
+            and state.proxy_running
+            and not state.stray
+        )
     current = commands.q(commands.paths(s)["current"])
     _, out, _ = sh(h, f"readlink {current} || true; {service.form_command(s)}")
     return out.split() == [release_dir, service.serving_form(s)]

@@ -152,6 +152,7 @@ class SlotState:
 
     active: str | None
     links: dict[str, str]
+    current: str  # where `current` points (it names the active release)
     forms: dict[str, str]
     proxy_running: bool
     wanted_form: str  # the form release_method starts instances in
@@ -183,14 +184,19 @@ def read_state(h, s: dict[str, Any]) -> SlotState:
     _, out, _ = sh(
         h,
         commands.slot_state(
-            p["active"], [f"{p['slots']}/{slot}" for slot in SLOTS], instances, proxy_service(s)
+            p["active"],
+            [f"{p['slots']}/{slot}" for slot in SLOTS] + [commands.paths(s)["current"]],
+            instances,
+            proxy_service(s),
         ),
         what="reading the slots",
     )
-    active, blue, green, blue_form, green_form, proxy = (out.splitlines() + [""] * 6)[:6]
+    lines = out.splitlines() + [""] * 7
+    active, blue, green, current, blue_form, green_form, proxy = lines[:7]
     return SlotState(
         active=active if active in SLOTS else None,
         links={"blue": blue, "green": green},
+        current=current,
         forms={"blue": blue_form, "green": green_form},
         proxy_running=proxy == "active",
         wanted_form=service.serving_form(s),
@@ -218,6 +224,8 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
         service.stop(h, s, state.stray)
         say(h, f"stopped slot {state.stray}, left running by an earlier run")
     if state.serving == release_dir and state.proxy_running and not restart:
+        if state.current != release_dir:  # left stale by hand or by an interrupted run
+            sh(h, commands.switch_current(commands.paths(s)["current"], release_dir))
         return None
     p = _paths(s)
     old = state.active if state.active and state.running[state.active] else None
