@@ -225,7 +225,8 @@ def test_ssh_lost_during_a_switch_sends_the_batch_back_and_no_request_fails(flee
 def test_the_redis_endpoint_going_down_in_the_monitoring_window_is_reported(fleet):
     """Not the release's fault: the service serves from PostgreSQL, users see nothing, the
     deploy succeeds and says Redis was unreachable; no rollback."""
-    with Load(f"http://{hosts()['lb1'].address}:80", 100, "150s") as load:
+    # a rolling deploy takes well under WINDOW; this one adds a 12 s window and the restart
+    with Load(f"http://{hosts()['lb1'].address}:80", 100, f"{WINDOW + 35}s") as load:
         proc = start(
             "--data",
             "app_version=v2.0.0-perf",
