@@ -72,22 +72,6 @@ def release_built(repo_url: str, commit: str, cache: str, release_dir: str, user
 
 
 @operation()
-def current_release(current: str, release_dir: str):
-    """
-    Ensure ``current`` points at a release, switched atomically (the old link is replaced by
-    a rename, never removed first).
-
-    + current: the symlink
-    + release_dir: the release it must point at
-    """
-    target = host.get_fact(Command, command=f"readlink {q(current)} || true")
-    if target == release_dir:
-        host.noop(f"{current} already points at {release_dir}")
-        return
-    yield commands.switch_current(current, release_dir)
-
-
-@operation()
 def redis_container(settings: dict[str, Any], auth_conf: str | None):
     """
     Ensure the redis-cache container runs with exactly the checklist's flags; a container
