@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from gevent import subprocess  # cooperative: the lock's heartbeat goes on meanwhile
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
@@ -218,7 +218,7 @@ def _installed_values(s: dict[str, Any]) -> dict[str, Any] | None:
 
 @phase_check("release")
 def _release(host, s: dict[str, Any], plan: Plan) -> None:
-    run_ = run_for(host)
+    record = run_for(host)
     limit = seconds(s["helm_timeout"]) + 60
     manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
     applied = run(secret_apply_command(s), timeout=60, stdin=manifest)
@@ -227,7 +227,7 @@ def _release(host, s: dict[str, Any], plan: Plan) -> None:
     installed = _installed_values(s)
     if installed == wanted_values(s) and not secret_changed:
         say(host, f"Helm release {s['helm_release']} already has these values: nothing to do")
-        run_.facts["helm"] = {"upgraded": False}
+        record.facts["helm"] = {"upgraded": False}
         return
     say(host, f"$ {shlex.join(upgrade_command(s))}")
     upgraded = run(upgrade_command(s), timeout=limit)
@@ -239,8 +239,8 @@ def _release(host, s: dict[str, Any], plan: Plan) -> None:
     say(host, status.splitlines()[-1] if status else "rolled out")
     # `current` on this host names the release the cluster runs (a rollback goes back from it)
     sh(host, commands.switch_current(commands.paths(s)["current"], plan.release_dir))
-    run_.changed.append(f"helm: {s['helm_release']} runs {s['helm_image']}:{s['app_version']}")
-    run_.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
+    record.changed.append(f"helm: {s['helm_release']} runs {s['helm_image']}:{s['app_version']}")
+    record.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
 
 
 @deploy("Release (Helm)")
