@@ -310,10 +310,18 @@ def _object_line(h, s: dict[str, Any], statement: str, name: str) -> str:
 
 
 def preview(s: dict[str, Any], plan: Plan) -> None:
-    """--dry, on the migration host: the database work this deploy would do (read-only)."""
+    """--dry, on the migration host: the database work this deploy would do (read-only). A
+    database it cannot read yet (no deploy has written the credentials file on this host) is
+    said, not an error: a dry run changes nothing, that file included."""
     if not plan.is_migration_host:
         return
+    try:
+        _preview(s, plan)
+    except DeployError as exc:
+        say(host, f"--dry: the database work cannot be shown: {str(exc)[-300:]}")
 
+
+def _preview(s: dict[str, Any], plan: Plan) -> None:
     migrations = _release_migrations(host, s, plan)
     _, size, _ = sh(
         host, commands.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
