@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from gevent import subprocess  # cooperative: the lock's heartbeat goes on meanwhile
 from pyinfra.api import deploy
 from pyinfra.operations import python
 

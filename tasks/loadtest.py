@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from gevent import subprocess  # cooperative: the lock's heartbeat goes on meanwhile
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
