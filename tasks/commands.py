@@ -687,13 +687,19 @@ def instance_form(unit: str, container: str) -> str:
     )
 
 
+def unit_stop(unit: str) -> str:
+    """UNIT stopped and disabled (nothing to do when it is not there)."""
+    return f"systemctl disable --now {q(unit)} >/dev/null 2>&1"
+
+
+def container_remove(container: str) -> str:
+    """CONTAINER removed (nothing to do when it, or Docker, is not there)."""
+    return f"if command -v docker >/dev/null; then docker rm -f {q(container)} >/dev/null 2>&1; fi"
+
+
 def instance_stop(unit: str, container: str) -> str:
     """Stop an instance in both forms: the unit stopped and disabled, the container removed."""
-    return (
-        f"systemctl disable --now {q(unit)} >/dev/null 2>&1; "
-        f"if command -v docker >/dev/null; then docker rm -f {q(container)} >/dev/null 2>&1; fi; "
-        "true"
-    )
+    return f"{unit_stop(unit)}; {container_remove(container)}; true"
 
 
 # ----------------------------------------------------------------------------- HAProxy

@@ -225,14 +225,15 @@ def _release(host, s: dict[str, Any], plan: Plan) -> None:
     say(host, f"kubectl apply (Secret {secret_name(s)}): {applied}")
     secret_changed = not applied.endswith("unchanged")
     installed = _installed_values(s)
-    if installed == wanted_values(s) and not secret_changed:
+    values_current = installed == wanted_values(s)
+    if values_current and not secret_changed:
         say(host, f"Helm release {s['helm_release']} already has these values: nothing to do")
         record.facts["helm"] = {"upgraded": False}
         return
     say(host, f"$ {shlex.join(upgrade_command(s))}")
     upgraded = run(upgrade_command(s), timeout=limit)
     say(host, upgraded.splitlines()[-1] if upgraded else "helm upgrade done")
-    if installed == wanted_values(s):  # the Secret alone changed: the pods must read it again
+    if values_current:  # the Secret alone changed: the pods must read it again
         say(host, f"Secret {secret_name(s)} changed: restarting the pods")
         run(restart_command(s), timeout=60)
     status = run(rollout_status_command(s), timeout=limit)

@@ -130,7 +130,7 @@ def start(h, s: dict[str, Any], release_dir: str, slot: str | None = None) -> st
         ensure_image(h, s, release_dir)
         sh(
             h,
-            f"systemctl disable --now {q(unit(s, slot))} >/dev/null 2>&1; "
+            f"{commands.unit_stop(unit(s, slot))}; "
             f"{commands.network_ready(s['docker_network'], cache_container(s))} && "
             f"{run_command(s, release_dir, slot)}",
             what=f"starting container {container(s, slot)}",
@@ -138,9 +138,8 @@ def start(h, s: dict[str, Any], release_dir: str, slot: str | None = None) -> st
         return f"container {container(s, slot)} ({image(s, release_dir)})"
     sh(
         h,
-        f"if command -v docker >/dev/null; then docker rm -f {q(container(s, slot))} "
-        f">/dev/null 2>&1; fi; systemctl enable -q {q(unit(s, slot))} && "
-        f"systemctl restart {q(unit(s, slot))}",
+        f"{commands.container_remove(container(s, slot))}; "
+        f"systemctl enable -q {q(unit(s, slot))} && systemctl restart {q(unit(s, slot))}",
         what=f"starting {unit(s, slot)}",
     )
     return f"unit {unit(s, slot)}"

@@ -293,7 +293,7 @@ def stop_all_command(s: dict[str, Any]) -> str:
     """Leave the blue_green shape: proxy and slots (units or containers) stopped and disabled
     (then the single instance of `release_strategy: restart` can take app_port)."""
     slots = [commands.instance_stop(service.unit(s, x), service.container(s, x)) for x in SLOTS]
-    return "; ".join([f"systemctl disable --now {q(proxy_service(s))} >/dev/null 2>&1", *slots])
+    return "; ".join([commands.unit_stop(proxy_service(s)), *slots])
 
 
 def stop_all(h, s: dict[str, Any]) -> None:
