@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from tasks import config
 
@@ -86,3 +87,10 @@ def test_readme_table_lists_every_variable():
     readme = config.__file__.rsplit("/tasks/", 1)[0] + "/README.md"
     text = open(readme).read()
     assert config.markdown_table() in text
+
+
+def test_all_yml_states_the_schemas_defaults_and_nothing_else():
+    """group_vars/all.yml documents defaults; the README's table (from the schema) must agree."""
+    path = config.__file__.rsplit("/tasks/", 1)[0] + "/group_vars/all.yml"
+    stated = yaml.safe_load(open(path))
+    assert {k: v for k, v in stated.items() if config.BY_NAME[k].default != v} == {}
