@@ -162,9 +162,22 @@ def test_v2_0_1_broken_starts_and_fails_its_health_check(app_host):
 
 
 def test_sigterm_lets_in_flight_requests_finish(app_host):
+    """Eight history queries are held in flight by a lock on `metrics` (however fast the database
+    is), SIGTERM arrives, the lock goes: all eight still answer 200."""
     log = start(app_host, "v2.0.0-perf", REDIS_ENABLED="false")
     script = f"""
     rm -f {WORK}/codes
+    set -a; . {WORK}/db.env; set +a
+    PGPASSWORD="$DB_PASSWORD" psql -X -q -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d "$DB_NAME" \\
+        -c 'BEGIN; LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT' \\
+        >/dev/null &
+    for i in $(seq 100); do
+        PGPASSWORD="$DB_PASSWORD" psql -X -At -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" \\
+            -d "$DB_NAME" -c "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                WHERE c.relname = 'metrics' AND l.mode = 'AccessExclusiveLock' AND l.granted" \\
+            | grep -qx 1 && break
+        sleep 0.05
+    done
     for t in cpu memory disk network cpu memory disk network; do
         curl -s -o /dev/null -w '%{{http_code}}\\n' --max-time 30 \\
             'localhost:{PORT}/api/v1/metrics/history?type='$t'&duration=30d' >> {WORK}/codes &
