@@ -32,7 +32,7 @@ integration: lab-up
 	$(PYTEST) -q tests/integration
 
 test: lint
-	$(PYTEST) -q -ra
+	$(PYTEST) -q -ra --durations=25
 
 bench: deps
 	$(PY) bench/run.py
