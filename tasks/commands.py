@@ -626,7 +626,7 @@ def container_run(
         run += ["-e", f"REDIS_HOST={redis_host}"]
     user_arg = f'--user "$(id -u {q(user)}):$(id -g {q(user)})"'
     return (
-        f"docker rm -f {q(name)} >/dev/null 2>&1; "
+        f"{container_remove(name)}; "
         f"{shlex.join(run)} {user_arg} {q(image)} --env-file {CONTAINER_ENV_FILE} >/dev/null"
     )
 
@@ -693,13 +693,16 @@ def unit_stop(unit: str) -> str:
 
 
 def container_remove(container: str) -> str:
-    """CONTAINER removed (nothing to do when it, or Docker, is not there)."""
-    return f"if command -v docker >/dev/null; then docker rm -f {q(container)} >/dev/null 2>&1; fi"
+    """CONTAINER removed (nothing to do when it, or Docker, is not there); always succeeds."""
+    return (
+        "if command -v docker >/dev/null; then "
+        f"docker rm -f {q(container)} >/dev/null 2>&1; fi; true"
+    )
 
 
 def instance_stop(unit: str, container: str) -> str:
     """Stop an instance in both forms: the unit stopped and disabled, the container removed."""
-    return f"{unit_stop(unit)}; {container_remove(container)}; true"
+    return f"{unit_stop(unit)}; {container_remove(container)}"
 
 
 # ----------------------------------------------------------------------------- HAProxy

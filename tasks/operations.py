@@ -90,5 +90,5 @@ def redis_container(settings: dict[str, Any], auth_conf: str | None):
     if state == f"{spec_hash} true":
         host.noop(f"container {name} runs with the wanted flags")
         return
-    yield f"docker rm -f {q(name)} >/dev/null 2>&1 || true"
+    yield commands.container_remove(name)
     yield commands.redis_run(settings, spec_hash, auth_conf)

@@ -303,7 +303,7 @@ def _remove_container(state, host, s: dict[str, Any], target: Target) -> bool:
     if not target.manifest.get("redis_container_created"):
         say(host, f"{s['redis_container']} was not created by that deploy: left as it is")
         return True
-    sh(host, f"docker rm -f {q(s['redis_container'])} >/dev/null 2>&1 || true")
+    sh(host, commands.container_remove(s["redis_container"]))
     say(host, f"container {s['redis_container']} removed")
     return True
 

@@ -357,7 +357,7 @@ def test_a_container_runs_as_the_checklist_says_on_a_network_without_secrets_in_
     s = {**S, "app_port": 8080, "app_log_file": "/var/log/md/app.log", "docker_network": "md"}
     s["app_dir"], s["deploy_state_dir"] = "/app/md", "/var/lib/md"
     cmd = c.container_run(s, "api-blue", "api:v2-abc", "127.0.0.1:8081", "svc", "redis-cache")
-    assert cmd.startswith("docker rm -f api-blue >/dev/null 2>&1; docker run -d --name api-blue ")
+    assert cmd.startswith(c.container_remove("api-blue") + "; docker run -d --name api-blue ")
     for flag in (
         "--restart unless-stopped",
         "--network md",
