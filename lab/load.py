@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +21,7 @@ from lab.topology import SUBNET
 from tasks.loadtest import k6_binary
 
 SCRIPT = Path(__file__).resolve().parent / "k6" / "availability.js"
+TAIL = 3.0  # seconds of load kept after the operation under test when k6 is stopped early
 
 
 @dataclass
@@ -44,7 +47,10 @@ def check_target(base_url: str) -> None:
 
 
 class Load:
-    """k6 running in the background: `with Load(url, 100, "30s") as load: ...; load.result()`."""
+    """k6 running in the background: `with Load(url, 100, "30s") as load: ...; load.result()`.
+
+    DURATION bounds the load; `result(stop_early=True)` ends it TAIL seconds after the operation
+    under test instead of at the end of DURATION."""
 
     def __init__(self, base_url: str, rate: int, duration: str, forbidden: str = "") -> None:
         check_target(base_url)
@@ -81,9 +87,14 @@ class Load:
             self._proc.wait()
         self._dir.cleanup()
 
-    def result(self) -> LoadResult:
-        """Wait for k6 to finish (bounded) and read its summary."""
+    def result(self, stop_early: bool = False) -> LoadResult:
+        """Wait for k6 to finish (bounded) and read its summary. STOP_EARLY: after TAIL more
+        seconds, interrupt k6, which stops sending and still writes its summary (the requests in
+        flight at that moment are counted neither as made nor as failed)."""
         assert self._proc is not None
+        if stop_early and self._proc.poll() is None:
+            time.sleep(TAIL)
+            self._proc.send_signal(signal.SIGINT)
         try:
             _, err = self._proc.communicate(timeout=self._timeout)
         except subprocess.TimeoutExpired:

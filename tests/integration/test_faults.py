@@ -186,7 +186,7 @@ def test_a_migration_blocked_by_a_long_transaction_retries_then_stops_cleanly(st
                 "migrate_lock_backoff=1s",
             )
             assert time.monotonic() - began < 55
-            traffic = load.result()
+            traffic = load.result(stop_early=True)
     finally:
         st.release()
     text = output(result)
@@ -216,7 +216,7 @@ def test_a_deploy_killed_during_the_migration_converges_when_run_again(st):
                 ),
                 240,
             )
-            traffic = load.result()
+            traffic = load.result(stop_early=True)
     finally:
         st.release()
     assert traffic.failed == 0, traffic
@@ -350,7 +350,7 @@ def test_a_full_disk_during_the_build_fails_before_the_switch_and_leaves_nothing
         with Load(st.url(), 50, "30s") as load:
             result = pyinfra(*QUICK, "--data", "app_version=main")
             left = st.sh(f"ls -A {app}/releases")
-            traffic = load.result()
+            traffic = load.result(stop_early=True)
     finally:
         st.sh(f"umount {app}/releases")
     text = output(result)
@@ -371,7 +371,7 @@ def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
     with Load(st.url(), 50, "30s") as load:
         proc = start(*QUICK)
         kill_when(proc, lambda: st.sh("pgrep -f '[g]o build' || true") != "", 240)
-        traffic = load.result()
+        traffic = load.result(stop_early=True)
     assert traffic.failed == 0, traffic
     assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
     converge(st, rows)

@@ -207,7 +207,7 @@ def test_ssh_lost_during_a_switch_sends_the_batch_back_and_no_request_fails(flee
         with cut_off("app2", "blackhole"):
             time.sleep(90)  # longer than any one remote command may take (60 s)
         out, _ = proc.communicate(timeout=400)
-        traffic = load.result()
+        traffic = load.result(stop_early=True)
     assert proc.returncode != 0, out[-3000:]
     assert "app2" in out and ("timed out" in out or "lost its connection" in out), out[-3000:]
     assert "every host this run switched goes back" in out
@@ -242,7 +242,7 @@ def test_the_redis_endpoint_going_down_in_the_monitoring_window_is_reported(flee
             out, _ = proc.communicate(timeout=300)
         finally:
             core.ssh(hosts()["cache1"], "systemctl start redis-server")
-        traffic = load.result()
+        traffic = load.result(stop_early=True)
     assert proc.returncode == 0, out[-3000:]
     assert "WARNING: Redis unreachable in" in out
     assert traffic.failed == 0, traffic
