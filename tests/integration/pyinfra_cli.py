@@ -13,10 +13,18 @@ from pathlib import Path
 from lab import core
 from lab.load import Load, LoadResult
 from lab.topology import topology
+from tasks.config import validate
+from tasks.inventory import lab_group
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 RUN_TIMEOUT = 900
+OBJECTS = [  # what the reference service's migration 003 creates
+    "idx_metrics_type_time_covering",
+    "idx_metrics_type_time_id",
+    "idx_metrics_recent",
+    "metrics_hourly",
+]
 
 
 def pyinfra(
@@ -89,6 +97,13 @@ def under_load(
     assert LEAD + elapsed < window - 1, f"the run took {elapsed:.0f} s, longer than the load"
     assert traffic.requests >= rate * (LEAD + elapsed) * 0.95, traffic
     return result, traffic
+
+
+def lab_settings(env: str = "staging") -> dict:
+    """The validated settings a deploy to the lab's ENV gets (its app hosts' group_vars)."""
+    settings, problems = validate(dict(lab_group(env, "app_servers", (env, "lab"))[0][1]))
+    assert problems == [], problems
+    return settings
 
 
 def staging_app1():

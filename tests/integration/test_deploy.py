@@ -10,14 +10,12 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from pyinfra_cli import REPO, output, pyinfra, report_path
+from pyinfra_cli import REPO, lab_settings, output, pyinfra, report_path
 from pyinfra_cli import report as last_report
 
 from lab import core
 from lab.topology import topology
 from tasks import commands
-from tasks.config import validate
-from tasks.inventory import lab_group
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +25,7 @@ def fresh_staging(lab):
     core.down("staging", echo=lambda _m: None)
     core.up("staging", echo=lambda _m: None)
     app1 = topology("staging")[0]
-    data = dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1])
-    settings, problems = validate(data)
-    assert problems == []
-    return core, app1, settings
+    return core, app1, lab_settings()
 
 
 def on_app1(app1, command: str) -> str:

@@ -10,8 +10,10 @@ import sys
 
 import pytest
 from pyinfra_cli import (
+    OBJECTS,
     QUICK,
     REPO,
+    lab_settings,
     on_staging,
     output,
     pyinfra,
@@ -21,6 +23,7 @@ from pyinfra_cli import (
 )
 
 from lab import core
+from tasks import commands
 
 DOCKER = ("--data", "release_method=docker")
 IMAGE = "monitoring-dashboard-api"
@@ -119,6 +122,33 @@ def test_the_server_suite_checks_the_docker_shape(app1):
     )
     assert suite.returncode == 0, suite.stdout[-3000:]
     assert "1 skipped" in suite.stdout and "no unit to score" in suite.stdout, suite.stdout
+
+
+def test_the_restart_strategy_runs_one_container_and_a_full_rollback_reverts_the_schema(app1):
+    """The checklist's own Option B shape (one container on port 8080, no local proxy), a full
+    rollback from it to v1.9.0's image and schema, then back to the blue/green slots."""
+    restart = (*DOCKER, "--data", "release_strategy=restart")
+    up = pyinfra(*restart, "--data", "app_version=v2.0.0-perf", *QUICK)
+    assert up.returncode == 0, output(up)[-3000:]
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'
+    (name, image), *others = app_containers(app1).items()
+    assert not others and name == IMAGE and image.startswith(f"{IMAGE}:v2.0.0-perf-")
+    assert on_host(app1, "systemctl is-active monitoring-dashboard-proxy") == "inactive"
+    objects = commands.psql(lab_settings(), commands.objects_state_sql(OBJECTS))
+    assert len(on_host(app1, objects).splitlines()) == len(OBJECTS)
+
+    back = pyinfra(*restart, "--data", "rollback_mode=full", script="rollback.py")
+    assert back.returncode == 0, output(back)[-3000:]
+    assert served_version(app1) == '{"version":"1.9.0"}'
+    (name, image), *others = app_containers(app1).items()
+    assert not others and name == IMAGE and image.startswith(f"{IMAGE}:v1.9.0-")
+    assert on_host(app1, objects) == ""  # migration 003 reverted
+
+    slots = pyinfra(*DOCKER, "--data", "app_version=v1.9.0", *QUICK)
+    assert slots.returncode == 0, output(slots)[-3000:]
+    assert [n.rsplit("-", 1)[1] for n in app_containers(app1)] in (["blue"], ["green"])
+    assert on_host(app1, "systemctl is-active monitoring-dashboard-proxy") == "active"
+    assert served_version(app1) == '{"version":"1.9.0"}'
 
 
 def test_switching_back_to_systemd_leaves_no_container_and_fails_no_request(app1):

@@ -13,21 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load, wait_for_line
+from pyinfra_cli import (
+    OBJECTS,
+    QUICK,
+    lab_settings,
+    output,
+    pyinfra,
+    report,
+    start,
+    under_load,
+    wait_for_line,
+)
 
 from lab import apprepo, core
 from lab.load import Load
 from lab.topology import LabHost, topology
 from tasks import commands
-from tasks.config import validate
-from tasks.inventory import lab_group
 
-OBJECTS = [
-    "idx_metrics_type_time_covering",
-    "idx_metrics_type_time_id",
-    "idx_metrics_recent",
-    "metrics_hourly",
-]
 HOLDER = "fault-holder"  # application_name of the session a test keeps open on the database
 
 
@@ -101,8 +103,7 @@ def st(lab) -> Staging:
     core.down("staging", echo=lambda _m: None)
     core.up("staging", echo=lambda _m: None)
     hosts = {h.name: h for h in topology("staging")}
-    s, problems = validate(dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1]))
-    assert problems == []
+    s = lab_settings()
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
     assert first.returncode == 0, output(first)[-3000:]
     return Staging(hosts["app1"], hosts["db1"], s)

@@ -6,20 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from pyinfra_cli import output, pyinfra, report, start
+from pyinfra_cli import OBJECTS, lab_settings, output, pyinfra, report, start
 
 from lab import core
 from lab.topology import topology
 from tasks import commands
-from tasks.config import validate
-from tasks.inventory import lab_group
-
-OBJECTS = [
-    "idx_metrics_type_time_covering",
-    "idx_metrics_type_time_id",
-    "idx_metrics_recent",
-    "metrics_hourly",
-]
 
 
 def sh(host, command: str) -> str:
@@ -37,10 +28,7 @@ def staging(lab):
     core.down("staging", echo=lambda _m: None)
     core.up("staging", echo=lambda _m: None)
     app1 = topology("staging")[0]
-    settings, problems = validate(
-        dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1])
-    )
-    assert problems == []
+    settings = lab_settings()
     first = pyinfra("--data", "app_version=v1.9.0")
     assert first.returncode == 0, output(first)[-3000:]
     sh(app1, "docker rm -f redis-cache")
@@ -271,7 +259,7 @@ PRODUCTION = "inventories/lab_production.py"
 
 def schema(app) -> tuple[str, str]:
     """(objects of migration 003 present, versions applied and not reverted)."""
-    s, _ = validate(dict(lab_group("production", "app_servers", ("production", "lab"))[0][1]))
+    s = lab_settings("production")
     objects = sh(app, commands.psql(s, commands.objects_state_sql(OBJECTS)))
     applied = sh(
         app,

@@ -7,13 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, under_load
+from pyinfra_cli import QUICK, lab_settings, output, pyinfra, under_load
 
 from lab import core
 from lab.topology import topology
 from tasks import commands
-from tasks.config import validate
-from tasks.inventory import lab_group
 
 
 def sh(app1, command: str) -> str:
@@ -30,8 +28,7 @@ def env_value(app1, key: str) -> str:
 
 @pytest.fixture(scope="module")
 def staging(lab):
-    s, problems = validate(dict(lab_group("staging", "app_servers", ("staging", "lab"))[0][1]))
-    assert problems == []
+    s = lab_settings()
     app1 = topology("staging")[0]
     assert pyinfra(script="unlock.py").returncode == 0  # whatever an earlier module left
     assert runbook("reset").returncode == 0
