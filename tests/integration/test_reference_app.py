@@ -168,13 +168,12 @@ def test_sigterm_lets_in_flight_requests_finish(app_host):
     script = f"""
     rm -f {WORK}/codes
     set -a; . {WORK}/db.env; set +a
-    PGPASSWORD="$DB_PASSWORD" psql -X -q -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" -d "$DB_NAME" \\
-        -c 'BEGIN; LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT' \\
-        >/dev/null &
+    db() {{ PGPASSWORD="$DB_PASSWORD" psql -X -At -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" \\
+        -d "$DB_NAME" -c "$1"; }}
+    db 'BEGIN; LOCK TABLE metrics IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT' >/dev/null &
     for i in $(seq 100); do
-        PGPASSWORD="$DB_PASSWORD" psql -X -At -h "$DB_HOST" -p "$DB_PORT" -U "$DB_USER" \\
-            -d "$DB_NAME" -c "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                WHERE c.relname = 'metrics' AND l.mode = 'AccessExclusiveLock' AND l.granted" \\
+        db "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+            WHERE c.relname = 'metrics' AND l.mode = 'AccessExclusiveLock' AND l.granted" \\
             | grep -qx 1 && break
         sleep 0.05
     done

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
 from tasks import config
+
+ROOT = Path(config.__file__).resolve().parents[1]
 
 BASE = {"deploy_env": "t", "app_repo_url": "git://x/r.git", "db_host": "db"}
 ENV = {"DB_PASSWORD": "pw"}
@@ -84,13 +88,11 @@ def test_seconds():
 
 
 def test_readme_table_lists_every_variable():
-    readme = config.__file__.rsplit("/tasks/", 1)[0] + "/README.md"
-    text = open(readme).read()
+    text = (ROOT / "README.md").read_text()
     assert config.markdown_table() in text
 
 
 def test_all_yml_states_the_schemas_defaults_and_nothing_else():
     """group_vars/all.yml documents defaults; the README's table (from the schema) must agree."""
-    path = config.__file__.rsplit("/tasks/", 1)[0] + "/group_vars/all.yml"
-    stated = yaml.safe_load(open(path))
+    stated = yaml.safe_load((ROOT / "group_vars" / "all.yml").read_text())
     assert {k: v for k, v in stated.items() if config.BY_NAME[k].default != v} == {}
