@@ -163,7 +163,8 @@ def test_v2_0_1_broken_starts_and_fails_its_health_check(app_host):
 
 def test_sigterm_lets_in_flight_requests_finish(app_host):
     """Eight history queries are held in flight by a lock on `metrics` (however fast the database
-    is), SIGTERM arrives, the lock goes: all eight still answer 200."""
+    is), SIGTERM arrives, the lock goes: all eight still answer 200, and the service then stops
+    (its last log line comes after the last answer, so the test waits for the unit to end)."""
     log = start(app_host, "v2.0.0-perf", REDIS_ENABLED="false")
     script = f"""
     rm -f {WORK}/codes
@@ -188,6 +189,7 @@ def test_sigterm_lets_in_flight_requests_finish(app_host):
     echo in-flight=$n
     systemctl kill --signal=SIGTERM refapp
     wait
+    for i in $(seq 100); do systemctl -q is-active refapp || break; sleep 0.1; done
     cat {WORK}/codes
     """
     out = app_host.check_output(script)
