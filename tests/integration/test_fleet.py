@@ -102,8 +102,9 @@ def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
         f"s.bind(('127.0.0.1', {idle_port})); s.listen(); time.sleep(600)"
     )
-    sh("app3", f"systemd-run --unit mdd-squatter python3 -c {json.dumps(squatter)}; sleep 1")
-    assert sh("app3", "systemctl is-active mdd-squatter") == "active"
+    sh("app3", f"systemd-run --unit mdd-squatter python3 -c {json.dumps(squatter)}")
+    listening = f"ss -Hltn 'sport = :{idle_port}' | grep -q ."
+    sh("app3", f"for i in $(seq 100); do {listening} && break; sleep 0.1; done; {listening}")
     try:
         result, traffic = through_lb1("--data", "app_version=v1.9.0")
     finally:
