@@ -3,6 +3,7 @@
 Phases run in the checklist's order; each lives in tasks/<phase>.py. The new release is built
 before the backup (its migrations decide whether one is needed) and goes live only after the
 database, Redis and .env are ready, batch by batch across the app hosts (tasks/rollout.py).
+Migrations headed `-- deploy: contract` run last, once every app host serves the release.
 A load balancer host (group lb_servers) gets no deploy: the rollout drains the app hosts on it.
 """
 
@@ -63,6 +64,8 @@ def checklist(s: dict[str, Any]) -> None:
         report.start_phase("release")
         helm.release(s, plan)
         release.prune(s, plan)
+        report.start_phase("contract")
+        migrate.contract(s, plan)
         report.report(s, plan)
         lock.release_at_end(s)
         notify.finished(s, "deploy", plan.ref)
@@ -84,6 +87,8 @@ def checklist(s: dict[str, Any]) -> None:
     loadtest.loadtest(s, plan)
     report.start_phase("monitor")
     monitor.monitor(s, plan)
+    report.start_phase("contract")
+    migrate.contract(s, plan)
     report.report(s, plan)
     lock.release_at_end(s)
     notify.finished(s, "deploy", plan.ref)

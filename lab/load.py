@@ -28,13 +28,15 @@ TAIL = 3.0  # seconds of load kept after the operation under test when k6 is sto
 class LoadResult:
     requests: int
     failed: int
+    dropped: int  # iterations k6 could not start (every worker busy): failures too
     p99_ms: float
     forbidden_answers: int
     exit_code: int
 
     def __str__(self) -> str:
         return (
-            f"{self.failed} failed of {self.requests} requests, p99 {self.p99_ms:.1f} ms, "
+            f"{self.failed} failed of {self.requests} requests, {self.dropped} dropped, "
+            f"p99 {self.p99_ms:.1f} ms, "
             f"{self.forbidden_answers} answers from the forbidden release"
         )
 
@@ -106,6 +108,7 @@ class Load:
         return LoadResult(
             requests=int(metrics["http_reqs"]["count"]),
             failed=int(metrics["http_req_failed"]["passes"]),
+            dropped=int(metrics.get("dropped_iterations", {}).get("count", 0)),
             p99_ms=float(metrics["http_req_duration"]["p(99)"]),
             forbidden_answers=int(metrics["forbidden_version_answers"]["count"]),
             exit_code=self._proc.returncode,

@@ -20,7 +20,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.migrate import pending_migrations
+from tasks.migrations import pending_migrations
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, connected, health_url, run_for, say, sh
 

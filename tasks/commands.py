@@ -133,14 +133,28 @@ def cat_files(folder: str, pattern: str, mark: str) -> str:
     )
 
 
-def git_cat_files(cache: str, commit: str, folder: str, mark: str) -> str:
-    """Like cat_files, for the *.sql files of FOLDER at COMMIT in the bare repository CACHE
-    (read-only: what a release would hold, before it is built)."""
-    spec = q(f"{commit}:{folder}")
-    return (
-        f"git -C {q(cache)} ls-tree --name-only {spec} | grep '\\.sql$' | while read -r f; do "
-        f"printf '%s%s\\n' {q(mark)} \"$f\"; "
-        f"git -C {q(cache)} show {q(commit)}:{q(folder)}/\"$f\" | sed -e '$a\\'; done"
+def git_cat_files(repo_url: str, cache: str, commit: str, folder: str, mark: str) -> str:
+    """Like cat_files, for the *.sql files of FOLDER at COMMIT: read from the bare repository
+    CACHE when it has COMMIT, else fetched into a temporary repository (borrowing CACHE's
+    objects) that is removed afterwards. Nothing on the host changes: what a release would
+    hold, before it is built."""
+    spec = f'"$commit":{q(folder)}'
+    return "; ".join(
+        [
+            "set -e",
+            f"commit={q(commit)}",
+            f"repo={q(cache)}",
+            "tmp=$(mktemp -d) && trap 'rm -rf \"$tmp\"' EXIT",
+            f'if ! git -C "$repo" cat-file -e "$commit^{{commit}}" 2>/dev/null; then '
+            'git init -q --bare "$tmp/repo"; '
+            f'if [ -d "$repo/objects" ]; then echo "$repo/objects" '
+            '> "$tmp/repo/objects/info/alternates"; fi; '
+            f"git -C \"$tmp/repo\" fetch -q --tags {q(repo_url)} '+refs/heads/*:refs/heads/*'; "
+            'repo="$tmp/repo"; fi',
+            f"git -C \"$repo\" ls-tree --name-only {spec} | grep '\\.sql$' | while read -r f; do "
+            f"printf '%s%s\\n' {q(mark)} \"$f\"; "
+            f'git -C "$repo" show "$commit":{q(folder)}/"$f" | sed -e \'$a\\\'; done',
+        ]
     )
 
 
@@ -285,6 +299,16 @@ def created_objects(sql: str) -> list[str]:
     return names
 
 
+_DROP = re.compile(
+    r"DROP\s+(?:INDEX|MATERIALIZED\s+VIEW)\s+(?:CONCURRENTLY\s+)?(?:IF\s+EXISTS\s+)?(\w+)", re.I
+)
+
+
+def dropped_objects(sql: str) -> list[str]:
+    """Indexes and materialized views a migration drops by name (comments ignored)."""
+    return [m.group(1) for st in split_statements(sql) for m in [_DROP.search(st.sql)] if m]
+
+
 INDEX_ON = re.compile(r"\bON\s+(\w+)\s*\(([^)]*)\)(?:\s*INCLUDE\s*\(([^)]*)\))?", re.I)
 
 
@@ -325,6 +349,8 @@ def history_table_sql() -> list[str]:
         "applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL, "
         "baseline boolean NOT NULL DEFAULT false, reverted_at timestamptz, down_sql text)",
         f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS down_sql text",
+        f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS phase text NOT NULL "
+        "DEFAULT 'expand'",
     ]
 
 
@@ -343,16 +369,24 @@ def sql_ident(name: str) -> str:
 
 
 def record_migration_sql(
-    version: str, name: str, checksum: str, by: str, down: str | None, baseline: bool = False
+    version: str,
+    name: str,
+    checksum: str,
+    by: str,
+    down: str | None,
+    baseline: bool = False,
+    phase: str = "expand",
 ) -> str:
     down_sql = "NULL" if down is None else sql_literal(down)
     return (
-        f"INSERT INTO {HISTORY_TABLE} (version, name, checksum, applied_by, baseline, down_sql) "
+        f"INSERT INTO {HISTORY_TABLE} "
+        "(version, name, checksum, applied_by, baseline, down_sql, phase) "
         f"VALUES ({sql_literal(version)}, {sql_literal(name)}, {sql_literal(checksum)}, "
-        f"{sql_literal(by)}, {'true' if baseline else 'false'}, {down_sql}) "
+        f"{sql_literal(by)}, {'true' if baseline else 'false'}, {down_sql}, "
+        f"{sql_literal(phase)}) "
         "ON CONFLICT (version) DO UPDATE SET name = EXCLUDED.name, checksum = EXCLUDED.checksum,"
         " applied_at = now(), applied_by = EXCLUDED.applied_by, baseline = EXCLUDED.baseline, "
-        "reverted_at = NULL, down_sql = EXCLUDED.down_sql"
+        "reverted_at = NULL, down_sql = EXCLUDED.down_sql, phase = EXCLUDED.phase"
     )
 
 
@@ -362,11 +396,12 @@ def revert_migration_sql(version: str) -> str:
 
 def migration_script(
     s: Mapping[str, Any],
-    migrations: list[tuple[str, str, str, str, str | None]],
+    migrations: list[tuple[str, str, str, str, str | None, str]],
     drop_invalid: list[str],
     by: str,
 ) -> str:
-    """One psql script applying MIGRATIONS [(version, name, checksum, sql, down sql)] in order.
+    """One psql script applying MIGRATIONS [(version, name, checksum, sql, down sql, phase)]
+    in order.
 
     It takes an advisory lock (one migrator at a time), sets the timeouts, drops indexes an
     interrupted CONCURRENTLY build left INVALID, then runs each migration: one with a
@@ -382,9 +417,9 @@ def migration_script(
         *(st + ";" for st in history_table_sql()),
     ]
     out += [f"DROP INDEX CONCURRENTLY IF EXISTS {name};" for name in drop_invalid]
-    for version, name, checksum, sql, down in migrations:
+    for version, name, checksum, sql, down, phase in migrations:
         statements = split_statements(sql)
-        record = record_migration_sql(version, name, checksum, by, down) + ";"
+        record = record_migration_sql(version, name, checksum, by, down, phase=phase) + ";"
         out.append(f"\\echo applying migration {version} {name}")
         if any(st.concurrent for st in statements):
             out += [st.sql for st in statements] + [record]

@@ -300,6 +300,14 @@ VARIABLES: list[Var] = [
         "for a database migrated by hand: the last migration already "
         "applied (e.g. 002); recorded once, never guessed",
     ),
+    Var(
+        "migrate_lint",
+        "error",
+        "squawk on every pending migration before any change: error refuses a statement that "
+        "breaks the serving release outside a contract migration, warn only says it",
+        "choice",
+        choices=("error", "warn", "off"),
+    ),
     Var("migrate_lock_timeout", "5s", "lock_timeout for each migration statement", "duration"),
     Var(
         "migrate_lock_retries",

@@ -1,138 +1,44 @@
 """Database migration (checklist step 2): pending migrations of the release, in order, recorded
 with checksums; CREATE INDEX CONCURRENTLY outside transactions; INVALID leftovers rebuilt;
-a database migrated by hand adopted with an explicit baseline; the result verified."""
+a database migrated by hand adopted with an explicit baseline; the result verified.
+
+Expand before contract: a migration headed `-- deploy: contract` (it removes what an older
+release uses) is held back while the others run before the rollout, and runs at the end of the
+same run, under the same lock, only once every app host serves the new release and the
+monitoring window passed. A run that fails or rolls back leaves it pending for the next one.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks import commands, lint
 from tasks.config import seconds
+from tasks.migrations import (
+    Migration,
+    plan_migrations,
+    read_history,
+    read_migrations,
+    release_migrations,
+)
 from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, deployed_by, put_text, run_for, say, sh
-
-VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
-FILE_MARK = "@@@ migration file "
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: str
-    name: str
-    sql: str
-    down: str | None = None  # the down script beside it, if the release has one
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def parse_migration_files(output: str) -> list[Migration]:
-    """The up migrations (NNN_name.sql) with their down scripts (NNN_name.down.sql), in
-    version order, from the output of `commands.cat_files` with FILE_MARK."""
-    files: dict[str, list[str]] = {}
-    lines: list[str] = []
-    for line in output.splitlines():
-        if line.startswith(FILE_MARK):
-            lines = files.setdefault(line[len(FILE_MARK) :], [])
-        else:
-            lines.append(line)
-    text = {name: "\n".join(body) + "\n" for name, body in files.items()}
-    found = []
-    for filename in sorted(text):
-        match = VERSION.match(filename)
-        if match:  # NNN_name.down.sql does not match: its name has a dot
-            down = text.get(filename[: -len(".sql")] + ".down.sql")
-            found.append(Migration(match.group(1), match.group(2), text[filename], down))
-    return found
-
-
-def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
-    """The release's up migrations with their down scripts, in version order (one command)."""
-    folder = f"{release_dir}/{s['migrate_dir']}"
-    _, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), what=f"reading {folder}")
-    return parse_migration_files(out)
-
-
-def read_history(h, s: dict[str, Any]) -> tuple[bool, bool, dict[str, str]]:
-    """(history table exists, metrics exists, {version: checksum} of applied migrations)."""
-    _, out, _ = sh(
-        h,
-        commands.psql(
-            s,
-            f"SELECT to_regclass('{commands.HISTORY_TABLE}') IS NOT NULL, "
-            "to_regclass('metrics') IS NOT NULL",
-        ),
-        what="reading the migration history",
-    )
-    has_history, has_metrics = (v == "t" for v in out.strip().split("|"))
-    applied: dict[str, str] = {}
-    if has_history:
-        _, out, _ = sh(
-            h,
-            commands.psql(
-                s,
-                f"SELECT version, checksum FROM {commands.HISTORY_TABLE} "
-                "WHERE reverted_at IS NULL ORDER BY version",
-            ),
-        )
-        applied = dict(line.split("|", 1) for line in out.splitlines() if line)
-    return has_history, has_metrics, applied
-
-
-def plan_migrations(
-    migrations: list[Migration],
-    has_history: bool,
-    has_metrics: bool,
-    applied: dict[str, str],
-    baseline: str,
-) -> tuple[list[Migration], list[Migration]]:
-    """(baseline rows to record, migrations to apply); raises DeployError on a conflict."""
-    adopt: list[Migration] = []
-    if not has_history and has_metrics:
-        if not baseline:
-            raise DeployError(
-                "the database has table metrics but no migration history: it was migrated by "
-                "hand. Set migrate_baseline to the last migration already applied (e.g. 002) "
-                "after checking the schema; the deploy never guesses it"
-            )
-        if baseline not in {m.version for m in migrations}:
-            raise DeployError(f"migrate_baseline {baseline!r} is not a migration of this release")
-        adopt = [m for m in migrations if m.version <= baseline]
-        applied = {m.version: m.checksum for m in adopt}
-    changed = [
-        m.version
-        for m in migrations
-        if m.version in applied and applied[m.version] != m.checksum and m not in adopt
-    ]
-    if changed:
-        raise DeployError(
-            f"applied migration(s) {', '.join(changed)} changed since they were "
-            "applied (checksum differs): write a new migration instead"
-        )
-    pending = [m for m in migrations if m.version not in applied]
-    newest = max(applied, default="")
-    late = [m.version for m in pending if m.version < newest]
-    if late:
-        raise DeployError(
-            f"migration(s) {', '.join(late)} are older than the newest applied "
-            f"({newest}) but were never applied: resolve by hand"
-        )
-    return adopt, pending
-
-
-def pending_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration]:
-    migrations = read_migrations(h, s, plan.release_dir)
-    _, pending = plan_migrations(migrations, *read_history(h, s), s["migrate_baseline"])
-    return pending
+from tasks.runtime import (
+    APP_GROUP,
+    DEPLOYMENT,
+    DeployError,
+    Plan,
+    connected,
+    deployed_by,
+    put_text,
+    run_for,
+    say,
+    sh,
+)
 
 
 def _invalid_indexes(h, s: dict[str, Any], names: list[str]) -> list[str]:
@@ -151,8 +57,10 @@ def _invalid_indexes(h, s: dict[str, Any], names: list[str]) -> list[str]:
 
 
 def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[dict[str, Any]]:
-    """Every index and materialized view the applied migrations create: present and valid."""
-    names = [n for m in migrations for n in commands.created_objects(m.sql)]
+    """Every index and materialized view the applied migrations create (and no later one
+    drops): present and valid."""
+    dropped = {n for m in migrations for n in commands.dropped_objects(m.sql)}
+    names = [n for m in migrations for n in commands.created_objects(m.sql) if n not in dropped]
     if not names:
         return []
     _, out, _ = sh(h, commands.psql(s, commands.objects_state_sql(names)))
@@ -187,13 +95,13 @@ def _run_script(h, s: dict[str, Any], pending: list[Migration], by: str) -> tupl
     if invalid:
         say(h, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
     script = commands.migration_script(
-        s, [(m.version, m.name, m.checksum, m.sql, m.down) for m in pending], invalid, by
+        s, [(m.version, m.name, m.checksum, m.sql, m.down, m.phase) for m in pending], invalid, by
     )
     path = f"{commands.paths(s)['state']}/migration.sql"
     put_text(h, script, path)
     say(
         h,
-        f"applying {len(pending)} migration(s): "
+        f"applying {len(pending)} {pending[0].phase} migration(s): "
         + ", ".join(f"{m.version}_{m.name}" for m in pending),
     )
     budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
@@ -244,6 +152,8 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
     migrations = read_migrations(host, s, plan.release_dir)
     adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+    held = [m for m in pending if m.contract]
+    pending = [m for m in pending if not m.contract]
     if pending and not run.facts.get("backup", {}).get("verified"):
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
@@ -262,8 +172,14 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
         applied = _apply(host, s, pending, by)
         run.changed.append("migrations: " + ", ".join(applied))
     else:
-        say(host, "no migration pending")
-    applied_now = [m for m in migrations if m not in pending] + pending
+        say(host, "no expand migration pending")
+    if held:
+        say(
+            host,
+            f"held back until every app host serves {plan.release}: contract migration(s) "
+            + ", ".join(m.filename for m in held),
+        )
+    applied_now = [m for m in migrations if m not in held]
     objects = verify_objects(host, s, applied_now)
     bad = [o["object"] for o in objects if not o["valid"]]
     for o in objects:
@@ -276,23 +192,65 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run.facts["migrations"] = {
         "applied": [m.version for m in pending],
         "baseline": [m.version for m in adopt],
+        "contract_pending": [m.version for m in held],
         "objects": objects,
     }
     if bad:
         raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
 
 
-def _release_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration] | None:
-    """The migrations the release holds: from its folder when built, else from the host's
-    repository cache at its commit; None when the host has not fetched that commit yet."""
-    try:
-        return read_migrations(h, s, plan.release_dir)
-    except DeployError:  # not built yet
-        pass
-    cache = commands.paths(s)["repo_cache"]
-    read = commands.git_cat_files(cache, plan.commit, s["migrate_dir"], FILE_MARK)
-    _, out, _ = sh(h, read, check=False)
-    return parse_migration_files(out) if out.strip() else None
+def _not_serving(s: dict[str, Any], plan: Plan) -> list[str]:
+    """Why a contract migration cannot run yet: every app host of the inventory (those
+    `--limit` left out included) must serve PLAN's release, and no host of this run failed."""
+    problems = []
+    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
+        run = DEPLOYMENT.runs.get(h.name)
+        if run is not None:
+            if run.outcome.startswith("failed"):
+                problems.append(f"{h.name} failed ({run.failure})")
+            elif s["release_method"] != "helm" and run.facts.get("serving") != plan.release:
+                problems.append(f"{h.name} serves {run.facts.get('serving')}")
+            continue
+        try:
+            connected(h, "to check which release it serves")
+            _, current, _ = sh(h, f"readlink {commands.q(commands.paths(s)['current'])} || true")
+        except Exception as exc:  # noqa: BLE001 - an unreachable host is a reason, not a crash
+            problems.append(f"{h.name} could not be checked ({exc})")
+            continue
+        if current.strip() != plan.release_dir:
+            problems.append(f"{h.name} (outside this run) serves {current.strip() or 'nothing'}")
+    return problems
+
+
+@phase_check("contract")
+def _contract(host, s: dict[str, Any], plan: Plan) -> None:
+    run = run_for(host)
+    migrations = read_migrations(host, s, plan.release_dir)
+    _, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+    held = [m for m in pending if m.contract]
+    facts = run.facts.setdefault("migrations", {})
+    if not held:
+        say(host, "no contract migration pending")
+        return
+    names = ", ".join(m.filename for m in held)
+    problems = _not_serving(s, plan)
+    if problems:
+        say(
+            host,
+            f"contract migration(s) {names} NOT run: {'; '.join(problems)}. They stay pending; "
+            "the next deploy that brings every app host to this release runs them",
+        )
+        return
+    if not run.facts.get("backup", {}).get("verified"):
+        raise DeployError("no verified backup of this run: refusing to run contract migrations")
+    applied = _apply(host, s, held, deployed_by(s))
+    run.changed.append("contract migrations: " + ", ".join(applied))
+    facts["contract_applied"] = applied
+    facts["contract_pending"] = []
+    objects = verify_objects(host, s, migrations)
+    bad = [o["object"] for o in objects if not o["valid"]]
+    if bad:
+        raise DeployError(f"after the contract migrations, missing or invalid: {bad}")
 
 
 def _object_line(h, s: dict[str, Any], statement: str, name: str) -> str:
@@ -322,19 +280,15 @@ def preview(s: dict[str, Any], plan: Plan) -> None:
 
 
 def _preview(s: dict[str, Any], plan: Plan) -> None:
-    migrations = _release_migrations(host, s, plan)
+    migrations = release_migrations(host, s, plan)
     _, size, _ = sh(
         host, commands.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
     )
-    if migrations is None:
-        say(
-            host,
-            f"--dry: the migrations of {plan.release} are not known yet (commit "
-            f"{plan.commit[:12]} is not on this host; the build fetches it)",
-        )
-        return
+    has_history, has_metrics, applied = read_history(host, s)
     try:
-        _, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+        _, pending = plan_migrations(
+            migrations, has_history, has_metrics, applied, s["migrate_baseline"]
+        )
     except DeployError as exc:
         say(host, f"--dry: the deploy would stop before the backup: {exc}")
         return
@@ -344,15 +298,27 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
         else "no backup (nothing would change)"
     )
     say(host, f"--dry: {len(pending)} migration(s) pending; {backup}")
+    result = lint.lint(pending, s["migrate_lint"], serving=has_metrics)
+    say(host, f"--dry: {result.summary()}")
+    for finding in result.findings:
+        say(host, f"--dry: {finding.text()}")
+    if result.refused:
+        say(host, "--dry: the deploy would stop in pre-flight: the lint refuses the above")
     for m in pending:
         created = [
             _object_line(host, s, st.sql, name)
             for st in commands.split_statements(m.sql)
             for name in commands.created_objects(st.sql)
         ]
+        when = (
+            "after every app host serves the release: contract"
+            if m.contract
+            else "before the rollout: expand"
+        )
         say(
             host,
-            f"--dry:   {m.version}_{m.name} creates {'; '.join(created) or 'no index or view'}",
+            f"--dry:   {m.version}_{m.name} creates {'; '.join(created) or 'no index or view'}"
+            f" (runs {when})",
         )
 
 
@@ -361,4 +327,16 @@ def migrate(s: dict[str, Any], plan: Plan) -> None:
     if plan.is_migration_host:
         python.call(
             name="Ensure the database schema matches the release", function=_migrate, s=s, plan=plan
+        )
+
+
+@deploy("Contract migrations")
+def contract(s: dict[str, Any], plan: Plan) -> None:
+    """The migrations headed `-- deploy: contract`, once every app host serves the release."""
+    if plan.is_migration_host:
+        python.call(
+            name=f"Ensure the contract migrations run once every app host serves {plan.release}",
+            function=_contract,
+            s=s,
+            plan=plan,
         )

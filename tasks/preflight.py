@@ -10,7 +10,7 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
-from tasks import commands, lock, operations
+from tasks import commands, lint, lock, operations
 from tasks.redis import ping
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
@@ -42,6 +42,24 @@ def _free_bytes(h, path: str) -> int:
         what=f"free space of {path}",
     )
     return int(out.strip())
+
+
+def _lint_problems(h, s: dict[str, Any], plan: Plan) -> list[str]:
+    """The lint's refusals as pre-flight problems (its result goes in the report)."""
+    try:
+        result = lint.lint_pending(h, s, plan)
+    except DeployError as exc:
+        return [str(exc)]
+    run_for(h).facts["lint"] = result.as_record()
+    say(h, result.summary())
+    for finding in result.findings:
+        if not finding.refused or result.mode != "error":
+            say(h, finding.text())
+    return [
+        f"{f.text()}\n      (a reviewed exception: `-- squawk-ignore {f.rule}` above the "
+        "statement; or --data migrate_lint=warn)"
+        for f in result.refused
+    ]
 
 
 @phase_check("preflight")
@@ -95,6 +113,8 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
             problems.append(
                 f"{s['backup_dir']} has {free} bytes free, the backup needs about {need}"
             )
+    if plan.is_migration_host and "database_bytes" in facts:
+        problems += _lint_problems(host, s, plan)
     if s["release_method"] == "helm":
         facts["redis"] = f"{s['redis_host']} in the cluster (not reachable from here, not checked)"
     elif s["redis_mode"] == "container":

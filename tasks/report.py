@@ -77,6 +77,7 @@ def manifest(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
         else None,
         "artifact": run.facts.get("artifact"),
         "migrations_applied": run.facts.get("migrations", {}).get("applied", []),
+        "contract_migrations_applied": run.facts.get("migrations", {}).get("contract_applied", []),
         "redis_container_created": _container_created(run),
     }
 

@@ -27,12 +27,19 @@ from pyinfra.operations import python
 
 from tasks import commands, helm, lock, notify, rollout
 from tasks.config import seconds
-from tasks.migrate import read_history, read_migrations
+from tasks.migrations import (
+    CONTRACT_PHASE,
+    EXPAND,
+    applied_contracts,
+    read_history,
+    read_migrations,
+)
 from tasks.runtime import (
     DeployError,
     append_record,
     connected,
     deployed_by,
+    inventory_arg,
     migration_host_name,
     now_iso,
     outside_the_run,
@@ -166,6 +173,8 @@ def plan(s: dict[str, Any]) -> Target:
             )
         if s["rollback_mode"] == "full":
             _refuse_if_others_need(s, set(applied) - target.migrations)
+    if s["rollback_mode"] == "quick":
+        _refuse_across_contract(s, target)
     TARGETS[host.name] = target
     return target
 
@@ -190,6 +199,24 @@ def _refuse_if_others_need(s: dict[str, Any], to_revert: set[str]) -> None:
             f"{', '.join(sorted(to_revert))}, but hosts outside this run still need them: "
             f"{'; '.join(users)}. Roll those hosts back in the same run (leave out --limit), "
             "or roll this host back with rollback_mode=quick (the schema stays)"
+        )
+
+
+def _refuse_across_contract(s: dict[str, Any], target: Target) -> None:
+    """A contract migration applied after TARGET was released removed something TARGET may
+    use: a quick rollback (schema kept) is refused before any change."""
+    crossed = [
+        f"{version}_{name}"
+        for version, name in applied_contracts(host, s).items()
+        if version not in target.migrations
+    ]
+    if crossed:
+        raise DeployError(
+            f"[{host.name}] quick rollback refused: contract migration(s) {', '.join(crossed)} "
+            f"ran after every host served the release, and removed what {target.name} may "
+            "still use. Roll back with the schema: pyinfra -y "
+            f"{inventory_arg()} rollback.py --data rollback_mode=full (reverts the contract "
+            "first with its down script, switches the hosts, then reverts the expand)"
         )
 
 
@@ -228,7 +255,9 @@ def _down_script(host, s: dict[str, Any], version: str, name: str, recorded: boo
     return found.strip()
 
 
-def _revert_migrations(host, s: dict[str, Any], target: Target) -> None:
+def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> None:
+    """Revert, newest first, the applied migrations of PHASE (contract or expand) that no
+    target of this run contains."""
     keep = set().union(*(t.migrations for t in TARGETS.values()))
     _, out, _ = sh(
         host,
@@ -238,18 +267,19 @@ def _revert_migrations(host, s: dict[str, Any], target: Target) -> None:
             None,
             *commands.history_table_sql(),
             f"SELECT version, name, down_sql IS NOT NULL FROM {commands.HISTORY_TABLE} "
-            "WHERE reverted_at IS NULL ORDER BY version DESC",
+            f"WHERE reverted_at IS NULL AND phase = {commands.sql_literal(phase)} "
+            "ORDER BY version DESC",
         ),
         what="reading the history",
     )
     applied = [line.split("|") for line in out.splitlines() if line]
     revert = [(v, n, r == "t") for v, n, r in applied if v not in keep]
     if not revert:
-        say(host, f"no migration to revert: every applied migration is in {target.name}")
+        say(host, f"no {phase} migration to revert: every one applied is in {target.name}")
         return
     for version, name, recorded in revert:
         down = _down_script(host, s, version, name, recorded)
-        say(host, f"reverting migration {version}_{name} ({target.name} does not have it)")
+        say(host, f"reverting {phase} migration {version}_{name} ({target.name} does not have it)")
         sh(host, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
         sh(host, commands.psql(s, commands.revert_migration_sql(version)), what="recording")
         target.reverted.append(version)
@@ -291,9 +321,18 @@ def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
 
 def _database(state, host, s: dict[str, Any], target: Target) -> bool:
     try:
-        _revert_migrations(host, s, target)
+        _revert_migrations(host, s, target, CONTRACT_PHASE)
         if s["rollback_restore_backup"] == "yes":
             _restore_backup(host, s, target)
+    except DeployError as exc:
+        return _fail(host, s, target, "database", exc)
+    return True
+
+
+def _revert_expand(state, host, s: dict[str, Any], target: Target) -> bool:
+    """After every host switched back: the expand migrations the target release lacks."""
+    try:
+        _revert_migrations(host, s, target, EXPAND)
     except DeployError as exc:
         return _fail(host, s, target, "database", exc)
     return True
@@ -378,10 +417,12 @@ def _switch(state, host, s: dict[str, Any], target: Target, restart: bool) -> bo
 
 @deploy("Rollback")
 def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) -> None:
-    if s["rollback_mode"] == "full":
+    full = s["rollback_mode"] == "full"
+    if full:
         if target.is_migration_host:
             python.call(
-                name=f"Ensure the schema is {target.name}'s (and restore the backup if asked)",
+                name=f"Ensure no contract migration {target.name} lacks is applied (and restore "
+                "the backup if asked)",
                 function=_database,
                 s=s,
                 target=target,
@@ -400,6 +441,8 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
                 s=s,
                 target=target,
             )
+            if full:
+                _expand_reverted(s, target)
         return
     how = "blue/green, no failed request" if s["release_strategy"] == "blue_green" else "restart"
     python.call(
@@ -409,9 +452,20 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
         target=target,
         restart=env_op is not None and env_op.will_change,
     )
+    if full and target.is_migration_host:
+        _expand_reverted(s, target)
     python.call(
         name="Wait for a healthy answer and record the rollback",
         function=_verify_and_record,
+        s=s,
+        target=target,
+    )
+
+
+def _expand_reverted(s: dict[str, Any], target: Target) -> None:
+    python.call(
+        name=f"Ensure the schema is {target.name}'s (expand migrations it lacks reverted)",
+        function=_revert_expand,
         s=s,
         target=target,
     )

@@ -86,6 +86,7 @@ def test_fresh_deploy_of_v1_9_0_passes_every_phase(fresh_staging):
         "verify",
         "loadtest",
         "monitor",
+        "contract",
     ]
     assert all(m["pass"] for m in report["success_metrics"])
     assert report["facts"]["migrations"]["baseline"] == ["001", "002"]

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from pyinfra_cli import (
     QUICK,
     lab_settings,
     output,
+    pushed_release,
     pyinfra,
     report,
     start,
@@ -230,24 +229,13 @@ def test_a_deploy_killed_during_the_migration_converges_when_run_again(st):
 
 def test_an_edited_applied_migration_is_refused_and_changes_nothing(st):
     rows, applied = st.rows(), st.applied()
-    branch = "fault-edited-003"
-    bare = apprepo.git_dir() / apprepo.REPO_NAME
     migration = (
         "internal/infrastructure/persistence/postgres/migrations/"
         "003_covering_indexes_optimization.sql"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        git = ["git", "-c", "user.name=t", "-c", "user.email=t@lab", "-C", tmp]
-        subprocess.run(["git", "clone", "-q", str(bare), tmp], check=True)
-        subprocess.run([*git, "checkout", "-q", "v2.0.0-perf"], check=True)
-        with (Path(tmp) / migration).open("a") as f:
-            f.write("-- edited after it was applied\n")
-        subprocess.run([*git, "commit", "-qam", "edit an applied migration"], check=True)
-        subprocess.run([*git, "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], check=True)
-    try:
+    edited = (apprepo.APP_SOURCE / migration).read_text() + "-- edited after it was applied\n"
+    with pushed_release("fault-edited-003", "v2.0.0-perf", {migration: edited}) as branch:
         result = pyinfra(*QUICK, "--data", f"app_version={branch}")
-    finally:
-        subprocess.run(["git", "-C", str(bare), "branch", "-q", "-D", branch], check=True)
     text = output(result)
     assert result.returncode != 0
     assert "applied migration(s) 003 changed since they were applied" in text

@@ -175,8 +175,8 @@ def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_tran
     script = c.migration_script(
         S,
         [
-            ("003", "x", "sum", MIGRATION, "DROP INDEX idx_a;\n"),
-            ("004", "y", "s2", "ALTER TABLE t ADD c int;\n", None),
+            ("003", "x", "sum", MIGRATION, "DROP INDEX idx_a;\n", "expand"),
+            ("004", "y", "s2", "ALTER TABLE t ADD c int;\n", None, "contract"),
         ],
         ["idx_a"],
         "me@here",
@@ -189,14 +189,15 @@ def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_tran
     second = script.index("applying migration 004")
     assert "BEGIN;" not in script[first:second]
     assert script[second:].count("BEGIN;") == 1 and "COMMIT;" in script[second:]
-    assert "'DROP INDEX idx_a;\n')" in script[first:second]  # its down script is recorded
+    assert "'DROP INDEX idx_a;\n', 'expand')" in script[first:second]  # down script kept
+    assert "NULL, 'contract')" in script[second:]
     assert "ADD COLUMN IF NOT EXISTS down_sql" in script  # a history table from before
 
 
 def test_a_recorded_down_script_with_quotes_stays_one_sql_literal():
     sql = c.record_migration_sql("005", "n", "sum", "me", 'DROP VIEW "it\'s";\n')
     assert "'DROP VIEW \"it''s\";\n'" in sql
-    assert "'me', false, NULL)" in c.record_migration_sql("005", "n", "sum", "me", None)
+    assert "'me', false, NULL, 'expand')" in c.record_migration_sql("005", "n", "sum", "me", None)
 
 
 def test_env_file_holds_every_variable_of_step_4():
@@ -415,3 +416,31 @@ def test_an_index_estimate_follows_its_columns_and_rows():
     assert c.index_estimate_bytes(1_000_000, [26]) == int(1_000_000 * 38 / 0.9)
     sql = c.index_inputs_sql("metrics", ["type", "host"])
     assert "c.relname = 'metrics'" in sql and "st.attname IN ('type', 'host')" in sql
+
+
+def test_git_cat_files_reads_a_commit_from_the_cache_or_a_fetch_that_leaves_nothing(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@x"]
+    work, origin = tmp_path / "work", tmp_path / "origin.git"
+    (work / "db").mkdir(parents=True)
+    (work / "db" / "001_a.sql").write_text("CREATE TABLE a (id int);")  # no final newline
+    (work / "db" / "notes.txt").write_text("not sql\n")
+    subprocess.run([*git, "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "m"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(origin)], check=True)
+    commit = subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    cache = tmp_path / "cache.git"
+    for label in ("fetched", "cached"):
+        cmd = c.git_cat_files(str(origin), str(cache), commit, "db", "@@ ")
+        done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
+        assert done.stdout == "@@ 001_a.sql\nCREATE TABLE a (id int);\n", label
+        assert not cache.exists() or label == "cached"
+        if label == "fetched":  # now the cache has the commit (as a build leaves it)
+            subprocess.run(["git", "clone", "-q", "--bare", str(origin), str(cache)], check=True)
+
+
+def test_dropped_objects_names_what_a_migration_drops():
+    sql = "DROP INDEX CONCURRENTLY IF EXISTS idx_a;\n-- DROP INDEX b;\nDROP MATERIALIZED VIEW v;\n"
+    assert c.dropped_objects(sql) == ["idx_a", "v"]

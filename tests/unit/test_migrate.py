@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.migrate import Migration, parse_migration_files, plan_migrations
+from tasks.migrations import Migration, parse_migration_files, plan_migrations
 from tasks.rollback import named_release
 from tasks.runtime import DeployError
 
@@ -73,3 +73,26 @@ def test_rollback_to_names_a_release_by_folder_or_by_ref():
         named_release(releases, "v2.0.0")
     with pytest.raises(DeployError, match="several releases match"):
         named_release([*releases, "v1.9.0-dddddddddddd"], "v1.9.0")
+
+
+CONTRACT = Migration(
+    "004",
+    "drop_old",
+    "-- v2.1.0: the old column goes\n-- deploy: contract\nALTER TABLE t DROP c;\n",
+)
+EXPAND_5 = Migration("005", "add", "ALTER TABLE t ADD d int;\n")
+
+
+def test_a_migration_is_a_contract_only_when_its_header_says_so():
+    assert CONTRACT.phase == "contract" and CONTRACT.contract
+    assert M3.phase == "expand"
+    late_mention = Migration("006", "x", "SELECT 1;\n-- deploy: contract\n")
+    assert late_mention.phase == "expand"  # after the first statement it is not a header
+
+
+def test_a_contract_may_wait_behind_newer_expand_migrations_but_nothing_else_may():
+    applied = {m.version: m.checksum for m in [*ALL, EXPAND_5]}
+    assert plan_migrations([*ALL, CONTRACT, EXPAND_5], True, True, applied, "") == ([], [CONTRACT])
+    plain = Migration("004", "plain", "ALTER TABLE t ADD e int;\n")
+    with pytest.raises(DeployError, match=r"004 are older than the newest applied \(005\)"):
+        plan_migrations([*ALL, plain, EXPAND_5], True, True, applied, "")
