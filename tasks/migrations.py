@@ -20,8 +20,8 @@ from tasks.runtime import DeployError, Plan, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
 FILE_MARK = "@@@ migration file "
-CONTRACT = re.compile(r"^--\s*deploy:\s*contract\s*$", re.I)
-EXPAND, CONTRACT_PHASE = "expand", "contract"
+CONTRACT_HEADER = re.compile(r"^--\s*deploy:\s*contract\s*$", re.I)
+EXPAND, CONTRACT = "expand", "contract"
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,13 @@ class Migration:
                 continue
             if not text.startswith("--"):
                 break
-            if CONTRACT.match(text):
-                return CONTRACT_PHASE
+            if CONTRACT_HEADER.match(text):
+                return CONTRACT
         return EXPAND
 
     @property
     def contract(self) -> bool:
-        return self.phase == CONTRACT_PHASE
+        return self.phase == CONTRACT
 
 
 def parse_migration_files(output: str) -> list[Migration]:
@@ -191,7 +191,7 @@ def applied_contracts(h, s: dict[str, Any]) -> dict[str, str]:
         commands.psql(
             s,
             f"SELECT version, name FROM {commands.HISTORY_TABLE} m WHERE reverted_at IS NULL "
-            f"AND to_jsonb(m)->>'phase' = {commands.sql_literal(CONTRACT_PHASE)} "
+            f"AND to_jsonb(m)->>'phase' = {commands.sql_literal(CONTRACT)} "
             "ORDER BY version",
         ),
         what="reading the contract migrations applied",

@@ -28,7 +28,7 @@ from pyinfra.operations import python
 from tasks import commands, helm, lock, notify, rollout
 from tasks.config import seconds
 from tasks.migrations import (
-    CONTRACT_PHASE,
+    CONTRACT,
     EXPAND,
     applied_contracts,
     read_history,
@@ -321,7 +321,7 @@ def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
 
 def _database(state, host, s: dict[str, Any], target: Target) -> bool:
     try:
-        _revert_migrations(host, s, target, CONTRACT_PHASE)
+        _revert_migrations(host, s, target, CONTRACT)
         if s["rollback_restore_backup"] == "yes":
             _restore_backup(host, s, target)
     except DeployError as exc:
