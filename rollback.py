@@ -4,8 +4,9 @@
 --data rollback_to=REF              go back to that release (still on the hosts), not to
                                     the one the last deploy replaced
 --data rollback_mode=full           also revert every applied migration the release
-                                    does not have, remove the Redis container the
-                                    deploy created
+                                    does not have (contract ones before the switch,
+                                    expand ones after it), remove the Redis container
+                                    the deploy created
 --data rollback_restore_backup=yes  (full) restore the pre-deploy backup
 --data rollback_disable_redis=true  set REDIS_ENABLED=false in .env
 """

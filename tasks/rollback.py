@@ -2,12 +2,15 @@
 app host, so it works on one host, from any machine, days later.
 
 quick: switch back to the release the last successful deploy replaced (or to the release
-       named by `rollback_to`), wait for a healthy answer, check the version served.
-full:  first bring the schema back to what that release expects: every applied migration it
-       does not contain is reverted, newest first, with the down script recorded when it was
-       applied (whatever the history of deploys was); restore the last deploy's backup only
-       when asked (`rollback_restore_backup=yes`, after saying how many rows would be lost);
-       remove the Redis container that deploy created; then as quick. With `--limit`, the
+       named by `rollback_to`), wait for a healthy answer, check the version served; refused
+       when a contract migration the target lacks was applied (it removed what the target
+       may use).
+full:  bring the schema back to what that release expects: every applied migration it does
+       not contain is reverted, newest first, with the down script recorded when it was
+       applied (whatever the history of deploys was): the contract migrations before the
+       switch, the expand migrations after it; restore the last deploy's backup only when
+       asked (`rollback_restore_backup=yes`, after saying how many rows would be lost, before
+       the switch); remove the Redis container that deploy created. With `--limit`, the
        database is left alone (and the rollback refused) while a host outside the run still
        runs a release that needs a migration it would revert.
 """
