@@ -26,7 +26,6 @@ from tasks.migrations import Migration, plan_migrations, read_history, release_m
 from tasks.runtime import DeployError, Plan
 
 SQUAWK_VERSION = "2.70.0"  # pinned in pyproject.toml (PyPI squawk-cli)
-MODES = ("error", "warn", "off")
 
 EXCLUDED = (
     "require-lock-timeout",  # the runner sets migrate_lock_timeout

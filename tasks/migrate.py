@@ -225,13 +225,12 @@ def _not_serving(s: dict[str, Any], plan: Plan) -> list[str]:
 @phase_check("contract")
 def _contract(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
-    migrations = read_migrations(host, s, plan.release_dir)
-    _, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
-    held = [m for m in pending if m.contract]
     facts = run.facts.setdefault("migrations", {})
-    if not held:
+    if not facts.get("contract_pending"):  # what the migrate phase held back, under this lock
         say(host, "no contract migration pending")
         return
+    migrations = read_migrations(host, s, plan.release_dir)
+    held = [m for m in migrations if m.version in facts["contract_pending"]]
     names = ", ".join(m.filename for m in held)
     problems = _not_serving(s, plan)
     if problems:

@@ -85,12 +85,8 @@ def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
 
 
 def release_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration]:
-    """The migrations the release holds: from its folder when built, else from its commit in
-    the repository (read without changing anything on the host)."""
-    try:
-        return read_migrations(h, s, plan.release_dir)
-    except DeployError:  # not built yet
-        pass
+    """The migrations the release holds, from its commit (built or not: the repository cache,
+    or a fetch that changes nothing on the host)."""
     read = commands.git_cat_files(
         s["app_repo_url"],
         commands.paths(s)["repo_cache"],
