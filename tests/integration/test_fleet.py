@@ -46,13 +46,18 @@ def through_lb1(*args: str, forbidden: str = ""):
     return under_load(url, *args, window=WINDOW, inventory=INVENTORY, forbidden=forbidden)
 
 
+def fleet_serving(ref: str, version: str) -> None:
+    """lab production with three app hosts behind lb1, all serving REF (which says VERSION)."""
+    core.up("production", echo=lambda _m: None, app_hosts=3)
+    first = pyinfra("--data", f"app_version={ref}", *QUICK, inventory=INVENTORY)
+    assert first.returncode == 0, output(first)[-3000:]
+    assert versions() == dict.fromkeys(APPS, version)
+
+
 @pytest.fixture(scope="module")
 def fleet(lab):
     """lab production with three app hosts behind lb1, all serving v1.9.0."""
-    core.up("production", echo=lambda _m: None, app_hosts=3)
-    first = pyinfra("--data", "app_version=v1.9.0", *QUICK, inventory=INVENTORY)
-    assert first.returncode == 0, output(first)[-3000:]
-    assert versions() == dict.fromkeys(APPS, "1.9.0")
+    fleet_serving("v1.9.0", "1.9.0")
 
 
 def test_a_rolling_deploy_through_lb1_fails_no_request(fleet):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 from pyinfra_cli import QUICK, lab_settings, output, pushed_release, pyinfra, report, under_load
-from test_fleet import APPS, INVENTORY, hosts, serving_pid, sh, versions
+from test_fleet import APPS, INVENTORY, fleet_serving, hosts, serving_pid, sh, versions
 
-from lab import core
 from tasks import commands
 
 MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
@@ -61,10 +60,7 @@ def backups() -> str:
 @pytest.fixture(scope="module")
 def fleet(lab):
     """lab production: three app hosts behind lb1, all serving v2.0.0-perf, schema 003."""
-    core.up("production", echo=lambda _m: None, app_hosts=3)
-    first = pyinfra("--data", "app_version=v2.0.0-perf", *QUICK, inventory=INVENTORY)
-    assert first.returncode == 0, output(first)[-3000:]
-    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    fleet_serving("v2.0.0-perf", "2.0.0-perf")
     assert [h.split("|")[0] for h in history()] == ["001", "002", "003"]
 
 
