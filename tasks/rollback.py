@@ -8,9 +8,9 @@ quick: switch back to the release the last successful deploy replaced (or to the
 full:  bring the schema back to what that release expects: every applied migration it does
        not contain is reverted, newest first, with the down script recorded when it was
        applied (whatever the history of deploys was): the contract migrations before the
-       switch, the expand migrations after it; restore the last deploy's backup only when
-       asked (`rollback_restore_backup=yes`, after saying how many rows would be lost, before
-       the switch); remove the Redis container that deploy created. With `--limit`, the
+       switch, the expand migrations after it; then restore the last deploy's backup only
+       when asked (`rollback_restore_backup=yes`, after saying how many rows would be lost);
+       remove the Redis container that deploy created. With `--limit`, the
        database is left alone (and the rollback refused) while a host outside the run still
        runs a release that needs a migration it would revert.
 """
@@ -278,11 +278,11 @@ def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> N
     applied = [line.split("|") for line in out.splitlines() if line]
     revert = [(v, n, r == "t") for v, n, r in applied if v not in keep]
     if not revert:
-        say(host, f"no {phase} migration to revert: every one applied is in {target.name}")
+        say(host, f"no migration to revert ({phase}): every one applied is in {target.name}")
         return
     for version, name, recorded in revert:
         down = _down_script(host, s, version, name, recorded)
-        say(host, f"reverting {phase} migration {version}_{name} ({target.name} does not have it)")
+        say(host, f"reverting migration {version}_{name} ({phase}; {target.name} lacks it)")
         sh(host, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
         sh(host, commands.psql(s, commands.revert_migration_sql(version)), what="recording")
         target.reverted.append(version)
@@ -322,20 +322,27 @@ def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
     say(host, f"restored and verified: {rows} rows, md5 {md5}")
 
 
-def _database(state, host, s: dict[str, Any], target: Target) -> bool:
+def _revert_contract(state, host, s: dict[str, Any], target: Target) -> bool:
+    """Before any host switches back: the contract migrations the target release lacks (it
+    may need what they removed)."""
     try:
         _revert_migrations(host, s, target, CONTRACT)
-        if s["rollback_restore_backup"] == "yes":
-            _restore_backup(host, s, target)
     except DeployError as exc:
         return _fail(host, s, target, "database", exc)
     return True
 
 
-def _revert_expand(state, host, s: dict[str, Any], target: Target) -> bool:
-    """After every host switched back: the expand migrations the target release lacks."""
+def _schema_after_switch(host, s: dict[str, Any], target: Target) -> None:
+    """Once every host serves the target: the expand migrations it lacks, then the backup
+    (taken before the last deploy, so of the target's schema) if asked."""
+    _revert_migrations(host, s, target, EXPAND)
+    if s["rollback_restore_backup"] == "yes":
+        _restore_backup(host, s, target)
+
+
+def _database(state, host, s: dict[str, Any], target: Target) -> bool:
     try:
-        _revert_migrations(host, s, target, EXPAND)
+        _schema_after_switch(host, s, target)
     except DeployError as exc:
         return _fail(host, s, target, "database", exc)
     return True
@@ -372,6 +379,11 @@ def _helm_rollback(state, host, s: dict[str, Any], target: Target) -> bool:
         sh(host, commands.switch_current(current, target.release_dir), what="switching current")
     except DeployError as exc:
         return _fail(host, s, target, "switch", exc)
+    if s["rollback_mode"] == "full":
+        try:
+            _schema_after_switch(host, s, target)
+        except DeployError as exc:
+            return _fail(host, s, target, "database", exc)
     return _record(
         host, s, target, f"Helm release {s['helm_release']}: previous revision", status, started
     )
@@ -424,9 +436,8 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
     if full:
         if target.is_migration_host:
             python.call(
-                name=f"Ensure no contract migration {target.name} lacks is applied (and restore "
-                "the backup if asked)",
-                function=_database,
+                name=f"Ensure no contract migration {target.name} lacks is applied",
+                function=_revert_contract,
                 s=s,
                 target=target,
             )
@@ -444,8 +455,6 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
                 s=s,
                 target=target,
             )
-            if full:
-                _expand_reverted(s, target)
         return
     how = "blue/green, no failed request" if s["release_strategy"] == "blue_green" else "restart"
     python.call(
@@ -456,19 +465,16 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
         restart=env_op is not None and env_op.will_change,
     )
     if full and target.is_migration_host:
-        _expand_reverted(s, target)
+        python.call(
+            name=f"Ensure the schema is {target.name}'s (expand migrations it lacks reverted, "
+            "the backup restored if asked)",
+            function=_database,
+            s=s,
+            target=target,
+        )
     python.call(
         name="Wait for a healthy answer and record the rollback",
         function=_verify_and_record,
-        s=s,
-        target=target,
-    )
-
-
-def _expand_reverted(s: dict[str, Any], target: Target) -> None:
-    python.call(
-        name=f"Ensure the schema is {target.name}'s (expand migrations it lacks reverted)",
-        function=_revert_expand,
         s=s,
         target=target,
     )

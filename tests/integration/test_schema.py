@@ -127,8 +127,8 @@ def test_the_contract_runs_after_the_rollout_and_the_rollbacks_respect_it(fleet)
     assert full.returncode == 0, text[-3000:]
     assert traffic.failed == 0 and traffic.dropped == 0, traffic
     contract, expand = (
-        text.index("reverting contract migration 005"),
-        text.index("reverting expand migration 004"),
+        text.index("reverting migration 005_drop_site (contract"),
+        text.index("reverting migration 004_add_site (expand"),
     )
     assert contract < text.index("serves (blue/green, no failed request)") < expand
     assert [h.split("|")[0] for h in history()] == ["001", "002", "003"]
