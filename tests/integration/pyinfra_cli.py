@@ -79,6 +79,11 @@ QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")
 LEAD = 3  # seconds of load before the run starts
 
 
+# How long k6 may run around a single-host deploy or rollback. It is stopped a few seconds after
+# the run ends, so a long bound costs nothing; a run takes 15 to 30 s, more on a busy machine.
+SINGLE_HOST_WINDOW = 60
+
+
 def under_load(
     url: str,
     *args: str,
@@ -119,10 +124,9 @@ def served_version(host) -> str:
 
 
 def on_staging(*args: str, script: str = "deploy.py", forbidden: str = ""):
-    """under_load through staging app1's port for 30 s (every single-host switch ends well
-    inside it)."""
+    """under_load through staging app1's port for up to SINGLE_HOST_WINDOW seconds."""
     url = f"http://{staging_app1().address}:8080"
-    return under_load(url, *args, window=30, script=script, forbidden=forbidden)
+    return under_load(url, *args, window=SINGLE_HOST_WINDOW, script=script, forbidden=forbidden)
 
 
 @contextmanager

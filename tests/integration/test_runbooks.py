@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from pyinfra_cli import QUICK, lab_settings, output, pyinfra, under_load
+from pyinfra_cli import QUICK, SINGLE_HOST_WINDOW, lab_settings, output, pyinfra, under_load
 
 from lab import core
 from lab.topology import topology
@@ -44,7 +44,7 @@ def test_redis_disable_restarts_without_a_failed_request_and_only_once(staging):
         "--data",
         "runbook=redis-disable",
         script="runbook.py",
-        window=30,
+        window=SINGLE_HOST_WINDOW,
     )
     assert result.returncode == 0, output(result)[-3000:]
     assert traffic.failed == 0, traffic
