@@ -17,6 +17,7 @@ q = shlex.quote
 SERVICE_BINARY = "bin/monitoring-dashboard-api"
 MAIN_PACKAGE = "./cmd/monitoring-dashboard-api"
 HISTORY_TABLE = "schema_migrations"
+BACKFILL_TABLE = "schema_backfills"
 
 
 # ----------------------------------------------------------------------------- paths
@@ -197,14 +198,19 @@ def _pg_target(s: Mapping[str, Any]) -> str:
 
 
 def psql(
-    s: Mapping[str, Any], sql: str | None = None, file: str | None = None, *statements: str
+    s: Mapping[str, Any],
+    sql: str | None = None,
+    file: str | None = None,
+    *statements: str,
+    variables: Mapping[str, int] | None = None,
 ) -> str:
     """psql that stops at the first error, prints bare values (-At) and reads no ~/.psqlrc.
 
     Each of STATEMENTS is its own -c (its own transaction), so a CREATE INDEX CONCURRENTLY
-    stays outside any transaction block.
+    stays outside any transaction block. VARIABLES (numbers) are psql variables for FILE.
     """
     cmd = f"{_pg_env(s)} psql -X -q -At -v ON_ERROR_STOP=1 {_pg_target(s)}"
+    cmd += "".join(f" -v {name}={int(value)}" for name, value in (variables or {}).items())
     if sql is not None:
         cmd += f" -c {q(sql)}"
     cmd += "".join(f" -c {q(st)}" for st in statements)
@@ -216,14 +222,15 @@ def psql(
 def pg_dump(s: Mapping[str, Any], dest: str) -> str:
     """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte.
 
-    The deploy's own bookkeeping (the lock, the migration history) is left out, so that a
-    restore keeps the record of what was done to the database. A failed dump (an error, a
-    full disk) leaves no file behind.
+    The deploy's own bookkeeping (the lock, the migration history, the backfills) is left
+    out, so that a restore keeps the record of what was done to the database. A failed dump
+    (an error, a full disk) leaves no file behind.
     """
     partial = q(dest + ".partial")
     return (
         f"umask 077 && {{ {_pg_env(s)} pg_dump -Fc --no-owner --exclude-table=deploy_lock "
-        f"--exclude-table={HISTORY_TABLE} {_pg_target(s)} -f {partial} && "
+        f"--exclude-table={HISTORY_TABLE} --exclude-table={BACKFILL_TABLE} {_pg_target(s)} "
+        f"-f {partial} && "
         f"mv {partial} {q(dest)}; }} || {{ rc=$?; rm -f {partial}; exit $rc; }}"
     )
 
@@ -342,8 +349,13 @@ def index_estimate_bytes(rows: float, widths: list[int]) -> int:
 
 def history_table_sql() -> list[str]:
     """The migration history; `down_sql` keeps each migration's down script as the release
-    that applied it had it, so a full rollback never depends on a release still on disk."""
+    that applied it had it, so a full rollback never depends on a release still on disk. And
+    the progress of the backfills (backfill_start_sql)."""
     return [
+        f"CREATE TABLE IF NOT EXISTS {BACKFILL_TABLE} (version text PRIMARY KEY, "
+        "next_key bigint NOT NULL, end_key bigint NOT NULL, rows_done bigint NOT NULL DEFAULT 0,"
+        " started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz, "
+        "finished_at timestamptz)",
         f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} ("
         "version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, "
         "applied_at timestamptz NOT NULL DEFAULT now(), applied_by text NOT NULL, "
@@ -391,7 +403,58 @@ def record_migration_sql(
 
 
 def revert_migration_sql(version: str) -> str:
-    return f"UPDATE {HISTORY_TABLE} SET reverted_at = now() WHERE version = {sql_literal(version)}"
+    """VERSION marked reverted, and its backfill's progress forgotten (a migration applied
+    again backfills again)."""
+    v = sql_literal(version)
+    return (
+        f"UPDATE {HISTORY_TABLE} SET reverted_at = now() WHERE version = {v}; "
+        f"DELETE FROM {BACKFILL_TABLE} WHERE version = {v}"
+    )
+
+
+def backfill_start_sql(version: str, table: str, key: str) -> list[str]:
+    """Statements recording where VERSION's backfill works (TABLE's KEY range now; kept as it
+    is when the backfill started before) and printing `next|end|rows done|finished (t/f)`.
+    TABLE and KEY are plain identifiers (migrations.parse_backfill)."""
+    v = sql_literal(version)
+    return [
+        *history_table_sql(),
+        f"INSERT INTO {BACKFILL_TABLE} (version, next_key, end_key) "
+        f"SELECT {v}, coalesce(min({key}), 0), coalesce(max({key}), -1) + 1 FROM {table} "
+        "ON CONFLICT (version) DO NOTHING",
+        f"SELECT next_key, end_key, rows_done, finished_at IS NOT NULL FROM {BACKFILL_TABLE} "
+        f"WHERE version = {v}",
+    ]
+
+
+def backfill_batch_script(s: Mapping[str, Any], version: str, statement: str) -> str:
+    """A psql script running one batch [:lo, :hi) (psql variables) of VERSION's backfill: in one
+    transaction, STATEMENT and the progress, printed as the rows done so far. The batch runs
+    only when the progress stands at :lo, so a batch never runs twice; the last one marks the
+    backfill finished."""
+    v = sql_literal(version)
+    return "\n".join(
+        [
+            "\\set ON_ERROR_STOP on",
+            f"SET lock_timeout = {sql_literal(pg_duration(s['migrate_lock_timeout']))};",
+            f"SET statement_timeout = {sql_literal(pg_duration(s['migrate_statement_timeout']))};",
+            "BEGIN;",
+            f"SELECT next_key = :lo AS at_lo FROM {BACKFILL_TABLE} WHERE version = {v} "
+            "AND finished_at IS NULL FOR UPDATE \\gset",
+            "\\if :at_lo",
+            f"WITH batch AS (\n{statement}\nRETURNING 1)",
+            f"UPDATE {BACKFILL_TABLE} SET next_key = :hi, "
+            "rows_done = rows_done + (SELECT count(*) FROM batch), updated_at = now(), "
+            f"finished_at = CASE WHEN :hi >= end_key THEN now() END WHERE version = {v} "
+            "RETURNING rows_done;",
+            "COMMIT;",
+            "\\else",
+            "ROLLBACK;",
+            f"\\warn backfill {version}: its progress is not at :lo (another run moved it)",
+            "\\endif",
+            "",
+        ]
+    )
 
 
 def migration_script(

@@ -308,6 +308,26 @@ VARIABLES: list[Var] = [
         "choice",
         choices=("error", "warn", "off"),
     ),
+    Var(
+        "migrate_probe_path",
+        "/api/v1/metrics/history?type=cpu&duration={n}s",
+        "after the expand migrations, asked of every host still serving the old release (with "
+        "the health check); {n} becomes a number new to each probe, so that no cache answers",
+        "path",
+    ),
+    Var(
+        "migrate_backfill_batch",
+        10000,
+        "rows of the key's range a backfill batch covers (one transaction each)",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "migrate_backfill_pause",
+        "100ms",
+        "wait between two backfill batches, so the service keeps its latency",
+        "duration",
+    ),
     Var("migrate_lock_timeout", "5s", "lock_timeout for each migration statement", "duration"),
     Var(
         "migrate_lock_retries",

@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.migrations import Migration, plan_migrations, read_history, release_migrations
+from tasks.migrations import (
+    Migration,
+    backfill_problems,
+    plan_migrations,
+    read_history,
+    release_migrations,
+)
 from tasks.runtime import DeployError, Plan
 
 SQUAWK_VERSION = "2.70.0"  # pinned in pyproject.toml (PyPI squawk-cli)
@@ -263,4 +269,7 @@ def lint_pending(h, s: dict[str, Any], plan: Plan) -> LintResult:
     _, pending = plan_migrations(
         migrations, has_history, has_metrics, applied, s["migrate_baseline"]
     )
+    bad_backfills = backfill_problems(pending)
+    if bad_backfills:
+        raise DeployError("; ".join(bad_backfills))
     return lint(pending, s["migrate_lint"], serving=has_metrics)

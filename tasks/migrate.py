@@ -6,10 +6,16 @@ Expand before contract: a migration headed `-- deploy: contract` (it removes wha
 release uses) is held back while the others run before the rollout, and runs at the end of the
 same run, under the same lock, only once every app host serves the new release and the
 monitoring window passed. A run that fails or rolls back leaves it pending for the next one.
+
+An expand migration must leave the serving release working. The lint catches what it can read;
+after the expand migrations ran, every host that answered before is asked again (its health
+check and `migrate_probe_path`), and if one no longer answers, the migrations of this run are
+reverted with their down scripts before any host switches.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -21,10 +27,13 @@ from tasks import commands, lint
 from tasks.config import seconds
 from tasks.migrations import (
     Migration,
+    backfill_problems,
+    parse_backfill,
     plan_migrations,
     read_history,
     read_migrations,
     release_migrations,
+    revert_migration,
 )
 from tasks.rollout import phase_check
 from tasks.runtime import (
@@ -38,6 +47,7 @@ from tasks.runtime import (
     run_for,
     say,
     sh,
+    timed_get,
 )
 
 
@@ -147,6 +157,116 @@ def _apply(h, s: dict[str, Any], pending: list[Migration], by: str) -> list[str]
         wait *= 2
 
 
+def _probe(h, s: dict[str, Any]) -> str | None:
+    """None when the service on H answers its health check and `migrate_probe_path` with 200
+    (through app_port, a number no cache has seen in the probe path); else what it answered."""
+    base = f"http://127.0.0.1:{s['app_port']}"
+    probe = s["migrate_probe_path"].replace("{n}", str(random.randrange(3600, 86400)))
+    for path in (s["app_health_path"], probe):
+        code, _, body = timed_get(h, base + path)
+        if code != 200:
+            return f"{path} answered {code or 'nothing'} {body.strip()[:160]}".strip()
+    return None
+
+
+def _answering(s: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The app hosts of the inventory (those `--limit` left out included) whose service
+    answers now, with the release each serves. Empty with Helm: no host serves."""
+    if s["release_method"] == "helm":
+        return []
+    found = []
+    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
+        connected(h, "to ask the release it serves")
+        _, current, _ = sh(h, f"readlink {commands.q(commands.paths(s)['current'])} || true")
+        if current.strip() and _probe(h, s) is None:
+            found.append((h, current.strip().rsplit("/", 1)[-1]))
+    return found
+
+
+def _still_answering(host, s: dict[str, Any], applied: list[Migration], serving) -> None:
+    """After the expand migrations APPLIED: every host of SERVING (see _answering) answers
+    again, or APPLIED are reverted, newest first, and the deploy stops before any switch."""
+    broken = [f"{h.name} ({release}): {why}" for h, release in serving if (why := _probe(h, s))]
+    names = ", ".join(m.filename for m in applied)
+    if not broken:
+        if serving:
+            say(host, f"the serving release still answers after {names} on {len(serving)} host(s)")
+        return
+    what = f"the serving release no longer answers after {names} ({'; '.join(broken)})"
+    say(host, what)
+    reverted = []
+    for m in reversed(applied):
+        say(host, f"reverting migration {m.version}_{m.name} (it breaks the serving release)")
+        try:
+            revert_migration(host, s, m.version, m.name, recorded=m.down is not None)
+        except DeployError as exc:
+            raise DeployError(
+                f"{what}; reverting {m.filename} failed: {exc}. Still applied: "
+                f"{', '.join(x.filename for x in applied if x.version not in reverted)}; no "
+                "host was switched"
+            ) from None
+        reverted.append(m.version)
+    run_for(host).facts["migrations"] = {"applied": [], "reverted": reverted}
+    raise DeployError(
+        f"{what}. Reverted with their down scripts: {names}; no host was switched. Write the "
+        "change as expand + contract (README: Schema changes the serving release survives)"
+    )
+
+
+PROGRESS_EVERY = 5  # seconds between two progress lines of a backfill
+
+
+def _backfill(host, s: dict[str, Any], m: Migration) -> int:
+    """Run M's backfill to its end, batch by batch, or resume it where an earlier run stopped;
+    nothing when it finished before. Returns the rows it changed in all."""
+    try:
+        fill = parse_backfill(m.backfill or "")
+    except ValueError as exc:
+        raise DeployError(f"{m.version}_{m.name}.backfill.sql: {exc}") from None
+    start = commands.backfill_start_sql(m.version, fill.table, fill.key)
+    _, out, _ = sh(host, commands.psql(s, None, None, *start), what="reading a backfill's state")
+    lo, end, rows, finished = out.split()[-1].split("|")
+    if finished == "t":
+        return int(rows)
+    lo, end, rows = int(lo), int(end), int(rows)
+    path = f"{commands.paths(s)['state']}/backfill_{m.version}.sql"
+    put_text(host, commands.backfill_batch_script(s, m.version, fill.statement), path)
+    size, pause = s["migrate_backfill_batch"], seconds(s["migrate_backfill_pause"])
+    resumed = f", resuming after {rows} rows" if rows else ""
+    say(
+        host,
+        f"backfill {m.version}_{m.name}: {fill.table}.{fill.key} from {lo} to {end}, "
+        f"{size} per batch, {pause:g}s apart{resumed}",
+    )
+    first, started = lo, time.monotonic()
+    shown = started
+    budget = int(seconds(s["migrate_statement_timeout"])) + 60
+    while lo < end:
+        hi = min(lo + size, end)
+        _, out, err = sh(
+            host,
+            commands.psql(s, None, path, variables={"lo": lo, "hi": hi}),
+            timeout=budget,
+            what=f"backfill {m.version} ({fill.key} {lo} to {hi})",
+        )
+        if not out.strip().isdigit():
+            raise DeployError(f"backfill {m.version} stopped at {fill.key} {lo}: {err.strip()}")
+        rows, lo = int(out), hi
+        now = time.monotonic()
+        if now - shown >= PROGRESS_EVERY or lo >= end:
+            share = (lo - first) / (end - first)
+            left = (now - started) * (1 - share) / share
+            say(
+                host,
+                f"backfill {m.version}: {fill.key} {lo} of {end} ({share:.0%}), {rows} rows, "
+                f"{now - started:.0f}s, about {left:.0f}s left",
+            )
+            shown = now
+        if lo < end:
+            time.sleep(pause)
+    return rows
+
+
 @phase_check("migrate")
 def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
@@ -154,6 +274,9 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
     held = [m for m in pending if m.contract]
     pending = [m for m in pending if not m.contract]
+    bad_backfills = backfill_problems(pending)
+    if bad_backfills:
+        raise DeployError("nothing migrated: " + "; ".join(bad_backfills))
     if pending and not run.facts.get("backup", {}).get("verified"):
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
@@ -169,7 +292,9 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
             what="recording the baseline",
         )
     if pending:
+        serving = _answering(s)
         applied = _apply(host, s, pending, by)
+        _still_answering(host, s, [m for m in pending if m.version in applied], serving)
         run.changed.append("migrations: " + ", ".join(applied))
     else:
         say(host, "no expand migration pending")
@@ -180,6 +305,7 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
             + ", ".join(m.filename for m in held),
         )
     applied_now = [m for m in migrations if m not in held]
+    backfilled = {m.version: _backfill(host, s, m) for m in applied_now if m.backfill}
     objects = verify_objects(host, s, applied_now)
     bad = [o["object"] for o in objects if not o["valid"]]
     for o in objects:
@@ -193,6 +319,7 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
         "applied": [m.version for m in pending],
         "baseline": [m.version for m in adopt],
         "contract_pending": [m.version for m in held],
+        "backfilled_rows": backfilled,
         "objects": objects,
     }
     if bad:
@@ -303,6 +430,8 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
         say(host, f"--dry: {finding.text()}")
     if result.refused:
         say(host, "--dry: the deploy would stop in pre-flight: the lint refuses the above")
+    for problem in backfill_problems(pending):
+        say(host, f"--dry: the deploy would stop in pre-flight: {problem}")
     for m in pending:
         created = [
             _object_line(host, s, st.sql, name)
@@ -314,6 +443,10 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
             if m.contract
             else "before the rollout: expand"
         )
+        if m.backfill and not backfill_problems([m]):
+            fill = parse_backfill(m.backfill)
+            when += f", then its backfill of {fill.table} by {fill.key}"
+            when += f", {s['migrate_backfill_batch']} per batch"
         say(
             host,
             f"--dry:   {m.version}_{m.name} creates {'; '.join(created) or 'no index or view'}"

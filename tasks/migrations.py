@@ -2,10 +2,12 @@
 that needs them (pre-flight's lint, backup, migrate, rollback).
 
 A migration is `NNN_name.sql` in the release's `migrate_dir`, with its down script beside it
-(`NNN_name.down.sql`). One whose header (the comment lines before its first statement) says
-`-- deploy: contract` removes what an older release still uses: it runs only after every app
-host serves the new release (tasks/migrate.py); every other migration expands the schema and
-runs before the first host switches.
+(`NNN_name.down.sql`) and, when it changes data of a table in use, a backfill
+(`NNN_name.backfill.sql`: see Backfill), run in batches after it. One whose header (the
+comment lines before its first statement) says `-- deploy: contract` removes what an older
+release still uses: it runs only after every app host serves the new release
+(tasks/migrate.py); every other migration expands the schema and runs before the first host
+switches.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tasks.runtime import DeployError, Plan, sh
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
 FILE_MARK = "@@@ migration file "
 CONTRACT_HEADER = re.compile(r"^--\s*deploy:\s*contract\s*$", re.I)
+BACKFILL_HEADER = re.compile(r"^--\s*deploy:\s*backfill\s+(\w+)\.(\w+)\s*$", re.I)
+BACKFILL_BOUNDS = (re.compile(r"(?<!:):lo\b"), re.compile(r"(?<!:):hi\b"))
 EXPAND, CONTRACT = "expand", "contract"
 
 
@@ -30,6 +34,7 @@ class Migration:
     name: str
     sql: str
     down: str | None = None  # the down script beside it, if the release has one
+    backfill: str | None = None  # NNN_name.backfill.sql, if the release has one
 
     @property
     def checksum(self) -> str:
@@ -57,9 +62,60 @@ class Migration:
         return self.phase == CONTRACT
 
 
+@dataclass(frozen=True)
+class Backfill:
+    """The data change of a migration, run in batches outside any long transaction.
+
+    Its file is a header line `-- deploy: backfill TABLE.KEY` (KEY: an integer column, the
+    primary key) and one UPDATE that touches only the rows whose KEY is in [:lo, :hi). Each
+    batch is a transaction of its own that also records how far the backfill got, so a run
+    killed in the middle resumes where it stopped and never runs a batch twice. The range is
+    fixed when the backfill starts: rows written later are the expand's business (a trigger, or
+    the release writing both columns)."""
+
+    table: str
+    key: str
+    statement: str
+
+
+def parse_backfill(text: str) -> Backfill:
+    """TEXT of a NNN_name.backfill.sql; ValueError saying what is wrong with it."""
+    lines = text.splitlines()
+    header = next((BACKFILL_HEADER.match(x.strip()) for x in lines if x.strip()), None)
+    if header is None:
+        raise ValueError("its first line must be `-- deploy: backfill TABLE.KEY`")
+    body = [x for x in lines if x.strip() and not x.strip().startswith("--")]
+    statement = "\n".join(body).strip().rstrip(";").strip()
+    if ";" in statement:
+        raise ValueError("it must hold one statement")
+    if not statement.upper().startswith("UPDATE "):
+        raise ValueError("its statement must be an UPDATE")
+    if " RETURNING " in f" {statement.upper()} ":
+        raise ValueError("its UPDATE must not have a RETURNING clause (the runner adds one)")
+    if not all(bound.search(statement) for bound in BACKFILL_BOUNDS):
+        raise ValueError(
+            f"its UPDATE must limit the rows to {header.group(2)} >= :lo AND "
+            f"{header.group(2)} < :hi (one batch)"
+        )
+    return Backfill(header.group(1), header.group(2), statement)
+
+
+def backfill_problems(migrations: list[Migration]) -> list[str]:
+    """What is wrong with the backfills of MIGRATIONS, one line per file."""
+    problems = []
+    for m in migrations:
+        if m.backfill is not None:
+            try:
+                parse_backfill(m.backfill)
+            except ValueError as exc:
+                problems.append(f"{m.version}_{m.name}.backfill.sql: {exc}")
+    return problems
+
+
 def parse_migration_files(output: str) -> list[Migration]:
-    """The up migrations (NNN_name.sql) with their down scripts (NNN_name.down.sql), in
-    version order, from the output of `commands.cat_files` with FILE_MARK."""
+    """The up migrations (NNN_name.sql) with their down scripts (NNN_name.down.sql) and
+    backfills (NNN_name.backfill.sql), in version order, from the output of
+    `commands.cat_files` with FILE_MARK."""
     files: dict[str, list[str]] = {}
     lines: list[str] = []
     for line in output.splitlines():
@@ -72,8 +128,16 @@ def parse_migration_files(output: str) -> list[Migration]:
     for filename in sorted(text):
         match = VERSION.match(filename)
         if match:  # NNN_name.down.sql does not match: its name has a dot
-            down = text.get(filename[: -len(".sql")] + ".down.sql")
-            found.append(Migration(match.group(1), match.group(2), text[filename], down))
+            stem = filename[: -len(".sql")]
+            found.append(
+                Migration(
+                    match.group(1),
+                    match.group(2),
+                    text[filename],
+                    text.get(stem + ".down.sql"),
+                    text.get(stem + ".backfill.sql"),
+                )
+            )
     return found
 
 
@@ -193,3 +257,39 @@ def applied_contracts(h, s: dict[str, Any]) -> dict[str, str]:
         what="reading the contract migrations applied",
     )
     return dict(line.split("|", 1) for line in out.splitlines() if line)
+
+
+def _down_script(h, s: dict[str, Any], version: str, name: str, recorded: bool) -> str:
+    """A file on H holding the down script of VERSION: the one recorded when it was
+    applied, or (history written before down scripts were recorded) the newest release on the
+    host that has it."""
+    path = f"{commands.paths(s)['state']}/revert_{version}.sql"
+    if recorded:
+        query = (
+            f"SELECT down_sql FROM {commands.HISTORY_TABLE} "
+            f"WHERE version = {commands.sql_literal(version)}"
+        )
+        sh(
+            h,
+            f"umask 077 && {commands.psql(s, query)} > {commands.q(path)}",
+            what="reading " + path,
+        )
+        return path
+    pattern = f"{commands.paths(s)['releases']}/*/{s['migrate_dir']}/{version}_{name}.down.sql"
+    _, found, _ = sh(h, f"ls -1t {pattern} 2>/dev/null | head -n 1 || true")
+    if not found.strip():
+        raise DeployError(
+            f"no down script for migration {version}_{name}: none was recorded and no release "
+            "on the host has one; revert it by hand"
+        )
+    return found.strip()
+
+
+def revert_migration(h, s: dict[str, Any], version: str, name: str, recorded: bool) -> None:
+    """Run VERSION's down script (see _down_script) and mark it reverted in the history."""
+    down = _down_script(h, s, version, name, recorded)
+    sh(h, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
+    record = commands.psql(
+        s, None, None, *commands.history_table_sql(), commands.revert_migration_sql(version)
+    )
+    sh(h, record, what="recording the revert")

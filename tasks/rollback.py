@@ -36,6 +36,7 @@ from tasks.migrations import (
     applied_contracts,
     read_history,
     read_migrations,
+    revert_migration,
 )
 from tasks.runtime import (
     DeployError,
@@ -236,28 +237,6 @@ def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) 
     return False
 
 
-def _down_script(host, s: dict[str, Any], version: str, name: str, recorded: bool) -> str:
-    """A file on HOST holding the down script of VERSION: the one recorded when it was
-    applied, or (history written before down scripts were recorded) the newest release on the
-    host that has it."""
-    path = f"{commands.paths(s)['state']}/revert_{version}.sql"
-    if recorded:
-        query = (
-            f"SELECT down_sql FROM {commands.HISTORY_TABLE} "
-            f"WHERE version = {commands.sql_literal(version)}"
-        )
-        sh(host, f"umask 077 && {commands.psql(s, query)} > {q(path)}", what="reading " + path)
-        return path
-    pattern = f"{commands.paths(s)['releases']}/*/{s['migrate_dir']}/{version}_{name}.down.sql"
-    _, found, _ = sh(host, f"ls -1t {pattern} 2>/dev/null | head -n 1 || true")
-    if not found.strip():
-        raise DeployError(
-            f"no down script for migration {version}_{name}: none was recorded and no release "
-            "on the host has one; revert it by hand"
-        )
-    return found.strip()
-
-
 def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> None:
     """Revert, newest first, the applied migrations of PHASE (contract or expand) that no
     target of this run contains."""
@@ -281,10 +260,8 @@ def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> N
         say(host, f"no migration to revert ({phase}): every one applied is in {target.name}")
         return
     for version, name, recorded in revert:
-        down = _down_script(host, s, version, name, recorded)
         say(host, f"reverting migration {version}_{name} ({phase}; {target.name} lacks it)")
-        sh(host, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
-        sh(host, commands.psql(s, commands.revert_migration_sql(version)), what="recording")
+        revert_migration(host, s, version, name, recorded)
         target.reverted.append(version)
 
 

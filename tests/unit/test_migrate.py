@@ -1,6 +1,13 @@
 import pytest
 
-from tasks.migrations import Migration, parse_migration_files, plan_migrations
+from tasks.migrations import (
+    Backfill,
+    Migration,
+    backfill_problems,
+    parse_backfill,
+    parse_migration_files,
+    plan_migrations,
+)
 from tasks.rollback import named_release
 from tasks.runtime import DeployError
 
@@ -54,13 +61,22 @@ def test_migration_files_come_with_their_down_scripts_byte_for_byte():
             "",
             f"{mark}002_b.sql",
             "CREATE INDEX b ON a (id);",
+            f"{mark}002_b.backfill.sql",
+            "-- deploy: backfill a.id",
+            "UPDATE a SET id = id WHERE id >= :lo AND id < :hi",
             f"{mark}notes.txt.sql",
             "ignored",
         ]
     )
     assert parse_migration_files(output) == [
         Migration("001", "a", "\nCREATE TABLE a (id int);\n\n", "DROP TABLE a;\n"),
-        Migration("002", "b", "CREATE INDEX b ON a (id);\n", None),
+        Migration(
+            "002",
+            "b",
+            "CREATE INDEX b ON a (id);\n",
+            None,
+            "-- deploy: backfill a.id\nUPDATE a SET id = id WHERE id >= :lo AND id < :hi\n",
+        ),
     ]
 
 
@@ -96,3 +112,29 @@ def test_a_contract_may_wait_behind_newer_expand_migrations_but_nothing_else_may
     plain = Migration("004", "plain", "ALTER TABLE t ADD e int;\n")
     with pytest.raises(DeployError, match=r"004 are older than the newest applied \(005\)"):
         plan_migrations([*ALL, plain, EXPAND_5], True, True, applied, "")
+
+
+FILL = "UPDATE metrics SET hostname = host WHERE id >= :lo AND id < :hi"
+
+
+def test_a_backfill_names_its_table_and_key_and_one_bounded_update():
+    text = f"-- keep hostname filled\n-- deploy: backfill metrics.id\n{FILL};\n"
+    with pytest.raises(ValueError, match="first line must be `-- deploy: backfill TABLE.KEY`"):
+        parse_backfill(text)
+    assert parse_backfill(text.split("\n", 1)[1]) == Backfill("metrics", "id", FILL)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (f"{FILL};\nUPDATE metrics SET x = 1 WHERE id >= :lo AND id < :hi", "one statement"),
+        ("DELETE FROM metrics WHERE id >= :lo AND id < :hi", "must be an UPDATE"),
+        (f"{FILL} RETURNING id", "must not have a RETURNING clause"),
+        ("UPDATE metrics SET hostname = host WHERE id >= :lo", "id >= :lo AND id < :hi"),
+        ("UPDATE metrics SET hostname = host::text WHERE id >= ::lo AND id < :hi", ":lo AND"),
+    ],
+)
+def test_a_backfill_that_the_runner_cannot_batch_is_refused(body, problem):
+    bad = Migration("004", "x", "SELECT 1;\n", None, f"-- deploy: backfill metrics.id\n{body}\n")
+    assert problem in backfill_problems([M1, bad])[0]
+    assert backfill_problems([M1, bad])[0].startswith("004_x.backfill.sql: ")
