@@ -38,3 +38,4 @@ bench: deps
 	$(PY) bench/run.py
 	$(PY) bench/availability.py --app-hosts 3
 	$(PY) bench/availability.py --app-hosts 8 --skip-one-host
+	$(PY) bench/schema.py

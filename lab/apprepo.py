@@ -20,6 +20,7 @@ from lab.paths import REPO_DIR, STATE_DIR
 from lab.topology import BRIDGE_ADDRESS
 
 APP_SOURCE = REPO_DIR / "lab" / "app"
+OVERLAYS = REPO_DIR / "lab" / "releases"  # <tag>/<path>: a release's files over APP_SOURCE
 REPO_NAME = "monitoring-dashboard-api.git"
 GIT_PORT = 9418
 MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
@@ -40,6 +41,12 @@ def _release_go(version: str, cache: bool, health_query: str) -> str:
         f'\thealthQuery = "{health_query}"\n'
         ")\n"
     )
+
+
+def _overlay(tag: str) -> dict[str, str | None]:
+    """The files of OVERLAYS/TAG, by their path in the repository."""
+    base = OVERLAYS / tag
+    return {str(f.relative_to(base)): f.read_text() for f in sorted(base.rglob("*")) if f.is_file()}
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,16 @@ RELEASES = [
         "fix: read health from metrics_v2 (broken: no such table)",
         {
             RELEASE_FILE: _release_go("2.0.1-broken", True, "SELECT 1 FROM metrics_v2 LIMIT 1"),
+        },
+    ),
+    Release(
+        "v2.1.0",
+        "feat: metrics.host renamed hostname (expand 004-005, contract 006)",
+        {
+            RELEASE_FILE: _release_go(
+                "2.1.0", True, "SELECT 1 FROM metrics WHERE hostname IS NOT NULL LIMIT 1"
+            ),
+            **_overlay("v2.1.0"),
         },
     ),
 ]

@@ -343,6 +343,7 @@ def up(env: str, echo: Echo = print, app_hosts: int | None = None) -> list[LabHo
     hosts = hosts_of(env)
     todo = [h for h in hosts if not is_running(h)]
     if not todo and apprepo.daemon_running():
+        apprepo.ensure_repo(ensure_base_root(echo), echo)  # the service's source may have changed
         echo(f"lab {env}: all {len(hosts)} hosts already running, nothing to do")
         return hosts
     started = time.monotonic()

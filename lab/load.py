@@ -7,8 +7,10 @@ Only the lab's own addresses are targets.
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -54,16 +56,20 @@ class Load:
     DURATION bounds the load; `result(stop_early=True)` ends it TAIL seconds after the operation
     under test instead of at the end of DURATION."""
 
-    def __init__(self, base_url: str, rate: int, duration: str, forbidden: str = "") -> None:
+    def __init__(
+        self, base_url: str, rate: int, duration: str, forbidden: str = "", samples: bool = False
+    ) -> None:
         check_target(base_url)
         self._dir = tempfile.TemporaryDirectory(prefix="mdd-load-")
         self._summary = Path(self._dir.name) / "summary.json"
+        self._samples = Path(self._dir.name) / "samples.csv" if samples else None
         self._cmd = [
             k6_binary(),
             "run",
             "--quiet",
             "--no-color",
             f"--summary-export={self._summary}",
+            *(["--out", f"csv={self._samples}"] if self._samples else []),
             "-e",
             f"BASE_URL={base_url}",
             "-e",
@@ -78,8 +84,9 @@ class Load:
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Load:
+        env = {**os.environ, "K6_CSV_TIME_FORMAT": "unix_milli"}
         self._proc = subprocess.Popen(
-            self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
         return self
 
@@ -88,6 +95,18 @@ class Load:
             self._proc.kill()
             self._proc.wait()
         self._dir.cleanup()
+
+    def durations(self, start: float, end: float) -> list[float]:
+        """Milliseconds of each request that ended between START and END (time.time()); only
+        with SAMPLES, after result()."""
+        assert self._samples is not None, "Load(..., samples=True) keeps each request"
+        with self._samples.open() as f:
+            return [
+                float(row["metric_value"])
+                for row in csv.DictReader(f)
+                if row["metric_name"] == "http_req_duration"
+                and start <= int(row["timestamp"]) / 1000 <= end
+            ]
 
     def result(self, stop_early: bool = False) -> LoadResult:
         """Wait for k6 to finish (bounded) and read its summary. STOP_EARLY: after TAIL more

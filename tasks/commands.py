@@ -73,8 +73,9 @@ def parse_ls_remote(output: str, ref: str) -> str | None:
 def build_release(repo_url: str, commit: str, cache: str, target: str, user: str) -> str:
     """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there.
 
-    The release appears under its final name only when the build succeeded; a failed build
-    leaves no partial folder behind.
+    The cache follows the repository, tags too (a tag moved there moves here: git refuses
+    that without --force). The release appears under its final name only when the build
+    succeeded; a failed build leaves no partial folder behind.
     """
     partial = f"{target}.partial"
     gocache = f"{cache}/gocache"
@@ -84,7 +85,7 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
             f"partial={q(partial)}",
             "trap 'rm -rf \"$partial\"' EXIT",  # a failed build (a full disk) leaves nothing
             f"test -d {q(cache)} || git init -q --bare {q(cache)}",
-            f"git -C {q(cache)} fetch -q --tags {q(repo_url)} '+refs/heads/*:refs/heads/*'",
+            f"git -C {q(cache)} fetch -q --force --tags {q(repo_url)} '+refs/heads/*:refs/heads/*'",
             f"git -C {q(cache)} cat-file -e {q(commit + '^{commit}')}",
             f"rm -rf {q(partial)}",
             f"mkdir -p {q(partial)}",
@@ -270,13 +271,16 @@ def prune_backups(backup_dir: str, keep: int) -> str:
 @dataclass(frozen=True)
 class Statement:
     sql: str
-    concurrent: bool  # a CREATE INDEX CONCURRENTLY: must run outside any transaction
+    concurrent: bool  # CREATE/DROP/REINDEX ... CONCURRENTLY: must run outside any transaction
 
 
 _CREATE_INDEX = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
 )
 _CREATE_MATVIEW = re.compile(r"CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+_OUTSIDE_TRANSACTION = re.compile(
+    r"^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+\w+)\s+CONCURRENTLY\b", re.I
+)
 
 
 def split_statements(sql: str) -> list[Statement]:
@@ -289,8 +293,7 @@ def split_statements(sql: str) -> list[Statement]:
             text = "\n".join(current).strip()
             current = []
             if text.strip(";").strip():
-                match = _CREATE_INDEX.search(text)
-                statements.append(Statement(text, bool(match and match.group(1))))
+                statements.append(Statement(text, bool(_OUTSIDE_TRANSACTION.search(text))))
     if "\n".join(current).strip():
         raise ValueError("the last statement does not end with ';'")
     return statements

@@ -59,6 +59,14 @@ CONTRACT_ONLY = {
         "hosts still serving the old release query this table: they fail until switched",
         "stop using the table in this release; drop it in a migration headed `-- deploy: contract`",
     ),
+    "ban-drop-view": (
+        "hosts still serving the old release may query this view: they fail until switched",
+        "stop using the view in this release; drop it in a migration headed `-- deploy: contract`",
+    ),
+    "ban-drop-function": (
+        "the old release, or a trigger it relies on, may call this function",
+        "stop calling it in this release; drop it in a migration headed `-- deploy: contract`",
+    ),
     "renaming-column": (
         "the old release names the column by its old name: its queries fail from the rename on",
         "expand: add the new column, a trigger that fills it from the old one for writers "

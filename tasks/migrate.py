@@ -28,6 +28,7 @@ from tasks.config import seconds
 from tasks.migrations import (
     Migration,
     backfill_problems,
+    cut_after_backfills,
     parse_backfill,
     plan_migrations,
     read_history,
@@ -272,11 +273,11 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
     run = run_for(host)
     migrations = read_migrations(host, s, plan.release_dir)
     adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
-    held = [m for m in pending if m.contract]
-    pending = [m for m in pending if not m.contract]
     bad_backfills = backfill_problems(pending)
     if bad_backfills:
         raise DeployError("nothing migrated: " + "; ".join(bad_backfills))
+    held = [m for m in pending if m.contract]
+    pending = [m for m in pending if not m.contract]
     if pending and not run.facts.get("backup", {}).get("verified"):
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
@@ -291,11 +292,22 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
             commands.psql(s, None, None, *commands.history_table_sql(), *rows),
             what="recording the baseline",
         )
+    # a backfill an earlier run left unfinished (killed) resumes before anything newer runs
+    backfilled = {
+        m.version: _backfill(host, s, m)
+        for m in migrations
+        if m.backfill and m not in pending and m not in held
+    }
     if pending:
         serving = _answering(s)
-        applied = _apply(host, s, pending, by)
-        _still_answering(host, s, [m for m in pending if m.version in applied], serving)
-        run.changed.append("migrations: " + ", ".join(applied))
+        applied: list[Migration] = []
+        for group in cut_after_backfills(pending):
+            _apply(host, s, group, by)
+            applied += group
+            _still_answering(host, s, applied, serving)
+            if group[-1].backfill:
+                backfilled[group[-1].version] = _backfill(host, s, group[-1])
+        run.changed.append("migrations: " + ", ".join(m.version for m in applied))
     else:
         say(host, "no expand migration pending")
     if held:
@@ -305,7 +317,6 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
             + ", ".join(m.filename for m in held),
         )
     applied_now = [m for m in migrations if m not in held]
-    backfilled = {m.version: _backfill(host, s, m) for m in applied_now if m.backfill}
     objects = verify_objects(host, s, applied_now)
     bad = [o["object"] for o in objects if not o["valid"]]
     for o in objects:

@@ -104,12 +104,28 @@ def backfill_problems(migrations: list[Migration]) -> list[str]:
     """What is wrong with the backfills of MIGRATIONS, one line per file."""
     problems = []
     for m in migrations:
-        if m.backfill is not None:
+        if m.backfill is not None and m.contract:
+            problems.append(
+                f"{m.version}_{m.name}.backfill.sql: a contract migration has no backfill (its "
+                "data must be in place before the release that needs it serves: an expand's)"
+            )
+        elif m.backfill is not None:
             try:
                 parse_backfill(m.backfill)
             except ValueError as exc:
                 problems.append(f"{m.version}_{m.name}.backfill.sql: {exc}")
     return problems
+
+
+def cut_after_backfills(pending: list[Migration]) -> list[list[Migration]]:
+    """PENDING cut after each migration that has a backfill: its backfill runs before the
+    next migration, which may rely on the data it fills."""
+    groups: list[list[Migration]] = [[]]
+    for m in pending:
+        groups[-1].append(m)
+        if m.backfill:
+            groups.append([])
+    return [g for g in groups if g]
 
 
 def parse_migration_files(output: str) -> list[Migration]:

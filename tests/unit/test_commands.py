@@ -172,6 +172,17 @@ def test_split_statements_flags_concurrent_index_builds():
         c.split_statements("SELECT 1")
 
 
+def test_every_statement_postgresql_refuses_in_a_transaction_is_flagged_concurrent():
+    outside = "DROP INDEX CONCURRENTLY IF EXISTS a;\nREINDEX INDEX CONCURRENTLY b;\n"
+    inside = "DROP INDEX c;\nREFRESH MATERIALIZED VIEW CONCURRENTLY mv;\n"
+    assert [s.concurrent for s in c.split_statements(outside + inside)] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_transactions():
     script = c.migration_script(
         S,

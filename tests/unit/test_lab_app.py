@@ -23,8 +23,13 @@ def test_legacy_schema_is_migrations_001_and_002_only():
     assert "CONCURRENTLY" not in sql
 
 
-def test_releases_are_the_three_the_deploy_moves_between():
-    assert [r.tag for r in apprepo.RELEASES] == ["v1.9.0", "v2.0.0-perf", "v2.0.1-broken"]
+def test_releases_are_the_four_the_deploy_moves_between():
+    assert [r.tag for r in apprepo.RELEASES] == [
+        "v1.9.0",
+        "v2.0.0-perf",
+        "v2.0.1-broken",
+        "v2.1.0",
+    ]
     v190 = apprepo.RELEASES[0].files
     assert v190[f"{apprepo.MIGRATIONS}/003_covering_indexes_optimization.sql"] is None
     assert "cacheSupported = false" in v190[apprepo.RELEASE_FILE]
@@ -36,3 +41,18 @@ def test_the_source_tree_is_v2_0_0_perf():
     assert 'Version = "2.0.0-perf"' in release
     migration = apprepo.APP_SOURCE / apprepo.MIGRATIONS / "003_covering_indexes_optimization.sql"
     assert migration.read_text().count("\nCREATE INDEX CONCURRENTLY") == 3
+
+
+def test_v2_1_0_reads_hostname_and_brings_the_migrations_that_rename_host():
+    files = apprepo.RELEASES[3].files
+    assert "SELECT recorded_at, hostname, value" in files["internal/store/store.go"]
+    names = sorted(f.rsplit("/", 1)[1] for f in files if f.startswith(apprepo.MIGRATIONS))
+    assert names == [
+        "004_metrics_hostname.backfill.sql",
+        "004_metrics_hostname.down.sql",
+        "004_metrics_hostname.sql",
+        "005_hostname_indexes.down.sql",
+        "005_hostname_indexes.sql",
+        "006_drop_metrics_host.down.sql",
+        "006_drop_metrics_host.sql",
+    ]

@@ -4,6 +4,7 @@ from tasks.migrations import (
     Backfill,
     Migration,
     backfill_problems,
+    cut_after_backfills,
     parse_backfill,
     parse_migration_files,
     plan_migrations,
@@ -138,3 +139,16 @@ def test_a_backfill_that_the_runner_cannot_batch_is_refused(body, problem):
     bad = Migration("004", "x", "SELECT 1;\n", None, f"-- deploy: backfill metrics.id\n{body}\n")
     assert problem in backfill_problems([M1, bad])[0]
     assert backfill_problems([M1, bad])[0].startswith("004_x.backfill.sql: ")
+
+
+def test_a_contract_migration_has_no_backfill():
+    contract = Migration("006", "drop", "-- deploy: contract\nDROP TABLE t;\n", None, "x")
+    assert "a contract migration has no backfill" in backfill_problems([contract])[0]
+
+
+def test_each_backfill_runs_before_the_next_migration():
+    fill = "-- deploy: backfill metrics.id\nUPDATE metrics SET a = b WHERE id >= :lo AND id < :hi\n"
+    m4, m5 = Migration("004", "a", "SELECT 1;\n", None, fill), Migration("005", "b", "SELECT 1;\n")
+    assert cut_after_backfills([M3, m4, m5]) == [[M3, m4], [m5]]
+    assert cut_after_backfills([M3, m5]) == [[M3, m5]]
+    assert cut_after_backfills([m4]) == [[m4]]

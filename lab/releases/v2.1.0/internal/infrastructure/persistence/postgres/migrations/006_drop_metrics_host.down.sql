@@ -1,0 +1,30 @@
+-- host back with its values (from hostname), then what read it and the trigger that keeps
+-- both filled: the schema of 005, data included.
+ALTER TABLE metrics ADD COLUMN IF NOT EXISTS host text;
+UPDATE metrics SET host = hostname WHERE host IS NULL;
+ALTER TABLE metrics ALTER COLUMN host SET NOT NULL;
+
+CREATE OR REPLACE FUNCTION metrics_hostname_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.host IS DISTINCT FROM OLD.host THEN
+        NEW.hostname := NEW.host;
+    END IF;
+    NEW.hostname := coalesce(NEW.hostname, NEW.host);
+    NEW.host := coalesce(NEW.host, NEW.hostname);
+    RETURN NEW;
+END $$;
+
+DROP TRIGGER IF EXISTS metrics_hostname_sync ON metrics;
+CREATE TRIGGER metrics_hostname_sync BEFORE INSERT OR UPDATE ON metrics
+    FOR EACH ROW EXECUTE FUNCTION metrics_hostname_sync();
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_metrics_type_time_covering
+    ON metrics (type, recorded_at DESC) INCLUDE (host, value);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_hourly AS
+    SELECT type, host, date_trunc('hour', recorded_at) AS hour,
+           avg(value) AS avg_value, min(value) AS min_value, max(value) AS max_value,
+           count(*) AS samples
+    FROM metrics
+    GROUP BY type, host, date_trunc('hour', recorded_at);
+CREATE UNIQUE INDEX IF NOT EXISTS metrics_hourly_type_host_hour ON metrics_hourly (type, host, hour);
