@@ -470,9 +470,11 @@ def migration_script(
     in order.
 
     It takes an advisory lock (one migrator at a time), sets the timeouts, drops indexes an
-    interrupted CONCURRENTLY build left INVALID, then runs each migration: one with a
-    CONCURRENTLY statement statement by statement in autocommit, any other inside one
-    transaction together with its history row.
+    interrupted CONCURRENTLY build left INVALID, then runs each migration: its CONCURRENTLY
+    statements on their own (PostgreSQL refuses them in a transaction), each run of other
+    statements between them in one transaction, the last one with the history row. A
+    migration without CONCURRENTLY is thus one transaction, and no one sees the state between
+    two statements that follow each other (a trigger dropped, the column it filled not yet).
     """
     out = [
         "\\set ON_ERROR_STOP on",
@@ -487,10 +489,15 @@ def migration_script(
         statements = split_statements(sql)
         record = record_migration_sql(version, name, checksum, by, down, phase=phase) + ";"
         out.append(f"\\echo applying migration {version} {name}")
-        if any(st.concurrent for st in statements):
-            out += [st.sql for st in statements] + [record]
-        else:
-            out += ["BEGIN;", *[st.sql for st in statements], record, "COMMIT;"]
+        block: list[str] = []
+        for st in statements:
+            if st.concurrent:
+                out += ["BEGIN;", *block, "COMMIT;"] if block else []
+                out.append(st.sql)
+                block = []
+            else:
+                block.append(st.sql)
+        out += ["BEGIN;", *block, record, "COMMIT;"]
     out.append("SELECT pg_advisory_unlock(hashtext('monitoring-dashboard-migrations'));")
     return "\n".join(out) + "\n"
 

@@ -184,7 +184,9 @@ def _answering(s: dict[str, Any]) -> list[tuple[Any, str]]:
     return found
 
 
-def _still_answering(host, s: dict[str, Any], applied: list[Migration], serving) -> None:
+def _still_answering(
+    host, s: dict[str, Any], applied: list[Migration], serving: list[tuple[Any, str]]
+) -> None:
     """After the expand migrations APPLIED: every host of SERVING (see _answering) answers
     again, or APPLIED are reverted, newest first, and the deploy stops before any switch."""
     broken = [f"{h.name} ({release}): {why}" for h, release in serving if (why := _probe(h, s))]

@@ -248,8 +248,10 @@ def test_v2_1_0_renames_host_the_safe_way_and_a_full_rollback_brings_it_back(fle
     last_with_host = max(when for when, has_host, _ in beside.samples if has_host)
     worked = [when for when, ok in beside.writes if ok]
     assert worked and all(ok for when, ok in beside.writes if when <= last_with_host)
-    assert db("SELECT count(*) FROM metrics WHERE hostname = 'old-writer'") == str(len(worked))
+    written = db(f"SELECT count(*) FROM metrics WHERE id > {last_id} AND hostname = 'old-writer'")
+    assert written == str(len(worked))
     assert checksum("hostname", last_id) == hosts_before
+    assert db("SELECT count(*) FROM metrics WHERE hostname IS NULL") == "0"
 
     pids = {n: serving_pid(n) for n in APPS}
     quick = pyinfra(script="rollback.py", inventory=INVENTORY)

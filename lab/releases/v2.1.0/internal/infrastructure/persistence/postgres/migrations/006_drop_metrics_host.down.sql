@@ -1,8 +1,6 @@
--- host back with its values (from hostname), then what read it and the trigger that keeps
--- both filled: the schema of 005, data included.
+-- host back with its values (from hostname), then what read it: the schema of 005, data
+-- included. The trigger first, so that rows written meanwhile get host too.
 ALTER TABLE metrics ADD COLUMN IF NOT EXISTS host text;
-UPDATE metrics SET host = hostname WHERE host IS NULL;
-ALTER TABLE metrics ALTER COLUMN host SET NOT NULL;
 
 CREATE OR REPLACE FUNCTION metrics_hostname_sync() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -17,6 +15,9 @@ END $$;
 DROP TRIGGER IF EXISTS metrics_hostname_sync ON metrics;
 CREATE TRIGGER metrics_hostname_sync BEFORE INSERT OR UPDATE ON metrics
     FOR EACH ROW EXECUTE FUNCTION metrics_hostname_sync();
+
+UPDATE metrics SET host = hostname WHERE host IS NULL;
+ALTER TABLE metrics ALTER COLUMN host SET NOT NULL;
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_metrics_type_time_covering
     ON metrics (type, recorded_at DESC) INCLUDE (host, value);
