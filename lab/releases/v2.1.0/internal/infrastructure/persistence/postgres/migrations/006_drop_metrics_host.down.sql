@@ -17,7 +17,14 @@ CREATE TRIGGER metrics_hostname_sync BEFORE INSERT OR UPDATE ON metrics
     FOR EACH ROW EXECUTE FUNCTION metrics_hostname_sync();
 
 UPDATE metrics SET host = hostname WHERE host IS NULL;
+
+-- NOT NULL without scanning the table under an ACCESS EXCLUSIVE lock (which would stall every
+-- query of the serving release): a CHECK validated under a lock that lets reads and writes
+-- through, which SET NOT NULL then trusts.
+ALTER TABLE metrics ADD CONSTRAINT metrics_host_not_null CHECK (host IS NOT NULL) NOT VALID;
+ALTER TABLE metrics VALIDATE CONSTRAINT metrics_host_not_null;
 ALTER TABLE metrics ALTER COLUMN host SET NOT NULL;
+ALTER TABLE metrics DROP CONSTRAINT metrics_host_not_null;
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_metrics_type_time_covering
     ON metrics (type, recorded_at DESC) INCLUDE (host, value);
