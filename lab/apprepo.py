@@ -82,6 +82,9 @@ RELEASES = [
                 "2.1.0", True, "SELECT 1 FROM metrics WHERE hostname IS NOT NULL LIMIT 1"
             ),
             **_overlay("v2.1.0"),
+            "internal/store/store.go": (APP_SOURCE / "internal/store/store.go")
+            .read_text()
+            .replace("SELECT recorded_at, host, value", "SELECT recorded_at, hostname, value"),
         },
     ),
 ]
