@@ -7,8 +7,6 @@ Migrations headed `-- deploy: contract` run last, once every app host serves the
 A load balancer host (group lb_servers) gets no deploy: the rollout drains the app hosts on it.
 """
 
-from typing import Any
-
 import click
 from pyinfra import host
 
@@ -28,13 +26,14 @@ from tasks import (
     rollout,
     verify,
 )
+from tasks.config import Settings
 from tasks.runtime import DeployError, is_dry, run_for, settings
 
 
-def checklist(s: dict[str, Any]) -> None:
+def checklist(s: Settings) -> None:
     """An app host: the checklist's phases, in order."""
     rollout.check_reachable(s)
-    on_kubernetes = s["release_method"] == "helm"
+    on_kubernetes = s.release_method == "helm"
     try:
         backup.check_copy_target(s)
         if on_kubernetes and not is_dry() and helm.missing_tools(s):

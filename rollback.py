@@ -11,6 +11,8 @@
 --data rollback_disable_redis=true  set REDIS_ENABLED=false in .env
 """
 
+from dataclasses import replace
+
 from pyinfra import host
 
 from tasks import env_file, lock, notify, preflight, rollback
@@ -27,7 +29,7 @@ if APP_GROUP in host.groups:  # a load balancer host (lb_servers) has nothing to
     lock.acquire(s, target.is_migration_host)
     notify.started(s, "rollback", target.name)
     env_op = (
-        env_file.env_file({**s, "redis_enabled": False}) if s["rollback_disable_redis"] else None
+        env_file.env_file(replace(s, redis_enabled=False)) if s.rollback_disable_redis else None
     )
     rollback.rollback(s, target, env_op)
     notify.finished(s, "rollback", target.name)

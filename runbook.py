@@ -9,15 +9,17 @@ reduce-memory                 Redis maxmemory lowered live, pool sizes halved
 reset                         every runbook override removed
 """
 
+from dataclasses import replace
+
 from pyinfra import host
 
 from tasks import lock, preflight, runbooks
 from tasks.runtime import APP_GROUP, migration_host_name, settings_and_overrides
 
 base, overrides = settings_and_overrides()  # what earlier runbooks left on this host
-s = {**base, **overrides}
+s = replace(base, **overrides)
 if APP_GROUP in host.groups:
-    if not s["runbook"]:
+    if not s.runbook:
         names = "\n".join(f"  {name:<17} {what}" for name, what in runbooks.RUNBOOKS.items())
         raise SystemExit(f"name a runbook with --data runbook=NAME:\n{names}\nNothing was changed.")
     preflight.secret_files(s)

@@ -13,13 +13,13 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.migrations import pending_migrations
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, connected, health_url, run_for, say, sh
@@ -27,9 +27,9 @@ from tasks.runtime import DeployError, Plan, connected, health_url, run_for, say
 q = commands.q
 
 
-def check_copy_target(s: dict[str, Any]) -> None:
+def check_copy_target(s: Settings) -> None:
     """backup_copy_to names the deploying machine, nothing, or a host of the inventory."""
-    where = s["backup_copy_to"]
+    where = s.backup_copy_to
     if where not in ("", "local") and inventory.get_host(where, None) is None:
         raise DeployError(
             f"backup_copy_to: {where!r} is not a host of this inventory (use local, a host "
@@ -37,10 +37,10 @@ def check_copy_target(s: dict[str, Any]) -> None:
         )
 
 
-def copy_dir(s: dict[str, Any]) -> str:
-    if s["backup_copy_dir"]:
-        return s["backup_copy_dir"]
-    return f"backups/{s['deploy_env']}" if s["backup_copy_to"] == "local" else s["backup_dir"]
+def copy_dir(s: Settings) -> str:
+    if s.backup_copy_dir:
+        return s.backup_copy_dir
+    return f"backups/{s.deploy_env}" if s.backup_copy_to == "local" else s.backup_dir
 
 
 def _sha256(path: Path) -> str:
@@ -87,21 +87,21 @@ def _keep_on(target, fetched: Path, folder: str, checksum: str, keep: int) -> st
     return f"{target.name}:{remote}"
 
 
-def _copy_off_host(host, s: dict[str, Any], dump: str, checksum: str) -> str:
+def _copy_off_host(host, s: Settings, dump: str, checksum: str) -> str:
     """Copy DUMP to backup_copy_to, check its sha256 there, keep the last backup_keep; returns
     where the copy is. A copy that does not match is removed and fails the backup."""
     with tempfile.TemporaryDirectory(prefix="mdd-backup-") as tmp:
         fetched = Path(tmp) / dump.rsplit("/", 1)[1]
         if not host.get_file(dump, str(fetched)):
             raise DeployError(f"could not fetch {dump} from {host.name}")
-        if s["backup_copy_to"] == "local":
-            return _keep_locally(fetched, Path(copy_dir(s)), checksum, s["backup_keep"])
-        target = connected(inventory.get_host(s["backup_copy_to"]), "to keep a backup copy")
-        return _keep_on(target, fetched, copy_dir(s), checksum, s["backup_keep"])
+        if s.backup_copy_to == "local":
+            return _keep_locally(fetched, Path(copy_dir(s)), checksum, s.backup_keep)
+        target = connected(inventory.get_host(s.backup_copy_to), "to keep a backup copy")
+        return _keep_on(target, fetched, copy_dir(s), checksum, s.backup_keep)
 
 
 @phase_check("backup")
-def _backup(host, s: dict[str, Any], plan: Plan) -> None:
+def _backup(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     pending = pending_migrations(host, s, plan)
     if not pending and not plan.release_changes:
@@ -109,12 +109,12 @@ def _backup(host, s: dict[str, Any], plan: Plan) -> None:
         run.facts["backup"] = {"taken": False, "reason": "nothing will change"}
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    base = f"{s['backup_dir']}/backup_{stamp}"
+    base = f"{s.backup_dir}/backup_{stamp}"
     dump = f"{base}.dump"
-    sh(host, f"install -d -m 0700 {q(s['backup_dir'])}")
+    sh(host, f"install -d -m 0700 {q(s.backup_dir)}")
     started = time.monotonic()
-    say(host, f"pg_dump of {s['db_name']} to {dump}")
-    sh(host, commands.pg_dump(s, dump), timeout=s["backup_timeout"], what="pg_dump")
+    say(host, f"pg_dump of {s.db_name} to {dump}")
+    sh(host, commands.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)
     _, fingerprint, _ = sh(
         host,
@@ -128,12 +128,12 @@ def _backup(host, s: dict[str, Any], plan: Plan) -> None:
     checksum, size = out.split()[0], int(out.split()[-1])
     sh(
         host,
-        f"umask 077 && (tail -n 200 {q(s['app_log_file'])} 2>/dev/null || true) "
+        f"umask 077 && (tail -n 200 {q(s.app_log_file)} 2>/dev/null || true) "
         f"> {q(base + '.log')} && (curl -s -m 5 {q(health_url(s))} || echo "
         f"'no answer') > {q(base + '.health.json')}",
     )
-    sh(host, commands.prune_backups(s["backup_dir"], s["backup_keep"]))
-    copy = _copy_off_host(host, s, dump, checksum) if s["backup_copy_to"] else ""
+    sh(host, commands.prune_backups(s.backup_dir, s.backup_keep))
+    copy = _copy_off_host(host, s, dump, checksum) if s.backup_copy_to else ""
     if copy:
         say(host, f"backup copied to {copy}, sha256 checked")
     run.facts["backup"] = {
@@ -158,7 +158,7 @@ def _backup(host, s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Backup")
-def backup(s: dict[str, Any], plan: Plan) -> None:
+def backup(s: Settings, plan: Plan) -> None:
     if plan.is_migration_host:
         python.call(
             name="Ensure a verified backup exists before anything changes",

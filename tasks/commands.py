@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.config import Settings
+
 q = shlex.quote
 
 SERVICE_BINARY = "bin/monitoring-dashboard-api"
@@ -23,9 +25,9 @@ BACKFILL_TABLE = "schema_backfills"
 # ----------------------------------------------------------------------------- paths
 
 
-def paths(s: Mapping[str, Any]) -> dict[str, str]:
+def paths(s: Settings) -> dict[str, str]:
     """Where things live on an app host."""
-    app, state = s["app_dir"], s["deploy_state_dir"]
+    app, state = s.app_dir, s.deploy_state_dir
     return {
         "releases": f"{app}/releases",
         "current": f"{app}/current",
@@ -37,7 +39,7 @@ def paths(s: Mapping[str, Any]) -> dict[str, str]:
         "manifests": f"{state}/manifests",
         "records": f"{state}/deployments.jsonl",
         "overrides": f"{state}/runbook-overrides.json",
-        "unit": f"/etc/systemd/system/{s['app_service']}.service",
+        "unit": f"/etc/systemd/system/{s.app_service}.service",
     }
 
 
@@ -178,28 +180,25 @@ def prune_releases(releases: str, keep: int, protect: list[str]) -> str:
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
-def pgpass_line(s: Mapping[str, Any], password: str) -> str:
+def pgpass_line(s: Settings, password: str) -> str:
     """One ~/.pgpass line; ':' and '\\' in fields are escaped as libpq requires."""
 
     def esc(value: Any) -> str:
         return str(value).replace("\\", "\\\\").replace(":", "\\:")
 
-    return (
-        ":".join(esc(v) for v in (s["db_host"], s["db_port"], s["db_name"], s["db_user"], password))
-        + "\n"
-    )
+    return ":".join(esc(v) for v in (s.db_host, s.db_port, s.db_name, s.db_user, password)) + "\n"
 
 
-def _pg_env(s: Mapping[str, Any]) -> str:
-    return f"PGPASSFILE={q(paths(s)['pgpass'])} PGSSLMODE={q(s['db_sslmode'])} PGCONNECT_TIMEOUT=5"
+def _pg_env(s: Settings) -> str:
+    return f"PGPASSFILE={q(paths(s)['pgpass'])} PGSSLMODE={q(s.db_sslmode)} PGCONNECT_TIMEOUT=5"
 
 
-def _pg_target(s: Mapping[str, Any]) -> str:
-    return f"-h {q(s['db_host'])} -p {int(s['db_port'])} -U {q(s['db_user'])} -d {q(s['db_name'])}"
+def _pg_target(s: Settings) -> str:
+    return f"-h {q(s.db_host)} -p {int(s.db_port)} -U {q(s.db_user)} -d {q(s.db_name)}"
 
 
 def psql(
-    s: Mapping[str, Any],
+    s: Settings,
     sql: str | None = None,
     file: str | None = None,
     *statements: str,
@@ -220,7 +219,7 @@ def psql(
     return cmd
 
 
-def pg_dump(s: Mapping[str, Any], dest: str) -> str:
+def pg_dump(s: Settings, dest: str) -> str:
     """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte.
 
     The deploy's own bookkeeping (the lock, the migration history, the backfills) is left
@@ -245,7 +244,7 @@ def table_fingerprint_sql(table: str = "metrics") -> str:
     )
 
 
-def pg_restore(s: Mapping[str, Any], dump: str) -> str:
+def pg_restore(s: Settings, dump: str) -> str:
     """Restore a custom-format dump over the database (objects in it are dropped first)."""
     return (
         f"{_pg_env(s)} pg_restore --clean --if-exists --no-owner --single-transaction "
@@ -430,7 +429,7 @@ def backfill_start_sql(version: str, table: str, key: str) -> list[str]:
     ]
 
 
-def backfill_batch_script(s: Mapping[str, Any], version: str, statement: str) -> str:
+def backfill_batch_script(s: Settings, version: str, statement: str) -> str:
     """A psql script running one batch [:lo, :hi) (psql variables) of VERSION's backfill: in one
     transaction, STATEMENT and the progress, printed as the rows done so far. The batch runs
     only when the progress stands at :lo, so a batch never runs twice; the last one marks the
@@ -439,8 +438,8 @@ def backfill_batch_script(s: Mapping[str, Any], version: str, statement: str) ->
     return "\n".join(
         [
             "\\set ON_ERROR_STOP on",
-            f"SET lock_timeout = {sql_literal(pg_duration(s['migrate_lock_timeout']))};",
-            f"SET statement_timeout = {sql_literal(pg_duration(s['migrate_statement_timeout']))};",
+            f"SET lock_timeout = {sql_literal(pg_duration(s.migrate_lock_timeout))};",
+            f"SET statement_timeout = {sql_literal(pg_duration(s.migrate_statement_timeout))};",
             "BEGIN;",
             f"SELECT next_key = :lo AS at_lo FROM {BACKFILL_TABLE} WHERE version = {v} "
             "AND finished_at IS NULL FOR UPDATE \\gset",
@@ -461,7 +460,7 @@ def backfill_batch_script(s: Mapping[str, Any], version: str, statement: str) ->
 
 
 def migration_script(
-    s: Mapping[str, Any],
+    s: Settings,
     migrations: list[tuple[str, str, str, str, str | None, str]],
     drop_invalid: list[str],
     by: str,
@@ -479,9 +478,9 @@ def migration_script(
     out = [
         "\\set ON_ERROR_STOP on",
         "SELECT pg_advisory_lock(hashtext('monitoring-dashboard-migrations'));",
-        f"SET lock_timeout = {sql_literal(pg_duration(s['migrate_lock_timeout']))};",
-        f"SET statement_timeout = {sql_literal(pg_duration(s['migrate_statement_timeout']))};",
-        f"SET maintenance_work_mem = {sql_literal(s['migrate_maintenance_work_mem'])};",
+        f"SET lock_timeout = {sql_literal(pg_duration(s.migrate_lock_timeout))};",
+        f"SET statement_timeout = {sql_literal(pg_duration(s.migrate_statement_timeout))};",
+        f"SET maintenance_work_mem = {sql_literal(s.migrate_maintenance_work_mem)};",
         *(st + ";" for st in history_table_sql()),
     ]
     out += [f"DROP INDEX CONCURRENTLY IF EXISTS {name};" for name in drop_invalid]
@@ -529,16 +528,16 @@ def objects_state_sql(names: list[str]) -> str:
 # ----------------------------------------------------------------------------- Redis
 
 
-def redis_server_args(s: Mapping[str, Any], with_password_file: bool) -> list[str]:
+def redis_server_args(s: Settings, with_password_file: bool) -> list[str]:
     """The checklist's redis-server flags (a password comes from a mounted config file)."""
     args = ["redis-server"]
     if with_password_file:
         args.append(REDIS_AUTH_IN_CONTAINER)
     args += [
         "--maxmemory",
-        s["redis_maxmemory"],
+        s.redis_maxmemory,
         "--maxmemory-policy",
-        s["redis_maxmemory_policy"],
+        s.redis_maxmemory_policy,
         "--save",
         "",
         "--appendonly",
@@ -550,11 +549,11 @@ def redis_server_args(s: Mapping[str, Any], with_password_file: bool) -> list[st
 REDIS_AUTH_IN_CONTAINER = "/usr/local/etc/redis/auth.conf"
 
 
-def redis_run(s: Mapping[str, Any], spec_hash: str, auth_conf: str | None) -> str:
+def redis_run(s: Settings, spec_hash: str, auth_conf: str | None) -> str:
     """Create the redis-cache container (labelled with the hash of its spec), copy the password
     file in as the user the image runs redis-server as (`redis_uid`, mode 0400: an image that
     drops root, like the official one, can read it; nothing else can), then start it."""
-    name = s["redis_container"]
+    name = s.redis_container
     create = [
         "docker",
         "create",
@@ -563,16 +562,16 @@ def redis_run(s: Mapping[str, Any], spec_hash: str, auth_conf: str | None) -> st
         "--restart",
         "unless-stopped",
         "-p",
-        f"{s['redis_bind']}:{s['redis_port']}:6379",
+        f"{s.redis_bind}:{s.redis_port}:6379",
         "--label",
         f"monitoring-dashboard.spec={spec_hash}",
-        s["redis_image"],
+        s.redis_image,
         *redis_server_args(s, auth_conf is not None),
     ]
     steps = [shlex.join(create) + " >/dev/null"]
     if auth_conf:
         folder, file = auth_conf.rsplit("/", 1)
-        uid = int(s["redis_uid"])
+        uid = int(s.redis_uid)
         rename = f"s|^{re.escape(file)}$|{REDIS_AUTH_IN_CONTAINER.lstrip('/')}|"
         steps.append(
             f"tar -C {q(folder)} --owner={uid} --group={uid} --numeric-owner --mode=0400 "
@@ -582,13 +581,11 @@ def redis_run(s: Mapping[str, Any], spec_hash: str, auth_conf: str | None) -> st
     return " && ".join(steps)
 
 
-def redis_cli(
-    s: Mapping[str, Any], *args: str, host: str | None = None, port: int | None = None
-) -> str:
+def redis_cli(s: Settings, *args: str, host: str | None = None, port: int | None = None) -> str:
     """redis-cli against the cache; the password (if any) is read from the deploy's file."""
     auth = paths(s)["redis_auth"]
-    tls = " --tls" if s["redis_mode"] == "external" and s["redis_tls"] else ""
-    target = f"-h {q(host or s['redis_host'])} -p {int(port or s['redis_port'])}"
+    tls = " --tls" if s.redis_mode == "external" and s.redis_tls else ""
+    target = f"-h {q(host or s.redis_host)} -p {int(port or s.redis_port)}"
     return (
         f'a="$(cat {q(auth)} 2>/dev/null)"; [ -z "$a" ] || export REDISCLI_AUTH="$a"; '
         f"redis-cli --no-auth-warning{tls} {target} " + " ".join(q(a) for a in args)
@@ -601,45 +598,43 @@ def redis_cli(
 ENV_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
 
 
-def env_values(
-    s: Mapping[str, Any], db_password: str, redis_password: str
-) -> list[tuple[str, Any]]:
+def env_values(s: Settings, db_password: str, redis_password: str) -> list[tuple[str, Any]]:
     """The service's environment in the .env's order: (KEY, value), or (comment, None)."""
-    redis_host = s["redis_host"] if s["redis_mode"] == "external" else "localhost"
+    redis_host = s.redis_host if s.redis_mode == "external" else "localhost"
     return [
         ("# Managed by monitoring-dashboard-deploy; changes are overwritten.", None),
-        ("LISTEN_ADDR", f":{s['app_port']}"),
-        ("LOG_FILE", s["app_log_file"]),
+        ("LISTEN_ADDR", f":{s.app_port}"),
+        ("LOG_FILE", s.app_log_file),
         ("# Database", None),
-        ("DB_HOST", s["db_host"]),
-        ("DB_PORT", s["db_port"]),
-        ("DB_NAME", s["db_name"]),
-        ("DB_USER", s["db_user"]),
+        ("DB_HOST", s.db_host),
+        ("DB_PORT", s.db_port),
+        ("DB_NAME", s.db_name),
+        ("DB_USER", s.db_user),
         ("DB_PASSWORD", db_password),
-        ("DB_SSLMODE", s["db_sslmode"]),
+        ("DB_SSLMODE", s.db_sslmode),
         ("# Database Connection Pool", None),
-        ("DB_MAX_OPEN_CONNS", s["db_max_open_conns"]),
-        ("DB_MAX_IDLE_CONNS", s["db_max_idle_conns"]),
+        ("DB_MAX_OPEN_CONNS", s.db_max_open_conns),
+        ("DB_MAX_IDLE_CONNS", s.db_max_idle_conns),
         ("# Redis Cache", None),
-        ("REDIS_ENABLED", "true" if s["redis_enabled"] else "false"),
+        ("REDIS_ENABLED", "true" if s.redis_enabled else "false"),
         ("REDIS_HOST", redis_host),
-        ("REDIS_PORT", s["redis_port"]),
+        ("REDIS_PORT", s.redis_port),
         ("REDIS_PASSWORD", redis_password),
-        ("REDIS_DB", s["redis_db"]),
-        ("REDIS_CACHE_TTL", s["redis_cache_ttl"]),
-        ("REDIS_POOL_SIZE", s["redis_pool_size"]),
-        ("REDIS_MIN_IDLE_CONNS", s["redis_min_idle_conns"]),
-        ("REDIS_DIAL_TIMEOUT", s["redis_dial_timeout"]),
-        ("REDIS_READ_TIMEOUT", s["redis_read_timeout"]),
-        ("REDIS_WRITE_TIMEOUT", s["redis_write_timeout"]),
+        ("REDIS_DB", s.redis_db),
+        ("REDIS_CACHE_TTL", s.redis_cache_ttl),
+        ("REDIS_POOL_SIZE", s.redis_pool_size),
+        ("REDIS_MIN_IDLE_CONNS", s.redis_min_idle_conns),
+        ("REDIS_DIAL_TIMEOUT", s.redis_dial_timeout),
+        ("REDIS_READ_TIMEOUT", s.redis_read_timeout),
+        ("REDIS_WRITE_TIMEOUT", s.redis_write_timeout),
         ("# Server Timeouts", None),
-        ("SERVER_READ_TIMEOUT", s["server_read_timeout"]),
-        ("SERVER_WRITE_TIMEOUT", s["server_write_timeout"]),
-        ("SERVER_IDLE_TIMEOUT", s["server_idle_timeout"]),
+        ("SERVER_READ_TIMEOUT", s.server_read_timeout),
+        ("SERVER_WRITE_TIMEOUT", s.server_write_timeout),
+        ("SERVER_IDLE_TIMEOUT", s.server_idle_timeout),
     ]
 
 
-def env_file_content(s: Mapping[str, Any], db_password: str, redis_password: str) -> str:
+def env_file_content(s: Settings, db_password: str, redis_password: str) -> str:
     """The .env of the checklist's step 4, plus the database connection and the log file."""
     lines = []
     for key, value in env_values(s, db_password, redis_password):
@@ -697,7 +692,7 @@ def image_build(dockerfile: str, context: str, image: str, labels: dict[str, str
 
 
 def container_run(
-    s: Mapping[str, Any], name: str, image: str, publish: str, user: str, redis_host: str | None
+    s: Settings, name: str, image: str, publish: str, user: str, redis_host: str | None
 ) -> str:
     """Replace container NAME by one running IMAGE as the checklist's Option B runs it
     (restart unless-stopped, the .env, the service's port published as PUBLISH), on the
@@ -705,7 +700,7 @@ def container_run(
     gid, read-only, without capabilities. The .env is mounted, not passed with --env-file:
     its secrets stay out of `docker inspect`. REDIS_HOST, when given, overrides the .env's
     (the cache's container name on the network, where the .env says localhost)."""
-    log_dir = s["app_log_file"].rsplit("/", 1)[0]
+    log_dir = s.app_log_file.rsplit("/", 1)[0]
     run = [
         "docker",
         "run",
@@ -715,9 +710,9 @@ def container_run(
         "--restart",
         "unless-stopped",
         "--network",
-        s["docker_network"],
+        s.docker_network,
         "-p",
-        f"{publish}:{s['app_port']}",
+        f"{publish}:{s.app_port}",
         "-v",
         f"{paths(s)['env_file']}:{CONTAINER_ENV_FILE}:ro",
         "-v",

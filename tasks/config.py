@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from typing import Any
 
 DURATION = re.compile(r"^\d+(ms|s|m|h)$")
@@ -502,6 +502,17 @@ VARIABLES: list[Var] = [
     Var("report_notes", "", "free text for the deployment record"),
 ]
 BY_NAME = {v.name: v for v in VARIABLES}
+PYTHON_TYPES = {"int": int, "number": float, "bool": bool}
+
+# One host's checked settings: one attribute per variable of VARIABLES, typed by its kind
+# (`s.app_port` is an int); frozen, so a phase never changes what the next one reads
+# (`dataclasses.replace(s, redis_enabled=False)` makes a variant).
+Settings = make_dataclass(
+    "Settings",
+    [(v.name, PYTHON_TYPES.get(v.kind, str)) for v in VARIABLES],
+    frozen=True,
+    namespace={"__module__": __name__},
+)
 
 
 def seconds(duration: str) -> float:
@@ -568,8 +579,9 @@ def _coerce(var: Var, value: Any) -> Any:
 def validate(
     data: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Settings with defaults filled in, and every problem found (empty when all is well)."""
+) -> tuple[Any, list[str]]:
+    """The Settings, defaults filled in, and every problem found: (Settings, []) when all is
+    well, (None, problems) otherwise."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     settings: dict[str, Any] = {}
@@ -623,12 +635,12 @@ def validate(
             problems.append(
                 f"helm_image: must be an image repository, got {settings['helm_image']!r}"
             )
-    return settings, problems
+    return (None, problems) if problems else (Settings(**settings), [])
 
 
 def check_or_exit(
     data: Mapping[str, Any], where: str, exit: Callable[[str], Any] = SystemExit
-) -> dict[str, Any]:
+) -> Any:
     """Validate; on any problem stop with all of them listed, before any host is touched."""
     settings, problems = validate(data)
     if problems:

@@ -3,25 +3,24 @@ service user, its content never printed."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from tasks import commands, operations
+from tasks.config import Settings
 from tasks.runtime import secret
 
 
 @deploy("Environment file")
-def env_file(s: dict[str, Any]) -> OperationMeta:
+def env_file(s: Settings) -> OperationMeta:
     p = commands.paths(s)
-    files.directory(name=f"Ensure {s['app_dir']} exists", path=s["app_dir"], mode="755")
+    files.directory(name=f"Ensure {s.app_dir} exists", path=s.app_dir, mode="755")
     content = commands.env_file_content(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
     return operations.secret_file(
         name=f"Ensure {p['env_file']} is current (0600, content not shown)",
         path=p["env_file"],
         content=content,
-        user=s["app_user"],
-        group=s["app_user"],
+        user=s.app_user,
+        group=s.app_user,
     )

@@ -33,7 +33,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.config import seconds
+from tasks.config import Settings, seconds
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
@@ -41,21 +41,21 @@ REPO = Path(__file__).resolve().parent.parent
 MASK = "(not shown)"
 
 
-def chart_path(s: dict[str, Any]) -> str:
-    chart = Path(s["helm_chart"])
+def chart_path(s: Settings) -> str:
+    chart = Path(s.helm_chart)
     return str(chart if chart.is_absolute() else REPO / chart)
 
 
-def secret_name(s: dict[str, Any]) -> str:
-    return f"{s['helm_release']}-secrets"
+def secret_name(s: Settings) -> str:
+    return f"{s.helm_release}-secrets"
 
 
-def kube_flags(s: dict[str, Any], tool: str) -> list[str]:
+def kube_flags(s: Settings, tool: str) -> list[str]:
     """The kubeconfig, context and namespace flags of TOOL (helm or kubectl)."""
-    flags = ["--kubeconfig", s["helm_kubeconfig"]]
-    if s["helm_kube_context"]:
-        flags += ["--kube-context" if tool == "helm" else "--context", s["helm_kube_context"]]
-    return [*flags, "--namespace", s["helm_namespace"]]
+    flags = ["--kubeconfig", s.helm_kubeconfig]
+    if s.helm_kube_context:
+        flags += ["--kube-context" if tool == "helm" else "--context", s.helm_kube_context]
+    return [*flags, "--namespace", s.helm_namespace]
 
 
 def set_escape(value: str) -> str:
@@ -63,16 +63,16 @@ def set_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def values(s: dict[str, Any]) -> list[tuple[str, str, bool]]:
+def values(s: Settings) -> list[tuple[str, str, bool]]:
     """Every value the chart gets: (key, value, is a string). The environment is the .env's,
     without its secrets (they are in the Secret)."""
     pairs = [
-        ("image.repository", s["helm_image"], True),
-        ("image.tag", s["app_version"], True),
-        ("replicas", str(s["helm_replicas"]), False),
-        ("port", str(s["app_port"]), False),
-        ("healthPath", s["app_health_path"], True),
-        ("logDir", s["app_log_file"].rsplit("/", 1)[0], True),
+        ("image.repository", s.helm_image, True),
+        ("image.tag", s.app_version, True),
+        ("replicas", str(s.helm_replicas), False),
+        ("port", str(s.app_port), False),
+        ("healthPath", s.app_health_path, True),
+        ("logDir", s.app_log_file.rsplit("/", 1)[0], True),
         ("secretName", secret_name(s), True),
     ]
     for key, value in commands.env_values(s, "", ""):
@@ -81,26 +81,26 @@ def values(s: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return pairs
 
 
-def upgrade_command(s: dict[str, Any]) -> list[str]:
+def upgrade_command(s: Settings) -> list[str]:
     """The checklist's `helm upgrade`, with --install, --wait and --atomic."""
     argv = [
         "helm",
         "upgrade",
         "--install",
-        s["helm_release"],
+        s.helm_release,
         chart_path(s),
         *kube_flags(s, "helm"),
         "--wait",
         "--atomic",
         "--timeout",
-        s["helm_timeout"],
+        s.helm_timeout,
     ]
     for key, value, is_string in values(s):
         argv += ["--set-string" if is_string else "--set", f"{key}={set_escape(value)}"]
     return argv
 
 
-def wanted_values(s: dict[str, Any]) -> dict[str, Any]:
+def wanted_values(s: Settings) -> dict[str, Any]:
     """values() as `helm get values -o json` prints a release installed with them."""
     nested: dict[str, Any] = {}
     for key, value, is_string in values(s):
@@ -112,11 +112,11 @@ def wanted_values(s: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def get_values_command(s: dict[str, Any]) -> list[str]:
-    return ["helm", "get", "values", s["helm_release"], *kube_flags(s, "helm"), "-o", "json"]
+def get_values_command(s: Settings) -> list[str]:
+    return ["helm", "get", "values", s.helm_release, *kube_flags(s, "helm"), "-o", "json"]
 
 
-def secret_manifest(s: dict[str, Any], db_password: str, redis_password: str) -> str:
+def secret_manifest(s: Settings, db_password: str, redis_password: str) -> str:
     """The Secret the Deployment reads its passwords from (given to kubectl on stdin)."""
     return json.dumps(
         {
@@ -124,7 +124,7 @@ def secret_manifest(s: dict[str, Any], db_password: str, redis_password: str) ->
             "kind": "Secret",
             "metadata": {
                 "name": secret_name(s),
-                "labels": {"app.kubernetes.io/instance": s["helm_release"]},
+                "labels": {"app.kubernetes.io/instance": s.helm_release},
             },
             "type": "Opaque",
             "stringData": {"DB_PASSWORD": db_password, "REDIS_PASSWORD": redis_password},
@@ -132,46 +132,46 @@ def secret_manifest(s: dict[str, Any], db_password: str, redis_password: str) ->
     )
 
 
-def secret_apply_command(s: dict[str, Any]) -> list[str]:
+def secret_apply_command(s: Settings) -> list[str]:
     return ["kubectl", *kube_flags(s, "kubectl"), "apply", "-f", "-"]
 
 
-def restart_command(s: dict[str, Any]) -> list[str]:
+def restart_command(s: Settings) -> list[str]:
     return [
         "kubectl",
         *kube_flags(s, "kubectl"),
         "rollout",
         "restart",
-        f"deployment/{s['helm_release']}",
+        f"deployment/{s.helm_release}",
     ]
 
 
-def rollout_status_command(s: dict[str, Any]) -> list[str]:
+def rollout_status_command(s: Settings) -> list[str]:
     """The checklist's `kubectl rollout status`, bounded."""
     return [
         "kubectl",
         *kube_flags(s, "kubectl"),
         "rollout",
         "status",
-        f"deployment/{s['helm_release']}",
-        f"--timeout={s['helm_timeout']}",
+        f"deployment/{s.helm_release}",
+        f"--timeout={s.helm_timeout}",
     ]
 
 
-def rollback_command(s: dict[str, Any]) -> list[str]:
+def rollback_command(s: Settings) -> list[str]:
     """Back to the previous revision of the Helm release (Helm keeps them)."""
     return [
         "helm",
         "rollback",
-        s["helm_release"],
+        s.helm_release,
         *kube_flags(s, "helm"),
         "--wait",
         "--timeout",
-        s["helm_timeout"],
+        s.helm_timeout,
     ]
 
 
-def plan_text(s: dict[str, Any]) -> list[str]:
+def plan_text(s: Settings) -> list[str]:
     """What a deploy runs on the deploying machine, as shell lines (for --dry and the log)."""
     return [
         f"{shlex.join(secret_apply_command(s))}  # stdin: Secret {secret_name(s)} "
@@ -182,11 +182,11 @@ def plan_text(s: dict[str, Any]) -> list[str]:
     ]
 
 
-def missing_tools(s: dict[str, Any]) -> list[str]:
+def missing_tools(s: Settings) -> list[str]:
     """What the deploying machine lacks to run this road (checked before any host is touched)."""
     problems = [f"{x} is not installed here" for x in ("helm", "kubectl") if not shutil.which(x)]
-    if not Path(s["helm_kubeconfig"]).is_file():
-        problems.append(f"helm_kubeconfig {s['helm_kubeconfig']} is not a file")
+    if not Path(s.helm_kubeconfig).is_file():
+        problems.append(f"helm_kubeconfig {s.helm_kubeconfig} is not a file")
     if not Path(chart_path(s), "Chart.yaml").is_file():
         problems.append(f"helm_chart {chart_path(s)} has no Chart.yaml")
     return problems
@@ -206,7 +206,7 @@ def run(argv: list[str], timeout: float, stdin: str | None = None) -> str:
     return done.stdout.strip()
 
 
-def _installed_values(s: dict[str, Any]) -> dict[str, Any] | None:
+def _installed_values(s: Settings) -> dict[str, Any] | None:
     """The release's values now, or None when it is not installed."""
     try:
         return json.loads(run(get_values_command(s), timeout=60) or "null") or {}
@@ -217,9 +217,9 @@ def _installed_values(s: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @phase_check("release")
-def _release(host, s: dict[str, Any], plan: Plan) -> None:
+def _release(host, s: Settings, plan: Plan) -> None:
     record = run_for(host)
-    limit = seconds(s["helm_timeout"]) + 60
+    limit = seconds(s.helm_timeout) + 60
     manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
     applied = run(secret_apply_command(s), timeout=60, stdin=manifest)
     say(host, f"kubectl apply (Secret {secret_name(s)}): {applied}")
@@ -227,7 +227,7 @@ def _release(host, s: dict[str, Any], plan: Plan) -> None:
     installed = _installed_values(s)
     values_current = installed == wanted_values(s)
     if values_current and not secret_changed:
-        say(host, f"Helm release {s['helm_release']} already has these values: nothing to do")
+        say(host, f"Helm release {s.helm_release} already has these values: nothing to do")
         record.facts["helm"] = {"upgraded": False}
         return
     say(host, f"$ {shlex.join(upgrade_command(s))}")
@@ -240,17 +240,17 @@ def _release(host, s: dict[str, Any], plan: Plan) -> None:
     say(host, status.splitlines()[-1] if status else "rolled out")
     # `current` on this host names the release the cluster runs (a rollback goes back from it)
     sh(host, commands.switch_current(commands.paths(s)["current"], plan.release_dir))
-    record.changed.append(f"helm: {s['helm_release']} runs {s['helm_image']}:{s['app_version']}")
+    record.changed.append(f"helm: {s.helm_release} runs {s.helm_image}:{s.app_version}")
     record.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
 
 
 @deploy("Release (Helm)")
-def release(s: dict[str, Any], plan: Plan) -> None:
+def release(s: Settings, plan: Plan) -> None:
     """On the migration host's turn only: the commands run on the deploying machine."""
     if plan.is_migration_host:
         python.call(
-            name=f"Ensure Helm release {s['helm_release']} runs {s['app_version']} "
-            f"(namespace {s['helm_namespace']})",
+            name=f"Ensure Helm release {s.helm_release} runs {s.app_version} "
+            f"(namespace {s.helm_namespace})",
             function=_release,
             s=s,
             plan=plan,

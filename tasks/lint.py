@@ -20,8 +20,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from tasks.config import Settings
 from tasks.migrations import (
     Migration,
     backfill_problems,
@@ -269,15 +269,13 @@ def lint(migrations: list[Migration], mode: str, serving: bool) -> LintResult:
     return LintResult(mode, files, judge(raw, migrations, serving), time.monotonic() - started)
 
 
-def lint_pending(h, s: dict[str, Any], plan: Plan) -> LintResult:
+def lint_pending(h, s: Settings, plan: Plan) -> LintResult:
     """squawk on the migrations this deploy would apply on host H's database, judged against
     the release serving now; raises DeployError for a history the migrate phase refuses."""
     migrations = release_migrations(h, s, plan)
     has_history, has_metrics, applied = read_history(h, s)
-    _, pending = plan_migrations(
-        migrations, has_history, has_metrics, applied, s["migrate_baseline"]
-    )
+    _, pending = plan_migrations(migrations, has_history, has_metrics, applied, s.migrate_baseline)
     bad_backfills = backfill_problems(pending)
     if bad_backfills:
         raise DeployError("; ".join(bad_backfills))
-    return lint(pending, s["migrate_lint"], serving=has_metrics)
+    return lint(pending, s.migrate_lint, serving=has_metrics)

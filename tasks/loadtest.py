@@ -15,7 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
-from tasks.config import seconds
+from tasks.config import Settings, seconds
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say
 
@@ -30,9 +30,9 @@ def k6_binary() -> str:
     return found
 
 
-def base_url(host, s: dict[str, Any]) -> str:
+def base_url(host, s: Settings) -> str:
     address = host.data.get("ssh_hostname") or host.name
-    return s["loadtest_base_url"] or f"http://{address}:{s['app_port']}"
+    return s.loadtest_base_url or f"http://{address}:{s.app_port}"
 
 
 def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str, Any]]:
@@ -52,7 +52,7 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
 
 
 @phase_check("loadtest", roll_back=True)
-def _loadtest(host, s: dict[str, Any], plan: Plan) -> None:
+def _loadtest(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     if not run.all_changes():
         say(host, "load test skipped: this run changed nothing")
@@ -63,26 +63,26 @@ def _loadtest(host, s: dict[str, Any], plan: Plan) -> None:
         (
             "smoke",
             {
-                "RATE": s["loadtest_smoke_rate"],
-                "DURATION": s["loadtest_smoke_duration"],
-                "P95_MS": s["loadtest_smoke_p95_ms"],
+                "RATE": s.loadtest_smoke_rate,
+                "DURATION": s.loadtest_smoke_duration,
+                "P95_MS": s.loadtest_smoke_p95_ms,
             },
-            seconds(s["loadtest_smoke_duration"]),
-            s["loadtest_smoke_p95_ms"],
+            seconds(s.loadtest_smoke_duration),
+            s.loadtest_smoke_p95_ms,
             0.0,
         ),
         (
             "step",
             {
-                "RATE": s["loadtest_step_rate"],
-                "RAMP": s["loadtest_step_ramp"],
-                "HOLD": s["loadtest_step_hold"],
-                "P95_MS": s["loadtest_step_p95_ms"],
-                "MAX_ERROR_RATE": s["loadtest_max_error_rate"],
+                "RATE": s.loadtest_step_rate,
+                "RAMP": s.loadtest_step_ramp,
+                "HOLD": s.loadtest_step_hold,
+                "P95_MS": s.loadtest_step_p95_ms,
+                "MAX_ERROR_RATE": s.loadtest_max_error_rate,
             },
-            seconds(s["loadtest_step_ramp"]) + seconds(s["loadtest_step_hold"]),
-            s["loadtest_step_p95_ms"],
-            s["loadtest_max_error_rate"],
+            seconds(s.loadtest_step_ramp) + seconds(s.loadtest_step_hold),
+            s.loadtest_step_p95_ms,
+            s.loadtest_max_error_rate,
         ),
     ]
     results: dict[str, Any] = {}
@@ -123,6 +123,6 @@ def _loadtest(host, s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Load test")
-def loadtest(s: dict[str, Any], plan: Plan) -> None:
-    if s["loadtest_enabled"]:
+def loadtest(s: Settings, plan: Plan) -> None:
+    if s.loadtest_enabled:
         python.call(name="Load test with k6 (smoke, then step)", function=_loadtest, s=s, plan=plan)

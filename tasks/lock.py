@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 
 import gevent
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.runtime import (
     DEPLOYMENT,
     DeployError,
@@ -39,7 +39,7 @@ HEARTBEAT = 5  # seconds between two refreshes by the holder
 STALE = 60  # seconds without a refresh after which the holder is taken for dead
 
 
-def holder(s: dict[str, Any]) -> str:
+def holder(s: Settings) -> str:
     return f"{deployed_by(s)} pid {os.getpid()} run {DEPLOYMENT.stamp}"
 
 
@@ -89,29 +89,29 @@ def unlock_command(inventory: str) -> str:
     return f"pyinfra -y {inventory} unlock.py"
 
 
-def _read_holder(host, s: dict[str, Any]) -> tuple[str, str, str, int] | None:
-    _, out, _ = sh(host, commands.psql(s, holder_sql(s["deploy_env"])))
+def _read_holder(host, s: Settings) -> tuple[str, str, str, int] | None:
+    _, out, _ = sh(host, commands.psql(s, holder_sql(s.deploy_env)))
     if not out.strip():
         return None
     silent, held_by, since, command = out.strip().split("|", 3)
     return held_by, since, command, int(silent)
 
 
-def _beat(host, s: dict[str, Any], who: str) -> None:
+def _beat(host, s: Settings, who: str) -> None:
     """Refresh the heartbeat while this run holds the lock (a greenlet; dies with the run)."""
     while DEPLOYMENT.lock_holder == who:
         gevent.sleep(HEARTBEAT)
         if DEPLOYMENT.lock_holder == who:
             try:
-                sh(host, commands.psql(s, heartbeat_sql(s["deploy_env"], who)), timeout=20)
+                sh(host, commands.psql(s, heartbeat_sql(s.deploy_env, who)), timeout=20)
             except DeployError as exc:  # the next beat tries again; a stale lock only informs
                 say(host, f"lock heartbeat missed: {exc}")
 
 
-def _acquire(state, host, s: dict[str, Any]) -> bool:
-    env, who = s["deploy_env"], holder(s)
+def _acquire(state, host, s: Settings) -> bool:
+    env, who = s.deploy_env, holder(s)
     command = " ".join(["pyinfra", *sys.argv[1:]])[:500]
-    deadline = time.monotonic() + s["lock_wait"]
+    deadline = time.monotonic() + s.lock_wait
     waited = False
     while True:
         _, out, _ = sh(
@@ -130,7 +130,7 @@ def _acquire(state, host, s: dict[str, Any]) -> bool:
         alive = held[3] < STALE
         if alive and time.monotonic() < deadline:
             if not waited:
-                say(host, f"waiting up to {s['lock_wait']}s: the deploy lock is {describe(*held)}")
+                say(host, f"waiting up to {s.lock_wait}s: the deploy lock is {describe(*held)}")
                 waited = True
             time.sleep(min(5, max(0.5, deadline - time.monotonic())))
             continue
@@ -141,28 +141,28 @@ def _acquire(state, host, s: dict[str, Any]) -> bool:
         f"If that run is gone, break the lock with: {unlock_command(inventory_arg())}"
         if not alive
         else "Wait for it to finish"
-        + (f" (waited {s['lock_wait']}s)" if s["lock_wait"] else "")
+        + (f" (waited {s.lock_wait}s)" if s.lock_wait else "")
         + ", or queue with --data lock_wait=SECONDS"
     )
     say(host, f"REFUSED: the deploy lock for {env} is {describe(*held)}. {advice}")
     return False
 
 
-def _confirm(state, host, s: dict[str, Any]) -> bool:
+def _confirm(state, host, s: Settings) -> bool:
     if DEPLOYMENT.lock_holder:
         return True
     say(host, "stopping: this run does not hold the deploy lock (see above)")
     return False
 
 
-def acquire(s: dict[str, Any], on_this_host: bool) -> None:
+def acquire(s: Settings, on_this_host: bool) -> None:
     """Take the lock (on one host), then stop every host if it was not taken."""
     if on_this_host:
-        python.call(name=f"Take the deploy lock for {s['deploy_env']}", function=_acquire, s=s)
+        python.call(name=f"Take the deploy lock for {s.deploy_env}", function=_acquire, s=s)
     python.call(name="Ensure this run holds the deploy lock", function=_confirm, s=s)
 
 
-def release_when_last(host, s: dict[str, Any]) -> None:
+def release_when_last(host, s: Settings) -> None:
     """HOST has finished this run (success or not): release the lock once every app host still
     in the run has finished, so that no deploy starts while one of ours still switches."""
     DEPLOYMENT.finished.add(host.name)
@@ -170,19 +170,19 @@ def release_when_last(host, s: dict[str, Any]) -> None:
         release(host, s)
 
 
-def _finished(state, host, s: dict[str, Any]) -> bool:
+def _finished(state, host, s: Settings) -> bool:
     release_when_last(host, s)
     return True
 
 
-def release_at_end(s: dict[str, Any]) -> None:
+def release_at_end(s: Settings) -> None:
     """The last operation of a deploy: the last app host to get here releases the lock."""
     python.call(name="Release the deploy lock once every app host is done", function=_finished, s=s)
 
 
-def release(host, s: dict[str, Any]) -> None:
+def release(host, s: Settings) -> None:
     """Release the lock if this run holds it (called at the end of a run, success or not)."""
-    env, held = s["deploy_env"], DEPLOYMENT.lock_holder
+    env, held = s.deploy_env, DEPLOYMENT.lock_holder
     if held:
         sh(
             host,
@@ -197,12 +197,12 @@ def release(host, s: dict[str, Any]) -> None:
         say(host, f"deploy lock for {env} released")
 
 
-def _force_unlock(state, host, s: dict[str, Any]) -> bool:
-    env = commands.sql_literal(s["deploy_env"])
+def _force_unlock(state, host, s: Settings) -> bool:
+    env = commands.sql_literal(s.deploy_env)
     sh(host, commands.psql(s, None, None, *create_sql()), what="unlocking")
     held = _read_holder(host, s)
     if held is None:
-        say(host, f"the deploy lock of {s['deploy_env']} was not held: nothing to do")
+        say(host, f"the deploy lock of {s.deploy_env} was not held: nothing to do")
         return True
     sh(
         host,
@@ -226,11 +226,11 @@ def _force_unlock(state, host, s: dict[str, Any]) -> bool:
             "heartbeat_seconds_ago": held[3],
         },
     )
-    say(host, f"released the deploy lock of {s['deploy_env']} {describe(*held)}")
+    say(host, f"released the deploy lock of {s.deploy_env} {describe(*held)}")
     return True
 
 
 @deploy("Unlock")
-def unlock(s: dict[str, Any]) -> None:
+def unlock(s: Settings) -> None:
     """Release the environment's lock whoever holds it (after a killed run)."""
-    python.call(name=f"Release the deploy lock of {s['deploy_env']}", function=_force_unlock, s=s)
+    python.call(name=f"Release the deploy lock of {s.deploy_env}", function=_force_unlock, s=s)

@@ -24,7 +24,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands, lint
-from tasks.config import seconds
+from tasks.config import Settings, seconds
 from tasks.migrations import (
     Migration,
     backfill_problems,
@@ -52,7 +52,7 @@ from tasks.runtime import (
 )
 
 
-def _invalid_indexes(h, s: dict[str, Any], names: list[str]) -> list[str]:
+def _invalid_indexes(h, s: Settings, names: list[str]) -> list[str]:
     if not names:
         return []
     values = ", ".join(commands.sql_literal(n) for n in names)
@@ -67,7 +67,7 @@ def _invalid_indexes(h, s: dict[str, Any], names: list[str]) -> list[str]:
     return out.split()
 
 
-def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[dict[str, Any]]:
+def verify_objects(h, s: Settings, migrations: list[Migration]) -> list[dict[str, Any]]:
     """Every index and materialized view the applied migrations create (and no later one
     drops): present and valid."""
     dropped = {n for m in migrations for n in commands.dropped_objects(m.sql)}
@@ -92,14 +92,14 @@ def verify_objects(h, s: dict[str, Any], migrations: list[Migration]) -> list[di
 LOCK_TIMEOUT = "canceling statement due to lock timeout"
 
 
-def _lock_holders(h, s: dict[str, Any]) -> str:
+def _lock_holders(h, s: Settings) -> str:
     """Who holds a lock on metrics (pid, state, age of its transaction, query), for the
     operator's message."""
     _, out, _ = sh(h, commands.psql(s, commands.lock_holders_sql("metrics")), check=False)
     return "; ".join(out.splitlines()) or "nobody now"
 
 
-def _run_script(h, s: dict[str, Any], pending: list[Migration], by: str) -> tuple[bool, str]:
+def _run_script(h, s: Settings, pending: list[Migration], by: str) -> tuple[bool, str]:
     """Apply PENDING in one psql script (INVALID leftovers of theirs dropped first)."""
     names = [n for m in pending for n in commands.created_objects(m.sql)]
     invalid = _invalid_indexes(h, s, names)
@@ -115,19 +115,19 @@ def _run_script(h, s: dict[str, Any], pending: list[Migration], by: str) -> tupl
         f"applying {len(pending)} {pending[0].phase} migration(s): "
         + ", ".join(f"{m.version}_{m.name}" for m in pending),
     )
-    budget = int(seconds(s["migrate_statement_timeout"])) * len(pending) + 60
+    budget = int(seconds(s.migrate_statement_timeout)) * len(pending) + 60
     ok, _, err = sh(
         h, commands.psql(s, None, path), timeout=budget, what="applying migrations", check=False
     )
     return ok, err.strip()[-2000:]
 
 
-def _apply(h, s: dict[str, Any], pending: list[Migration], by: str) -> list[str]:
+def _apply(h, s: Settings, pending: list[Migration], by: str) -> list[str]:
     """Apply PENDING; a migration that meets lock_timeout is retried after a doubling wait,
     at most migrate_lock_retries times (the history decides what is still pending: what
     committed stays). Returns the versions applied."""
-    tries = s["migrate_lock_retries"] + 1
-    wait = seconds(s["migrate_lock_backoff"])
+    tries = s.migrate_lock_retries + 1
+    wait = seconds(s.migrate_lock_backoff)
     first = [m.version for m in pending]
     attempt = 0
     while True:
@@ -143,7 +143,7 @@ def _apply(h, s: dict[str, Any], pending: list[Migration], by: str) -> list[str]
         if attempt == tries:
             raise DeployError(
                 f"migration {blocked} could not take its lock within "
-                f"{s['migrate_lock_timeout']} in {tries} attempt(s); lock on metrics held by: "
+                f"{s.migrate_lock_timeout} in {tries} attempt(s); lock on metrics held by: "
                 f"{_lock_holders(h, s)}. Not applied (nothing of it recorded): "
                 f"{', '.join(m.version for m in pending)}; applied: "
                 f"{', '.join(v for v in first if v in applied) or 'none'}. Run the deploy again "
@@ -151,29 +151,29 @@ def _apply(h, s: dict[str, Any], pending: list[Migration], by: str) -> list[str]
             )
         say(
             h,
-            f"migration {blocked} met lock_timeout ({s['migrate_lock_timeout']}; lock held by "
+            f"migration {blocked} met lock_timeout ({s.migrate_lock_timeout}; lock held by "
             f"{_lock_holders(h, s)}): attempt {attempt}/{tries}, next in {wait:g}s",
         )
         time.sleep(wait)
         wait *= 2
 
 
-def _probe(h, s: dict[str, Any]) -> str | None:
+def _probe(h, s: Settings) -> str | None:
     """None when the service on H answers its health check and `migrate_probe_path` with 200
     (through app_port, a number no cache has seen in the probe path); else what it answered."""
-    base = f"http://127.0.0.1:{s['app_port']}"
-    probe = s["migrate_probe_path"].replace("{n}", str(random.randrange(3600, 86400)))
-    for path in (s["app_health_path"], probe):
+    base = f"http://127.0.0.1:{s.app_port}"
+    probe = s.migrate_probe_path.replace("{n}", str(random.randrange(3600, 86400)))
+    for path in (s.app_health_path, probe):
         code, _, body = timed_get(h, base + path)
         if code != 200:
             return f"{path} answered {code or 'nothing'} {body.strip()[:160]}".strip()
     return None
 
 
-def _answering(s: dict[str, Any]) -> list[tuple[Any, str]]:
+def _answering(s: Settings) -> list[tuple[Any, str]]:
     """The app hosts of the inventory (those `--limit` left out included) whose service
     answers now, with the release each serves. Empty with Helm: no host serves."""
-    if s["release_method"] == "helm":
+    if s.release_method == "helm":
         return []
     found = []
     for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
@@ -185,7 +185,7 @@ def _answering(s: dict[str, Any]) -> list[tuple[Any, str]]:
 
 
 def _still_answering(
-    host, s: dict[str, Any], applied: list[Migration], serving: list[tuple[Any, str]]
+    host, s: Settings, applied: list[Migration], serving: list[tuple[Any, str]]
 ) -> None:
     """After the expand migrations APPLIED: every host of SERVING (see _answering) answers
     again, or APPLIED are reverted, newest first, and the deploy stops before any switch."""
@@ -219,7 +219,7 @@ def _still_answering(
 PROGRESS_EVERY = 5  # seconds between two progress lines of a backfill
 
 
-def _backfill(host, s: dict[str, Any], m: Migration) -> int:
+def _backfill(host, s: Settings, m: Migration) -> int:
     """Run M's backfill to its end, batch by batch, or resume it where an earlier run stopped;
     nothing when it finished before. Returns the rows it changed in all."""
     try:
@@ -234,7 +234,7 @@ def _backfill(host, s: dict[str, Any], m: Migration) -> int:
     lo, end, rows = int(lo), int(end), int(rows)
     path = f"{commands.paths(s)['state']}/backfill_{m.version}.sql"
     put_text(host, commands.backfill_batch_script(s, m.version, fill.statement), path)
-    size, pause = s["migrate_backfill_batch"], seconds(s["migrate_backfill_pause"])
+    size, pause = s.migrate_backfill_batch, seconds(s.migrate_backfill_pause)
     resumed = f", resuming after {rows} rows" if rows else ""
     say(
         host,
@@ -243,7 +243,7 @@ def _backfill(host, s: dict[str, Any], m: Migration) -> int:
     )
     first, started = lo, time.monotonic()
     shown = started
-    budget = int(seconds(s["migrate_statement_timeout"])) + 60
+    budget = int(seconds(s.migrate_statement_timeout)) + 60
     while lo < end:
         hi = min(lo + size, end)
         _, out, err = sh(
@@ -271,10 +271,10 @@ def _backfill(host, s: dict[str, Any], m: Migration) -> int:
 
 
 @phase_check("migrate")
-def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
+def _migrate(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     migrations = read_migrations(host, s, plan.release_dir)
-    adopt, pending = plan_migrations(migrations, *read_history(host, s), s["migrate_baseline"])
+    adopt, pending = plan_migrations(migrations, *read_history(host, s), s.migrate_baseline)
     bad_backfills = backfill_problems(pending)
     if bad_backfills:
         raise DeployError("nothing migrated: " + "; ".join(bad_backfills))
@@ -284,7 +284,7 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
     if adopt:
-        say(host, f"adopting a hand-migrated database at baseline {s['migrate_baseline']}")
+        say(host, f"adopting a hand-migrated database at baseline {s.migrate_baseline}")
         rows = [
             commands.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
             for m in adopt
@@ -339,7 +339,7 @@ def _migrate(host, s: dict[str, Any], plan: Plan) -> None:
         raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
 
 
-def _not_serving(s: dict[str, Any], plan: Plan) -> list[str]:
+def _not_serving(s: Settings, plan: Plan) -> list[str]:
     """Why a contract migration cannot run yet: every app host of the inventory (those
     `--limit` left out included) must serve PLAN's release, and no host of this run failed."""
     problems = []
@@ -348,7 +348,7 @@ def _not_serving(s: dict[str, Any], plan: Plan) -> list[str]:
         if run is not None:
             if run.outcome.startswith("failed"):
                 problems.append(f"{h.name} failed ({run.failure})")
-            elif s["release_method"] != "helm" and run.facts.get("serving") != plan.release:
+            elif s.release_method != "helm" and run.facts.get("serving") != plan.release:
                 problems.append(f"{h.name} serves {run.facts.get('serving')}")
             continue
         try:
@@ -363,7 +363,7 @@ def _not_serving(s: dict[str, Any], plan: Plan) -> list[str]:
 
 
 @phase_check("contract")
-def _contract(host, s: dict[str, Any], plan: Plan) -> None:
+def _contract(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     facts = run.facts.setdefault("migrations", {})
     if not facts.get("contract_pending"):  # what the migrate phase held back, under this lock
@@ -392,7 +392,7 @@ def _contract(host, s: dict[str, Any], plan: Plan) -> None:
         raise DeployError(f"after the contract migrations, missing or invalid: {bad}")
 
 
-def _object_line(h, s: dict[str, Any], statement: str, name: str) -> str:
+def _object_line(h, s: Settings, statement: str, name: str) -> str:
     stored = commands.index_columns(statement)
     if stored is None:
         return f"{name} (materialized view: its size is its query's result)"
@@ -406,7 +406,7 @@ def _object_line(h, s: dict[str, Any], statement: str, name: str) -> str:
     return f"{name} (index on {table} ({', '.join(columns)}), about {size / 2**20:.0f} MiB)"
 
 
-def preview(s: dict[str, Any], plan: Plan) -> None:
+def preview(s: Settings, plan: Plan) -> None:
     """--dry, on the migration host: the database work this deploy would do (read-only). A
     database it cannot read yet (no deploy has written the credentials file on this host) is
     said, not an error: a dry run changes nothing, that file included."""
@@ -418,7 +418,7 @@ def preview(s: dict[str, Any], plan: Plan) -> None:
         say(host, f"--dry: the database work cannot be shown: {str(exc)[-300:]}")
 
 
-def _preview(s: dict[str, Any], plan: Plan) -> None:
+def _preview(s: Settings, plan: Plan) -> None:
     migrations = release_migrations(host, s, plan)
     _, size, _ = sh(
         host, commands.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
@@ -426,7 +426,7 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
     has_history, has_metrics, applied = read_history(host, s)
     try:
         _, pending = plan_migrations(
-            migrations, has_history, has_metrics, applied, s["migrate_baseline"]
+            migrations, has_history, has_metrics, applied, s.migrate_baseline
         )
     except DeployError as exc:
         say(host, f"--dry: the deploy would stop before the backup: {exc}")
@@ -437,7 +437,7 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
         else "no backup (nothing would change)"
     )
     say(host, f"--dry: {len(pending)} migration(s) pending; {backup}")
-    result = lint.lint(pending, s["migrate_lint"], serving=has_metrics)
+    result = lint.lint(pending, s.migrate_lint, serving=has_metrics)
     say(host, f"--dry: {result.summary()}")
     for finding in result.findings:
         say(host, f"--dry: {finding.text()}")
@@ -459,7 +459,7 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
         if m.backfill and not backfill_problems([m]):
             fill = parse_backfill(m.backfill)
             when += f", then its backfill of {fill.table} by {fill.key}"
-            when += f", {s['migrate_backfill_batch']} per batch"
+            when += f", {s.migrate_backfill_batch} per batch"
         say(
             host,
             f"--dry:   {m.version}_{m.name} creates {'; '.join(created) or 'no index or view'}"
@@ -468,7 +468,7 @@ def _preview(s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Database migration")
-def migrate(s: dict[str, Any], plan: Plan) -> None:
+def migrate(s: Settings, plan: Plan) -> None:
     if plan.is_migration_host:
         python.call(
             name="Ensure the database schema matches the release", function=_migrate, s=s, plan=plan
@@ -476,7 +476,7 @@ def migrate(s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Contract migrations")
-def contract(s: dict[str, Any], plan: Plan) -> None:
+def contract(s: Settings, plan: Plan) -> None:
     """The migrations headed `-- deploy: contract`, once every app host serves the release."""
     if plan.is_migration_host:
         python.call(

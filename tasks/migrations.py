@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.runtime import DeployError, Plan, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
@@ -157,28 +157,28 @@ def parse_migration_files(output: str) -> list[Migration]:
     return found
 
 
-def read_migrations(h, s: dict[str, Any], release_dir: str) -> list[Migration]:
+def read_migrations(h, s: Settings, release_dir: str) -> list[Migration]:
     """The release's up migrations with their down scripts, in version order (one command)."""
-    folder = f"{release_dir}/{s['migrate_dir']}"
+    folder = f"{release_dir}/{s.migrate_dir}"
     _, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), what=f"reading {folder}")
     return parse_migration_files(out)
 
 
-def release_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration]:
+def release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     """The migrations the release holds, from its commit (built or not: the repository cache,
     or a fetch that changes nothing on the host)."""
     read = commands.git_cat_files(
-        s["app_repo_url"],
+        s.app_repo_url,
         commands.paths(s)["repo_cache"],
         plan.commit,
-        s["migrate_dir"],
+        s.migrate_dir,
         FILE_MARK,
     )
     _, out, _ = sh(h, read, timeout=120, what=f"reading the migrations of {plan.release}")
     return parse_migration_files(out)
 
 
-def read_history(h, s: dict[str, Any]) -> tuple[bool, bool, dict[str, str]]:
+def read_history(h, s: Settings) -> tuple[bool, bool, dict[str, str]]:
     """(history table exists, metrics exists, {version: checksum} of applied migrations)."""
     _, out, _ = sh(
         h,
@@ -248,13 +248,13 @@ def plan_migrations(
     return adopt, pending
 
 
-def pending_migrations(h, s: dict[str, Any], plan: Plan) -> list[Migration]:
+def pending_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     migrations = release_migrations(h, s, plan)
-    _, pending = plan_migrations(migrations, *read_history(h, s), s["migrate_baseline"])
+    _, pending = plan_migrations(migrations, *read_history(h, s), s.migrate_baseline)
     return pending
 
 
-def applied_contracts(h, s: dict[str, Any]) -> dict[str, str]:
+def applied_contracts(h, s: Settings) -> dict[str, str]:
     """{version: name} of the contract migrations applied and not reverted (read-only: no
     history, or one from before phases were recorded, has none)."""
     _, exists, _ = sh(
@@ -275,7 +275,7 @@ def applied_contracts(h, s: dict[str, Any]) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines() if line)
 
 
-def _down_script(h, s: dict[str, Any], version: str, name: str, recorded: bool) -> str:
+def _down_script(h, s: Settings, version: str, name: str, recorded: bool) -> str:
     """A file on H holding the down script of VERSION: the one recorded when it was
     applied, or (history written before down scripts were recorded) the newest release on the
     host that has it."""
@@ -291,7 +291,7 @@ def _down_script(h, s: dict[str, Any], version: str, name: str, recorded: bool) 
             what="reading " + path,
         )
         return path
-    pattern = f"{commands.paths(s)['releases']}/*/{s['migrate_dir']}/{version}_{name}.down.sql"
+    pattern = f"{commands.paths(s)['releases']}/*/{s.migrate_dir}/{version}_{name}.down.sql"
     _, found, _ = sh(h, f"ls -1t {pattern} 2>/dev/null | head -n 1 || true")
     if not found.strip():
         raise DeployError(
@@ -301,7 +301,7 @@ def _down_script(h, s: dict[str, Any], version: str, name: str, recorded: bool) 
     return found.strip()
 
 
-def revert_migration(h, s: dict[str, Any], version: str, name: str, recorded: bool) -> None:
+def revert_migration(h, s: Settings, version: str, name: str, recorded: bool) -> None:
     """Run VERSION's down script (see _down_script) and mark it reverted in the history."""
     down = _down_script(h, s, version, name, recorded)
     sh(h, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")

@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, sh, timed_get
 from tasks.verify import db_connections, redis_stats
@@ -28,17 +29,17 @@ def _error_lines(h, path: str, offset: int) -> list[str]:
 
 
 @phase_check("monitor", roll_back=True)
-def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
+def _monitor(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     if not run.all_changes():
         say(host, "monitoring window skipped: this run changed nothing")
         run.facts["monitor"] = {"skipped": "nothing changed"}
         return
-    url = f"http://127.0.0.1:{s['app_port']}{s['verify_history_path']}"
-    offset = _log_size(host, s["app_log_file"])
-    deadline = time.monotonic() + s["monitor_duration"]
+    url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
+    offset = _log_size(host, s.app_log_file)
+    deadline = time.monotonic() + s.monitor_duration
     samples: list[dict[str, Any]] = []
-    say(host, f"monitoring for {s['monitor_duration']}s, every {s['monitor_interval']}s")
+    say(host, f"monitoring for {s.monitor_duration}s, every {s.monitor_interval}s")
     breach = None
     while breach is None:
         code, seconds, _ = timed_get(host, url)
@@ -52,9 +53,9 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
             "status": code,
             "ms": round(seconds * 1000, 1),
             "connections": connections,
-            "errors": len(_error_lines(host, s["app_log_file"], offset)),
+            "errors": len(_error_lines(host, s.app_log_file, offset)),
         }
-        if s["redis_enabled"]:
+        if s.redis_enabled:
             try:
                 sample.update(redis_stats(host, s))
             except DeployError as exc:
@@ -64,15 +65,15 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
             breach = f"the database did not answer ({database_down})"
         elif code != 200:
             breach = f"history endpoint answered {code}"
-        elif sample["ms"] >= s["monitor_latency_ms"]:
-            breach = f"history endpoint took {sample['ms']} ms (limit {s['monitor_latency_ms']})"
-        elif sample["errors"] > s["monitor_max_error_lines"]:
+        elif sample["ms"] >= s.monitor_latency_ms:
+            breach = f"history endpoint took {sample['ms']} ms (limit {s.monitor_latency_ms})"
+        elif sample["errors"] > s.monitor_max_error_lines:
             breach = f"{sample['errors']} ERROR line(s) in the log during the window"
-        elif connections >= s["verify_max_db_connections"]:
+        elif connections >= s.verify_max_db_connections:
             breach = f"{connections} database connections"
-        if time.monotonic() + s["monitor_interval"] > deadline:
+        if time.monotonic() + s.monitor_interval > deadline:
             break
-        time.sleep(s["monitor_interval"])
+        time.sleep(s.monitor_interval)
     worst = max(x["ms"] for x in samples)
     redis_down = sum(1 for x in samples if "redis" in x)
     run.facts["monitor"] = {
@@ -90,7 +91,7 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
         )
     run.metric(
         "monitoring window",
-        f"{s['monitor_duration']}s without breach",
+        f"{s.monitor_duration}s without breach",
         f"{len(samples)} samples, worst {worst:.0f} ms" + (f", {breach}" if breach else ""),
         breach is None,
     )
@@ -100,8 +101,8 @@ def _monitor(host, s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Monitor")
-def monitor(s: dict[str, Any], plan: Plan) -> None:
-    if s["monitor_duration"] > 0:
+def monitor(s: Settings, plan: Plan) -> None:
+    if s.monitor_duration > 0:
         python.call(
             name="Watch the service for the monitoring window", function=_monitor, s=s, plan=plan
         )

@@ -9,21 +9,21 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from typing import Any
 
 import click
 from pyinfra import host
 from pyinfra.operations import python
 
+from tasks.config import Settings
 from tasks.runtime import DEPLOYMENT, app_hosts, deployed_by, migration_host_name, secret
 
 TIMEOUT = 5  # seconds a notification may take
 
 
-def message(what: str, event: str, s: dict[str, Any], version: str, detail: str = "") -> str:
+def message(what: str, event: str, s: Settings, version: str, detail: str = "") -> str:
     """`deploy lab v2.0.0-perf: succeeded (by ci@runner, 42 s)`, then the detail."""
     took = time.time() - DEPLOYMENT.started
-    text = f"{what} {s['deploy_env']} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
+    text = f"{what} {s.deploy_env} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
     return text + (f"\n{detail}" if detail else "")
 
 
@@ -49,12 +49,12 @@ def send(text: str) -> bool:
         return False
 
 
-def _started(state, host, s: dict[str, Any], what: str, version: str) -> bool:
+def _started(state, host, s: Settings, what: str, version: str) -> bool:
     send(message(what, "started", s, version))
     return True
 
 
-def started(s: dict[str, Any], what: str, version: str) -> None:
+def started(s: Settings, what: str, version: str) -> None:
     """An operation on the migration host (one per run): the run has started."""
     if host.name == migration_host_name(s):
         python.call(
@@ -66,14 +66,14 @@ def started(s: dict[str, Any], what: str, version: str) -> None:
         )
 
 
-def failed(s: dict[str, Any], what: str, version: str, name: str, detail: str, back: bool) -> None:
+def failed(s: Settings, what: str, version: str, name: str, detail: str, back: bool) -> None:
     """Host NAME failed (BACK: and went back to its previous release by itself)."""
     DEPLOYMENT.notify_failed.add(name)
     event = "failed, rolled back by itself" if back else "failed"
     send(message(what, f"{event} on {name}", s, version, detail))
 
 
-def _finished(state, host, s: dict[str, Any], what: str, version: str) -> bool:
+def _finished(state, host, s: Settings, what: str, version: str) -> bool:
     DEPLOYMENT.notify_done.add(host.name)
     if {h.name for h in app_hosts()} <= DEPLOYMENT.notify_done and not DEPLOYMENT.notify_sent:
         DEPLOYMENT.notify_sent = True
@@ -83,7 +83,7 @@ def _finished(state, host, s: dict[str, Any], what: str, version: str) -> bool:
     return True
 
 
-def finished(s: dict[str, Any], what: str, version: str) -> None:
+def finished(s: Settings, what: str, version: str) -> None:
     """The last operation of a run: the last app host to get here tells how it ended."""
     python.call(
         name=f"Tell the team how the {what} ended",

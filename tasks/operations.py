@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from io import StringIO
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
@@ -13,6 +12,7 @@ from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Command
 
 from tasks import commands
+from tasks.config import Settings
 
 q = commands.q
 
@@ -72,7 +72,7 @@ def release_built(repo_url: str, commit: str, cache: str, release_dir: str, user
 
 
 @operation()
-def redis_container(settings: dict[str, Any], auth_conf: str | None):
+def redis_container(settings: Settings, auth_conf: str | None):
     """
     Ensure the redis-cache container runs with exactly the checklist's flags; a container
     whose spec differs is replaced, a matching one is left alone.
@@ -82,7 +82,7 @@ def redis_container(settings: dict[str, Any], auth_conf: str | None):
     """
     spec = commands.redis_run(settings, "", auth_conf)
     spec_hash = hashlib.sha256(spec.encode()).hexdigest()[:16]
-    name = settings["redis_container"]
+    name = settings.redis_container
     label = '{{index .Config.Labels "monitoring-dashboard.spec"}} {{.State.Running}}'
     state = host.get_fact(
         Command, command=f"docker inspect -f {q(label)} {q(name)} 2>/dev/null || true"

@@ -11,6 +11,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
 from tasks import commands, lint, lock, operations
+from tasks.config import Settings
 from tasks.redis import ping
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
@@ -19,7 +20,7 @@ BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; k
 INDEX_SIZE_RATIO = 0.6  # new covering indexes, estimated from the table's size
 
 
-def _database_facts(h, s: dict[str, Any]) -> dict[str, int]:
+def _database_facts(h, s: Settings) -> dict[str, int]:
     sql = (
         "SELECT current_setting('max_connections')::int, "
         "(SELECT count(*) FROM pg_stat_activity), pg_database_size(current_database()), "
@@ -44,7 +45,7 @@ def _free_bytes(h, path: str) -> int:
     return int(out.strip())
 
 
-def _lint_problems(h, s: dict[str, Any], plan: Plan) -> list[str]:
+def _lint_problems(h, s: Settings, plan: Plan) -> list[str]:
     """The lint's refusals as pre-flight problems (its result goes in the report)."""
     try:
         result = lint.lint_pending(h, s, plan)
@@ -63,17 +64,17 @@ def _lint_problems(h, s: dict[str, Any], plan: Plan) -> list[str]:
 
 
 @phase_check("preflight")
-def _checks(host, s: dict[str, Any], plan: Plan) -> None:
+def _checks(host, s: Settings, plan: Plan) -> None:
     problems: list[str] = []
     facts: dict[str, Any] = {}
     tools = ["git", "go", "psql", "pg_dump"]  # the build and the database work
-    if s["release_method"] != "helm":  # the service runs here too
+    if s.release_method != "helm":  # the service runs here too
         tools += ["redis-cli", "curl", "systemctl"]
     for tool in tools:
         ok, _, _ = sh(host, f"command -v {tool}", check=False)
         if not ok:
             problems.append(f"{tool} is not installed")
-    if s["release_method"] == "docker":
+    if s.release_method == "docker":
         ok, out, err = sh(host, "docker info -f '{{.ServerVersion}}'", check=False)
         if ok:
             facts["docker"] = out.strip()
@@ -83,24 +84,23 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
         facts.update(_database_facts(host, s))
     except DeployError as exc:
         problems.append(
-            f"database {s['db_user']}@{s['db_host']}:{s['db_port']}/{s['db_name']} "
-            f"not reachable: {exc}"
+            f"database {s.db_user}@{s.db_host}:{s.db_port}/{s.db_name} not reachable: {exc}"
         )
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
         clients = f"{app_hosts} app hosts"
-        if s["release_method"] == "helm":  # the pods open the connections
-            app_hosts, clients = s["helm_replicas"], f"{s['helm_replicas']} pods"
-        needed = s["db_max_open_conns"] * app_hosts + s["db_connections_headroom"]
+        if s.release_method == "helm":  # the pods open the connections
+            app_hosts, clients = s.helm_replicas, f"{s.helm_replicas} pods"
+        needed = s.db_max_open_conns * app_hosts + s.db_connections_headroom
         facts["connections_needed"] = needed
         if facts["max_connections"] < needed:
             problems.append(
                 f"max_connections is {facts['max_connections']}, needs {needed} "
-                f"(DB_MAX_OPEN_CONNS {s['db_max_open_conns']} x {clients} + "
-                f"{s['db_connections_headroom']} headroom): raise it or lower db_max_open_conns"
+                f"(DB_MAX_OPEN_CONNS {s.db_max_open_conns} x {clients} + "
+                f"{s.db_connections_headroom} headroom): raise it or lower db_max_open_conns"
             )
     if plan.is_migration_host and "database_bytes" in facts:
-        free = _free_bytes(host, s["backup_dir"])
+        free = _free_bytes(host, s.backup_dir)
         need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
         facts.update(
             {
@@ -110,14 +110,12 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
             }
         )
         if free < need:
-            problems.append(
-                f"{s['backup_dir']} has {free} bytes free, the backup needs about {need}"
-            )
+            problems.append(f"{s.backup_dir} has {free} bytes free, the backup needs about {need}")
     if plan.is_migration_host and "database_bytes" in facts:
         problems += _lint_problems(host, s, plan)
-    if s["release_method"] == "helm":
-        facts["redis"] = f"{s['redis_host']} in the cluster (not reachable from here, not checked)"
-    elif s["redis_mode"] == "container":
+    if s.release_method == "helm":
+        facts["redis"] = f"{s.redis_host} in the cluster (not reachable from here, not checked)"
+    elif s.redis_mode == "container":
         ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
         if not ok:
             problems.append("Docker Engine is not running (redis_mode: container)")
@@ -126,7 +124,7 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
         answer = ping(host, s)
         if answer != "PONG":
             problems.append(
-                f"Redis endpoint {s['redis_host']}:{s['redis_port']} does not "
+                f"Redis endpoint {s.redis_host}:{s.redis_port} does not "
                 f"answer PING: {answer[-300:]}"
             )
     run_for(host).facts["preflight"] = facts
@@ -137,7 +135,7 @@ def _checks(host, s: dict[str, Any], plan: Plan) -> None:
     say(host, "pre-flight passed: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
 
 
-def secret_files(s: dict[str, Any]) -> None:
+def secret_files(s: Settings) -> None:
     """The deploy's own state folder and secret files on each host (root only)."""
     p = commands.paths(s)
     files.directory(name=f"Ensure {p['state']} exists (0700)", path=p["state"], mode="700")
@@ -155,7 +153,7 @@ def secret_files(s: dict[str, Any]) -> None:
 
 
 @deploy("Pre-flight")
-def preflight(s: dict[str, Any], plan: Plan) -> None:
+def preflight(s: Settings, plan: Plan) -> None:
     secret_files(s)
     lock.acquire(s, plan.is_migration_host)
     python.call(name="Check prerequisites on every host", function=_checks, s=s, plan=plan)

@@ -4,7 +4,6 @@ or an external endpoint; either way it must answer PING."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -12,21 +11,22 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
 from tasks import commands, operations
+from tasks.config import Settings
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
 
 PING_TIMEOUT = 15
 
 
-def cache_address(s: dict[str, Any]) -> tuple[str, int]:
+def cache_address(s: Settings) -> tuple[str, int]:
     """Where redis-cli reaches the cache from an app host."""
-    if s["redis_mode"] == "external":
-        return s["redis_host"], s["redis_port"]
-    bind = s["redis_bind"]
-    return ("127.0.0.1" if bind in ("0.0.0.0", "") else bind), s["redis_port"]
+    if s.redis_mode == "external":
+        return s.redis_host, s.redis_port
+    bind = s.redis_bind
+    return ("127.0.0.1" if bind in ("0.0.0.0", "") else bind), s.redis_port
 
 
-def ping(h, s: dict[str, Any]) -> str:
+def ping(h, s: Settings) -> str:
     address, port = cache_address(s)
     ok, out, err = sh(
         h, commands.redis_cli(s, "ping", host=address, port=port), check=False, timeout=10
@@ -35,26 +35,26 @@ def ping(h, s: dict[str, Any]) -> str:
 
 
 @phase_check("redis")
-def _await_pong(host, s: dict[str, Any], plan: Plan) -> None:
+def _await_pong(host, s: Settings, plan: Plan) -> None:
     deadline = time.monotonic() + PING_TIMEOUT
     answer = ""
     while time.monotonic() < deadline:
         answer = ping(host, s)
         if answer == "PONG":
-            say(host, f"Redis ({s['redis_mode']}) answers PONG")
-            run_for(host).facts["redis"] = {"mode": s["redis_mode"], "ping": "PONG"}
+            say(host, f"Redis ({s.redis_mode}) answers PONG")
+            run_for(host).facts["redis"] = {"mode": s.redis_mode, "ping": "PONG"}
             return
         time.sleep(0.5)
     raise DeployError(
-        f"Redis ({s['redis_mode']} mode, {':'.join(map(str, cache_address(s)))}) did not "
+        f"Redis ({s.redis_mode} mode, {':'.join(map(str, cache_address(s)))}) did not "
         f"answer PING within {PING_TIMEOUT}s: {answer}"
     )
 
 
 @deploy("Redis cache")
-def redis(s: dict[str, Any], plan: Plan):
+def redis(s: Settings, plan: Plan):
     op = None
-    if s["redis_mode"] == "container":
+    if s.redis_mode == "container":
         auth_conf = None
         password = secret("REDIS_PASSWORD")
         if password:
@@ -64,14 +64,14 @@ def redis(s: dict[str, Any], plan: Plan):
                 path=auth_conf,
                 content=f"requirepass {password}\n",
             )
-        name = commands.q(s["redis_container"])
+        name = commands.q(s.redis_container)
         existed = host.get_fact(
             Command, command=f"docker inspect {name} >/dev/null 2>&1 && echo yes || echo no"
         )
         run_for(host).facts["redis_container_existed"] = existed == "yes"
         op = operations.redis_container(
-            name=f"Ensure container {s['redis_container']} is running (maxmemory "
-            f"{s['redis_maxmemory']}, {s['redis_maxmemory_policy']}, no persistence)",
+            name=f"Ensure container {s.redis_container} is running (maxmemory "
+            f"{s.redis_maxmemory}, {s.redis_maxmemory_policy}, no persistence)",
             settings=s,
             auth_conf=auth_conf,
             _ignore_errors=True,  # a container that did not start fails the PING check below

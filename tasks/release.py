@@ -11,7 +11,6 @@ import shutil
 import tempfile
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -21,35 +20,36 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server, systemd
 
 from tasks import commands, operations, service, slots
+from tasks.config import Settings
 from tasks.rollout import phase_check
 from tasks.runtime import DEPLOYMENT, DeployError, Plan, migration_host_name, run_for, say, sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 
 
-def make_plan(s: dict[str, Any]) -> Plan:
+def make_plan(s: Settings) -> Plan:
     """Read, before any change: which commit the ref names and what `current` is now."""
     p = commands.paths(s)
     ok, out = host.run_shell_command(
-        command=commands.ls_remote(s["app_repo_url"], s["app_version"]), _timeout=60
+        command=commands.ls_remote(s.app_repo_url, s.app_version), _timeout=60
     )
     if not ok:
         raise DeployError(
-            f"[{host.name}] cannot reach the repository {s['app_repo_url']}: "
+            f"[{host.name}] cannot reach the repository {s.app_repo_url}: "
             f"{out.stderr.strip()[-500:]}"
         )
-    commit = commands.parse_ls_remote(out.stdout, s["app_version"])
+    commit = commands.parse_ls_remote(out.stdout, s.app_version)
     if not commit:
         raise DeployError(
-            f"[{host.name}] app_version {s['app_version']!r} names no tag, branch "
-            f"or commit in {s['app_repo_url']}"
+            f"[{host.name}] app_version {s.app_version!r} names no tag, branch "
+            f"or commit in {s.app_repo_url}"
         )
-    release = commands.release_id(s["app_version"], commit)
+    release = commands.release_id(s.app_version, commit)
     release_dir = f"{p['releases']}/{release}"
     _, out = host.run_shell_command(command=f"readlink {commands.q(p['current'])} || true")
     previous = out.stdout.strip() or None
     return Plan(
-        ref=s["app_version"],
+        ref=s.app_version,
         commit=commit,
         release=release,
         release_dir=release_dir,
@@ -61,42 +61,42 @@ def make_plan(s: dict[str, Any]) -> Plan:
 
 
 @deploy("Build the release")
-def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
+def build(s: Settings, plan: Plan) -> OperationMeta:
     p = commands.paths(s)
-    server.group(name=f"Ensure group {s['app_user']} exists", group=s["app_user"], system=True)
+    server.group(name=f"Ensure group {s.app_user} exists", group=s.app_user, system=True)
     server.user(
-        name=f"Ensure service user {s['app_user']} exists (no login)",
-        user=s["app_user"],
-        group=s["app_user"],
+        name=f"Ensure service user {s.app_user} exists (no login)",
+        user=s.app_user,
+        group=s.app_user,
         system=True,
         shell="/usr/sbin/nologin",
-        home=s["app_dir"],
+        home=s.app_dir,
         create_home=False,
     )
     files.directory(name=f"Ensure {p['releases']} exists", path=p["releases"], mode="755")
-    log_dir = str(Path(s["app_log_file"]).parent)
+    log_dir = str(Path(s.app_log_file).parent)
     files.directory(
         name=f"Ensure {log_dir} exists",
         path=log_dir,
-        user=s["app_user"],
-        group=s["app_user"],
+        user=s.app_user,
+        group=s.app_user,
         mode="750",
     )
     builder = migration_host_name(s)
     built = build = None
-    if s["app_build"] == "each" or host.name == builder:
+    if s.app_build == "each" or host.name == builder:
         # A failed build is reported (and the lock released) by _check_built.
         built = build = operations.release_built(
             name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
-            repo_url=s["app_repo_url"],
+            repo_url=s.app_repo_url,
             commit=plan.commit,
             cache=p["repo_cache"],
             release_dir=plan.release_dir,
-            user=s["app_user"],
-            _timeout=s["app_build_timeout"],
+            user=s.app_user,
+            _timeout=s.app_build_timeout,
             _ignore_errors=True,
         )
-    if s["app_build"] == "once":
+    if s.app_build == "once":
         # On every host, so that it orders the builder's build before any host's receive.
         python.call(
             name=f"Pack the release on {builder} for the other app hosts",
@@ -133,7 +133,7 @@ def build(s: dict[str, Any], plan: Plan) -> OperationMeta:
     return built
 
 
-def _pack(state, host, s: dict[str, Any], plan: Plan, builder: str) -> bool:
+def _pack(state, host, s: Settings, plan: Plan, builder: str) -> bool:
     """On the builder: the built release as a tarball on the deploying machine, with its
     sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
     if host.name != builder or not DEPLOYMENT.awaiting_release or not _binary_here(host, plan):
@@ -153,7 +153,7 @@ def _pack(state, host, s: dict[str, Any], plan: Plan, builder: str) -> bool:
 
 
 @phase_check("build")
-def _receive(host, s: dict[str, Any], plan: Plan, builder: str) -> None:
+def _receive(host, s: Settings, plan: Plan, builder: str) -> None:
     if DEPLOYMENT.release_artifact is None:
         raise DeployError(f"release {plan.release} was not built on {builder}: nothing to receive")
     local, digest = DEPLOYMENT.release_artifact
@@ -162,7 +162,7 @@ def _receive(host, s: dict[str, Any], plan: Plan, builder: str) -> None:
         raise DeployError(f"could not upload the release to {remote}")
     sh(
         host,
-        commands.unpack_release(remote, digest, plan.release_dir, s["app_user"]),
+        commands.unpack_release(remote, digest, plan.release_dir, s.app_user),
         timeout=300,
         what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
     )
@@ -187,34 +187,32 @@ def build_output(op: OperationMeta | None, lines: int = 12) -> str:
 
 
 @phase_check("build")
-def _check_built(host, s: dict[str, Any], plan: Plan, built: OperationMeta | None) -> None:
+def _check_built(host, s: Settings, plan: Plan, built: OperationMeta | None) -> None:
     if not _binary_here(host, plan):
         raise DeployError(
             f"release {plan.release} was not built (fetch or go build failed, or took over "
-            f"app_build_timeout={s['app_build_timeout']}s): " + (build_output(built) or "no output")
+            f"app_build_timeout={s.app_build_timeout}s): " + (build_output(built) or "no output")
         )
 
 
-def unit_text(s: dict[str, Any]) -> str:
+def unit_text(s: Settings) -> str:
     p = commands.paths(s)
     return UNIT_TEMPLATE.read_text().format(
-        user=s["app_user"],
+        user=s.app_user,
         current=p["current"],
         env_file=p["env_file"],
         binary=commands.SERVICE_BINARY,
-        log_dir=str(Path(s["app_log_file"]).parent),
+        log_dir=str(Path(s.app_log_file).parent),
     )
 
 
 @deploy("Release")
-def prepare(
-    s: dict[str, Any], plan: Plan, redis_op: OperationMeta | None
-) -> dict[str, OperationMeta]:
+def prepare(s: Settings, plan: Plan, redis_op: OperationMeta | None) -> dict[str, OperationMeta]:
     """Everything the release needs on the host before the rollout switches it (units, the
     local proxy, the Docker network); nothing starts or stops here. Returns the operations
     whose change means the service must restart."""
     restart_on: dict[str, OperationMeta] = {}
-    if s["release_strategy"] == "blue_green":
+    if s.release_strategy == "blue_green":
         restart_on["slot unit"] = slots.ensure_units(s)
     elif host.get_fact(Command, command=slots.is_active_command(s)) == "active":
         server.shell(
@@ -223,9 +221,9 @@ def prepare(
         )
     if service.is_docker(s):
         restart_on["container"] = _container_ready(s, redis_op)
-    elif s["release_strategy"] == "restart":
+    elif s.release_strategy == "restart":
         unit = files.put(
-            name=f"Ensure systemd unit {s['app_service']} is installed",
+            name=f"Ensure systemd unit {s.app_service} is installed",
             src=StringIO(unit_text(s)),
             dest=commands.paths(s)["unit"],
             mode="644",
@@ -235,16 +233,16 @@ def prepare(
     return restart_on
 
 
-def _container_ready(s: dict[str, Any], redis_op: OperationMeta | None) -> OperationMeta:
+def _container_ready(s: Settings, redis_op: OperationMeta | None) -> OperationMeta:
     """The user-defined network (with redis-cache on it) and the container's spec, a file whose
     change (a variable the `docker run` flags depend on) means the containers must restart."""
-    network, redis = s["docker_network"], service.cache_container(s)
+    network, redis = s.docker_network, service.cache_container(s)
     command = commands.network_ready(network, redis)
     if host.get_fact(Command, command=commands.network_state(network, redis)) != "ready":
         server.shell(name=f"Ensure Docker network {network} exists", commands=[command])
     elif redis_op is not None:  # a new redis-cache container must join the network again
         server.shell(
-            name=f"Ensure {s['redis_container']} is on Docker network {network}",
+            name=f"Ensure {s.redis_container} is on Docker network {network}",
             commands=[command],
             _if=redis_op.did_change,
         )
@@ -257,19 +255,19 @@ def _container_ready(s: dict[str, Any], redis_op: OperationMeta | None) -> Opera
 
 
 @deploy("Keep releases")
-def prune(s: dict[str, Any], plan: Plan) -> None:
+def prune(s: Settings, plan: Plan) -> None:
     if not plan.release_changes:
         return
     p = commands.paths(s)
     server.shell(
-        name=f"Ensure at most {s['app_keep_releases']} releases (and their images) are kept",
+        name=f"Ensure at most {s.app_keep_releases} releases (and their images) are kept",
         commands=[
             commands.prune_releases(
                 p["releases"],
-                s["app_keep_releases"],
+                s.app_keep_releases,
                 [plan.release] + ([plan.previous_version] if plan.previous_version else []),
             ),
             # also after a switch back to systemd: an image lives as long as its release
-            commands.prune_images(s["app_image"], p["releases"]),
+            commands.prune_images(s.app_image, p["releases"]),
         ],
     )

@@ -16,6 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.report_html import html_report
 from tasks.runtime import (
     DEPLOYMENT,
@@ -30,7 +31,7 @@ from tasks.runtime import (
 )
 
 
-def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
+def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
     """The deployment record: the checklist's status block plus phases and metrics."""
     finished = run.completed or time.time()
     return {
@@ -45,7 +46,7 @@ def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
         "commit": plan.commit,
         "release": plan.release,
         "previous_release": plan.previous_version,
-        "notes": s["report_notes"],
+        "notes": s.report_notes,
         "failure": run.failure,
         "changed": run.all_changes(),
         "rolled_back": run.rolled_back,
@@ -56,7 +57,7 @@ def record(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
     }
 
 
-def manifest(run: Run, s: dict[str, Any], plan: Plan) -> dict[str, Any]:
+def manifest(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
     """What a rollback needs, and nothing it would have to guess."""
     backup = run.facts.get("backup", {})
     return {
@@ -147,21 +148,21 @@ def junit_xml(env: str, records: dict[str, dict[str, Any]]) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_local(s: dict[str, Any], plans: dict[str, Plan]) -> Path:
+def write_local(s: Settings, plans: dict[str, Plan]) -> Path:
     """reports/<env>-<run>.json and, beside it, the same run as JUnit XML and as a page."""
-    folder = Path(s["report_dir"])
+    folder = Path(s.report_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}.json"
+    path = folder / f"{s.deploy_env}-{DEPLOYMENT.stamp}.json"
     records = {name: record(DEPLOYMENT.runs[name], s, plans[name]) for name in plans}
-    data = {"environment": s["deploy_env"], "run": DEPLOYMENT.stamp, "hosts": records}
+    data = {"environment": s.deploy_env, "run": DEPLOYMENT.stamp, "hosts": records}
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    path.with_suffix(".xml").write_text(junit_xml(s["deploy_env"], records))
-    page = html_report(s["deploy_env"], DEPLOYMENT.stamp, records)
+    path.with_suffix(".xml").write_text(junit_xml(s.deploy_env, records))
+    page = html_report(s.deploy_env, DEPLOYMENT.stamp, records)
     path.with_suffix(".html").write_text(page)
     return path
 
 
-def write_records(host, s: dict[str, Any], plan: Plan) -> Path:
+def write_records(host, s: Settings, plan: Plan) -> Path:
     """The deployment record and (when the release changed or the deploy failed) the manifest
     on the host; the run's local JSON report, rewritten with this host in it."""
     run = run_for(host)
@@ -196,7 +197,7 @@ def _mark(state, host, phase: str) -> bool:
     return True
 
 
-def _report(state, host, s: dict[str, Any], plan: Plan) -> bool:
+def _report(state, host, s: Settings, plan: Plan) -> bool:
     run = run_for(host)
     mark_phase(host, "done")
     run.outcome, run.completed = "success", time.time()
@@ -207,7 +208,7 @@ def _report(state, host, s: dict[str, Any], plan: Plan) -> bool:
 
 
 @deploy("Report")
-def report(s: dict[str, Any], plan: Plan) -> None:
+def report(s: Settings, plan: Plan) -> None:
     python.call(
         name="Write the deployment record and the success metrics", function=_report, s=s, plan=plan
     )

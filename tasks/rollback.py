@@ -29,7 +29,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
 from tasks import commands, helm, lock, notify, rollout
-from tasks.config import seconds
+from tasks.config import Settings, seconds
 from tasks.migrations import (
     CONTRACT,
     EXPAND,
@@ -99,7 +99,7 @@ def named_release(releases: list[str], wanted: str) -> str:
     )
 
 
-def _manifests(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
     """(path, manifest) of every deploy recorded on this host, newest first."""
     p = commands.paths(s)
     _, out = host.run_shell_command(
@@ -117,7 +117,7 @@ def _manifests(s: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return manifests
 
 
-def plan(s: dict[str, Any]) -> Target:
+def plan(s: Settings) -> Target:
     """The newest successful deploy's manifest on this host and the release to go back to; a
     clear error when there is nothing to go back to (no change is made then)."""
     p = commands.paths(s)
@@ -133,14 +133,14 @@ def plan(s: dict[str, Any]) -> Target:
     )
     listed, _, current = out.partition("=")
     releases = [r for r in listed.split() if not r.endswith(".partial")]
-    if s["rollback_to"] and s["release_method"] == "helm":
+    if s.rollback_to and s.release_method == "helm":
         raise DeployError(
             f"[{host.name}] rollback_to is not supported with release_method helm: a rollback "
             "goes to the Helm release's previous revision"
         )
-    if s["rollback_to"]:
-        release_dir = f"{p['releases']}/{named_release(releases, s['rollback_to'])}"
-        if s["rollback_restore_backup"] == "yes" and release_dir != manifest["previous_release"]:
+    if s.rollback_to:
+        release_dir = f"{p['releases']}/{named_release(releases, s.rollback_to)}"
+        if s.rollback_restore_backup == "yes" and release_dir != manifest["previous_release"]:
             raise DeployError(
                 f"[{host.name}] rollback_restore_backup=yes restores the backup taken before "
                 f"the last deploy, which replaced {manifest['previous_release']}, not "
@@ -175,15 +175,15 @@ def plan(s: dict[str, Any]) -> Target:
                 "which the database does not have (a rollback never migrates forward): "
                 f"deploy it instead, with --data app_version=<its ref>"
             )
-        if s["rollback_mode"] == "full":
+        if s.rollback_mode == "full":
             _refuse_if_others_need(s, set(applied) - target.migrations)
-    if s["rollback_mode"] == "quick":
+    if s.rollback_mode == "quick":
         _refuse_across_contract(s, target)
     TARGETS[host.name] = target
     return target
 
 
-def _refuse_if_others_need(s: dict[str, Any], to_revert: set[str]) -> None:
+def _refuse_if_others_need(s: Settings, to_revert: set[str]) -> None:
     """A host left out of the run that still runs a release needing a migration this full
     rollback would revert (TO_REVERT) stops the rollback before any change."""
     users = []
@@ -206,7 +206,7 @@ def _refuse_if_others_need(s: dict[str, Any], to_revert: set[str]) -> None:
         )
 
 
-def _refuse_across_contract(s: dict[str, Any], target: Target) -> None:
+def _refuse_across_contract(s: Settings, target: Target) -> None:
     """A contract migration applied after TARGET was released removed something TARGET may
     use: a quick rollback (schema kept) is refused before any change."""
     crossed = [
@@ -224,7 +224,7 @@ def _refuse_across_contract(s: dict[str, Any], target: Target) -> None:
         )
 
 
-def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) -> bool:
+def _fail(host, s: Settings, target: Target, step: str, error: Exception) -> bool:
     notify.failed(s, "rollback", target.name, host.name, f"{step}: {error}", False)
     if target.is_migration_host:
         lock.release(host, s)
@@ -237,7 +237,7 @@ def _fail(host, s: dict[str, Any], target: Target, step: str, error: Exception) 
     return False
 
 
-def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> None:
+def _revert_migrations(host, s: Settings, target: Target, phase: str) -> None:
     """Revert, newest first, the applied migrations of PHASE (contract or expand) that no
     target of this run contains."""
     keep = set().union(*(t.migrations for t in TARGETS.values()))
@@ -265,7 +265,7 @@ def _revert_migrations(host, s: dict[str, Any], target: Target, phase: str) -> N
         target.reverted.append(version)
 
 
-def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
+def _restore_backup(host, s: Settings, target: Target) -> None:
     backup = target.manifest.get("backup")
     if not backup:
         raise DeployError("the deploy took no backup, there is nothing to restore")
@@ -288,7 +288,7 @@ def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
     _, out, _ = sh(host, f"sha256sum {q(backup['path'])}", what="finding the backup")
     if out.split()[0] != backup["sha256"]:
         raise DeployError(f"{backup['path']} does not match its recorded checksum")
-    sh(host, commands.pg_restore(s, backup["path"]), timeout=s["backup_timeout"], what="pg_restore")
+    sh(host, commands.pg_restore(s, backup["path"]), timeout=s.backup_timeout, what="pg_restore")
     _, after, _ = sh(host, commands.psql(s, commands.table_fingerprint_sql()), timeout=120)
     rows, _, md5 = after.strip().split("|")
     if md5 != backup["metrics_md5"] or int(rows) != backup["metrics_rows"]:
@@ -299,7 +299,7 @@ def _restore_backup(host, s: dict[str, Any], target: Target) -> None:
     say(host, f"restored and verified: {rows} rows, md5 {md5}")
 
 
-def _revert_contract(state, host, s: dict[str, Any], target: Target) -> bool:
+def _revert_contract(state, host, s: Settings, target: Target) -> bool:
     """Before any host switches back: the contract migrations the target release lacks (it
     may need what they removed)."""
     try:
@@ -309,15 +309,15 @@ def _revert_contract(state, host, s: dict[str, Any], target: Target) -> bool:
     return True
 
 
-def _schema_after_switch(host, s: dict[str, Any], target: Target) -> None:
+def _schema_after_switch(host, s: Settings, target: Target) -> None:
     """Once every host serves the target: the expand migrations it lacks, then the backup
     (taken before the last deploy, so of the target's schema) if asked."""
     _revert_migrations(host, s, target, EXPAND)
-    if s["rollback_restore_backup"] == "yes":
+    if s.rollback_restore_backup == "yes":
         _restore_backup(host, s, target)
 
 
-def _database(state, host, s: dict[str, Any], target: Target) -> bool:
+def _database(state, host, s: Settings, target: Target) -> bool:
     try:
         _schema_after_switch(host, s, target)
     except DeployError as exc:
@@ -325,29 +325,29 @@ def _database(state, host, s: dict[str, Any], target: Target) -> bool:
     return True
 
 
-def _remove_container(state, host, s: dict[str, Any], target: Target) -> bool:
+def _remove_container(state, host, s: Settings, target: Target) -> bool:
     if not target.manifest.get("redis_container_created"):
-        say(host, f"{s['redis_container']} was not created by that deploy: left as it is")
+        say(host, f"{s.redis_container} was not created by that deploy: left as it is")
         return True
-    sh(host, commands.container_remove(s["redis_container"]))
-    say(host, f"container {s['redis_container']} removed")
+    sh(host, commands.container_remove(s.redis_container))
+    say(host, f"container {s.redis_container} removed")
     return True
 
 
-def _verify_and_record(state, host, s: dict[str, Any], target: Target) -> bool:
+def _verify_and_record(state, host, s: Settings, target: Target) -> bool:
     started = time.time()
     try:
         answer = wait_healthy(host, s)
-        _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s['app_port']}/api/v1/version")
+        _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s.app_port}/api/v1/version")
     except DeployError as exc:
         return _fail(host, s, target, "verify", exc)
     return _record(host, s, target, version, answer, started)
 
 
-def _helm_rollback(state, host, s: dict[str, Any], target: Target) -> bool:
+def _helm_rollback(state, host, s: Settings, target: Target) -> bool:
     """Helm's previous revision, rolled out (release_method helm; see tasks/helm.py)."""
     started = time.time()
-    limit = seconds(s["helm_timeout"]) + 60
+    limit = seconds(s.helm_timeout) + 60
     try:
         say(host, f"$ {shlex.join(helm.rollback_command(s))}")
         helm.run(helm.rollback_command(s), timeout=limit)
@@ -356,21 +356,19 @@ def _helm_rollback(state, host, s: dict[str, Any], target: Target) -> bool:
         sh(host, commands.switch_current(current, target.release_dir), what="switching current")
     except DeployError as exc:
         return _fail(host, s, target, "switch", exc)
-    if s["rollback_mode"] == "full":
+    if s.rollback_mode == "full":
         try:
             _schema_after_switch(host, s, target)
         except DeployError as exc:
             return _fail(host, s, target, "database", exc)
     return _record(
-        host, s, target, f"Helm release {s['helm_release']}: previous revision", status, started
+        host, s, target, f"Helm release {s.helm_release}: previous revision", status, started
     )
 
 
-def _record(
-    host, s: dict[str, Any], target: Target, version: str, answer: str, started: float
-) -> bool:
+def _record(host, s: Settings, target: Target, version: str, answer: str, started: float) -> bool:
     """Write the rollback's record and release the lock (nothing when it was already done)."""
-    if target.already_there and not target.reverted and not s["rollback_disable_redis"]:
+    if target.already_there and not target.reverted and not s.rollback_disable_redis:
         say(host, f"already rolled back: serving {version.strip()} from {target.release_dir}")
         if target.is_migration_host:
             lock.release(host, s)
@@ -378,7 +376,7 @@ def _record(
     record = {
         "status": "rolled back",
         "host": host.name,
-        "mode": s["rollback_mode"],
+        "mode": s.rollback_mode,
         "completed": now_iso(),
         "by": deployed_by(s),
         "undid": target.manifest_path,
@@ -387,7 +385,7 @@ def _record(
         "serving": version.strip(),
         "health": answer,
         "migrations_reverted": target.reverted,
-        "redis_disabled": s["rollback_disable_redis"],
+        "redis_disabled": s.rollback_disable_redis,
         "seconds": round(time.time() - started, 1),
     }
     append_record(host, s, record)
@@ -397,7 +395,7 @@ def _record(
     return True
 
 
-def _switch(state, host, s: dict[str, Any], target: Target, restart: bool) -> bool:
+def _switch(state, host, s: Settings, target: Target, restart: bool) -> bool:
     try:
         if restart or not rollout.serves(host, s, target.release_dir):
             done = rollout.put_in_service(host, s, target.release_dir, restart)
@@ -408,8 +406,8 @@ def _switch(state, host, s: dict[str, Any], target: Target, restart: bool) -> bo
 
 
 @deploy("Rollback")
-def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) -> None:
-    full = s["rollback_mode"] == "full"
+def rollback(s: Settings, target: Target, env_op: OperationMeta | None) -> None:
+    full = s.rollback_mode == "full"
     if full:
         if target.is_migration_host:
             python.call(
@@ -419,21 +417,21 @@ def rollback(s: dict[str, Any], target: Target, env_op: OperationMeta | None) ->
                 target=target,
             )
         python.call(
-            name=f"Ensure {s['redis_container']} is gone if that deploy created it",
+            name=f"Ensure {s.redis_container} is gone if that deploy created it",
             function=_remove_container,
             s=s,
             target=target,
         )
-    if s["release_method"] == "helm":
+    if s.release_method == "helm":
         if target.is_migration_host:
             python.call(
-                name=f"Ensure Helm release {s['helm_release']} is back at its previous revision",
+                name=f"Ensure Helm release {s.helm_release} is back at its previous revision",
                 function=_helm_rollback,
                 s=s,
                 target=target,
             )
         return
-    how = "blue/green, no failed request" if s["release_strategy"] == "blue_green" else "restart"
+    how = "blue/green, no failed request" if s.release_strategy == "blue_green" else "restart"
     python.call(
         name=f"Ensure {target.name} serves ({how})",
         function=_switch,

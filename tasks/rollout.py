@@ -27,6 +27,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
 from tasks import commands, lock, notify, report, service, slots
+from tasks.config import Settings
 from tasks.runtime import (
     DEPLOYMENT,
     DeployError,
@@ -105,16 +106,16 @@ class Rollout:
             self.ended[index].set()
 
 
-def _rollout(s: dict[str, Any]) -> Rollout:
+def _rollout(s: Settings) -> Rollout:
     """This run's rollout, planned by the first host that gets here, from the app hosts still
     in the run (a host that failed earlier takes no part)."""
     if DEPLOYMENT.rollout is None:
         # One batch: drain, start, health gate, check, back in service; twice that, plus
         # slack for the SSH round trips, before a wait gives up.
-        batch = s["release_drain_timeout"] + s["app_health_timeout"] + 2 * s["lb_health_wait"]
+        batch = s.release_drain_timeout + s.app_health_timeout + 2 * s.lb_health_wait
         DEPLOYMENT.rollout = Rollout(
-            batch_plan([h.name for h in app_hosts()], s["rollout_batch"], s["rollout_canary"]),
-            s["rollout_max_fail"],
+            batch_plan([h.name for h in app_hosts()], s.rollout_batch, s.rollout_canary),
+            s.rollout_max_fail,
             bound=2 * batch + 120,
             unreachable=unreachable_app_hosts(),
         )
@@ -124,13 +125,13 @@ def _rollout(s: dict[str, Any]) -> Rollout:
 # ----------------------------------------------------------------------------- one host's switch
 
 
-def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
+def roll_back_release(h, s: Settings, plan: Plan, reason: str) -> str:
     """Quick rollback to the release that served before this run; returns what it did."""
     run = run_for(h)
     if not plan.release_changes:
         run.not_rolled_back.append("release: this run did not change it")
         return "the release was not changed by this run, nothing to switch back"
-    blue_green = s["release_strategy"] == "blue_green"
+    blue_green = s.release_strategy == "blue_green"
     if not plan.previous_dir:
         if blue_green:
             slots.stop_all(h, s)
@@ -153,9 +154,9 @@ def roll_back_release(h, s: dict[str, Any], plan: Plan, reason: str) -> str:
     return f"switched back to {plan.previous_version}, which answers healthy"
 
 
-def serves(h, s: dict[str, Any], release_dir: str) -> bool:
+def serves(h, s: Settings, release_dir: str) -> bool:
     """RELEASE_DIR is what answers on app_port now (as far as the units tell)."""
-    if s["release_strategy"] == "blue_green":
+    if s.release_strategy == "blue_green":
         state = slots.read_state(h, s)
         return (
             state.serving == release_dir == state.current
@@ -167,17 +168,17 @@ def serves(h, s: dict[str, Any], release_dir: str) -> bool:
     return out.split() == [release_dir, service.serving_form(s)]
 
 
-def put_in_service(h, s: dict[str, Any], release_dir: str, restart: bool) -> str | None:
+def put_in_service(h, s: Settings, release_dir: str, restart: bool) -> str | None:
     """Make RELEASE_DIR serve on app_port, health-gated (the caller found that it does not, or
     RESTART is asked); returns what was done, None when a blue/green switch found nothing left
     to do. Raises DeployError when the release is not healthy (a health metric is recorded)."""
-    if s["release_strategy"] == "blue_green":
+    if s.release_strategy == "blue_green":
         try:
             return slots.activate(h, s, release_dir, restart=restart)
         except DeployError as exc:
             run_for(h).metric(
                 "health check before traffic",
-                f"200 within {s['app_health_timeout']}s",
+                f"200 within {s.app_health_timeout}s",
                 str(exc),
                 False,
             )
@@ -187,14 +188,14 @@ def put_in_service(h, s: dict[str, Any], release_dir: str, restart: bool) -> str
     except DeployError as exc:
         run_for(h).metric(
             "health check after restart",
-            f"200 within {s['app_health_timeout']}s",
+            f"200 within {s.app_health_timeout}s",
             str(exc).split("; ")[-1],
             False,
         )
         raise
 
 
-def restart_single(h, s: dict[str, Any], release_dir: str) -> str:
+def restart_single(h, s: Settings, release_dir: str) -> str:
     """The checklist's stop/start (`release_strategy: restart`): `current` switched, the one
     instance restarted, then the health check through app_port."""
     p = commands.paths(s)
@@ -214,7 +215,7 @@ def rollback_command(plan: Plan, host_name: str) -> str:
 
 
 def fail(
-    h, s: dict[str, Any], plan: Plan, phase: str, error: Exception | str, roll_back: bool = False
+    h, s: Settings, plan: Plan, phase: str, error: Exception | str, roll_back: bool = False
 ) -> bool:
     """Stop this host's deploy: roll back when asked (and allowed), write the record and the
     report, tell the operator what failed, the state things are in and how to roll back.
@@ -224,7 +225,7 @@ def fail(
     run.outcome, run.failure = "failed", f"{phase}: {error}"
     run.completed = time.time()
     state = "the previous release keeps serving (nothing was switched)"
-    if roll_back and s["auto_rollback"]:
+    if roll_back and s.auto_rollback:
         try:
             state = roll_back_release(h, s, plan, f"{phase} failed")
             run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
@@ -266,7 +267,7 @@ def phase_check(phase: str, roll_back: bool = False):
     False."""
 
     def wrap(body):
-        def callback(state, host, s: dict[str, Any], plan: Plan, **kwargs: Any) -> bool:
+        def callback(state, host, s: Settings, plan: Plan, **kwargs: Any) -> bool:
             try:
                 body(host, s, plan, **kwargs)
             except DeployError as exc:
@@ -282,7 +283,7 @@ def phase_check(phase: str, roll_back: bool = False):
 # ----------------------------------------------------------------------------- the balancer
 
 
-def _balancer(s: dict[str, Any]):
+def _balancer(s: Settings):
     """The lb_servers host, connected (a `--limit` to app hosts leaves it out of the run)."""
     hosts = inventory.get_group(LB_GROUP, None) or []
     if not hosts:
@@ -290,10 +291,10 @@ def _balancer(s: dict[str, Any]):
     return connected(hosts[0], "to drain the app hosts")
 
 
-def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -> str:
+def _on_balancer(h, s: Settings, state: str, until: str, timeout: float) -> str:
     """Set H's server on the balancer to STATE, then wait until it is UNTIL (see
     runtime.haproxy_wait)."""
-    lb, socket, backend = _balancer(s), s["lb_haproxy_socket"], s["lb_haproxy_backend"]
+    lb, socket, backend = _balancer(s), s.lb_haproxy_socket, s.lb_haproxy_backend
     sh(
         lb,
         commands.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
@@ -302,28 +303,28 @@ def _on_balancer(h, s: dict[str, Any], state: str, until: str, timeout: float) -
     return haproxy_wait(lb, socket, backend, h.name, until, timeout)
 
 
-def _drain(h, s: dict[str, Any]) -> None:
-    if s["lb_mode"] == "haproxy":
-        left = _on_balancer(h, s, "drain", "drained", s["release_drain_timeout"])
+def _drain(h, s: Settings) -> None:
+    if s.lb_mode == "haproxy":
+        left = _on_balancer(h, s, "drain", "drained", s.release_drain_timeout)
         say(h, f"drained on {_balancer(s).name} (status, sessions, queued: {left})")
-    elif s["lb_mode"] == "health_check":
+    elif s.lb_mode == "health_check":
         slots.set_draining(h, s, True)
-        say(h, f"failing the balancer's health check; waiting {s['lb_health_wait']}s")
-        time.sleep(s["lb_health_wait"])
+        say(h, f"failing the balancer's health check; waiting {s.lb_health_wait}s")
+        time.sleep(s.lb_health_wait)
 
 
-def _put_back(h, s: dict[str, Any]) -> None:
-    if s["lb_mode"] == "haproxy":
+def _put_back(h, s: Settings) -> None:
+    if s.lb_mode == "haproxy":
         _on_balancer(h, s, "ready", "up", 15)
         say(h, f"back in service on {_balancer(s).name}")
-    elif s["lb_mode"] == "health_check":
+    elif s.lb_mode == "health_check":
         slots.set_draining(h, s, False)
-        say(h, f"passing the balancer's health check again; waiting {s['lb_health_wait']}s")
-        time.sleep(s["lb_health_wait"])
+        say(h, f"passing the balancer's health check again; waiting {s.lb_health_wait}s")
+        time.sleep(s.lb_health_wait)
 
 
 @contextmanager
-def out_of_service(h, s: dict[str, Any]) -> Iterator[None]:
+def out_of_service(h, s: Settings) -> Iterator[None]:
     """The host out of the balancer for the block, back in afterwards whatever happened."""
     _drain(h, s)
     try:
@@ -335,22 +336,20 @@ def out_of_service(h, s: dict[str, Any]) -> Iterator[None]:
 # ----------------------------------------------------------------------------- one host
 
 
-def _gate(h, s: dict[str, Any]) -> None:
+def _gate(h, s: Settings) -> None:
     """The host's own check before it takes the balancer's traffic again: the history
     endpoint and the version, through app_port."""
-    base = f"http://127.0.0.1:{s['app_port']}"
-    code, seconds, _ = timed_get(h, base + s["verify_history_path"])
+    base = f"http://127.0.0.1:{s.app_port}"
+    code, seconds, _ = timed_get(h, base + s.verify_history_path)
     if code != 200:
-        raise DeployError(f"the history endpoint answered {code} through port {s['app_port']}")
+        raise DeployError(f"the history endpoint answered {code} through port {s.app_port}")
     code, _, body = timed_get(h, base + "/api/v1/version")
     if code != 200:
-        raise DeployError(f"/api/v1/version answered {code} through port {s['app_port']}")
+        raise DeployError(f"/api/v1/version answered {code} through port {s.app_port}")
     say(h, f"gate passed: history 200 in {seconds * 1000:.0f} ms, {body.strip()}")
 
 
-def _switch_host(
-    state, host, s: dict[str, Any], plan: Plan, restart: bool, migration_host: str
-) -> bool:
+def _switch_host(state, host, s: Settings, plan: Plan, restart: bool, migration_host: str) -> bool:
     if migration_host not in {h.name for h in inventory.get_active_hosts()}:
         return fail(
             host,
@@ -426,11 +425,11 @@ def _switch_host(
 
 
 @deploy("Rollout")
-def roll_out(s: dict[str, Any], plan: Plan, restart_if_changed: list[OperationMeta]) -> None:
+def roll_out(s: Settings, plan: Plan, restart_if_changed: list[OperationMeta]) -> None:
     """Switch the app hosts batch by batch (see the module's docstring)."""
     restart = any(op.will_change for op in restart_if_changed)
     python.call(
-        name=f"Ensure {plan.release} serves on port {s['app_port']}, batch by batch"
+        name=f"Ensure {plan.release} serves on port {s.app_port}, batch by batch"
         + (" (restart: .env or unit changed)" if restart else ""),
         function=_switch_host,
         s=s,
@@ -440,29 +439,29 @@ def roll_out(s: dict[str, Any], plan: Plan, restart_if_changed: list[OperationMe
     )
 
 
-def _check_balancer(state, host, s: dict[str, Any]) -> bool:
+def _check_balancer(state, host, s: Settings) -> bool:
     """The balancer answers on its admin socket and knows every app host as a server."""
     apps = [h.name for h in app_hosts()]
-    ok, out, _ = sh(host, commands.haproxy_api(s["lb_haproxy_socket"], "show stat"), check=False)
+    ok, out, _ = sh(host, commands.haproxy_api(s.lb_haproxy_socket, "show stat"), check=False)
     known = {
         line.split(",")[1]
         for line in out.splitlines()
-        if line.startswith(f"{s['lb_haproxy_backend']},")
+        if line.startswith(f"{s.lb_haproxy_backend},")
     }
     missing = [name for name in apps if name not in known]
     if not ok or missing:
         say(
             host,
-            f"REFUSED: backend {s['lb_haproxy_backend']} on {host.name} "
+            f"REFUSED: backend {s.lb_haproxy_backend} on {host.name} "
             + (f"has no server named {', '.join(missing)}" if ok else "does not answer")
-            + f" (admin socket {s['lb_haproxy_socket']}); nothing was changed",
+            + f" (admin socket {s.lb_haproxy_socket}); nothing was changed",
         )
         return False
     say(host, f"balancer {host.name} knows {', '.join(apps)}")
     return True
 
 
-def check_reachable(s: dict[str, Any]) -> None:
+def check_reachable(s: Settings) -> None:
     """App hosts pyinfra could not connect to count against rollout_max_fail: more than it
     allows stops the run before any change; within it, the others are deployed and the
     operator is told which hosts were left behind and how to finish them."""
@@ -470,10 +469,10 @@ def check_reachable(s: dict[str, Any]) -> None:
     if not missing:
         return
     names = ", ".join(missing)
-    if len(missing) > s["rollout_max_fail"]:
+    if len(missing) > s.rollout_max_fail:
         raise SystemExit(
             f"app host(s) {names} unreachable, and rollout_max_fail is "
-            f"{s['rollout_max_fail']}: the deploy stops here and nothing was changed. Bring "
+            f"{s.rollout_max_fail}: the deploy stops here and nothing was changed. Bring "
             f"them back, leave them out with --limit, or allow it with --data "
             f"rollout_max_fail={len(missing)}"
         )
@@ -482,7 +481,7 @@ def check_reachable(s: dict[str, Any]) -> None:
         click.echo(
             click.style(
                 f"--> {names} unreachable: not deployed (within rollout_max_fail "
-                f"{s['rollout_max_fail']}); they keep their release. Once they are back: "
+                f"{s.rollout_max_fail}); they keep their release. Once they are back: "
                 f"pyinfra -y {inventory_arg()} deploy.py --limit {','.join(missing)}",
                 fg="yellow",
             ),
@@ -491,9 +490,9 @@ def check_reachable(s: dict[str, Any]) -> None:
 
 
 @deploy("Load balancer")
-def check_balancer(s: dict[str, Any]) -> None:
+def check_balancer(s: Settings) -> None:
     """On a lb_servers host: nothing is deployed there; with lb_mode haproxy, check it first."""
-    if s["lb_mode"] == "haproxy":
+    if s.lb_mode == "haproxy":
         python.call(
             name=f"Check that {host.name} balances every app host", function=_check_balancer, s=s
         )

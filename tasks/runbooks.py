@@ -11,6 +11,7 @@ so no deploy undoes a runbook silently; `runbook=reset` removes the overrides.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
 from tasks import commands, env_file, lock, rollout
+from tasks.config import Settings
 from tasks.redis import cache_address
 from tasks.runtime import (
     DEPLOYMENT,
@@ -48,7 +50,7 @@ RUNBOOKS = {
 DONE: dict[str, dict[str, Any]] = {}  # this run's record per host, for the local report
 
 
-def new_overrides(name: str, base: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+def new_overrides(name: str, base: Settings, current: dict[str, Any]) -> dict[str, Any]:
     """The overrides host should keep after runbook NAME: BASE is the settings from group_vars,
     CURRENT the overrides already there."""
     values = dict(current)
@@ -56,16 +58,16 @@ def new_overrides(name: str, base: dict[str, Any], current: dict[str, Any]) -> d
         values["redis_enabled"] = False
     elif name == "redis-enable":
         values.pop("redis_enabled", None)
-        if not base["redis_enabled"]:
+        if not base.redis_enabled:
             values["redis_enabled"] = True
     elif name == "reduce-memory":
-        values["redis_maxmemory"] = base["runbook_redis_maxmemory"]
+        values["redis_maxmemory"] = base.runbook_redis_maxmemory
         for key in ("db_max_open_conns", "db_max_idle_conns", "redis_pool_size"):
-            values[key] = max(1, base[key] // 2)
-        values["redis_min_idle_conns"] = base["redis_min_idle_conns"] // 2
-    elif name == "terminate-idle" and base["runbook_max_open_conns"]:
-        values["db_max_open_conns"] = base["runbook_max_open_conns"]
-        values["db_max_idle_conns"] = min(base["db_max_idle_conns"], base["runbook_max_open_conns"])
+            values[key] = max(1, getattr(base, key) // 2)
+        values["redis_min_idle_conns"] = base.redis_min_idle_conns // 2
+    elif name == "terminate-idle" and base.runbook_max_open_conns:
+        values["db_max_open_conns"] = base.runbook_max_open_conns
+        values["db_max_idle_conns"] = min(base.db_max_idle_conns, base.runbook_max_open_conns)
     elif name == "reset":
         values = {}
     return values
@@ -81,7 +83,7 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     )
 
 
-def _record(h, s: dict[str, Any], name: str, done: list[str]) -> None:
+def _record(h, s: Settings, name: str, done: list[str]) -> None:
     """A deployment record on the host (when something changed) and the run's local report."""
     entry = {
         "status": "runbook",
@@ -94,14 +96,14 @@ def _record(h, s: dict[str, Any], name: str, done: list[str]) -> None:
     if done:
         append_record(h, s, entry)
     DONE[h.name] = entry
-    folder = Path(s["report_dir"])
+    folder = Path(s.report_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{s['deploy_env']}-{DEPLOYMENT.stamp}-runbook-{name}.json"
+    path = folder / f"{s.deploy_env}-{DEPLOYMENT.stamp}-runbook-{name}.json"
     path.write_text(json.dumps({"runbook": name, "hosts": DONE}, indent=2) + "\n")
     say(h, f"runbook {name}: {'; '.join(done) if done else 'nothing to change'} (report: {path})")
 
 
-def _keep_overrides(state, host, s: dict[str, Any], values: dict[str, Any], runbook: str) -> bool:
+def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: str) -> bool:
     path = commands.paths(s)["overrides"]
     if values:
         document = {"runbook": runbook, "at": now_iso(), "by": deployed_by(s), "values": values}
@@ -111,24 +113,24 @@ def _keep_overrides(state, host, s: dict[str, Any], values: dict[str, Any], runb
     return True
 
 
-def _restart(h, s: dict[str, Any]) -> str:
+def _restart(h, s: Settings) -> str:
     """The release that serves now, started again with the new .env, no request failing."""
     _, current, _ = sh(h, f"readlink {q(commands.paths(s)['current'])}")
     return rollout.put_in_service(h, s, current.strip(), restart=True) or "restarted"
 
 
-def _database_work(h, s: dict[str, Any], name: str) -> list[str]:
+def _database_work(h, s: Settings, name: str) -> list[str]:
     """What the runbook does on the database (from the migration host only)."""
     if name == "terminate-idle":
-        minutes = s["runbook_idle_minutes"]
-        _, out, _ = sh(h, commands.psql(s, terminate_idle_sql(s["db_name"], minutes)))
+        minutes = s.runbook_idle_minutes
+        _, out, _ = sh(h, commands.psql(s, terminate_idle_sql(s.db_name, minutes)))
         return [
             f"terminated {int(out.strip())} connection(s) idle for more than {minutes} minute(s)"
         ]
     if name != "migration-memory":
         return []
-    wanted = s["runbook_maintenance_work_mem"]
-    role, value = commands.sql_ident(s["db_user"]), commands.sql_literal(wanted)
+    wanted = s.runbook_maintenance_work_mem
+    role, value = commands.sql_ident(s.db_user), commands.sql_literal(wanted)
     _, size, _ = sh(
         h,
         commands.psql(
@@ -158,7 +160,7 @@ def _database_work(h, s: dict[str, Any], name: str) -> list[str]:
             "or set migrate_maintenance_work_mem, which each migration session sets for itself"
         )
     return [
-        f"maintenance_work_mem for role {s['db_user']}: {now} -> {wanted}; metrics is {size}, "
+        f"maintenance_work_mem for role {s.db_user}: {now} -> {wanted}; metrics is {size}, "
         + (
             f"more than {wanted}: its index builds will still sort on disk, raise it further"
             if larger == "t"
@@ -173,30 +175,30 @@ def redis_bytes(size: str) -> int:
     return number * {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}[unit]
 
 
-def _set_maxmemory(h, s: dict[str, Any]) -> list[str]:
+def _set_maxmemory(h, s: Settings) -> list[str]:
     """CONFIG SET maxmemory to what S says, live (no restart, the cache is kept), unless the
     cache already has it."""
     address, port = cache_address(s)
-    maxmemory = s["redis_maxmemory"]
+    maxmemory = s.redis_maxmemory
     _, now, _ = sh(h, commands.redis_cli(s, "config", "get", "maxmemory", host=address, port=port))
     if now.split()[-1:] == [str(redis_bytes(maxmemory))]:
         return []
     sh(h, commands.redis_cli(s, "config", "set", "maxmemory", maxmemory, host=address, port=port))
-    if s["redis_mode"] == "external":
+    if s.redis_mode == "external":
         return [f"Redis {address}:{port} maxmemory {maxmemory} (live)"]
     return [
-        f"{s['redis_container']} maxmemory {maxmemory} (live; a deploy recreates the container "
+        f"{s.redis_container} maxmemory {maxmemory} (live; a deploy recreates the container "
         "when that differs from its flags, emptying the cache once)"
     ]
 
 
-def _run(state, host, s: dict[str, Any], runbook: str, env_op: OperationMeta | None) -> bool:
+def _run(state, host, s: Settings, runbook: str, env_op: OperationMeta | None) -> bool:
     name, done = runbook, []
     try:
         once = host.name == migration_host_name(s)  # the database and an external cache
         if once:
             done += _database_work(host, s, name)
-        if name in ("reduce-memory", "reset") and (once or s["redis_mode"] == "container"):
+        if name in ("reduce-memory", "reset") and (once or s.redis_mode == "container"):
             done += _set_maxmemory(host, s)
         if env_op is not None and env_op.did_change():
             done.append(f".env updated; {_restart(host, s)}")
@@ -210,10 +212,10 @@ def _run(state, host, s: dict[str, Any], runbook: str, env_op: OperationMeta | N
 
 
 @deploy("Runbook")
-def runbook(base: dict[str, Any], s: dict[str, Any], current: dict[str, Any]) -> None:
+def runbook(base: Settings, s: Settings, current: dict[str, Any]) -> None:
     """Runbook `runbook` on this host: BASE are the group_vars settings, S the settings with
     the overrides the host has now (CURRENT)."""
-    name = base["runbook"]
+    name = base.runbook
     values = new_overrides(name, base, current)
     env_op = None
     if values != current:
@@ -224,11 +226,11 @@ def runbook(base: dict[str, Any], s: dict[str, Any], current: dict[str, Any]) ->
             values=values,
             runbook=name,
         )
-        env_op = env_file.env_file({**base, **values})
+        env_op = env_file.env_file(replace(base, **values))
     python.call(
         name=f"Runbook {name}: {RUNBOOKS[name]}",
         function=_run,
-        s={**base, **values},
+        s=replace(base, **values),
         runbook=name,
         env_op=env_op,
     )

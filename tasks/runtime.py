@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
@@ -21,7 +21,7 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 
 from tasks import commands
-from tasks.config import check_or_exit
+from tasks.config import Settings, check_or_exit
 
 
 class DeployError(Exception):
@@ -113,7 +113,7 @@ def settings() -> dict[str, Any]:
     every problem; with the overrides a runbook left on the host applied, and said out loud
     (a deploy never undoes a runbook silently)."""
     base, overrides = settings_and_overrides()
-    return {**base, **overrides}
+    return replace(base, **overrides)
 
 
 def settings_and_overrides() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -134,7 +134,7 @@ def settings_and_overrides() -> tuple[dict[str, Any], dict[str, Any]]:
     return base, found.get("values", {})
 
 
-def read_overrides(h: Host, s: dict[str, Any]) -> dict[str, Any]:
+def read_overrides(h: Host, s: Settings) -> dict[str, Any]:
     """The runbook overrides recorded on host H ({} when none): runbook, at, values."""
     path = commands.paths(s)["overrides"]
     _, out, _ = sh(h, f"cat {commands.q(path)} 2>/dev/null || true", timeout=30)
@@ -186,8 +186,8 @@ def connected(h: Host, reason: str) -> Host:
     return h
 
 
-def migration_host_name(s: dict[str, Any]) -> str:
-    return s["deploy_migration_host"] or app_hosts()[0].name
+def migration_host_name(s: Settings) -> str:
+    return s.deploy_migration_host or app_hosts()[0].name
 
 
 def is_dry() -> bool:
@@ -202,8 +202,8 @@ def inventory_arg() -> str:
     )
 
 
-def deployed_by(s: dict[str, Any]) -> str:
-    return s["report_deployed_by"] or f"{getpass.getuser()}@{socket.gethostname()}"
+def deployed_by(s: Settings) -> str:
+    return s.report_deployed_by or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -251,7 +251,7 @@ def put_text(h: Host, text: str, dest: str, mode: str = "600") -> None:
     )
 
 
-def append_record(h: Host, s: dict[str, Any], record: dict[str, Any]) -> None:
+def append_record(h: Host, s: Settings, record: dict[str, Any]) -> None:
     """Append one JSON line to the host's deployment records (root only, mode 0600)."""
     records = commands.paths(s)["records"]
     tmp = f"{commands.paths(s)['state']}/record.tmp"
@@ -267,16 +267,16 @@ def append_record(h: Host, s: dict[str, Any], record: dict[str, Any]) -> None:
 HEALTHY = '"authenticated":true'
 
 
-def health_url(s: dict[str, Any]) -> str:
-    return f"http://127.0.0.1:{s['app_port']}{s['app_health_path']}"
+def health_url(s: Settings) -> str:
+    return f"http://127.0.0.1:{s.app_port}{s.app_health_path}"
 
 
-def wait_healthy(h: Host, s: dict[str, Any]) -> str:
+def wait_healthy(h: Host, s: Settings) -> str:
     """The health answer through app_port, waited for up to app_health_timeout."""
     return sh(
         h,
-        commands.wait_healthy(health_url(s), HEALTHY, s["app_health_timeout"]),
-        timeout=s["app_health_timeout"] + 15,
+        commands.wait_healthy(health_url(s), HEALTHY, s.app_health_timeout),
+        timeout=s.app_health_timeout + 15,
         what="the health check",
     )[1].strip()
 

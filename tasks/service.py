@@ -12,38 +12,38 @@ it on the host (`<app_image>:<release>`, kept as long as the folder is: app_keep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.server import Command
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.runtime import put_text, say, sh
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "files" / "Dockerfile"
 q = commands.q
 
 
-def is_docker(s: dict[str, Any]) -> bool:
-    return s["release_method"] == "docker"
+def is_docker(s: Settings) -> bool:
+    return s.release_method == "docker"
 
 
-def unit(s: dict[str, Any], slot: str | None = None) -> str:
-    return f"{s['app_service']}@{slot}" if slot else s["app_service"]
+def unit(s: Settings, slot: str | None = None) -> str:
+    return f"{s.app_service}@{slot}" if slot else s.app_service
 
 
-def container(s: dict[str, Any], slot: str | None = None) -> str:
-    return f"{s['app_container']}-{slot}" if slot else s["app_container"]
+def container(s: Settings, slot: str | None = None) -> str:
+    return f"{s.app_container}-{slot}" if slot else s.app_container
 
 
-def port(s: dict[str, Any], slot: str | None = None) -> int:
+def port(s: Settings, slot: str | None = None) -> int:
     """Where the instance answers: its slot's loopback port, or app_port."""
-    return s[f"app_{slot}_port"] if slot else s["app_port"]
+    return getattr(s, f"app_{slot}_port") if slot else s.app_port
 
 
-def image(s: dict[str, Any], release_dir: str) -> str:
-    return f"{s['app_image']}:{release_dir.rsplit('/', 1)[-1]}"
+def image(s: Settings, release_dir: str) -> str:
+    return f"{s.app_image}:{release_dir.rsplit('/', 1)[-1]}"
 
 
 def image_labels(release_dir: str) -> dict[str, str]:
@@ -57,23 +57,23 @@ def image_labels(release_dir: str) -> dict[str, str]:
     }
 
 
-def _dockerfile_on_host(s: dict[str, Any]) -> str:
+def _dockerfile_on_host(s: Settings) -> str:
     return f"{commands.paths(s)['state']}/Dockerfile"
 
 
-def _build(s: dict[str, Any], release_dir: str) -> str:
+def _build(s: Settings, release_dir: str) -> str:
     context = f"{release_dir}/{commands.SERVICE_BINARY.rsplit('/', 1)[0]}"
     return commands.image_build(
         _dockerfile_on_host(s), context, image(s, release_dir), image_labels(release_dir)
     )
 
 
-def _image_exists_command(s: dict[str, Any], release_dir: str) -> str:
+def _image_exists_command(s: Settings, release_dir: str) -> str:
     return f"docker image inspect {q(image(s, release_dir))} >/dev/null 2>&1 && echo yes || echo no"
 
 
 @operation()
-def image_built(settings: dict[str, Any], release_dir: str):
+def image_built(settings: Settings, release_dir: str):
     """
     Ensure the image of a release exists on the host, built from its folder with files/Dockerfile.
 
@@ -87,7 +87,7 @@ def image_built(settings: dict[str, Any], release_dir: str):
     yield StringCommand(_build(settings, release_dir))
 
 
-def ensure_image(h, s: dict[str, Any], release_dir: str) -> None:
+def ensure_image(h, s: Settings, release_dir: str) -> None:
     """At execution time: build the release's image when it is missing (a rollback to a
     release deployed before with systemd, or whose image was removed by hand)."""
     _, out, _ = sh(h, _image_exists_command(s, release_dir))
@@ -98,31 +98,31 @@ def ensure_image(h, s: dict[str, Any], release_dir: str) -> None:
     say(h, f"built image {image(s, release_dir)}")
 
 
-def cache_container(s: dict[str, Any]) -> str | None:
+def cache_container(s: Settings) -> str | None:
     """The redis-cache container the service reaches by name on the network (container
     mode), or None (an external endpoint, reached at its address)."""
-    return s["redis_container"] if s["redis_mode"] == "container" else None
+    return s.redis_container if s.redis_mode == "container" else None
 
 
-def run_command(s: dict[str, Any], release_dir: str, slot: str | None = None) -> str:
+def run_command(s: Settings, release_dir: str, slot: str | None = None) -> str:
     """The container of the instance, started on RELEASE_DIR's image."""
-    publish = f"127.0.0.1:{port(s, slot)}" if slot else str(s["app_port"])
+    publish = f"127.0.0.1:{port(s, slot)}" if slot else str(s.app_port)
     return commands.container_run(
-        s, container(s, slot), image(s, release_dir), publish, s["app_user"], cache_container(s)
+        s, container(s, slot), image(s, release_dir), publish, s.app_user, cache_container(s)
     )
 
 
-def form_command(s: dict[str, Any], slot: str | None = None) -> str:
+def form_command(s: Settings, slot: str | None = None) -> str:
     """Prints `systemd`, `docker` or nothing: the form the instance runs in now."""
     return commands.instance_form(unit(s, slot), container(s, slot))
 
 
-def serving_form(s: dict[str, Any]) -> str:
+def serving_form(s: Settings) -> str:
     """The form this run's release_method starts instances in."""
     return "docker" if is_docker(s) else "systemd"
 
 
-def start(h, s: dict[str, Any], release_dir: str, slot: str | None = None) -> str:
+def start(h, s: Settings, release_dir: str, slot: str | None = None) -> str:
     """(Re)start the instance on RELEASE_DIR in the form of release_method, its other form
     stopped first. A unit runs what its link points at: the caller points the slot's link (or
     `current`) at RELEASE_DIR before. Returns what was started."""
@@ -131,7 +131,7 @@ def start(h, s: dict[str, Any], release_dir: str, slot: str | None = None) -> st
         sh(
             h,
             f"{commands.unit_stop(unit(s, slot))}; "
-            f"{commands.network_ready(s['docker_network'], cache_container(s))} && "
+            f"{commands.network_ready(s.docker_network, cache_container(s))} && "
             f"{run_command(s, release_dir, slot)}",
             what=f"starting container {container(s, slot)}",
         )
@@ -145,6 +145,6 @@ def start(h, s: dict[str, Any], release_dir: str, slot: str | None = None) -> st
     return f"unit {unit(s, slot)}"
 
 
-def stop(h, s: dict[str, Any], slot: str | None = None) -> None:
+def stop(h, s: Settings, slot: str | None = None) -> None:
     """Stop the instance in both forms (disabled, or removed): it does not come back at boot."""
     sh(h, commands.instance_stop(unit(s, slot), container(s, slot)), what="stopping an instance")

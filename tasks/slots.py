@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
@@ -28,6 +27,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import commands, service
+from tasks.config import Settings
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -36,24 +36,24 @@ BACKEND = "slots"
 q = commands.q
 
 
-def proxy_service(s: dict[str, Any]) -> str:
-    return f"{s['app_service']}-proxy"
+def proxy_service(s: Settings) -> str:
+    return f"{s.app_service}-proxy"
 
 
-def _paths(s: dict[str, Any]) -> dict[str, str]:
-    slots = f"{s['app_dir']}/slots"
+def _paths(s: Settings) -> dict[str, str]:
+    slots = f"{s.app_dir}/slots"
     return {
         "slots": slots,
         "active": f"{slots}/active",
-        "config": f"/etc/{s['app_service']}/proxy.cfg",
+        "config": f"/etc/{s.app_service}/proxy.cfg",
         "socket": f"/run/{proxy_service(s)}/admin.sock",
-        "drain_map": f"/etc/{s['app_service']}/drain.map",
-        "slot_unit": f"/etc/systemd/system/{s['app_service']}@.service",
+        "drain_map": f"/etc/{s.app_service}/drain.map",
+        "slot_unit": f"/etc/systemd/system/{s.app_service}@.service",
         "proxy_unit": f"/etc/systemd/system/{proxy_service(s)}.service",
     }
 
 
-def proxy_config_text(s: dict[str, Any]) -> str:
+def proxy_config_text(s: Settings) -> str:
     return (
         (FILES / "proxy.cfg")
         .read_text()
@@ -61,44 +61,44 @@ def proxy_config_text(s: dict[str, Any]) -> str:
             socket=_paths(s)["socket"],
             drain_map=_paths(s)["drain_map"],
             bind="*",
-            port=s["app_port"],
-            health_path=s["app_health_path"],
+            port=s.app_port,
+            health_path=s.app_health_path,
             blue_port=service.port(s, "blue"),
             green_port=service.port(s, "green"),
         )
     )
 
 
-def slot_unit_text(s: dict[str, Any]) -> str:
+def slot_unit_text(s: Settings) -> str:
     p = commands.paths(s)
     return (
         (FILES / "monitoring-dashboard@.service")
         .read_text()
         .format(
             proxy_service=proxy_service(s),
-            user=s["app_user"],
+            user=s.app_user,
             slots=_paths(s)["slots"],
             env_file=p["env_file"],
             binary=commands.SERVICE_BINARY,
-            log_dir=str(Path(s["app_log_file"]).parent),
+            log_dir=str(Path(s.app_log_file).parent),
         )
     )
 
 
-def proxy_unit_text(s: dict[str, Any]) -> str:
+def proxy_unit_text(s: Settings) -> str:
     return (
         (FILES / "monitoring-dashboard-proxy.service")
         .read_text()
         .format(
-            service=s["app_service"],
-            port=s["app_port"],
+            service=s.app_service,
+            port=s.app_port,
             config=_paths(s)["config"],
             runtime_dir=proxy_service(s),
         )
     )
 
 
-def ensure_units(s: dict[str, Any]) -> OperationMeta:
+def ensure_units(s: Settings) -> OperationMeta:
     """The proxy, its configuration and the slots' units (operations; nothing starts here).
     Returns the slots' unit, whose change means the instances must restart."""
     p = _paths(s)
@@ -128,7 +128,7 @@ def ensure_units(s: dict[str, Any]) -> OperationMeta:
         mode="644",
     )
     unit = files.put(
-        name=f"Ensure systemd unit {s['app_service']}@.service (slots) is installed",
+        name=f"Ensure systemd unit {s.app_service}@.service (slots) is installed",
         src=StringIO(slot_unit_text(s)),
         dest=p["slot_unit"],
         mode="644",
@@ -178,7 +178,7 @@ class SlotState:
         return None
 
 
-def read_state(h, s: dict[str, Any]) -> SlotState:
+def read_state(h, s: Settings) -> SlotState:
     p = _paths(s)
     instances = [(service.unit(s, slot), service.container(s, slot)) for slot in SLOTS]
     _, out, _ = sh(
@@ -203,15 +203,15 @@ def read_state(h, s: dict[str, Any]) -> SlotState:
     )
 
 
-def _api(h, s: dict[str, Any], *lines: str) -> None:
+def _api(h, s: Settings, *lines: str) -> None:
     sh(h, commands.haproxy_api(_paths(s)["socket"], *lines), what="the proxy's admin socket")
 
 
-def _wait(h, s: dict[str, Any], slot: str, until: str, timeout: float) -> str:
+def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
     return haproxy_wait(h, _paths(s)["socket"], BACKEND, slot, until, timeout)
 
 
-def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> str | None:
+def activate(h, s: Settings, release_dir: str, restart: bool = False) -> str | None:
     """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
 
     Nothing happens (None is returned) when it already serves and RESTART is not asked;
@@ -235,11 +235,11 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
         _api(h, s, f"set server {BACKEND}/{new} state maint")
     sh(h, commands.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
     started = service.start(h, s, release_dir, new)
-    url = f"http://127.0.0.1:{port}{s['app_health_path']}"
+    url = f"http://127.0.0.1:{port}{s.app_health_path}"
     ok, out, err = sh(
         h,
-        commands.wait_healthy(url, HEALTHY, s["app_health_timeout"]),
-        timeout=s["app_health_timeout"] + 15,
+        commands.wait_healthy(url, HEALTHY, s.app_health_timeout),
+        timeout=s.app_health_timeout + 15,
         check=False,
     )
     if not ok:
@@ -255,7 +255,7 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
         _wait(h, s, new, "up", 10)
         if old:
             _api(h, s, f"set server {BACKEND}/{old} state drain")
-            left = _wait(h, s, old, "drained", s["release_drain_timeout"])
+            left = _wait(h, s, old, "drained", s.release_drain_timeout)
             _api(h, s, f"set server {BACKEND}/{old} state maint")
             say(h, f"slot {old} drained ({left})")
     else:
@@ -276,7 +276,7 @@ def activate(h, s: dict[str, Any], release_dir: str, restart: bool = False) -> s
     return f"slot {new} serves {release}" + (f", slot {old} drained and stopped" if old else "")
 
 
-def set_draining(h, s: dict[str, Any], draining: bool) -> None:
+def set_draining(h, s: Settings, draining: bool) -> None:
     """Make the health path on app_port answer 503 (DRAINING) or pass through again, at once
     (the admin socket; a proxy restart forgets it, which ends the drain)."""
     drain_map = _paths(s)["drain_map"]
@@ -284,17 +284,17 @@ def set_draining(h, s: dict[str, Any], draining: bool) -> None:
     _api(h, s, line)
 
 
-def is_active_command(s: dict[str, Any]) -> str:
+def is_active_command(s: Settings) -> str:
     """Prints `active` when the proxy runs (the host is in the blue_green shape)."""
     return f"systemctl is-active {q(proxy_service(s))} || true"
 
 
-def stop_all_command(s: dict[str, Any]) -> str:
+def stop_all_command(s: Settings) -> str:
     """Leave the blue_green shape: proxy and slots (units or containers) stopped and disabled
     (then the single instance of `release_strategy: restart` can take app_port)."""
     slots = [commands.instance_stop(service.unit(s, x), service.container(s, x)) for x in SLOTS]
     return "; ".join([commands.unit_stop(proxy_service(s)), *slots])
 
 
-def stop_all(h, s: dict[str, Any]) -> None:
+def stop_all(h, s: Settings) -> None:
     sh(h, stop_all_command(s))

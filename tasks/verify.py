@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import commands
+from tasks.config import Settings
 from tasks.redis import cache_address
 from tasks.rollout import phase_check
 from tasks.runtime import DeployError, Plan, health_url, run_for, say, sh, timed_get
@@ -18,18 +19,17 @@ EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
 q = commands.q
 
 
-def log_since_start(h, s: dict[str, Any]) -> str:
+def log_since_start(h, s: Settings) -> str:
     """The service's log lines since its most recent start."""
     _, out, _ = sh(
         h,
-        f"tac {q(s['app_log_file'])} 2>/dev/null | "
-        "sed '/Starting monitoring-dashboard-api/q' | tac",
+        f"tac {q(s.app_log_file)} 2>/dev/null | sed '/Starting monitoring-dashboard-api/q' | tac",
         check=False,
     )
     return out
 
 
-def redis_stats(h, s: dict[str, Any]) -> dict[str, int]:
+def redis_stats(h, s: Settings) -> dict[str, int]:
     address, port = cache_address(s)
     _, out, _ = sh(h, commands.redis_cli(s, "info", "stats", host=address, port=port))
     stats = {}
@@ -40,7 +40,7 @@ def redis_stats(h, s: dict[str, Any]) -> dict[str, int]:
     return stats
 
 
-def metrics_keys(h, s: dict[str, Any]) -> int:
+def metrics_keys(h, s: Settings) -> int:
     address, port = cache_address(s)
     _, out, _ = sh(
         h, commands.redis_cli(s, "--scan", "--pattern", "metrics:*", host=address, port=port)
@@ -48,13 +48,13 @@ def metrics_keys(h, s: dict[str, Any]) -> int:
     return len(out.split())
 
 
-def db_connections(h, s: dict[str, Any]) -> int:
+def db_connections(h, s: Settings) -> int:
     _, out, _ = sh(
         h,
         commands.psql(
             s,
             f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
-            f"{commands.sql_literal(s['db_name'])}",
+            f"{commands.sql_literal(s.db_name)}",
         ),
         timeout=30,
         what="counting the database's connections",
@@ -63,7 +63,7 @@ def db_connections(h, s: dict[str, Any]) -> int:
 
 
 @phase_check("verify", roll_back=True)
-def _verify(host, s: dict[str, Any], plan: Plan) -> None:
+def _verify(host, s: Settings, plan: Plan) -> None:
     run = run_for(host)
     failures: list[str] = []
 
@@ -86,7 +86,7 @@ def _verify(host, s: dict[str, Any], plan: Plan) -> None:
 
     log = log_since_start(host, s)
     uses_redis = "Redis" in log
-    if s["redis_enabled"] and uses_redis:
+    if s.redis_enabled and uses_redis:
         check(
             "Redis connection (log since start)",
             "Redis cache initialized successfully",
@@ -95,19 +95,19 @@ def _verify(host, s: dict[str, Any], plan: Plan) -> None:
             else "not initialized: " + next((x for x in log.splitlines() if "Redis" in x), ""),
             "Redis cache initialized successfully" in log,
         )
-    url = f"http://127.0.0.1:{s['app_port']}{s['verify_history_path']}"
-    before = redis_stats(host, s) if uses_redis and s["redis_enabled"] else {}
+    url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
+    before = redis_stats(host, s) if uses_redis and s.redis_enabled else {}
     timings, codes = [], []
-    for _ in range(s["verify_requests"]):
+    for _ in range(s.verify_requests):
         code, seconds, _ = timed_get(host, url)
         codes.append(code)
         timings.append(seconds * 1000)
     slowest = max(timings)
     check(
         "history endpoint",
-        f"200, < {s['verify_latency_ms']} ms",
+        f"200, < {s.verify_latency_ms} ms",
         f"{sorted(set(codes))}, max {slowest:.0f} ms, first {timings[0]:.0f} ms",
-        set(codes) == {200} and slowest < s["verify_latency_ms"],
+        set(codes) == {200} and slowest < s.verify_latency_ms,
     )
     if before:
         after = redis_stats(host, s)
@@ -116,22 +116,22 @@ def _verify(host, s: dict[str, Any], plan: Plan) -> None:
         ratio = hits / (hits + misses) if hits + misses else 0.0
         check(
             "Redis hit ratio (INFO stats delta)",
-            f">= {s['verify_min_hit_ratio']:.2f}",
+            f">= {s.verify_min_hit_ratio:.2f}",
             f"{ratio:.2f} ({hits} hits, {misses} misses)",
-            ratio >= s["verify_min_hit_ratio"],
+            ratio >= s.verify_min_hit_ratio,
         )
         keys = metrics_keys(host, s)
         check("Redis metrics:* keys (SCAN)", "> 0", keys, keys > 0)
-    elif not s["redis_enabled"]:
+    elif not s.redis_enabled:
         run.metric("Redis cache", "REDIS_ENABLED=false", "disabled by configuration", True)
     else:
         run.metric("Redis cache", "used by the release", "this release logs no Redis use", True)
     connections = db_connections(host, s)
     check(
-        f"connections to {s['db_name']}",
-        f"< {s['verify_max_db_connections']}",
+        f"connections to {s.db_name}",
+        f"< {s.verify_max_db_connections}",
         connections,
-        connections < s["verify_max_db_connections"],
+        connections < s.verify_max_db_connections,
     )
     if failures:
         raise DeployError("verification failed:\n" + "\n".join(f"  - {f}" for f in failures))
@@ -139,5 +139,5 @@ def _verify(host, s: dict[str, Any], plan: Plan) -> None:
 
 
 @deploy("Verify")
-def verify(s: dict[str, Any], plan: Plan) -> None:
+def verify(s: Settings, plan: Plan) -> None:
     python.call(name="Verify the deployment (checklist step 6)", function=_verify, s=s, plan=plan)

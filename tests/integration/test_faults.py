@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from pyinfra_cli import (
@@ -28,6 +27,7 @@ from lab import apprepo, core
 from lab.load import Load
 from lab.topology import LabHost, topology
 from tasks import commands
+from tasks.config import Settings
 
 HOLDER = "fault-holder"  # application_name of the session a test keeps open on the database
 
@@ -36,7 +36,7 @@ HOLDER = "fault-holder"  # application_name of the session a test keeps open on 
 class Staging:
     app1: LabHost
     db1: LabHost
-    s: dict[str, Any]
+    s: Settings
 
     def sh(self, command: str, host: LabHost | None = None, check: bool = True) -> str:
         done = core.ssh(host or self.app1, command, check=check)
@@ -46,7 +46,7 @@ class Staging:
         return self.sh(commands.psql(self.s, sql))
 
     def as_postgres(self, sql: str) -> str:
-        psql = f"psql -X -At -d {commands.q(self.s['db_name'])} -c {commands.q(sql)}"
+        psql = f"psql -X -At -d {commands.q(self.s.db_name)} -c {commands.q(sql)}"
         return self.sh(f"su postgres -c {commands.q(psql)}", host=self.db1)
 
     def rows(self) -> str:
@@ -93,7 +93,7 @@ class Staging:
         raise AssertionError(f"no session with {condition} within {timeout}s")
 
     def backups(self) -> str:
-        return self.sh(f"ls -A {commands.q(self.s['backup_dir'])} 2>/dev/null || true")
+        return self.sh(f"ls -A {commands.q(self.s.backup_dir)} 2>/dev/null || true")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_failing_pg_dump_stops_before_any_migration_and_leaves_no_file(st):
 def test_a_backup_disk_that_fills_up_mid_dump_stops_before_any_migration(st):
     """A small file system on backup_dir, big enough for the pre-flight check; once the dump
     has begun, something else fills it."""
-    rows, where = st.rows(), commands.q(st.s["backup_dir"])
+    rows, where = st.rows(), commands.q(st.s.backup_dir)
     filler = (
         f"for i in $(seq 1200); do ls {where}/*.partial >/dev/null 2>&1 && break; sleep 0.05; "
         f"done; dd if=/dev/zero of={where}/.filler bs=1M 2>/dev/null"

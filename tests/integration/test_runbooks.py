@@ -73,8 +73,8 @@ def test_reduce_memory_lowers_maxmemory_live_and_halves_the_pools(staging):
     assert result.returncode == 0, output(result)[-3000:]
     maxmemory = sh(app1, "redis-cli -h 127.0.0.1 config get maxmemory").split()
     assert maxmemory == ["maxmemory", str(512 * 1024 * 1024)]
-    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s["db_max_open_conns"] // 2)
-    assert env_value(app1, "REDIS_POOL_SIZE") == str(s["redis_pool_size"] // 2)
+    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s.db_max_open_conns // 2)
+    assert env_value(app1, "REDIS_POOL_SIZE") == str(s.redis_pool_size // 2)
 
 
 def test_terminate_idle_ends_idle_connections_and_the_service_keeps_answering(staging):
@@ -95,14 +95,14 @@ def test_terminate_idle_ends_idle_connections_and_the_service_keeps_answering(st
 
 def test_migration_memory_raises_the_roles_maintenance_work_mem(staging):
     app1, s = staging
-    sh(app1, commands.psql(s, f"ALTER ROLE {s['db_user']} RESET maintenance_work_mem"))
+    sh(app1, commands.psql(s, f"ALTER ROLE {s.db_user} RESET maintenance_work_mem"))
     result = runbook("migration-memory")
     assert result.returncode == 0, output(result)[-3000:]
     assert "maintenance_work_mem for role monitoring:" in output(result)
     assert "its index builds sort in memory" in output(result)
     config = sh(
         app1,
-        commands.psql(s, f"SELECT rolconfig FROM pg_roles WHERE rolname = '{s['db_user']}'"),
+        commands.psql(s, f"SELECT rolconfig FROM pg_roles WHERE rolname = '{s.db_user}'"),
     )
     assert "maintenance_work_mem=1GB" in config
     assert "runbook migration-memory: nothing to change" in output(runbook("migration-memory"))
@@ -113,5 +113,5 @@ def test_reset_brings_group_vars_back(staging):
     result = runbook("reset")
     assert result.returncode == 0, output(result)[-3000:]
     assert env_value(app1, "REDIS_ENABLED") == "true"
-    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s["db_max_open_conns"])
+    assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s.db_max_open_conns)
     assert sh(app1, "ls /var/lib/monitoring-dashboard-deploy/runbook-overrides.json || true") == ""

@@ -96,9 +96,9 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
     remote = [
         f"{p['manifests']}/*.json",
         p["records"],
-        s["app_log_file"],
-        f"{s['backup_dir']}/*.log",
-        f"{s['backup_dir']}/*.json",
+        s.app_log_file,
+        f"{s.backup_dir}/*.log",
+        f"{s.backup_dir}/*.json",
     ]
     for pattern in remote:
         for path in sh(app1, f"ls -1 {pattern} 2>/dev/null || true").split():

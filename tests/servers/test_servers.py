@@ -13,9 +13,9 @@ def _instance(host, s) -> tuple[str, str]:
     """The form (systemd or docker) and name (unit or container) of what runs the release now:
     the active slot, or the single instance of `restart`."""
     slot = None
-    if s["release_strategy"] == "blue_green":
-        slot = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
-    if s["release_method"] == "docker":
+    if s.release_strategy == "blue_green":
+        slot = host.file(f"{s.app_dir}/slots/active").content_string.strip()
+    if s.release_method == "docker":
         return "docker", service.container(s, slot)
     return "systemd", service.unit(s, slot)
 
@@ -48,8 +48,8 @@ def test_only_the_serving_instance_runs_and_nothing_of_the_other_method(server):
     host, s = server
     form, _ = _instance(host, s)
     running = {slot: f for slot, f in _forms(host, s).items() if f}
-    if s["release_strategy"] == "blue_green":
-        active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+    if s.release_strategy == "blue_green":
+        active = host.file(f"{s.app_dir}/slots/active").content_string.strip()
         assert running == {active: form}
     else:
         assert running == {None: form}
@@ -59,32 +59,32 @@ def test_only_the_serving_instance_runs_and_nothing_of_the_other_method(server):
 
 def test_blue_green_proxy_serves_the_port_and_one_slot_listens_on_loopback(server):
     host, s = server
-    if s["release_strategy"] != "blue_green":
+    if s.release_strategy != "blue_green":
         assert not host.service(slots.proxy_service(s)).is_running
         return
     proxy = host.service(slots.proxy_service(s))
     assert proxy.is_running and proxy.is_enabled
     for slot in slots.SLOTS:
         assert not host.socket(f"tcp://0.0.0.0:{service.port(s, slot)}").is_listening
-    active = host.file(f"{s['app_dir']}/slots/active").content_string.strip()
+    active = host.file(f"{s.app_dir}/slots/active").content_string.strip()
     assert host.socket(f"tcp://127.0.0.1:{service.port(s, active)}").is_listening
-    link = host.file(f"{s['app_dir']}/slots/{active}").linked_to
+    link = host.file(f"{s.app_dir}/slots/{active}").linked_to
     assert link == host.file(commands.paths(s)["current"]).linked_to
 
 
 def test_service_runs_as_its_own_non_root_user(server):
     host, s = server
-    user = host.user(s["app_user"])
+    user = host.user(s.app_user)
     assert user.exists and user.uid != 0
     assert user.shell == "/usr/sbin/nologin"
-    assert host.check_output(f"ps -o user= -p {_main_pid(host, s)}") == s["app_user"]
+    assert host.check_output(f"ps -o user= -p {_main_pid(host, s)}") == s.app_user
 
 
 def test_env_file_is_private_to_the_service_user(server):
     host, s = server
     env = host.file(commands.paths(s)["env_file"])
     assert env.exists and env.mode == 0o600
-    assert env.user == s["app_user"]
+    assert env.user == s.app_user
 
 
 def test_deploy_secrets_are_root_only(server):
@@ -111,7 +111,7 @@ def test_instance_is_hardened_and_reads_the_env_file(server):
     if form == "systemd":
         unit = host.check_output(f"systemctl cat {name}")
         for line in (
-            f"User={s['app_user']}",
+            f"User={s.app_user}",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
             f"EnvironmentFile={env_file}",
@@ -120,7 +120,7 @@ def test_instance_is_hardened_and_reads_the_env_file(server):
         return
     info = json.loads(host.check_output(f"docker inspect {name}"))[0]
     config, hc = info["Config"], info["HostConfig"]
-    user = host.user(s["app_user"])
+    user = host.user(s.app_user)
     assert config["User"] == f"{user.uid}:{user.gid}"
     assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and not hc["Privileged"]
     assert "no-new-privileges" in hc["SecurityOpt"]
@@ -128,9 +128,9 @@ def test_instance_is_hardened_and_reads_the_env_file(server):
     assert mounts[commands.CONTAINER_ENV_FILE]["Source"] == env_file
     assert not mounts[commands.CONTAINER_ENV_FILE]["RW"]
     assert not [key for key in config["Env"] if key.startswith(("DB_PASSWORD", "REDIS_PASSWORD"))]
-    assert s["docker_network"] in info["NetworkSettings"]["Networks"]
+    assert s.docker_network in info["NetworkSettings"]["Networks"]
     release = host.file(commands.paths(s)["current"]).linked_to.rsplit("/", 1)[-1]
-    assert config["Image"] == f"{s['app_image']}:{release}"
+    assert config["Image"] == f"{s.app_image}:{release}"
     assert config["Labels"]["org.opencontainers.image.version"] == release.rsplit("-", 1)[0]
 
 
@@ -150,38 +150,38 @@ def test_the_service_cannot_reach_the_docker_socket(server):
     # in the service's own mount namespace the socket is an inaccessible node (mode 000)
     seen = host.run(f"nsenter -t {pid} -m stat -L -c %a /run/docker.sock")
     assert seen.rc != 0 or seen.stdout.strip() == "0", seen.stdout
-    assert host.check_output(f"id -nG {s['app_user']}").split().count("docker") == 0
+    assert host.check_output(f"id -nG {s.app_user}").split().count("docker") == 0
 
 
 def test_service_answers_its_health_check(server):
     host, s = server
-    out = host.check_output(f"curl -s -m 5 http://127.0.0.1:{s['app_port']}{s['app_health_path']}")
+    out = host.check_output(f"curl -s -m 5 http://127.0.0.1:{s.app_port}{s.app_health_path}")
     assert json.loads(out) == {"auth_enabled": False, "authenticated": True}
     assert (
-        host.socket(f"tcp://0.0.0.0:{s['app_port']}").is_listening
-        or host.socket(f"tcp://:::{s['app_port']}").is_listening
+        host.socket(f"tcp://0.0.0.0:{s.app_port}").is_listening
+        or host.socket(f"tcp://:::{s.app_port}").is_listening
     )
 
 
 def test_redis_container_has_the_checklists_flags(server):
     host, s = server
-    if s["redis_mode"] != "container":
-        assert host.run(f"docker inspect {s['redis_container']}").rc != 0
+    if s.redis_mode != "container":
+        assert host.run(f"docker inspect {s.redis_container}").rc != 0
         return
-    info = json.loads(host.check_output(f"docker inspect {s['redis_container']}"))[0]
+    info = json.loads(host.check_output(f"docker inspect {s.redis_container}"))[0]
     assert info["State"]["Running"]
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     args = info["Args"] if info["Path"] != "redis-server" else info["Args"]
     joined = " ".join(args)
     for flag in (
-        f"--maxmemory {s['redis_maxmemory']}",
-        f"--maxmemory-policy {s['redis_maxmemory_policy']}",
+        f"--maxmemory {s.redis_maxmemory}",
+        f"--maxmemory-policy {s.redis_maxmemory_policy}",
         "--appendonly no",
     ):
         assert flag in joined
     assert "--save" in args and args[args.index("--save") + 1] == ""
     binding = info["HostConfig"]["PortBindings"]["6379/tcp"][0]
-    assert binding == {"HostIp": s["redis_bind"], "HostPort": str(s["redis_port"])}
+    assert binding == {"HostIp": s.redis_bind, "HostPort": str(s.redis_port)}
 
 
 def test_database_has_the_checklists_objects_and_history(server):

@@ -1,4 +1,5 @@
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -369,8 +370,14 @@ def test_an_instance_stops_in_both_forms_and_needs_no_docker(tmp_path):
 
 
 def test_a_container_runs_as_the_checklist_says_on_a_network_without_secrets_in_its_flags():
-    s = {**S, "app_port": 8080, "app_log_file": "/var/log/md/app.log", "docker_network": "md"}
-    s["app_dir"], s["deploy_state_dir"] = "/app/md", "/var/lib/md"
+    s = replace(
+        S,
+        app_port=8080,
+        app_log_file="/var/log/md/app.log",
+        docker_network="md",
+        app_dir="/app/md",
+        deploy_state_dir="/var/lib/md",
+    )
     cmd = c.container_run(s, "api-blue", "api:v2-abc", "127.0.0.1:8081", "svc", "redis-cache")
     assert cmd.startswith(c.container_remove("api-blue") + "; docker run -d --name api-blue ")
     for flag in (

@@ -14,17 +14,17 @@ ENV = {"DB_PASSWORD": "pw"}
 def test_defaults_follow_the_checklist():
     s, problems = config.validate(BASE, ENV)
     assert problems == []
-    assert s["app_dir"] == "/app/monitoring-dashboard-api"
-    assert s["app_service"] == "monitoring-dashboard"
-    assert s["app_port"] == 8080
-    assert s["app_log_file"] == "/var/log/monitoring-dashboard/app.log"
-    assert (s["redis_container"], s["redis_maxmemory"], s["redis_maxmemory_policy"]) == (
+    assert s.app_dir == "/app/monitoring-dashboard-api"
+    assert s.app_service == "monitoring-dashboard"
+    assert s.app_port == 8080
+    assert s.app_log_file == "/var/log/monitoring-dashboard/app.log"
+    assert (s.redis_container, s.redis_maxmemory, s.redis_maxmemory_policy) == (
         "redis-cache",
         "1gb",
         "allkeys-lru",
     )
-    assert (s["db_max_open_conns"], s["db_max_idle_conns"]) == (100, 50)
-    assert s["db_name"] == "monitoring"
+    assert (s.db_max_open_conns, s.db_max_idle_conns) == (100, 50)
+    assert s.db_name == "monitoring"
 
 
 def test_every_problem_is_reported_at_once():
@@ -59,7 +59,7 @@ def test_values_are_coerced_to_their_types():
         {**BASE, "app_port": "9090", "redis_enabled": "false", "verify_min_hit_ratio": "0.5"}, ENV
     )
     assert problems == []
-    assert (s["app_port"], s["redis_enabled"], s["verify_min_hit_ratio"]) == (9090, False, 0.5)
+    assert (s.app_port, s.redis_enabled, s.verify_min_hit_ratio) == (9090, False, 0.5)
 
 
 def test_cross_field_checks():

@@ -99,4 +99,4 @@ def test_a_batch_count_from_yaml_is_a_number_and_is_accepted():
         {"deploy_env": "x", "app_repo_url": "u", "db_host": "d", "rollout_batch": 2},
         environ={"DB_PASSWORD": "p"},
     )
-    assert problems == [] and s["rollout_batch"] == "2"
+    assert problems == [] and s.rollout_batch == "2"

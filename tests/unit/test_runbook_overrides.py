@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from tasks import commands
 from tasks.config import validate
 from tasks.runbooks import new_overrides, redis_bytes, terminate_idle_sql
@@ -13,7 +15,7 @@ def test_redis_disable_and_enable_flip_one_override_and_keep_the_others():
     assert off == {"db_max_open_conns": 10, "redis_enabled": False}
     assert new_overrides("redis-disable", BASE, off) == off  # a second run: no change
     assert new_overrides("redis-enable", BASE, off) == kept
-    assert new_overrides("redis-enable", {**BASE, "redis_enabled": False}, {}) == {
+    assert new_overrides("redis-enable", replace(BASE, redis_enabled=False), {}) == {
         "redis_enabled": True
     }
 
@@ -22,17 +24,17 @@ def test_reduce_memory_halves_the_pools_and_lowers_maxmemory():
     values = new_overrides("reduce-memory", BASE, {})
     assert values == {
         "redis_maxmemory": "512mb",
-        "db_max_open_conns": BASE["db_max_open_conns"] // 2,
-        "db_max_idle_conns": BASE["db_max_idle_conns"] // 2,
-        "redis_pool_size": BASE["redis_pool_size"] // 2,
-        "redis_min_idle_conns": BASE["redis_min_idle_conns"] // 2,
+        "db_max_open_conns": BASE.db_max_open_conns // 2,
+        "db_max_idle_conns": BASE.db_max_idle_conns // 2,
+        "redis_pool_size": BASE.redis_pool_size // 2,
+        "redis_min_idle_conns": BASE.redis_min_idle_conns // 2,
     }
     assert new_overrides("reduce-memory", BASE, values) == values
 
 
 def test_terminate_idle_lowers_the_pool_only_when_asked_and_reset_clears_everything():
     assert new_overrides("terminate-idle", BASE, {}) == {}
-    lowered = new_overrides("terminate-idle", {**BASE, "runbook_max_open_conns": 30}, {})
+    lowered = new_overrides("terminate-idle", replace(BASE, runbook_max_open_conns=30), {})
     assert lowered == {"db_max_open_conns": 30, "db_max_idle_conns": 30}
     assert new_overrides("reset", BASE, lowered) == {}
     assert new_overrides("migration-memory", BASE, lowered) == lowered
