@@ -7,15 +7,16 @@ Migrations headed `-- deploy: contract` run last, once every app host serves the
 A load balancer host (group lb_servers) gets no deploy: the rollout drains the app hosts on it.
 """
 
+import sys
+
 import click
-from pyinfra import host
+from pyinfra import host, state
 
 from tasks import (
     backup,
     env_file,
     helm,
     loadtest,
-    lock,
     migrate,
     monitor,
     notify,
@@ -27,74 +28,82 @@ from tasks import (
     verify,
 )
 from tasks.config import Settings
-from tasks.runtime import DeployError, is_dry, run_for, settings
+from tasks.context import Plan, RunContext
+from tasks.method import Method, method_for
+from tasks.outcome import ended
+from tasks.records import start_phase
+from tasks.runtime import DeployError, settings
+from tasks.strategy import strategy_for
 
 
-def checklist(s: Settings) -> None:
-    """An app host: the checklist's phases, in order."""
-    rollout.check_reachable(s)
-    on_kubernetes = s.release_method == "helm"
+def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
+    """What this host's deploy will do, read before any change; with --dry, the database work
+    and the Helm commands it would run. Bad input stops here, before anything changed."""
     try:
         backup.check_copy_target(s)
-        if on_kubernetes and not is_dry() and helm.missing_tools(s):
+        if method.name == "helm" and not ctx.dry and helm.missing_tools(s):
             raise DeployError("release_method helm: " + "; ".join(helm.missing_tools(s)))
-        plan = release.make_plan(s)
-        if is_dry():
-            migrate.preview(s, plan)
-            if on_kubernetes and plan.is_migration_host:
+        found = release.make_plan(s)
+        if ctx.dry:
+            migrate.preview(s, found)
+            if method.name == "helm" and found.is_migration_host:
                 click.echo("--> release_method helm: on the deploying machine, would run:")
                 click.echo("\n".join(f"    {line}" for line in helm.plan_text(s)))
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
-    run = run_for()
+    return found
 
-    report.start_phase("preflight")
-    preflight.preflight(s, plan)
-    notify.started(s, "deploy", plan.ref)
-    report.start_phase("build")
-    built = release.build(s, plan)
+
+def checklist(ctx: RunContext, s: Settings) -> None:
+    """An app host: the checklist's phases, in order."""
+    rollout.check_reachable(ctx, s)
+    method = method_for(s)
+    p = plan(ctx, s, method)
+    run = ctx.run(host)
+
+    start_phase(ctx, "preflight")
+    preflight.preflight(ctx, s, p, method)
+    notify.started(ctx, s, p.ref)
+    start_phase(ctx, "build")
+    built = release.build(ctx, s, p, method)
     if built is not None:
         run.ops["release built"] = built
-    report.start_phase("backup")
-    backup.backup(s, plan)
-    report.start_phase("migrate")
-    migrate.migrate(s, plan)
-    if on_kubernetes:  # the cluster runs the service: its readiness probe is the health gate
-        report.start_phase("release")
-        helm.release(s, plan)
-        release.prune(s, plan)
-        report.start_phase("contract")
-        migrate.contract(s, plan)
-        report.report(s, plan)
-        lock.release_at_end(s)
-        notify.finished(s, "deploy", plan.ref)
-        return
-    report.start_phase("redis")
-    redis_op = redis.redis(s, plan)
-    if redis_op is not None:
-        run.ops["redis container"] = redis_op
-    report.start_phase("env_file")
-    run.ops[".env"] = env_file.env_file(s)
-    report.start_phase("release")
-    release_ops = release.prepare(s, plan, redis_op)
-    run.ops.update(release_ops)
-    rollout.roll_out(s, plan, restart_if_changed=[run.ops[".env"], *release_ops.values()])
-    release.prune(s, plan)
-    report.start_phase("verify")
-    verify.verify(s, plan)
-    report.start_phase("loadtest")
-    loadtest.loadtest(s, plan)
-    report.start_phase("monitor")
-    monitor.monitor(s, plan)
-    report.start_phase("contract")
-    migrate.contract(s, plan)
-    report.report(s, plan)
-    lock.release_at_end(s)
-    notify.finished(s, "deploy", plan.ref)
+    start_phase(ctx, "backup")
+    backup.backup(ctx, s, p)
+    start_phase(ctx, "migrate")
+    migrate.migrate(ctx, s, p, method)
+    if not method.on_hosts:  # Kubernetes runs the service: its readiness probe is the gate
+        start_phase(ctx, "release")
+        helm.release(ctx, s, p)
+        release.prune(s, p)
+    else:
+        strategy = strategy_for(method)
+        start_phase(ctx, "redis")
+        redis_op = redis.redis(ctx, s, p)
+        if redis_op is not None:
+            run.ops["redis container"] = redis_op
+        start_phase(ctx, "env_file")
+        run.ops[".env"] = env_file.env_file(s)
+        start_phase(ctx, "release")
+        restart_on = strategy.ensure_ready(redis_op)
+        run.ops.update(restart_on)
+        rollout.roll_out(ctx, s, p, strategy, [run.ops[".env"], *restart_on.values()])
+        release.prune(s, p)
+        start_phase(ctx, "verify")
+        verify.verify(ctx, s, p, strategy)
+        start_phase(ctx, "loadtest")
+        loadtest.loadtest(ctx, s, p, strategy)
+        start_phase(ctx, "monitor")
+        monitor.monitor(ctx, s, p, strategy)
+    start_phase(ctx, "contract")
+    migrate.contract(ctx, s, p, method)
+    report.report(ctx, s, p)
+    ended(ctx, s, p.ref)
 
 
-s = settings()
+context = RunContext.of(state, "deploy", sys.argv[1:])
+host_settings = settings()
 if rollout.LB_GROUP in host.groups:
-    rollout.check_balancer(s)  # nothing is deployed on the load balancer
+    rollout.check_balancer(host_settings)  # nothing is deployed on the load balancer
 else:
-    checklist(s)
+    checklist(context, host_settings)

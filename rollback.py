@@ -11,25 +11,40 @@
 --data rollback_disable_redis=true  set REDIS_ENABLED=false in .env
 """
 
+import sys
 from dataclasses import replace
 
-from pyinfra import host
+from pyinfra import host, state
 
 from tasks import env_file, lock, notify, preflight, rollback
+from tasks.config import Settings
+from tasks.context import RunContext
+from tasks.method import method_for
+from tasks.outcome import ended
 from tasks.runtime import APP_GROUP, DeployError, settings
+from tasks.strategy import strategy_for
 
-s = settings()
-if APP_GROUP in host.groups:  # a load balancer host (lb_servers) has nothing to roll back
+
+def roll_back(ctx: RunContext, s: Settings) -> None:
+    """An app host: back to the release its manifests name, in the checklist's order."""
+    method = method_for(s)
     try:
-        target = rollback.plan(s)
+        target = rollback.plan(ctx, s, method)
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
 
     preflight.secret_files(s)
-    lock.acquire(s, target.is_migration_host)
-    notify.started(s, "rollback", target.name)
-    env_op = (
-        env_file.env_file(replace(s, redis_enabled=False)) if s.rollback_disable_redis else None
-    )
-    rollback.rollback(s, target, env_op)
-    notify.finished(s, "rollback", target.name)
+    lock.acquire(ctx, s, target.is_migration_host)
+    notify.started(ctx, s, target.name)
+    env_op = None
+    if s.rollback_disable_redis:
+        env_op = env_file.env_file(replace(s, redis_enabled=False))
+    release = strategy_for(method) if method.on_hosts else None
+    rollback.rollback(ctx, s, target, release, env_op)
+    ended(ctx, s, target.name)
+
+
+context = RunContext.of(state, "rollback", sys.argv[1:])
+host_settings = settings()
+if APP_GROUP in host.groups:  # a load balancer host (lb_servers) has nothing to roll back
+    roll_back(context, host_settings)

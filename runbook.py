@@ -9,19 +9,32 @@ reduce-memory                 Redis maxmemory lowered live, pool sizes halved
 reset                         every runbook override removed
 """
 
+import sys
 from dataclasses import replace
 
-from pyinfra import host
+from pyinfra import host, state
 
-from tasks import lock, preflight, runbooks
+from tasks import env_file, lock, preflight, runbooks
+from tasks.context import RunContext
+from tasks.method import method_for
+from tasks.outcome import ended
 from tasks.runtime import APP_GROUP, migration_host_name, settings_and_overrides
+from tasks.strategy import strategy_for
 
+context = RunContext.of(state, "runbook", sys.argv[1:])
 base, overrides = settings_and_overrides()  # what earlier runbooks left on this host
 s = replace(base, **overrides)
 if APP_GROUP in host.groups:
     if not s.runbook:
         names = "\n".join(f"  {name:<17} {what}" for name, what in runbooks.RUNBOOKS.items())
         raise SystemExit(f"name a runbook with --data runbook=NAME:\n{names}\nNothing was changed.")
+    values = runbooks.new_overrides(s.runbook, base, overrides)
+    after = replace(base, **values)  # the settings once the runbook is done
     preflight.secret_files(s)
-    lock.acquire(s, host.name == migration_host_name(s))
-    runbooks.runbook(base, s, overrides)
+    lock.acquire(context, s, host.name == migration_host_name(s))
+    env_op = None
+    if values != overrides:
+        runbooks.keep_overrides(s, values)
+        env_op = env_file.env_file(after)
+    runbooks.runbook(context, after, strategy_for(method_for(after)), env_op)
+    ended(context, s, s.runbook)

@@ -20,9 +20,10 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings
+from tasks.context import Plan, RunContext
 from tasks.migrations import pending_migrations
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, connected, health_url, run_for, say, sh
+from tasks.outcome import phase_check
+from tasks.runtime import DeployError, connected, health_url, say, sh
 
 q = commands.q
 
@@ -101,8 +102,8 @@ def _copy_off_host(host, s: Settings, dump: str, checksum: str) -> str:
 
 
 @phase_check("backup")
-def _backup(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    run = ctx.run(host)
     pending = pending_migrations(host, s, plan)
     if not pending and not plan.release_changes:
         say(host, "no backup: no migration pending and the release does not change")
@@ -158,11 +159,12 @@ def _backup(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Backup")
-def backup(s: Settings, plan: Plan) -> None:
+def backup(ctx: RunContext, s: Settings, plan: Plan) -> None:
     if plan.is_migration_host:
         python.call(
             name="Ensure a verified backup exists before anything changes",
             function=_backup,
+            ctx=ctx,
             s=s,
             plan=plan,
         )

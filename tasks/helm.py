@@ -34,8 +34,9 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings, seconds
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+from tasks.context import Plan, RunContext
+from tasks.outcome import phase_check
+from tasks.runtime import DeployError, say, secret, sh
 
 REPO = Path(__file__).resolve().parent.parent
 MASK = "(not shown)"
@@ -217,8 +218,8 @@ def _installed_values(s: Settings) -> dict[str, Any] | None:
 
 
 @phase_check("release")
-def _release(host, s: Settings, plan: Plan) -> None:
-    record = run_for(host)
+def _release(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    record = ctx.run(host)
     limit = seconds(s.helm_timeout) + 60
     manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
     applied = run(secret_apply_command(s), timeout=60, stdin=manifest)
@@ -245,13 +246,14 @@ def _release(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Release (Helm)")
-def release(s: Settings, plan: Plan) -> None:
+def release(ctx: RunContext, s: Settings, plan: Plan) -> None:
     """On the migration host's turn only: the commands run on the deploying machine."""
     if plan.is_migration_host:
         python.call(
             name=f"Ensure Helm release {s.helm_release} runs {s.app_version} "
             f"(namespace {s.helm_namespace})",
             function=_release,
+            ctx=ctx,
             s=s,
             plan=plan,
         )

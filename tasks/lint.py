@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tasks.config import Settings
+from tasks.context import Plan
 from tasks.migrations import (
     Migration,
     backfill_problems,
@@ -29,7 +30,7 @@ from tasks.migrations import (
     read_history,
     release_migrations,
 )
-from tasks.runtime import DeployError, Plan
+from tasks.runtime import DeployError
 
 SQUAWK_VERSION = "2.70.0"  # pinned in pyproject.toml (PyPI squawk-cli)
 

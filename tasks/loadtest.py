@@ -16,8 +16,10 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings, seconds
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say
+from tasks.context import Plan, RunContext
+from tasks.outcome import phase_check
+from tasks.runtime import DeployError, say
+from tasks.strategy import Strategy
 
 SCRIPT = Path(__file__).resolve().parent.parent / "files" / "k6" / "loadtest.js"
 
@@ -52,8 +54,8 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
 
 
 @phase_check("loadtest", roll_back=True)
-def _loadtest(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    run = ctx.run(host)
     if not run.all_changes():
         say(host, "load test skipped: this run changed nothing")
         run.facts["loadtest"] = {"skipped": "nothing changed"}
@@ -123,6 +125,14 @@ def _loadtest(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Load test")
-def loadtest(s: Settings, plan: Plan) -> None:
+def loadtest(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
+    """k6 against each app host; a failed threshold switches the host back (RELEASE)."""
     if s.loadtest_enabled:
-        python.call(name="Load test with k6 (smoke, then step)", function=_loadtest, s=s, plan=plan)
+        python.call(
+            name="Load test with k6 (smoke, then step)",
+            function=_loadtest,
+            ctx=ctx,
+            s=s,
+            plan=plan,
+            release=release,
+        )

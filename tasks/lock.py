@@ -12,7 +12,6 @@ holder to finish instead (queued CI pipelines). A stale lock is broken only expl
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import gevent
@@ -21,26 +20,16 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings
-from tasks.runtime import (
-    DEPLOYMENT,
-    DeployError,
-    app_hosts,
-    append_record,
-    deployed_by,
-    inventory_arg,
-    now_iso,
-    run_for,
-    say,
-    sh,
-)
+from tasks.context import RunContext
+from tasks.runtime import DeployError, app_hosts, append_record, deployed_by, now_iso, say, sh
 
 TABLE = "deploy_lock"
 HEARTBEAT = 5  # seconds between two refreshes by the holder
 STALE = 60  # seconds without a refresh after which the holder is taken for dead
 
 
-def holder(s: Settings) -> str:
-    return f"{deployed_by(s)} pid {os.getpid()} run {DEPLOYMENT.stamp}"
+def holder(ctx: RunContext, s: Settings) -> str:
+    return f"{deployed_by(s)} pid {os.getpid()} run {ctx.stamp}"
 
 
 def create_sql() -> list[str]:
@@ -97,20 +86,19 @@ def _read_holder(host, s: Settings) -> tuple[str, str, str, int] | None:
     return held_by, since, command, int(silent)
 
 
-def _beat(host, s: Settings, who: str) -> None:
+def _beat(ctx: RunContext, host, s: Settings, who: str) -> None:
     """Refresh the heartbeat while this run holds the lock (a greenlet; dies with the run)."""
-    while DEPLOYMENT.lock_holder == who:
+    while ctx.lock_holder == who:
         gevent.sleep(HEARTBEAT)
-        if DEPLOYMENT.lock_holder == who:
+        if ctx.lock_holder == who:
             try:
                 sh(host, commands.psql(s, heartbeat_sql(s.deploy_env, who)), timeout=20)
             except DeployError as exc:  # the next beat tries again; a stale lock only informs
                 say(host, f"lock heartbeat missed: {exc}")
 
 
-def _acquire(state, host, s: Settings) -> bool:
-    env, who = s.deploy_env, holder(s)
-    command = " ".join(["pyinfra", *sys.argv[1:]])[:500]
+def _acquire(state, host, ctx: RunContext, s: Settings) -> bool:
+    env, who, command = s.deploy_env, holder(ctx, s), ctx.command
     deadline = time.monotonic() + s.lock_wait
     waited = False
     while True:
@@ -120,8 +108,8 @@ def _acquire(state, host, s: Settings) -> bool:
             what="taking the lock",
         )
         if out.strip() == "acquired":
-            DEPLOYMENT.lock_holder = who
-            gevent.spawn(_beat, host, s, who)
+            ctx.lock_holder = who
+            gevent.spawn(_beat, ctx, host, s, who)
             say(host, f"deploy lock for {env} taken" + (" after waiting" if waited else ""))
             return True
         held = _read_holder(host, s)
@@ -135,10 +123,10 @@ def _acquire(state, host, s: Settings) -> bool:
             time.sleep(min(5, max(0.5, deadline - time.monotonic())))
             continue
         break
-    DEPLOYMENT.lock_holder = ""
-    run_for(host).failure = "lock held"
+    ctx.lock_holder = ""
+    ctx.run(host).failure = "lock held"
     advice = (
-        f"If that run is gone, break the lock with: {unlock_command(inventory_arg())}"
+        f"If that run is gone, break the lock with: {unlock_command(ctx.inventory)}"
         if not alive
         else "Wait for it to finish"
         + (f" (waited {s.lock_wait}s)" if s.lock_wait else "")
@@ -148,41 +136,33 @@ def _acquire(state, host, s: Settings) -> bool:
     return False
 
 
-def _confirm(state, host, s: Settings) -> bool:
-    if DEPLOYMENT.lock_holder:
+def _confirm(state, host, ctx: RunContext) -> bool:
+    if ctx.lock_holder:
         return True
     say(host, "stopping: this run does not hold the deploy lock (see above)")
     return False
 
 
-def acquire(s: Settings, on_this_host: bool) -> None:
+def acquire(ctx: RunContext, s: Settings, on_this_host: bool) -> None:
     """Take the lock (on one host), then stop every host if it was not taken."""
     if on_this_host:
-        python.call(name=f"Take the deploy lock for {s.deploy_env}", function=_acquire, s=s)
-    python.call(name="Ensure this run holds the deploy lock", function=_confirm, s=s)
+        python.call(
+            name=f"Take the deploy lock for {s.deploy_env}", function=_acquire, ctx=ctx, s=s
+        )
+    python.call(name="Ensure this run holds the deploy lock", function=_confirm, ctx=ctx)
 
 
-def release_when_last(host, s: Settings) -> None:
+def release_when_last(ctx: RunContext, host, s: Settings) -> None:
     """HOST has finished this run (success or not): release the lock once every app host still
-    in the run has finished, so that no deploy starts while one of ours still switches."""
-    DEPLOYMENT.finished.add(host.name)
-    if {h.name for h in app_hosts()} <= DEPLOYMENT.finished:
-        release(host, s)
+    in the run has finished, so that no run starts while one of ours still switches."""
+    ctx.finished.add(host.name)
+    if {h.name for h in app_hosts()} <= ctx.finished:
+        release(ctx, host, s)
 
 
-def _finished(state, host, s: Settings) -> bool:
-    release_when_last(host, s)
-    return True
-
-
-def release_at_end(s: Settings) -> None:
-    """The last operation of a deploy: the last app host to get here releases the lock."""
-    python.call(name="Release the deploy lock once every app host is done", function=_finished, s=s)
-
-
-def release(host, s: Settings) -> None:
-    """Release the lock if this run holds it (called at the end of a run, success or not)."""
-    env, held = s.deploy_env, DEPLOYMENT.lock_holder
+def release(ctx: RunContext, host, s: Settings) -> None:
+    """Release the lock if this run holds it."""
+    env, held = s.deploy_env, ctx.lock_holder
     if held:
         sh(
             host,
@@ -193,7 +173,7 @@ def release(host, s: Settings) -> None:
             ),
             check=False,
         )
-        DEPLOYMENT.lock_holder = ""
+        ctx.lock_holder = ""
         say(host, f"deploy lock for {env} released")
 
 

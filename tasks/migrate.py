@@ -25,6 +25,8 @@ from pyinfra.operations import python
 
 from tasks import commands, lint
 from tasks.config import Settings, seconds
+from tasks.context import Plan, Run, RunContext
+from tasks.method import Method
 from tasks.migrations import (
     Migration,
     backfill_problems,
@@ -36,16 +38,13 @@ from tasks.migrations import (
     release_migrations,
     revert_migration,
 )
-from tasks.rollout import phase_check
+from tasks.outcome import phase_check
 from tasks.runtime import (
     APP_GROUP,
-    DEPLOYMENT,
     DeployError,
-    Plan,
     connected,
     deployed_by,
     put_text,
-    run_for,
     say,
     sh,
     timed_get,
@@ -170,10 +169,10 @@ def _probe(h, s: Settings) -> str | None:
     return None
 
 
-def _answering(s: Settings) -> list[tuple[Any, str]]:
+def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
     """The app hosts of the inventory (those `--limit` left out included) whose service
-    answers now, with the release each serves. Empty with Helm: no host serves."""
-    if s.release_method == "helm":
+    answers now, with the release each serves. Empty when the service runs elsewhere (Helm)."""
+    if not method.on_hosts:
         return []
     found = []
     for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
@@ -185,7 +184,7 @@ def _answering(s: Settings) -> list[tuple[Any, str]]:
 
 
 def _still_answering(
-    host, s: Settings, applied: list[Migration], serving: list[tuple[Any, str]]
+    run: Run, host, s: Settings, applied: list[Migration], serving: list[tuple[Any, str]]
 ) -> None:
     """After the expand migrations APPLIED: every host of SERVING (see _answering) answers
     again, or APPLIED are reverted, newest first, and the deploy stops before any switch."""
@@ -209,7 +208,7 @@ def _still_answering(
                 "host was switched"
             ) from None
         reverted.append(m.version)
-    run_for(host).facts["migrations"] = {"applied": [], "reverted": reverted}
+    run.facts["migrations"] = {"applied": [], "reverted": reverted}
     raise DeployError(
         f"{what}. Reverted with their down scripts: {names}; no host was switched. Write the "
         "change as expand + contract (README: Schema changes the serving release survives)"
@@ -271,8 +270,8 @@ def _backfill(host, s: Settings, m: Migration) -> int:
 
 
 @phase_check("migrate")
-def _migrate(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
+    run = ctx.run(host)
     migrations = read_migrations(host, s, plan.release_dir)
     adopt, pending = plan_migrations(migrations, *read_history(host, s), s.migrate_baseline)
     bad_backfills = backfill_problems(pending)
@@ -301,12 +300,12 @@ def _migrate(host, s: Settings, plan: Plan) -> None:
         if m.backfill and m not in pending and m not in held
     }
     if pending:
-        serving = _answering(s)
+        serving = _answering(s, method)
         applied: list[Migration] = []
         for group in cut_after_backfills(pending):
             _apply(host, s, group, by)
             applied += group
-            _still_answering(host, s, applied, serving)
+            _still_answering(run, host, s, applied, serving)
             if group[-1].backfill:
                 backfilled[group[-1].version] = _backfill(host, s, group[-1])
         run.changed.append("migrations: " + ", ".join(m.version for m in applied))
@@ -339,16 +338,16 @@ def _migrate(host, s: Settings, plan: Plan) -> None:
         raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
 
 
-def _not_serving(s: Settings, plan: Plan) -> list[str]:
+def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> list[str]:
     """Why a contract migration cannot run yet: every app host of the inventory (those
     `--limit` left out included) must serve PLAN's release, and no host of this run failed."""
     problems = []
     for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
-        run = DEPLOYMENT.runs.get(h.name)
+        run = ctx.runs.get(h.name)
         if run is not None:
             if run.outcome.startswith("failed"):
                 problems.append(f"{h.name} failed ({run.failure})")
-            elif s.release_method != "helm" and run.facts.get("serving") != plan.release:
+            elif method.on_hosts and run.facts.get("serving") != plan.release:
                 problems.append(f"{h.name} serves {run.facts.get('serving')}")
             continue
         try:
@@ -363,8 +362,8 @@ def _not_serving(s: Settings, plan: Plan) -> list[str]:
 
 
 @phase_check("contract")
-def _contract(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _contract(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
+    run = ctx.run(host)
     facts = run.facts.setdefault("migrations", {})
     if not facts.get("contract_pending"):  # what the migrate phase held back, under this lock
         say(host, "no contract migration pending")
@@ -372,7 +371,7 @@ def _contract(host, s: Settings, plan: Plan) -> None:
     migrations = read_migrations(host, s, plan.release_dir)
     held = [m for m in migrations if m.version in facts["contract_pending"]]
     names = ", ".join(m.filename for m in held)
-    problems = _not_serving(s, plan)
+    problems = _not_serving(ctx, s, plan, method)
     if problems:
         say(
             host,
@@ -468,20 +467,28 @@ def _preview(s: Settings, plan: Plan) -> None:
 
 
 @deploy("Database migration")
-def migrate(s: Settings, plan: Plan) -> None:
+def migrate(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> None:
+    """The expand migrations, on the migration host, checked against the serving release."""
     if plan.is_migration_host:
         python.call(
-            name="Ensure the database schema matches the release", function=_migrate, s=s, plan=plan
+            name="Ensure the database schema matches the release",
+            function=_migrate,
+            ctx=ctx,
+            s=s,
+            plan=plan,
+            method=method,
         )
 
 
 @deploy("Contract migrations")
-def contract(s: Settings, plan: Plan) -> None:
+def contract(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> None:
     """The migrations headed `-- deploy: contract`, once every app host serves the release."""
     if plan.is_migration_host:
         python.call(
             name=f"Ensure the contract migrations run once every app host serves {plan.release}",
             function=_contract,
+            ctx=ctx,
             s=s,
             plan=plan,
+            method=method,
         )

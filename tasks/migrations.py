@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from tasks import commands
 from tasks.config import Settings
-from tasks.runtime import DeployError, Plan, sh
+from tasks.context import Plan
+from tasks.runtime import DeployError, sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
 FILE_MARK = "@@@ migration file "

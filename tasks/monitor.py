@@ -11,9 +11,11 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, sh, timed_get
-from tasks.verify import db_connections, redis_stats
+from tasks.context import Plan, RunContext
+from tasks.outcome import phase_check
+from tasks.probes import db_connections, redis_stats
+from tasks.runtime import DeployError, say, sh, timed_get
+from tasks.strategy import Strategy
 
 q = commands.q
 
@@ -29,8 +31,8 @@ def _error_lines(h, path: str, offset: int) -> list[str]:
 
 
 @phase_check("monitor", roll_back=True)
-def _monitor(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    run = ctx.run(host)
     if not run.all_changes():
         say(host, "monitoring window skipped: this run changed nothing")
         run.facts["monitor"] = {"skipped": "nothing changed"}
@@ -101,8 +103,14 @@ def _monitor(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Monitor")
-def monitor(s: Settings, plan: Plan) -> None:
+def monitor(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
+    """The monitoring window; a failure in it switches the host back (RELEASE)."""
     if s.monitor_duration > 0:
         python.call(
-            name="Watch the service for the monitoring window", function=_monitor, s=s, plan=plan
+            name="Watch the service for the monitoring window",
+            function=_monitor,
+            ctx=ctx,
+            s=s,
+            plan=plan,
+            release=release,
         )

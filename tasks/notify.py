@@ -15,14 +15,17 @@ from pyinfra import host
 from pyinfra.operations import python
 
 from tasks.config import Settings
-from tasks.runtime import DEPLOYMENT, app_hosts, deployed_by, migration_host_name, secret
+from tasks.context import RunContext
+from tasks.runtime import app_hosts, deployed_by, migration_host_name, secret
 
 TIMEOUT = 5  # seconds a notification may take
 
 
-def message(what: str, event: str, s: Settings, version: str, detail: str = "") -> str:
+def message(
+    ctx: RunContext, what: str, event: str, s: Settings, version: str, detail: str = ""
+) -> str:
     """`deploy lab v2.0.0-perf: succeeded (by ci@runner, 42 s)`, then the detail."""
-    took = time.time() - DEPLOYMENT.started
+    took = time.time() - ctx.started
     text = f"{what} {s.deploy_env} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
     return text + (f"\n{detail}" if detail else "")
 
@@ -49,46 +52,37 @@ def send(text: str) -> bool:
         return False
 
 
-def _started(state, host, s: Settings, what: str, version: str) -> bool:
-    send(message(what, "started", s, version))
+def _started(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
+    send(message(ctx, ctx.kind, "started", s, version))
     return True
 
 
-def started(s: Settings, what: str, version: str) -> None:
+def started(ctx: RunContext, s: Settings, version: str) -> None:
     """An operation on the migration host (one per run): the run has started."""
     if host.name == migration_host_name(s):
         python.call(
-            name=f"Tell the team the {what} started",
+            name=f"Tell the team the {ctx.kind} started",
             function=_started,
+            ctx=ctx,
             s=s,
-            what=what,
             version=version,
         )
 
 
-def failed(s: Settings, what: str, version: str, name: str, detail: str, back: bool) -> None:
+def failed(
+    ctx: RunContext, s: Settings, what: str, version: str, name: str, detail: str, back: bool
+) -> None:
     """Host NAME failed (BACK: and went back to its previous release by itself)."""
-    DEPLOYMENT.notify_failed.add(name)
+    ctx.failed_hosts.add(name)
     event = "failed, rolled back by itself" if back else "failed"
-    send(message(what, f"{event} on {name}", s, version, detail))
+    send(message(ctx, what, f"{event} on {name}", s, version, detail))
 
 
-def _finished(state, host, s: Settings, what: str, version: str) -> bool:
-    DEPLOYMENT.notify_done.add(host.name)
-    if {h.name for h in app_hosts()} <= DEPLOYMENT.notify_done and not DEPLOYMENT.notify_sent:
-        DEPLOYMENT.notify_sent = True
-        bad = sorted(DEPLOYMENT.notify_failed)
+def ended(ctx: RunContext, host, s: Settings, what: str, version: str) -> None:
+    """HOST is at the run's end: the last app host to get there tells how the run ended."""
+    ctx.ended_hosts.add(host.name)
+    if {h.name for h in app_hosts()} <= ctx.ended_hosts and not ctx.end_told:
+        ctx.end_told = True
+        bad = sorted(ctx.failed_hosts)
         event = f"finished, failed on {', '.join(bad)}" if bad else "succeeded"
-        send(message(what, event, s, version))
-    return True
-
-
-def finished(s: Settings, what: str, version: str) -> None:
-    """The last operation of a run: the last app host to get here tells how it ended."""
-    python.call(
-        name=f"Tell the team how the {what} ended",
-        function=_finished,
-        s=s,
-        what=what,
-        version=version,
-    )
+        send(message(ctx, what, event, s, version))

@@ -12,9 +12,11 @@ from pyinfra.operations import files, python
 
 from tasks import commands, lint, lock, operations
 from tasks.config import Settings
-from tasks.redis import ping
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+from tasks.context import Plan, Run, RunContext
+from tasks.method import Method
+from tasks.outcome import phase_check
+from tasks.probes import ping
+from tasks.runtime import DeployError, say, secret, sh
 
 BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin
 INDEX_SIZE_RATIO = 0.6  # new covering indexes, estimated from the table's size
@@ -45,13 +47,13 @@ def _free_bytes(h, path: str) -> int:
     return int(out.strip())
 
 
-def _lint_problems(h, s: Settings, plan: Plan) -> list[str]:
+def _lint_problems(run: Run, h, s: Settings, plan: Plan) -> list[str]:
     """The lint's refusals as pre-flight problems (its result goes in the report)."""
     try:
         result = lint.lint_pending(h, s, plan)
     except DeployError as exc:
         return [str(exc)]
-    run_for(h).facts["lint"] = result.as_record()
+    run.facts["lint"] = result.as_record()
     say(h, result.summary())
     for finding in result.findings:
         if not finding.refused or result.mode != "error":
@@ -64,22 +66,17 @@ def _lint_problems(h, s: Settings, plan: Plan) -> list[str]:
 
 
 @phase_check("preflight")
-def _checks(host, s: Settings, plan: Plan) -> None:
+def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     problems: list[str] = []
     facts: dict[str, Any] = {}
-    tools = ["git", "go", "psql", "pg_dump"]  # the build and the database work
-    if s.release_method != "helm":  # the service runs here too
-        tools += ["redis-cli", "curl", "systemctl"]
-    for tool in tools:
+    # the build and the database work, then what the release method runs the service with
+    for tool in ("git", "go", "psql", "pg_dump", *method.tools):
         ok, _, _ = sh(host, f"command -v {tool}", check=False)
         if not ok:
             problems.append(f"{tool} is not installed")
-    if s.release_method == "docker":
-        ok, out, err = sh(host, "docker info -f '{{.ServerVersion}}'", check=False)
-        if ok:
-            facts["docker"] = out.strip()
-        else:
-            problems.append(f"Docker Engine does not answer (release_method docker): {err.strip()}")
+    found, more = method.problems(host)
+    problems += found
+    facts.update(more)
     try:
         facts.update(_database_facts(host, s))
     except DeployError as exc:
@@ -88,10 +85,8 @@ def _checks(host, s: Settings, plan: Plan) -> None:
         )
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
-        clients = f"{app_hosts} app hosts"
-        if s.release_method == "helm":  # the pods open the connections
-            app_hosts, clients = s.helm_replicas, f"{s.helm_replicas} pods"
-        needed = s.db_max_open_conns * app_hosts + s.db_connections_headroom
+        processes, clients = method.clients(app_hosts)
+        needed = s.db_max_open_conns * processes + s.db_connections_headroom
         facts["connections_needed"] = needed
         if facts["max_connections"] < needed:
             problems.append(
@@ -112,9 +107,9 @@ def _checks(host, s: Settings, plan: Plan) -> None:
         if free < need:
             problems.append(f"{s.backup_dir} has {free} bytes free, the backup needs about {need}")
     if plan.is_migration_host and "database_bytes" in facts:
-        problems += _lint_problems(host, s, plan)
-    if s.release_method == "helm":
-        facts["redis"] = f"{s.redis_host} in the cluster (not reachable from here, not checked)"
+        problems += _lint_problems(ctx.run(host), host, s, plan)
+    if not method.on_hosts:
+        pass  # the cache is the cluster's, not reachable from here (see the method's facts)
     elif s.redis_mode == "container":
         ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
         if not ok:
@@ -127,7 +122,7 @@ def _checks(host, s: Settings, plan: Plan) -> None:
                 f"Redis endpoint {s.redis_host}:{s.redis_port} does not "
                 f"answer PING: {answer[-300:]}"
             )
-    run_for(host).facts["preflight"] = facts
+    ctx.run(host).facts["preflight"] = facts
     if problems:
         raise DeployError(
             f"{len(problems)} pre-flight problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
@@ -153,7 +148,14 @@ def secret_files(s: Settings) -> None:
 
 
 @deploy("Pre-flight")
-def preflight(s: Settings, plan: Plan) -> None:
+def preflight(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> None:
     secret_files(s)
-    lock.acquire(s, plan.is_migration_host)
-    python.call(name="Check prerequisites on every host", function=_checks, s=s, plan=plan)
+    lock.acquire(ctx, s, plan.is_migration_host)
+    python.call(
+        name="Check prerequisites on every host",
+        function=_checks,
+        ctx=ctx,
+        s=s,
+        plan=plan,
+        method=method,
+    )

@@ -12,37 +12,23 @@ from pyinfra.operations import python
 
 from tasks import commands, operations
 from tasks.config import Settings
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, run_for, say, secret, sh
+from tasks.context import Plan, RunContext
+from tasks.outcome import phase_check
+from tasks.probes import cache_address, ping
+from tasks.runtime import DeployError, say, secret
 
 PING_TIMEOUT = 15
 
 
-def cache_address(s: Settings) -> tuple[str, int]:
-    """Where redis-cli reaches the cache from an app host."""
-    if s.redis_mode == "external":
-        return s.redis_host, s.redis_port
-    bind = s.redis_bind
-    return ("127.0.0.1" if bind in ("0.0.0.0", "") else bind), s.redis_port
-
-
-def ping(h, s: Settings) -> str:
-    address, port = cache_address(s)
-    ok, out, err = sh(
-        h, commands.redis_cli(s, "ping", host=address, port=port), check=False, timeout=10
-    )
-    return out.strip() if ok else (err or out).strip()
-
-
 @phase_check("redis")
-def _await_pong(host, s: Settings, plan: Plan) -> None:
+def _await_pong(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     deadline = time.monotonic() + PING_TIMEOUT
     answer = ""
     while time.monotonic() < deadline:
         answer = ping(host, s)
         if answer == "PONG":
             say(host, f"Redis ({s.redis_mode}) answers PONG")
-            run_for(host).facts["redis"] = {"mode": s.redis_mode, "ping": "PONG"}
+            ctx.run(host).facts["redis"] = {"mode": s.redis_mode, "ping": "PONG"}
             return
         time.sleep(0.5)
     raise DeployError(
@@ -52,7 +38,7 @@ def _await_pong(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Redis cache")
-def redis(s: Settings, plan: Plan):
+def redis(ctx: RunContext, s: Settings, plan: Plan):
     op = None
     if s.redis_mode == "container":
         auth_conf = None
@@ -68,7 +54,7 @@ def redis(s: Settings, plan: Plan):
         existed = host.get_fact(
             Command, command=f"docker inspect {name} >/dev/null 2>&1 && echo yes || echo no"
         )
-        run_for(host).facts["redis_container_existed"] = existed == "yes"
+        ctx.run(host).facts["redis_container_existed"] = existed == "yes"
         op = operations.redis_container(
             name=f"Ensure container {s.redis_container} is running (maxmemory "
             f"{s.redis_maxmemory}, {s.redis_maxmemory_policy}, no persistence)",
@@ -76,5 +62,5 @@ def redis(s: Settings, plan: Plan):
             auth_conf=auth_conf,
             _ignore_errors=True,  # a container that did not start fails the PING check below
         )
-    python.call(name="Ensure Redis answers PING", function=_await_pong, s=s, plan=plan)
+    python.call(name="Ensure Redis answers PING", function=_await_pong, ctx=ctx, s=s, plan=plan)
     return op

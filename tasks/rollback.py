@@ -28,8 +28,10 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, helm, lock, notify, rollout
+from tasks import commands, helm
 from tasks.config import Settings, seconds
+from tasks.context import RunContext
+from tasks.method import Method
 from tasks.migrations import (
     CONTRACT,
     EXPAND,
@@ -38,12 +40,12 @@ from tasks.migrations import (
     read_migrations,
     revert_migration,
 )
+from tasks.outcome import failed
 from tasks.runtime import (
     DeployError,
     append_record,
     connected,
     deployed_by,
-    inventory_arg,
     migration_host_name,
     now_iso,
     outside_the_run,
@@ -51,6 +53,7 @@ from tasks.runtime import (
     sh,
     wait_healthy,
 )
+from tasks.strategy import Strategy
 
 q = commands.q
 
@@ -74,10 +77,6 @@ class Target:
     @property
     def name(self) -> str:
         return self.release_dir.rsplit("/", 1)[-1]
-
-
-# every host's target in this run: the migrations a full rollback keeps are those any of them need
-TARGETS: dict[str, Target] = {}
 
 
 def named_release(releases: list[str], wanted: str) -> str:
@@ -117,7 +116,7 @@ def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
     return manifests
 
 
-def plan(s: Settings) -> Target:
+def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
     """The newest successful deploy's manifest on this host and the release to go back to; a
     clear error when there is nothing to go back to (no change is made then)."""
     p = commands.paths(s)
@@ -133,10 +132,10 @@ def plan(s: Settings) -> Target:
     )
     listed, _, current = out.partition("=")
     releases = [r for r in listed.split() if not r.endswith(".partial")]
-    if s.rollback_to and s.release_method == "helm":
+    if s.rollback_to and not method.on_hosts:
         raise DeployError(
-            f"[{host.name}] rollback_to is not supported with release_method helm: a rollback "
-            "goes to the Helm release's previous revision"
+            f"[{host.name}] rollback_to is not supported with release_method {method.name}: "
+            "a rollback goes to the Helm release's previous revision"
         )
     if s.rollback_to:
         release_dir = f"{p['releases']}/{named_release(releases, s.rollback_to)}"
@@ -178,8 +177,8 @@ def plan(s: Settings) -> Target:
         if s.rollback_mode == "full":
             _refuse_if_others_need(s, set(applied) - target.migrations)
     if s.rollback_mode == "quick":
-        _refuse_across_contract(s, target)
-    TARGETS[host.name] = target
+        _refuse_across_contract(ctx, s, target)
+    ctx.keep_migrations[host.name] = target.migrations  # a full rollback keeps what any needs
     return target
 
 
@@ -206,7 +205,7 @@ def _refuse_if_others_need(s: Settings, to_revert: set[str]) -> None:
         )
 
 
-def _refuse_across_contract(s: Settings, target: Target) -> None:
+def _refuse_across_contract(ctx: RunContext, s: Settings, target: Target) -> None:
     """A contract migration applied after TARGET was released removed something TARGET may
     use: a quick rollback (schema kept) is refused before any change."""
     crossed = [
@@ -219,28 +218,23 @@ def _refuse_across_contract(s: Settings, target: Target) -> None:
             f"[{host.name}] quick rollback refused: contract migration(s) {', '.join(crossed)} "
             f"ran after every host served the release, and removed what {target.name} may "
             "still use. Roll back with the schema: pyinfra -y "
-            f"{inventory_arg()} rollback.py --data rollback_mode=full (reverts the contract "
+            f"{ctx.inventory} rollback.py --data rollback_mode=full (reverts the contract "
             "first with its down script, switches the hosts, then reverts the expand)"
         )
 
 
-def _fail(host, s: Settings, target: Target, step: str, error: Exception) -> bool:
-    notify.failed(s, "rollback", target.name, host.name, f"{step}: {error}", False)
-    if target.is_migration_host:
-        lock.release(host, s)
-    say(
-        host,
-        f"ROLLBACK FAILED in {step}: {error}\n    state now: `current` is "
-        f"{target.current}; nothing after this step was done. Fix the cause and run the "
-        "rollback again: every step is safe to repeat.",
-    )
-    return False
+def _fail(ctx: RunContext, host, s: Settings, target: Target, step: str, error: Exception) -> bool:
+    lines = [
+        f"    state now:   `current` is {target.current}; nothing after this step was done",
+        "    next:        fix the cause and run the rollback again: every step is safe to repeat",
+    ]
+    return failed(ctx, host, s, target.name, step, error, lines)
 
 
-def _revert_migrations(host, s: Settings, target: Target, phase: str) -> None:
+def _revert_migrations(ctx: RunContext, host, s: Settings, target: Target, phase: str) -> None:
     """Revert, newest first, the applied migrations of PHASE (contract or expand) that no
     target of this run contains."""
-    keep = set().union(*(t.migrations for t in TARGETS.values()))
+    keep = set().union(*ctx.keep_migrations.values())
     _, out, _ = sh(
         host,
         commands.psql(
@@ -299,33 +293,33 @@ def _restore_backup(host, s: Settings, target: Target) -> None:
     say(host, f"restored and verified: {rows} rows, md5 {md5}")
 
 
-def _revert_contract(state, host, s: Settings, target: Target) -> bool:
+def _revert_contract(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     """Before any host switches back: the contract migrations the target release lacks (it
     may need what they removed)."""
     try:
-        _revert_migrations(host, s, target, CONTRACT)
+        _revert_migrations(ctx, host, s, target, CONTRACT)
     except DeployError as exc:
-        return _fail(host, s, target, "database", exc)
+        return _fail(ctx, host, s, target, "database", exc)
     return True
 
 
-def _schema_after_switch(host, s: Settings, target: Target) -> None:
+def _schema_after_switch(ctx: RunContext, host, s: Settings, target: Target) -> None:
     """Once every host serves the target: the expand migrations it lacks, then the backup
     (taken before the last deploy, so of the target's schema) if asked."""
-    _revert_migrations(host, s, target, EXPAND)
+    _revert_migrations(ctx, host, s, target, EXPAND)
     if s.rollback_restore_backup == "yes":
         _restore_backup(host, s, target)
 
 
-def _database(state, host, s: Settings, target: Target) -> bool:
+def _database(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     try:
-        _schema_after_switch(host, s, target)
+        _schema_after_switch(ctx, host, s, target)
     except DeployError as exc:
-        return _fail(host, s, target, "database", exc)
+        return _fail(ctx, host, s, target, "database", exc)
     return True
 
 
-def _remove_container(state, host, s: Settings, target: Target) -> bool:
+def _remove_container(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     if not target.manifest.get("redis_container_created"):
         say(host, f"{s.redis_container} was not created by that deploy: left as it is")
         return True
@@ -334,17 +328,17 @@ def _remove_container(state, host, s: Settings, target: Target) -> bool:
     return True
 
 
-def _verify_and_record(state, host, s: Settings, target: Target) -> bool:
+def _verify_and_record(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     started = time.time()
     try:
         answer = wait_healthy(host, s)
         _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s.app_port}/api/v1/version")
     except DeployError as exc:
-        return _fail(host, s, target, "verify", exc)
+        return _fail(ctx, host, s, target, "verify", exc)
     return _record(host, s, target, version, answer, started)
 
 
-def _helm_rollback(state, host, s: Settings, target: Target) -> bool:
+def _helm_rollback(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     """Helm's previous revision, rolled out (release_method helm; see tasks/helm.py)."""
     started = time.time()
     limit = seconds(s.helm_timeout) + 60
@@ -355,23 +349,21 @@ def _helm_rollback(state, host, s: Settings, target: Target) -> bool:
         current = commands.paths(s)["current"]  # the release the cluster runs, on this host
         sh(host, commands.switch_current(current, target.release_dir), what="switching current")
     except DeployError as exc:
-        return _fail(host, s, target, "switch", exc)
+        return _fail(ctx, host, s, target, "switch", exc)
     if s.rollback_mode == "full":
         try:
-            _schema_after_switch(host, s, target)
+            _schema_after_switch(ctx, host, s, target)
         except DeployError as exc:
-            return _fail(host, s, target, "database", exc)
+            return _fail(ctx, host, s, target, "database", exc)
     return _record(
         host, s, target, f"Helm release {s.helm_release}: previous revision", status, started
     )
 
 
 def _record(host, s: Settings, target: Target, version: str, answer: str, started: float) -> bool:
-    """Write the rollback's record and release the lock (nothing when it was already done)."""
+    """Write the rollback's record (nothing when it was already done)."""
     if target.already_there and not target.reverted and not s.rollback_disable_redis:
         say(host, f"already rolled back: serving {version.strip()} from {target.release_dir}")
-        if target.is_migration_host:
-            lock.release(host, s)
         return True
     record = {
         "status": "rolled back",
@@ -389,54 +381,66 @@ def _record(host, s: Settings, target: Target, version: str, answer: str, starte
         "seconds": round(time.time() - started, 1),
     }
     append_record(host, s, record)
-    if target.is_migration_host:
-        lock.release(host, s)
     say(host, f"rolled back: serving {version.strip()} from {target.release_dir}")
     return True
 
 
-def _switch(state, host, s: Settings, target: Target, restart: bool) -> bool:
+def _switch(
+    state, host, ctx: RunContext, s: Settings, target: Target, release: Strategy, restart: bool
+) -> bool:
     try:
-        if restart or not rollout.serves(host, s, target.release_dir):
-            done = rollout.put_in_service(host, s, target.release_dir, restart)
+        if restart or not release.serves(host, target.release_dir):
+            done = release.put_in_service(host, target.release_dir, restart)
             say(host, done or f"{target.name} already serves")
     except DeployError as exc:
-        return _fail(host, s, target, "switch", exc)
+        return _fail(ctx, host, s, target, "switch", exc)
     return True
 
 
 @deploy("Rollback")
-def rollback(s: Settings, target: Target, env_op: OperationMeta | None) -> None:
+def rollback(
+    ctx: RunContext,
+    s: Settings,
+    target: Target,
+    release: Strategy | None,
+    env_op: OperationMeta | None,
+) -> None:
+    """Go back to TARGET: the contract reverted first (full), then the switch (RELEASE; None
+    when the service runs on Kubernetes: Helm's previous revision), then the expand (full)."""
     full = s.rollback_mode == "full"
     if full:
         if target.is_migration_host:
             python.call(
                 name=f"Ensure no contract migration {target.name} lacks is applied",
                 function=_revert_contract,
+                ctx=ctx,
                 s=s,
                 target=target,
             )
         python.call(
             name=f"Ensure {s.redis_container} is gone if that deploy created it",
             function=_remove_container,
+            ctx=ctx,
             s=s,
             target=target,
         )
-    if s.release_method == "helm":
+    if release is None:
         if target.is_migration_host:
             python.call(
                 name=f"Ensure Helm release {s.helm_release} is back at its previous revision",
                 function=_helm_rollback,
+                ctx=ctx,
                 s=s,
                 target=target,
             )
         return
-    how = "blue/green, no failed request" if s.release_strategy == "blue_green" else "restart"
     python.call(
-        name=f"Ensure {target.name} serves ({how})",
+        name=f"Ensure {target.name} serves ({release.how})",
         function=_switch,
+        ctx=ctx,
         s=s,
         target=target,
+        release=release,
         restart=env_op is not None and env_op.will_change,
     )
     if full and target.is_migration_host:
@@ -444,12 +448,14 @@ def rollback(s: Settings, target: Target, env_op: OperationMeta | None) -> None:
             name=f"Ensure the schema is {target.name}'s (expand migrations it lacks reverted, "
             "the backup restored if asked)",
             function=_database,
+            ctx=ctx,
             s=s,
             target=target,
         )
     python.call(
         name="Wait for a healthy answer and record the rollback",
         function=_verify_and_record,
+        ctx=ctx,
         s=s,
         target=target,
     )

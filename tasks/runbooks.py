@@ -11,7 +11,6 @@ so no deploy undoes a runbook silently; `runbook=reset` removes the overrides.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, env_file, lock, rollout
+from tasks import commands
 from tasks.config import Settings
-from tasks.redis import cache_address
+from tasks.context import RunContext
+from tasks.outcome import failed
+from tasks.probes import cache_address
 from tasks.runtime import (
-    DEPLOYMENT,
     DeployError,
     append_record,
     deployed_by,
@@ -33,6 +33,7 @@ from tasks.runtime import (
     say,
     sh,
 )
+from tasks.strategy import Strategy
 
 q = commands.q
 
@@ -45,9 +46,6 @@ RUNBOOKS = {
     "reduce-memory": "Redis maxmemory lowered live, pool sizes halved in .env (Issue 4)",
     "reset": "every runbook override removed, .env back to group_vars, zero-downtime restart",
 }
-
-
-DONE: dict[str, dict[str, Any]] = {}  # this run's record per host, for the local report
 
 
 def new_overrides(name: str, base: Settings, current: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +81,7 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     )
 
 
-def _record(h, s: Settings, name: str, done: list[str]) -> None:
+def _record(ctx: RunContext, h, s: Settings, name: str, done: list[str]) -> None:
     """A deployment record on the host (when something changed) and the run's local report."""
     entry = {
         "status": "runbook",
@@ -95,11 +93,11 @@ def _record(h, s: Settings, name: str, done: list[str]) -> None:
     }
     if done:
         append_record(h, s, entry)
-    DONE[h.name] = entry
+    ctx.runbook_records[h.name] = entry
     folder = Path(s.report_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{s.deploy_env}-{DEPLOYMENT.stamp}-runbook-{name}.json"
-    path.write_text(json.dumps({"runbook": name, "hosts": DONE}, indent=2) + "\n")
+    path = folder / f"{s.deploy_env}-{ctx.stamp}-runbook-{name}.json"
+    path.write_text(json.dumps({"runbook": name, "hosts": ctx.runbook_records}, indent=2) + "\n")
     say(h, f"runbook {name}: {'; '.join(done) if done else 'nothing to change'} (report: {path})")
 
 
@@ -113,10 +111,11 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
     return True
 
 
-def _restart(h, s: Settings) -> str:
-    """The release that serves now, started again with the new .env, no request failing."""
+def _restart(h, s: Settings, release: Strategy) -> str:
+    """The release that serves now, started again with the new .env (with blue_green, no
+    request failing)."""
     _, current, _ = sh(h, f"readlink {q(commands.paths(s)['current'])}")
-    return rollout.put_in_service(h, s, current.strip(), restart=True) or "restarted"
+    return release.put_in_service(h, current.strip(), restart=True) or "restarted"
 
 
 def _database_work(h, s: Settings, name: str) -> list[str]:
@@ -192,8 +191,15 @@ def _set_maxmemory(h, s: Settings) -> list[str]:
     ]
 
 
-def _run(state, host, s: Settings, runbook: str, env_op: OperationMeta | None) -> bool:
-    name, done = runbook, []
+def _run(
+    state,
+    host,
+    ctx: RunContext,
+    s: Settings,
+    release: Strategy,
+    env_op: OperationMeta | None,
+) -> bool:
+    name, done = s.runbook, []
     try:
         once = host.name == migration_host_name(s)  # the database and an external cache
         if once:
@@ -201,36 +207,38 @@ def _run(state, host, s: Settings, runbook: str, env_op: OperationMeta | None) -
         if name in ("reduce-memory", "reset") and (once or s.redis_mode == "container"):
             done += _set_maxmemory(host, s)
         if env_op is not None and env_op.did_change():
-            done.append(f".env updated; {_restart(host, s)}")
+            done.append(f".env updated; {_restart(host, s, release)}")
     except DeployError as exc:
-        lock.release_when_last(host, s)
-        say(host, f"RUNBOOK {name} FAILED: {exc}")
-        return False
-    _record(host, s, name, done)
-    lock.release_when_last(host, s)
+        lines = [
+            f"    done before: {'; '.join(done) or 'nothing'}",
+            "    next:        fix the cause and run the runbook again: each step is safe to repeat",
+        ]
+        return failed(ctx, host, s, name, f"runbook {name}", exc, lines)
+    _record(ctx, host, s, name, done)
     return True
 
 
-@deploy("Runbook")
-def runbook(base: Settings, s: Settings, current: dict[str, Any]) -> None:
-    """Runbook `runbook` on this host: BASE are the group_vars settings, S the settings with
-    the overrides the host has now (CURRENT)."""
-    name = base.runbook
-    values = new_overrides(name, base, current)
-    env_op = None
-    if values != current:
-        python.call(
-            name=f"Ensure the runbook overrides are {values or 'none'}",
-            function=_keep_overrides,
-            s=s,
-            values=values,
-            runbook=name,
-        )
-        env_op = env_file.env_file(replace(base, **values))
+@deploy("Runbook overrides")
+def keep_overrides(s: Settings, values: dict[str, Any]) -> None:
+    """Ensure the host keeps VALUES as its runbook overrides (S: the settings it has now)."""
     python.call(
-        name=f"Runbook {name}: {RUNBOOKS[name]}",
+        name=f"Ensure the runbook overrides are {values or 'none'}",
+        function=_keep_overrides,
+        s=s,
+        values=values,
+        runbook=s.runbook,
+    )
+
+
+@deploy("Runbook")
+def runbook(ctx: RunContext, s: Settings, release: Strategy, env_op: OperationMeta | None) -> None:
+    """Runbook `runbook` on this host, S the settings with the overrides it leaves; RELEASE
+    restarts the service when the .env changed (ENV_OP)."""
+    python.call(
+        name=f"Runbook {s.runbook}: {RUNBOOKS[s.runbook]}",
         function=_run,
-        s=replace(base, **values),
-        runbook=name,
+        ctx=ctx,
+        s=s,
+        release=release,
         env_op=env_op,
     )

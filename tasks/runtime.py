@@ -1,4 +1,4 @@
-"""What the phases share during one run: settings, the run's record, remote commands, errors."""
+"""What every part shares: the settings of a host, its app hosts, remote commands, errors."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import getpass
 import json
 import os
 import socket
-import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
@@ -18,7 +17,6 @@ import gevent
 from paramiko.ssh_exception import SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
-from pyinfra.api.operation import OperationMeta
 
 from tasks import commands
 from tasks.config import Settings, check_or_exit
@@ -28,72 +26,6 @@ class DeployError(Exception):
     """A phase failed; the message is written for the operator."""
 
 
-@dataclass
-class Plan:
-    """What this run will do on one host, decided from facts read before any change."""
-
-    ref: str
-    commit: str
-    release: str  # folder name under releases/
-    release_dir: str
-    previous_dir: str | None  # what `current` points at now (None on a first deploy)
-    previous_version: str | None
-    is_migration_host: bool
-    release_changes: bool
-
-
-@dataclass
-class Run:
-    """The record of one run on one host; the report and the manifest are written from it."""
-
-    host: str
-    env: str
-    started: float = field(default_factory=time.time)
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "running"
-    completed: float | None = None
-    failure: str | None = None
-    rolled_back: list[str] = field(default_factory=list)
-    not_rolled_back: list[str] = field(default_factory=list)
-    ops: dict[str, OperationMeta] = field(default_factory=dict)
-
-    def all_changes(self) -> list[str]:
-        """What this run changed so far: resource operations that did change, then what the
-        execution-time steps recorded (backup, migrations)."""
-        done = [name for name, op in self.ops.items() if op.is_complete() and op.did_change()]
-        return done + self.changed
-
-    def metric(self, name: str, threshold: str, measured: Any, passed: bool) -> None:
-        self.metrics.append(
-            {"metric": name, "threshold": threshold, "measured": measured, "pass": passed}
-        )
-
-
-class Deployment:
-    """What this pyinfra run knows, in one place: each host's plan and record, the lock it
-    holds, the hosts that have finished, and the rollout's batches. pyinfra runs one process
-    for all hosts, so this object is shared by every host's callbacks."""
-
-    def __init__(self) -> None:
-        self.started = time.time()
-        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.started))
-        self.runs: dict[str, Run] = {}
-        self.plans: dict[str, Plan] = {}
-        self.lock_holder = ""  # set while this run holds the environment's lock
-        self.finished: set[str] = set()  # app hosts whose deploy has ended
-        self.rollout: Any = None  # tasks.rollout.Rollout, planned by the first host there
-        self.awaiting_release: set[str] = set()  # app hosts that receive the built release
-        self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
-        self.warned_unreachable = False  # the operator was told which app hosts are missing
-        self.notify_failed: set[str] = set()  # hosts whose failure was notified
-        self.notify_done: set[str] = set()  # hosts at the run's last operation
-        self.notify_sent = False  # the run's end was notified
-
-
-DEPLOYMENT = Deployment()
 APP_GROUP = "app_servers"
 
 
@@ -148,14 +80,6 @@ def read_overrides(h: Host, s: Settings) -> dict[str, Any]:
     return found if found["values"] else {}
 
 
-def run_for(h: Host | None = None) -> Run:
-    h = h if h is not None else host
-    runs = DEPLOYMENT.runs
-    if h.name not in runs:
-        runs[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
-    return runs[h.name]
-
-
 def app_hosts() -> list[Host]:
     """The app hosts still in this run (a host that failed has left it)."""
     hosts = inventory.get_active_hosts() or list(inventory)
@@ -188,18 +112,6 @@ def connected(h: Host, reason: str) -> Host:
 
 def migration_host_name(s: Settings) -> str:
     return s.deploy_migration_host or app_hosts()[0].name
-
-
-def is_dry() -> bool:
-    """This run only shows what would change (`pyinfra ... --dry`)."""
-    return "--dry" in sys.argv[1:]
-
-
-def inventory_arg() -> str:
-    """The inventory file this run was given, for the commands printed to the operator."""
-    return next(
-        (a for a in sys.argv[1:] if a.endswith(".py") and "inventor" in a), "inventories/<env>.py"
-    )
 
 
 def deployed_by(s: Settings) -> str:

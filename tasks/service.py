@@ -25,10 +25,6 @@ DOCKERFILE = Path(__file__).resolve().parent.parent / "files" / "Dockerfile"
 q = commands.q
 
 
-def is_docker(s: Settings) -> bool:
-    return s.release_method == "docker"
-
-
 def unit(s: Settings, slot: str | None = None) -> str:
     return f"{s.app_service}@{slot}" if slot else s.app_service
 
@@ -115,34 +111,6 @@ def run_command(s: Settings, release_dir: str, slot: str | None = None) -> str:
 def form_command(s: Settings, slot: str | None = None) -> str:
     """Prints `systemd`, `docker` or nothing: the form the instance runs in now."""
     return commands.instance_form(unit(s, slot), container(s, slot))
-
-
-def serving_form(s: Settings) -> str:
-    """The form this run's release_method starts instances in."""
-    return "docker" if is_docker(s) else "systemd"
-
-
-def start(h, s: Settings, release_dir: str, slot: str | None = None) -> str:
-    """(Re)start the instance on RELEASE_DIR in the form of release_method, its other form
-    stopped first. A unit runs what its link points at: the caller points the slot's link (or
-    `current`) at RELEASE_DIR before. Returns what was started."""
-    if is_docker(s):
-        ensure_image(h, s, release_dir)
-        sh(
-            h,
-            f"{commands.unit_stop(unit(s, slot))}; "
-            f"{commands.network_ready(s.docker_network, cache_container(s))} && "
-            f"{run_command(s, release_dir, slot)}",
-            what=f"starting container {container(s, slot)}",
-        )
-        return f"container {container(s, slot)} ({image(s, release_dir)})"
-    sh(
-        h,
-        f"{commands.container_remove(container(s, slot))}; "
-        f"systemctl enable -q {q(unit(s, slot))} && systemctl restart {q(unit(s, slot))}",
-        what=f"starting {unit(s, slot)}",
-    )
-    return f"unit {unit(s, slot)}"
 
 
 def stop(h, s: Settings, slot: str | None = None) -> None:

@@ -11,7 +11,7 @@ serving. Quick and automatic rollbacks are the same switch, back to the previous
 On the host: `<app_dir>/slots/{blue,green}` link to releases, `slots/active` names the active
 slot, `current` links to the active release (as with `restart`), the proxy's unit
 `<service>-proxy`, and each slot runs as the unit `<service>@<slot>` or, with `release_method:
-docker`, the container `<app_container>-<slot>` (tasks/service.py).
+docker`, the container `<app_container>-<slot>` (tasks/method.py).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pyinfra.operations.util import any_changed
 
 from tasks import commands, service
 from tasks.config import Settings
+from tasks.method import Method
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -178,7 +179,8 @@ class SlotState:
         return None
 
 
-def read_state(h, s: Settings) -> SlotState:
+def read_state(h, s: Settings, wanted_form: str) -> SlotState:
+    """What runs on host H now; WANTED_FORM is the form the release method starts."""
     p = _paths(s)
     instances = [(service.unit(s, slot), service.container(s, slot)) for slot in SLOTS]
     _, out, _ = sh(
@@ -199,7 +201,7 @@ def read_state(h, s: Settings) -> SlotState:
         current=current,
         forms={"blue": blue_form, "green": green_form},
         proxy_running=proxy == "active",
-        wanted_form=service.serving_form(s),
+        wanted_form=wanted_form,
     )
 
 
@@ -211,13 +213,14 @@ def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
     return haproxy_wait(h, _paths(s)["socket"], BACKEND, slot, until, timeout)
 
 
-def activate(h, s: Settings, release_dir: str, restart: bool = False) -> str | None:
+def activate(h, method: Method, release_dir: str, restart: bool = False) -> str | None:
     """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
 
     Nothing happens (None is returned) when it already serves and RESTART is not asked;
     otherwise returns what was done. Raises DeployError when the new instance is not healthy,
     after stopping it: the slot that served before still serves, and got every request."""
-    state = read_state(h, s)
+    s = method.s
+    state = read_state(h, s, method.name)
     if state.stray:
         if state.proxy_running:
             _api(h, s, f"set server {BACKEND}/{state.stray} state maint")
@@ -234,7 +237,7 @@ def activate(h, s: Settings, release_dir: str, restart: bool = False) -> str | N
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state maint")
     sh(h, commands.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
-    started = service.start(h, s, release_dir, new)
+    started = method.start(h, release_dir, new)
     url = f"http://127.0.0.1:{port}{s.app_health_path}"
     ok, out, err = sh(
         h,

@@ -11,9 +11,11 @@ from pyinfra.operations import python
 
 from tasks import commands
 from tasks.config import Settings
-from tasks.redis import cache_address
-from tasks.rollout import phase_check
-from tasks.runtime import DeployError, Plan, health_url, run_for, say, sh, timed_get
+from tasks.context import Plan, RunContext
+from tasks.outcome import phase_check
+from tasks.probes import db_connections, metrics_keys, redis_stats
+from tasks.runtime import DeployError, health_url, say, sh, timed_get
+from tasks.strategy import Strategy
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
 q = commands.q
@@ -29,42 +31,9 @@ def log_since_start(h, s: Settings) -> str:
     return out
 
 
-def redis_stats(h, s: Settings) -> dict[str, int]:
-    address, port = cache_address(s)
-    _, out, _ = sh(h, commands.redis_cli(s, "info", "stats", host=address, port=port))
-    stats = {}
-    for line in out.splitlines():
-        key, _, value = line.strip().partition(":")
-        if key in ("keyspace_hits", "keyspace_misses"):
-            stats[key] = int(value)
-    return stats
-
-
-def metrics_keys(h, s: Settings) -> int:
-    address, port = cache_address(s)
-    _, out, _ = sh(
-        h, commands.redis_cli(s, "--scan", "--pattern", "metrics:*", host=address, port=port)
-    )
-    return len(out.split())
-
-
-def db_connections(h, s: Settings) -> int:
-    _, out, _ = sh(
-        h,
-        commands.psql(
-            s,
-            f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
-            f"{commands.sql_literal(s.db_name)}",
-        ),
-        timeout=30,
-        what="counting the database's connections",
-    )
-    return int(out.strip())
-
-
 @phase_check("verify", roll_back=True)
-def _verify(host, s: Settings, plan: Plan) -> None:
-    run = run_for(host)
+def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    run = ctx.run(host)
     failures: list[str] = []
 
     def check(name: str, threshold: str, measured: Any, passed: bool) -> None:
@@ -139,5 +108,13 @@ def _verify(host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Verify")
-def verify(s: Settings, plan: Plan) -> None:
-    python.call(name="Verify the deployment (checklist step 6)", function=_verify, s=s, plan=plan)
+def verify(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
+    """The checklist's step 6 on each app host; a failure switches the host back (RELEASE)."""
+    python.call(
+        name="Verify the deployment (checklist step 6)",
+        function=_verify,
+        ctx=ctx,
+        s=s,
+        plan=plan,
+        release=release,
+    )

@@ -1,6 +1,6 @@
 import xml.etree.ElementTree as ET
 
-from tasks.report import junit_xml
+from tasks.records import junit_xml
 
 
 def _record(failure: str, status: str, metrics: list[tuple[str, str, str, bool]]) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 
 from tasks.config import validate
-from tasks.rollout import Rollout, batch_plan
+from tasks.batches import Rollout, batch_plan
 
 HOSTS = [f"app{n}" for n in range(1, 9)]
 

@@ -1,0 +1,112 @@
+"""The run context: what one run (deploy, rollback, runbook or unlock) knows, in one object.
+
+The entry script creates it (`RunContext.of(state, "deploy", sys.argv[1:])`) and passes it to
+every phase; nothing under tasks/ keeps state of its own. pyinfra runs the entry script once per
+host in one process, so the context is kept on pyinfra's State: every host's run of the script
+gets the same object, and every host's callbacks share it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra.api.host import Host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.api.state import State
+
+from tasks.batches import Rollout
+
+KEPT_AS = "monitoring_dashboard_run"  # the attribute of pyinfra's State that holds the context
+
+
+@dataclass
+class Plan:
+    """What this run will do on one host, decided from facts read before any change."""
+
+    ref: str
+    commit: str
+    release: str  # folder name under releases/
+    release_dir: str
+    previous_dir: str | None  # what `current` points at now (None on a first deploy)
+    previous_version: str | None
+    is_migration_host: bool
+    release_changes: bool
+
+
+@dataclass
+class Run:
+    """The record of one run on one host; the report and the manifest are written from it."""
+
+    host: str
+    env: str
+    started: float = field(default_factory=time.time)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "running"
+    completed: float | None = None
+    failure: str | None = None
+    rolled_back: list[str] = field(default_factory=list)
+    not_rolled_back: list[str] = field(default_factory=list)
+    ops: dict[str, OperationMeta] = field(default_factory=dict)
+
+    def all_changes(self) -> list[str]:
+        """What this run changed so far: resource operations that did change, then what the
+        execution-time steps recorded (backup, migrations)."""
+        done = [name for name, op in self.ops.items() if op.is_complete() and op.did_change()]
+        return done + self.changed
+
+    def metric(self, name: str, threshold: str, measured: Any, passed: bool) -> None:
+        self.metrics.append(
+            {"metric": name, "threshold": threshold, "measured": measured, "pass": passed}
+        )
+
+
+def inventory_of(argv: list[str]) -> str:
+    """The inventory file ARGV names, for the commands printed to the operator."""
+    return next((a for a in argv if a.endswith(".py") and "inventor" in a), "inventories/<env>.py")
+
+
+class RunContext:
+    """One run: its command line, each host's plan and record, the lock it holds, the hosts
+    that have finished, the rollout's batches, the release shipped to the app hosts, what the
+    team was told. Shared by every host's callbacks."""
+
+    def __init__(self, kind: str, argv: list[str]) -> None:
+        self.kind = kind  # deploy, rollback, runbook, unlock
+        self.dry = "--dry" in argv  # this run only shows what would change
+        self.inventory = inventory_of(argv)
+        self.command = " ".join(["pyinfra", *argv])[:500]
+        self.started = time.time()
+        self.stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.started))
+        self.runs: dict[str, Run] = {}
+        self.plans: dict[str, Plan] = {}
+        self.lock_holder = ""  # set while this run holds the environment's lock
+        self.finished: set[str] = set()  # app hosts whose part of the run has ended
+        self.rollout: Rollout | None = None  # planned by the first host that gets there
+        self.awaiting_release: set[str] = set()  # app hosts that receive the built release
+        self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
+        self.warned_unreachable = False  # the operator was told which app hosts are missing
+        self.failed_hosts: set[str] = set()  # hosts whose failure was told to the team
+        self.ended_hosts: set[str] = set()  # hosts at the run's last operation
+        self.end_told = False  # the run's end was told to the team
+        self.keep_migrations: dict[str, set[str]] = {}  # rollback: each target's migrations
+        self.runbook_records: dict[str, dict[str, Any]] = {}  # runbook: each host's record
+
+    @classmethod
+    def of(cls, state: State, kind: str, argv: list[str]) -> RunContext:
+        """The context of the pyinfra run STATE belongs to, created by the first host."""
+        found = getattr(state, KEPT_AS, None)
+        if found is None:
+            found = cls(kind, argv)
+            setattr(state, KEPT_AS, found)
+        return found
+
+    def run(self, h: Host) -> Run:
+        """Host H's record in this run."""
+        if h.name not in self.runs:
+            self.runs[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
+        return self.runs[h.name]

@@ -1,0 +1,162 @@
+"""How a host's part of a run ends, in one place for deploys, rollbacks and runbooks.
+
+- `failed()`: the team told, the lock released once the last app host of the run has ended, and
+  the operator told what failed, the state things are in and what to do next.
+- `deploy_failed()`: a deploy's failure: the switch undone when the phase asks for it (and
+  auto_rollback allows), the deployment record, the manifest and the report written, then
+  `failed()`.
+- `ended()`: the last operation of every run that went well on a host.
+- `phase_check()`: makes a phase's execution-time check a pyinfra callback whose DeployError
+  goes down deploy_failed().
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pyinfra.operations import python
+
+from tasks import lock, notify
+from tasks.config import Settings
+from tasks.context import Plan, RunContext
+from tasks.records import mark_phase, print_table, write_records
+from tasks.runtime import DeployError, say
+from tasks.strategy import Strategy
+
+
+def failed(
+    ctx: RunContext,
+    h,
+    s: Settings,
+    version: str,
+    step: str,
+    error: Exception | str,
+    lines: list[str],
+    rolled_back: bool = False,
+) -> bool:
+    """Host H's part of the run failed in STEP. Returns False, which a callback returns to
+    pyinfra to fail its operation (and the host)."""
+    notify.failed(ctx, s, ctx.kind, version, h.name, f"{step}: {error}", rolled_back)
+    lock.release_when_last(ctx, h, s)
+    block = [f"--> {ctx.kind.upper()} FAILED on {h.name} in {step}", f"    what failed: {error}"]
+    click.echo(click.style("\n" + "\n".join(block + lines) + "\n", fg="red"), err=True)
+    return False
+
+
+def switch_back(ctx: RunContext, h, plan: Plan, release: Strategy, reason: str) -> str:
+    """Quick rollback of host H to the release that served before this run (RELEASE switches
+    it); returns the state it left."""
+    run = ctx.run(h)
+    if not plan.release_changes:
+        run.not_rolled_back.append("release: this run did not change it")
+        return "the release was not changed by this run, nothing to switch back"
+    if not plan.previous_dir:
+        release.stop(h)
+        run.not_rolled_back.append("release: first deploy, no previous release; service stopped")
+        return "first deploy on this host: no previous release, the service was stopped"
+    say(h, f"rolling back to {plan.previous_version} ({reason})")
+    if release.put_in_service(h, plan.previous_dir, restart=False) is None:
+        run.not_rolled_back.append(
+            f"release: {plan.release} never took a request, {plan.previous_version} kept serving"
+        )
+        return f"{plan.release} never served a request: {plan.previous_version} kept serving"
+    run.rolled_back.append(f"release: {plan.release} -> {plan.previous_version}")
+    return f"switched back to {plan.previous_version}, which answers healthy"
+
+
+def deploy_failed(
+    ctx: RunContext,
+    h,
+    s: Settings,
+    plan: Plan,
+    phase: str,
+    error: Exception | str,
+    release: Strategy | None = None,
+) -> bool:
+    """Stop host H's deploy in PHASE. With RELEASE (the phase ran after the switch), switch
+    back first when auto_rollback allows; then write the record and the report, and end
+    through failed()."""
+    run = ctx.run(h)
+    run.outcome, run.failure = "failed", f"{phase}: {error}"
+    run.completed = time.time()
+    state = "the previous release keeps serving (nothing was switched)"
+    if release is not None and s.auto_rollback:
+        try:
+            state = switch_back(ctx, h, plan, release, f"{phase} failed")
+            run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
+        except DeployError as exc:
+            state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
+    elif release is not None:
+        state = f"auto_rollback is off: {plan.release} stays current"
+    applied = run.facts.get("migrations", {}).get("applied", [])
+    if applied:
+        run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
+    mark_phase(run, "done")
+    try:
+        path = write_records(ctx, h, s, plan)
+    except DeployError as exc:
+        path = f"(could not write the record: {exc})"
+    print_table(run)
+    lines = [f"    state now:   {state}"]
+    if run.not_rolled_back:
+        lines.append(f"    not rolled back: {'; '.join(run.not_rolled_back)}")
+    if run.rolled_back:
+        lines.append(f"    rolled back: {'; '.join(run.rolled_back)}")
+    elif plan.previous_version:
+        lines.append(f"    roll back:   pyinfra -y {ctx.inventory} rollback.py --limit {h.name}")
+    else:
+        lines.append(
+            "    roll back:   (first deploy on this host: no earlier release to go back to)"
+        )
+    lines.append(f"    report:      {path}")
+    return failed(ctx, h, s, plan.ref, phase, error, lines, bool(run.rolled_back))
+
+
+def phase_check(phase: str, roll_back: bool = False) -> Callable:
+    """Make BODY(ctx, host, s, plan, **kwargs) the execution-time callback of PHASE: a
+    DeployError it raises fails the host through deploy_failed(), switching back first when
+    ROLL_BACK (the operation is then given `release=`, the run's strategy). pyinfra passes
+    state and host to a callback that names them, and fails the operation when it returns
+    False."""
+
+    def wrap(body: Callable) -> Callable:
+        def callback(
+            state,
+            host,
+            ctx: RunContext,
+            s: Settings,
+            plan: Plan,
+            release: Strategy | None = None,
+            **kwargs: Any,
+        ) -> bool:
+            try:
+                body(ctx, host, s, plan, **kwargs)
+            except DeployError as exc:
+                return deploy_failed(ctx, host, s, plan, phase, exc, release if roll_back else None)
+            return True
+
+        callback.__name__ = body.__name__
+        return callback
+
+    return wrap
+
+
+def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
+    lock.release_when_last(ctx, host, s)
+    notify.ended(ctx, host, s, ctx.kind, version)
+    return True
+
+
+def ended(ctx: RunContext, s: Settings, version: str) -> None:
+    """The last operation of a run: the last app host to get here releases the lock and tells
+    the team how the run ended."""
+    python.call(
+        name="Release the deploy lock and tell the team, once every app host is done",
+        function=_ended,
+        ctx=ctx,
+        s=s,
+        version=version,
+    )

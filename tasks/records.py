@@ -1,0 +1,187 @@
+"""The records of a run (the checklist's success metrics and its "Deployment Status" block): a
+table on the terminal, JSON, JUnit XML (for CI systems) and a page under reports/, a deployment
+record appended on each app host and a manifest that a rollback reads; and each phase's timing.
+It renders and writes; the report phase (tasks/report.py) and the failure path
+(tasks/outcome.py) decide when."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import click
+from pyinfra.operations import python
+
+from tasks import commands
+from tasks.config import Settings
+from tasks.context import Plan, Run, RunContext
+from tasks.report_html import html_report
+from tasks.runtime import append_record, deployed_by, now_iso, put_text, sh
+
+
+def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
+    """The deployment record: the checklist's status block plus phases and metrics."""
+    finished = run.completed or time.time()
+    return {
+        "environment": run.env,
+        "host": run.host,
+        "status": run.outcome,
+        "started": now_iso(run.started),
+        "completed": now_iso(finished),
+        "seconds": round(finished - run.started, 1),
+        "deployed_by": deployed_by(s),
+        "version": plan.ref,
+        "commit": plan.commit,
+        "release": plan.release,
+        "previous_release": plan.previous_version,
+        "notes": s.report_notes,
+        "failure": run.failure,
+        "changed": run.all_changes(),
+        "rolled_back": run.rolled_back,
+        "not_rolled_back": run.not_rolled_back,
+        "phases": run.phases,
+        "success_metrics": run.metrics,
+        "facts": run.facts,
+    }
+
+
+def manifest(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
+    """What a rollback needs, and nothing it would have to guess."""
+    backup = run.facts.get("backup", {})
+    return {
+        "format": 1,
+        "environment": run.env,
+        "host": run.host,
+        "written": now_iso(),
+        "outcome": run.outcome,
+        "previous_release": plan.previous_dir,
+        "release": plan.release_dir,
+        "version": plan.ref,
+        "commit": plan.commit,
+        "backup": {
+            k: backup.get(k)
+            for k in ("path", "sha256", "metrics_rows", "metrics_max_id", "metrics_md5")
+        }
+        if backup.get("taken")
+        else None,
+        "artifact": run.facts.get("artifact"),
+        "migrations_applied": run.facts.get("migrations", {}).get("applied", []),
+        "contract_migrations_applied": run.facts.get("migrations", {}).get("contract_applied", []),
+        "redis_container_created": _container_created(run),
+    }
+
+
+def _container_created(run: Run) -> bool:
+    op = run.ops.get("redis container")
+    changed = op is not None and op.is_complete() and op.did_change()
+    return changed and not run.facts.get("redis_container_existed", True)
+
+
+def print_table(run: Run) -> None:
+    width = max([len(m["metric"]) for m in run.metrics] + [6])
+    click.echo(f"\n--> Success metrics on {run.host} ({run.env}): {run.outcome}", err=True)
+    click.echo(f"    {'metric':<{width}}  {'threshold':<28}  {'result':<5}  measured", err=True)
+    for m in run.metrics:
+        result = "pass" if m["pass"] else "FAIL"
+        click.echo(
+            f"    {m['metric']:<{width}}  {m['threshold']:<28}  {result:<5}  {m['measured']}",
+            err=True,
+        )
+    if "serving" in run.facts:
+        click.echo(f"    serving: {run.facts['serving'] or 'nothing'}", err=True)
+    changes = run.all_changes()
+    click.echo(
+        f"    changes: {', '.join(changes) if changes else 'none (already deployed)'}", err=True
+    )
+    click.echo(
+        "    phases: " + ", ".join(f"{p['phase']} {p['seconds']}s" for p in run.phases), err=True
+    )
+
+
+def junit_xml(env: str, records: dict[str, dict[str, Any]]) -> str:
+    """The run as JUnit XML: per host a test suite with one test case per phase (the failing
+    phase fails, with the run's failure) and one per success metric (a failing metric shows
+    what was measured against its threshold), so CI systems show the checklist natively."""
+    suites = ET.Element("testsuites", name=f"deploy {env}")
+    for host, rec in sorted(records.items()):
+        suite = ET.SubElement(suites, "testsuite", name=f"{env}.{host}")
+        failed_phase = (rec["failure"] or "").split(":", 1)[0] if rec["failure"] else ""
+        cases = 0
+        for phase in rec["phases"]:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"{env}.{host}.phases",
+                name=phase["phase"],
+                time=str(phase.get("seconds", 0)),
+            )
+            if phase["phase"] == failed_phase:
+                ET.SubElement(case, "failure", message=rec["failure"][:500]).text = rec["status"]
+            cases += 1
+        for metric in rec["success_metrics"]:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{env}.{host}.success_metrics", name=metric["metric"]
+            )
+            if not metric["pass"]:
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message=f"measured {metric['measured']}, threshold {metric['threshold']}",
+                )
+            cases += 1
+        failures = len(suite.findall("./testcase/failure"))
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        suite.set("time", str(rec["seconds"]))
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_local(ctx: RunContext, s: Settings) -> Path:
+    """reports/<env>-<run>.json and, beside it, the same run as JUnit XML and as a page."""
+    folder = Path(s.report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{s.deploy_env}-{ctx.stamp}.json"
+    records = {name: record(ctx.runs[name], s, plan) for name, plan in ctx.plans.items()}
+    data = {"environment": s.deploy_env, "run": ctx.stamp, "hosts": records}
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    path.with_suffix(".xml").write_text(junit_xml(s.deploy_env, records))
+    page = html_report(s.deploy_env, ctx.stamp, records)
+    path.with_suffix(".html").write_text(page)
+    return path
+
+
+def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
+    """The deployment record and (when the release changed or the deploy failed) the manifest
+    on the host; the run's local JSON report, rewritten with this host in it."""
+    run = ctx.run(host)
+    p = commands.paths(s)
+    append_record(host, s, record(run, s, plan))
+    if plan.release_changes or run.outcome != "success":
+        text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
+        path = f"{p['manifests']}/{ctx.stamp}.json"
+        put_text(host, text, path)
+        sh(host, f"ln -sfn {commands.q(path)} {commands.q(p['manifests'] + '/latest.json')}")
+    ctx.plans[host.name] = plan
+    return write_local(ctx, s)
+
+
+def mark_phase(run: Run, name: str) -> None:
+    """Close the previous phase's timing in RUN and open NAME's."""
+    now = time.time()
+    if run.phases and "seconds" not in run.phases[-1]:
+        run.phases[-1]["seconds"] = round(now - run.phases[-1]["start"], 2)
+    if name != "done":
+        run.phases.append({"phase": name, "start": now})
+
+
+def start_phase(ctx: RunContext, name: str) -> None:
+    """An operation that marks where a phase begins, so the report has per-phase timings."""
+    python.call(name=f"--- phase: {name}", function=_mark, ctx=ctx, phase=name)
+
+
+def _mark(state, host, ctx: RunContext, phase: str) -> bool:
+    mark_phase(ctx.run(host), phase)
+    return True
