@@ -18,14 +18,14 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.migrations import pending_migrations
 from tasks.outcome import phase_check
 from tasks.runtime import DeployError, connected, health_url, say, sh
 
-q = commands.q
+q = shell.q
 
 
 def check_copy_target(s: Settings) -> None:
@@ -71,7 +71,7 @@ def _keep_locally(fetched: Path, folder: Path, checksum: str, keep: int) -> str:
 def _keep_on(target, fetched: Path, folder: str, checksum: str, keep: int) -> str:
     remote = f"{folder}/{fetched.name}"
     partial = f"{remote}.partial"
-    q = commands.q
+    q = shell.q
     sh(target, f"install -d -m 0700 {q(folder)} && umask 077 && : > {q(partial)}")
     if not target.put_file(str(fetched), partial):
         raise DeployError(f"could not copy {fetched.name} to {target.name}")
@@ -84,7 +84,7 @@ def _keep_on(target, fetched: Path, folder: str, checksum: str, keep: int) -> st
     if not ok:
         sh(target, f"rm -f {q(partial)}")
         raise DeployError(f"the copy of {fetched.name} on {target.name} does not match {checksum}")
-    sh(target, commands.prune_backups(folder, keep))
+    sh(target, postgres.prune_backups(folder, keep))
     return f"{target.name}:{remote}"
 
 
@@ -115,16 +115,16 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     sh(host, f"install -d -m 0700 {q(s.backup_dir)}")
     started = time.monotonic()
     say(host, f"pg_dump of {s.db_name} to {dump}")
-    sh(host, commands.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
+    sh(host, postgres.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)
     _, fingerprint, _ = sh(
         host,
-        commands.psql(s, commands.table_fingerprint_sql()),
+        postgres.psql(s, postgres.table_fingerprint_sql()),
         timeout=120,
         what="fingerprinting metrics",
     )
     rows, max_id, table_md5 = fingerprint.strip().split("|")
-    _, entries, _ = sh(host, commands.pg_restore_list(dump), what="pg_restore --list")
+    _, entries, _ = sh(host, postgres.pg_restore_list(dump), what="pg_restore --list")
     _, out, _ = sh(host, f"sha256sum {q(dump)} && stat -c %s {q(dump)}")
     checksum, size = out.split()[0], int(out.split()[-1])
     sh(
@@ -133,7 +133,7 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         f"> {q(base + '.log')} && (curl -s -m 5 {q(health_url(s))} || echo "
         f"'no answer') > {q(base + '.health.json')}",
     )
-    sh(host, commands.prune_backups(s.backup_dir, s.backup_keep))
+    sh(host, postgres.prune_backups(s.backup_dir, s.backup_keep))
     copy = _copy_off_host(host, s, dump, checksum) if s.backup_copy_to else ""
     if copy:
         say(host, f"backup copied to {copy}, sha256 checked")

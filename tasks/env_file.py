@@ -7,16 +7,17 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
-from tasks import commands, operations
+from tasks import operations
+from tasks.commands import dotenv, shell
 from tasks.config import Settings
 from tasks.runtime import secret
 
 
 @deploy("Environment file")
 def env_file(s: Settings) -> OperationMeta:
-    p = commands.paths(s)
+    p = shell.paths(s)
     files.directory(name=f"Ensure {s.app_dir} exists", path=s.app_dir, mode="755")
-    content = commands.env_file_content(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
+    content = dotenv.env_file_content(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
     return operations.secret_file(
         name=f"Ensure {p['env_file']} is current (0600, content not shown)",
         path=p["env_file"],

@@ -32,7 +32,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import dotenv, git, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
@@ -76,8 +76,8 @@ def values(s: Settings) -> list[tuple[str, str, bool]]:
         ("logDir", s.app_log_file.rsplit("/", 1)[0], True),
         ("secretName", secret_name(s), True),
     ]
-    for key, value in commands.env_values(s, "", ""):
-        if value is not None and key not in commands.ENV_SECRETS:
+    for key, value in dotenv.env_values(s, "", ""):
+        if value is not None and key not in dotenv.ENV_SECRETS:
             pairs.append((f"env.{key}", str(value), True))
     return pairs
 
@@ -240,7 +240,7 @@ def _release(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     status = run(rollout_status_command(s), timeout=limit)
     say(host, status.splitlines()[-1] if status else "rolled out")
     # `current` on this host names the release the cluster runs (a rollback goes back from it)
-    sh(host, commands.switch_current(commands.paths(s)["current"], plan.release_dir))
+    sh(host, git.switch_current(shell.paths(s)["current"], plan.release_dir))
     record.changed.append(f"helm: {s.helm_release} runs {s.helm_image}:{s.app_version}")
     record.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
 

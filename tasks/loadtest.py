@@ -14,7 +14,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import k6
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
@@ -41,7 +41,7 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
     """Run one k6 test; returns (exit code, the metrics of its summary export)."""
     with tempfile.TemporaryDirectory() as tmp:
         summary = f"{tmp}/summary.json"
-        cmd = commands.k6_run(str(SCRIPT), summary, {"MODE": mode, **env})
+        cmd = k6.k6_run(str(SCRIPT), summary, {"MODE": mode, **env})
         try:
             result = subprocess.run(
                 [k6_binary(), *cmd[1:]], capture_output=True, text=True, timeout=budget

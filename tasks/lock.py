@@ -18,7 +18,7 @@ import gevent
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import postgres
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.runtime import DeployError, app_hosts, append_record, deployed_by, now_iso, say, sh
@@ -43,7 +43,7 @@ def create_sql() -> list[str]:
 
 
 def heartbeat_sql(env: str, who: str) -> str:
-    lit = commands.sql_literal
+    lit = postgres.sql_literal
     return f"UPDATE {TABLE} SET heartbeat = now() WHERE env = {lit(env)} AND holder = {lit(who)}"
 
 
@@ -52,7 +52,7 @@ def holder_sql(env: str) -> str:
     return (
         "SELECT extract(epoch FROM now() - heartbeat)::int, holder, "
         f"to_char(since, 'YYYY-MM-DD HH24:MI:SS TZ'), command FROM {TABLE} "
-        f"WHERE env = {commands.sql_literal(env)}"
+        f"WHERE env = {postgres.sql_literal(env)}"
     )
 
 
@@ -67,7 +67,7 @@ def describe(held_by: str, since: str, command: str, silent: int) -> str:
 
 
 def acquire_sql(env: str, who: str, command: str) -> str:
-    lit = commands.sql_literal
+    lit = postgres.sql_literal
     return (
         f"INSERT INTO {TABLE} (env, holder, command) VALUES ({lit(env)}, {lit(who)}, "
         f"{lit(command)}) ON CONFLICT (env) DO NOTHING RETURNING 'acquired'"
@@ -79,7 +79,7 @@ def unlock_command(inventory: str) -> str:
 
 
 def _read_holder(host, s: Settings) -> tuple[str, str, str, int] | None:
-    _, out, _ = sh(host, commands.psql(s, holder_sql(s.deploy_env)))
+    _, out, _ = sh(host, postgres.psql(s, holder_sql(s.deploy_env)))
     if not out.strip():
         return None
     silent, held_by, since, command = out.strip().split("|", 3)
@@ -92,7 +92,7 @@ def _beat(ctx: RunContext, host, s: Settings, who: str) -> None:
         gevent.sleep(HEARTBEAT)
         if ctx.lock_holder == who:
             try:
-                sh(host, commands.psql(s, heartbeat_sql(s.deploy_env, who)), timeout=20)
+                sh(host, postgres.psql(s, heartbeat_sql(s.deploy_env, who)), timeout=20)
             except DeployError as exc:  # the next beat tries again; a stale lock only informs
                 say(host, f"lock heartbeat missed: {exc}")
 
@@ -104,7 +104,7 @@ def _acquire(state, host, ctx: RunContext, s: Settings) -> bool:
     while True:
         _, out, _ = sh(
             host,
-            commands.psql(s, None, None, *create_sql(), acquire_sql(env, who, command)),
+            postgres.psql(s, None, None, *create_sql(), acquire_sql(env, who, command)),
             what="taking the lock",
         )
         if out.strip() == "acquired":
@@ -166,10 +166,10 @@ def release(ctx: RunContext, host, s: Settings) -> None:
     if held:
         sh(
             host,
-            commands.psql(
+            postgres.psql(
                 s,
-                f"DELETE FROM {TABLE} WHERE env = {commands.sql_literal(env)} "
-                f"AND holder = {commands.sql_literal(held)}",
+                f"DELETE FROM {TABLE} WHERE env = {postgres.sql_literal(env)} "
+                f"AND holder = {postgres.sql_literal(held)}",
             ),
             check=False,
         )
@@ -178,17 +178,17 @@ def release(ctx: RunContext, host, s: Settings) -> None:
 
 
 def _force_unlock(state, host, s: Settings) -> bool:
-    env = commands.sql_literal(s.deploy_env)
-    sh(host, commands.psql(s, None, None, *create_sql()), what="unlocking")
+    env = postgres.sql_literal(s.deploy_env)
+    sh(host, postgres.psql(s, None, None, *create_sql()), what="unlocking")
     held = _read_holder(host, s)
     if held is None:
         say(host, f"the deploy lock of {s.deploy_env} was not held: nothing to do")
         return True
     sh(
         host,
-        commands.psql(
+        postgres.psql(
             s,
-            f"DELETE FROM {TABLE} WHERE env = {env} AND holder = {commands.sql_literal(held[0])}",
+            f"DELETE FROM {TABLE} WHERE env = {env} AND holder = {postgres.sql_literal(held[0])}",
         ),
         what="unlocking",
     )

@@ -20,23 +20,24 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
-from tasks import commands, service
+from tasks import service
+from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
 from tasks.context import Plan
 from tasks.runtime import sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
-q = commands.q
+q = shell.q
 
 
 def unit_text(s: Settings) -> str:
     """The single instance's systemd unit (`release_strategy: restart`)."""
-    p = commands.paths(s)
+    p = shell.paths(s)
     return UNIT_TEMPLATE.read_text().format(
         user=s.app_user,
         current=p["current"],
         env_file=p["env_file"],
-        binary=commands.SERVICE_BINARY,
+        binary=git.SERVICE_BINARY,
         log_dir=str(Path(s.app_log_file).parent),
     )
 
@@ -65,7 +66,7 @@ class Systemd:
         unit = files.put(
             name=f"Ensure systemd unit {self.s.app_service} is installed",
             src=StringIO(unit_text(self.s)),
-            dest=commands.paths(self.s)["unit"],
+            dest=shell.paths(self.s)["unit"],
             mode="644",
         )
         systemd.daemon_reload(name="Reload systemd (unit changed)", _if=unit.did_change)
@@ -86,7 +87,7 @@ class Systemd:
         s, name = self.s, service.unit(self.s, slot)
         sh(
             h,
-            f"{commands.container_remove(service.container(s, slot))}; "
+            f"{docker.container_remove(service.container(s, slot))}; "
             f"systemctl enable -q {q(name)} && systemctl restart {q(name)}",
             what=f"starting {name}",
         )
@@ -118,8 +119,8 @@ class Docker(Systemd):
         restart."""
         s = self.s
         network, redis = s.docker_network, service.cache_container(s)
-        command = commands.network_ready(network, redis)
-        if host.get_fact(Command, command=commands.network_state(network, redis)) != "ready":
+        command = docker.network_ready(network, redis)
+        if host.get_fact(Command, command=docker.network_state(network, redis)) != "ready":
             server.shell(name=f"Ensure Docker network {network} exists", commands=[command])
         elif redis_op is not None:  # a new redis-cache container must join the network again
             server.shell(
@@ -130,7 +131,7 @@ class Docker(Systemd):
         spec = files.put(
             name="Ensure the container spec is current (docker run flags)",
             src=StringIO(service.run_command(s, "<release>") + "\n"),
-            dest=f"{commands.paths(s)['state']}/container.spec",
+            dest=f"{shell.paths(s)['state']}/container.spec",
             mode="600",
         )
         return {"container": spec}
@@ -146,8 +147,8 @@ class Docker(Systemd):
         service.ensure_image(h, s, release_dir)
         sh(
             h,
-            f"{commands.unit_stop(service.unit(s, slot))}; "
-            f"{commands.network_ready(s.docker_network, service.cache_container(s))} && "
+            f"{units.unit_stop(service.unit(s, slot))}; "
+            f"{docker.network_ready(s.docker_network, service.cache_container(s))} && "
             f"{service.run_command(s, release_dir, slot)}",
             what=f"starting container {name}",
         )

@@ -23,7 +23,8 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands, lint
+from tasks import lint
+from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, Run, RunContext
 from tasks.method import Method
@@ -54,10 +55,10 @@ from tasks.runtime import (
 def _invalid_indexes(h, s: Settings, names: list[str]) -> list[str]:
     if not names:
         return []
-    values = ", ".join(commands.sql_literal(n) for n in names)
+    values = ", ".join(postgres.sql_literal(n) for n in names)
     _, out, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
             "SELECT c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
             f"WHERE NOT i.indisvalid AND c.relname IN ({values})",
@@ -69,11 +70,13 @@ def _invalid_indexes(h, s: Settings, names: list[str]) -> list[str]:
 def verify_objects(h, s: Settings, migrations: list[Migration]) -> list[dict[str, Any]]:
     """Every index and materialized view the applied migrations create (and no later one
     drops): present and valid."""
-    dropped = {n for m in migrations for n in commands.dropped_objects(m.sql)}
-    names = [n for m in migrations for n in commands.created_objects(m.sql) if n not in dropped]
+    dropped = {n for m in migrations for n in migration_sql.dropped_objects(m.sql)}
+    names = [
+        n for m in migrations for n in migration_sql.created_objects(m.sql) if n not in dropped
+    ]
     if not names:
         return []
-    _, out, _ = sh(h, commands.psql(s, commands.objects_state_sql(names)))
+    _, out, _ = sh(h, postgres.psql(s, postgres.objects_state_sql(names)))
     found = {}
     for line in out.splitlines():
         name, kind, valid, size = line.split("|")
@@ -94,20 +97,20 @@ LOCK_TIMEOUT = "canceling statement due to lock timeout"
 def _lock_holders(h, s: Settings) -> str:
     """Who holds a lock on metrics (pid, state, age of its transaction, query), for the
     operator's message."""
-    _, out, _ = sh(h, commands.psql(s, commands.lock_holders_sql("metrics")), check=False)
+    _, out, _ = sh(h, postgres.psql(s, postgres.lock_holders_sql("metrics")), check=False)
     return "; ".join(out.splitlines()) or "nobody now"
 
 
 def _run_script(h, s: Settings, pending: list[Migration], by: str) -> tuple[bool, str]:
     """Apply PENDING in one psql script (INVALID leftovers of theirs dropped first)."""
-    names = [n for m in pending for n in commands.created_objects(m.sql)]
+    names = [n for m in pending for n in migration_sql.created_objects(m.sql)]
     invalid = _invalid_indexes(h, s, names)
     if invalid:
         say(h, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
-    script = commands.migration_script(
+    script = migration_sql.migration_script(
         s, [(m.version, m.name, m.checksum, m.sql, m.down, m.phase) for m in pending], invalid, by
     )
-    path = f"{commands.paths(s)['state']}/migration.sql"
+    path = f"{shell.paths(s)['state']}/migration.sql"
     put_text(h, script, path)
     say(
         h,
@@ -116,7 +119,7 @@ def _run_script(h, s: Settings, pending: list[Migration], by: str) -> tuple[bool
     )
     budget = int(seconds(s.migrate_statement_timeout)) * len(pending) + 60
     ok, _, err = sh(
-        h, commands.psql(s, None, path), timeout=budget, what="applying migrations", check=False
+        h, postgres.psql(s, None, path), timeout=budget, what="applying migrations", check=False
     )
     return ok, err.strip()[-2000:]
 
@@ -177,7 +180,7 @@ def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
     found = []
     for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
         connected(h, "to ask the release it serves")
-        _, current, _ = sh(h, f"readlink {commands.q(commands.paths(s)['current'])} || true")
+        _, current, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true")
         if current.strip() and _probe(h, s) is None:
             found.append((h, current.strip().rsplit("/", 1)[-1]))
     return found
@@ -225,14 +228,14 @@ def _backfill(host, s: Settings, m: Migration) -> int:
         fill = parse_backfill(m.backfill or "")
     except ValueError as exc:
         raise DeployError(f"{m.version}_{m.name}.backfill.sql: {exc}") from None
-    start = commands.backfill_start_sql(m.version, fill.table, fill.key)
-    _, out, _ = sh(host, commands.psql(s, None, None, *start), what="reading a backfill's state")
+    start = migration_sql.backfill_start_sql(m.version, fill.table, fill.key)
+    _, out, _ = sh(host, postgres.psql(s, None, None, *start), what="reading a backfill's state")
     lo, end, rows, finished = out.split()[-1].split("|")
     if finished == "t":
         return int(rows)
     lo, end, rows = int(lo), int(end), int(rows)
-    path = f"{commands.paths(s)['state']}/backfill_{m.version}.sql"
-    put_text(host, commands.backfill_batch_script(s, m.version, fill.statement), path)
+    path = f"{shell.paths(s)['state']}/backfill_{m.version}.sql"
+    put_text(host, migration_sql.backfill_batch_script(s, m.version, fill.statement), path)
     size, pause = s.migrate_backfill_batch, seconds(s.migrate_backfill_pause)
     resumed = f", resuming after {rows} rows" if rows else ""
     say(
@@ -247,7 +250,7 @@ def _backfill(host, s: Settings, m: Migration) -> int:
         hi = min(lo + size, end)
         _, out, err = sh(
             host,
-            commands.psql(s, None, path, variables={"lo": lo, "hi": hi}),
+            postgres.psql(s, None, path, variables={"lo": lo, "hi": hi}),
             timeout=budget,
             what=f"backfill {m.version} ({fill.key} {lo} to {hi})",
         )
@@ -285,12 +288,12 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
     if adopt:
         say(host, f"adopting a hand-migrated database at baseline {s.migrate_baseline}")
         rows = [
-            commands.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
+            migration_sql.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
             for m in adopt
         ]
         sh(
             host,
-            commands.psql(s, None, None, *commands.history_table_sql(), *rows),
+            postgres.psql(s, None, None, *migration_sql.history_table_sql(), *rows),
             what="recording the baseline",
         )
     # a backfill an earlier run left unfinished (killed) resumes before anything newer runs
@@ -352,7 +355,7 @@ def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> li
             continue
         try:
             connected(h, "to check which release it serves")
-            _, current, _ = sh(h, f"readlink {commands.q(commands.paths(s)['current'])} || true")
+            _, current, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true")
         except Exception as exc:  # noqa: BLE001 - an unreachable host is a reason, not a crash
             problems.append(f"{h.name} could not be checked ({exc})")
             continue
@@ -392,16 +395,16 @@ def _contract(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) ->
 
 
 def _object_line(h, s: Settings, statement: str, name: str) -> str:
-    stored = commands.index_columns(statement)
+    stored = migration_sql.index_columns(statement)
     if stored is None:
         return f"{name} (materialized view: its size is its query's result)"
     table, columns = stored
-    _, out, _ = sh(h, commands.psql(s, commands.index_inputs_sql(table, columns)))
+    _, out, _ = sh(h, postgres.psql(s, migration_sql.index_inputs_sql(table, columns)))
     rows, width, known = (int(x) for x in out.strip().split("|"))
     if rows < 0:
         return f"{name} (index on {table}, which does not exist yet: size unknown)"
     width += 8 * (len(columns) - known)  # a column without statistics: taken as 8 bytes
-    size = commands.index_estimate_bytes(rows, [width])
+    size = migration_sql.index_estimate_bytes(rows, [width])
     return f"{name} (index on {table} ({', '.join(columns)}), about {size / 2**20:.0f} MiB)"
 
 
@@ -420,7 +423,7 @@ def preview(s: Settings, plan: Plan) -> None:
 def _preview(s: Settings, plan: Plan) -> None:
     migrations = release_migrations(host, s, plan)
     _, size, _ = sh(
-        host, commands.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
+        host, postgres.psql(s, "SELECT pg_size_pretty(pg_database_size(current_database()))")
     )
     has_history, has_metrics, applied = read_history(host, s)
     try:
@@ -447,8 +450,8 @@ def _preview(s: Settings, plan: Plan) -> None:
     for m in pending:
         created = [
             _object_line(host, s, st.sql, name)
-            for st in commands.split_statements(m.sql)
-            for name in commands.created_objects(st.sql)
+            for st in migration_sql.split_statements(m.sql)
+            for name in migration_sql.created_objects(st.sql)
         ]
         when = (
             "after every app host serves the release: contract"

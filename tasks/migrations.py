@@ -16,7 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from tasks import commands
+from tasks.commands import git, migration_sql, postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan
 from tasks.runtime import DeployError, sh
@@ -132,7 +132,7 @@ def cut_after_backfills(pending: list[Migration]) -> list[list[Migration]]:
 def parse_migration_files(output: str) -> list[Migration]:
     """The up migrations (NNN_name.sql) with their down scripts (NNN_name.down.sql) and
     backfills (NNN_name.backfill.sql), in version order, from the output of
-    `commands.cat_files` with FILE_MARK."""
+    `git.cat_files` with FILE_MARK."""
     files: dict[str, list[str]] = {}
     lines: list[str] = []
     for line in output.splitlines():
@@ -161,16 +161,16 @@ def parse_migration_files(output: str) -> list[Migration]:
 def read_migrations(h, s: Settings, release_dir: str) -> list[Migration]:
     """The release's up migrations with their down scripts, in version order (one command)."""
     folder = f"{release_dir}/{s.migrate_dir}"
-    _, out, _ = sh(h, commands.cat_files(folder, "*.sql", FILE_MARK), what=f"reading {folder}")
+    _, out, _ = sh(h, git.cat_files(folder, "*.sql", FILE_MARK), what=f"reading {folder}")
     return parse_migration_files(out)
 
 
 def release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     """The migrations the release holds, from its commit (built or not: the repository cache,
     or a fetch that changes nothing on the host)."""
-    read = commands.git_cat_files(
+    read = git.git_cat_files(
         s.app_repo_url,
-        commands.paths(s)["repo_cache"],
+        shell.paths(s)["repo_cache"],
         plan.commit,
         s.migrate_dir,
         FILE_MARK,
@@ -183,9 +183,9 @@ def read_history(h, s: Settings) -> tuple[bool, bool, dict[str, str]]:
     """(history table exists, metrics exists, {version: checksum} of applied migrations)."""
     _, out, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
-            f"SELECT to_regclass('{commands.HISTORY_TABLE}') IS NOT NULL, "
+            f"SELECT to_regclass('{postgres.HISTORY_TABLE}') IS NOT NULL, "
             "to_regclass('metrics') IS NOT NULL",
         ),
         what="reading the migration history",
@@ -195,9 +195,9 @@ def read_history(h, s: Settings) -> tuple[bool, bool, dict[str, str]]:
     if has_history:
         _, out, _ = sh(
             h,
-            commands.psql(
+            postgres.psql(
                 s,
-                f"SELECT version, checksum FROM {commands.HISTORY_TABLE} "
+                f"SELECT version, checksum FROM {postgres.HISTORY_TABLE} "
                 "WHERE reverted_at IS NULL ORDER BY version",
             ),
         )
@@ -259,16 +259,16 @@ def applied_contracts(h, s: Settings) -> dict[str, str]:
     """{version: name} of the contract migrations applied and not reverted (read-only: no
     history, or one from before phases were recorded, has none)."""
     _, exists, _ = sh(
-        h, commands.psql(s, f"SELECT to_regclass('{commands.HISTORY_TABLE}') IS NOT NULL")
+        h, postgres.psql(s, f"SELECT to_regclass('{postgres.HISTORY_TABLE}') IS NOT NULL")
     )
     if exists.strip() != "t":
         return {}
     _, out, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
-            f"SELECT version, name FROM {commands.HISTORY_TABLE} m WHERE reverted_at IS NULL "
-            f"AND to_jsonb(m)->>'phase' = {commands.sql_literal(CONTRACT)} "
+            f"SELECT version, name FROM {postgres.HISTORY_TABLE} m WHERE reverted_at IS NULL "
+            f"AND to_jsonb(m)->>'phase' = {postgres.sql_literal(CONTRACT)} "
             "ORDER BY version",
         ),
         what="reading the contract migrations applied",
@@ -280,19 +280,19 @@ def _down_script(h, s: Settings, version: str, name: str, recorded: bool) -> str
     """A file on H holding the down script of VERSION: the one recorded when it was
     applied, or (history written before down scripts were recorded) the newest release on the
     host that has it."""
-    path = f"{commands.paths(s)['state']}/revert_{version}.sql"
+    path = f"{shell.paths(s)['state']}/revert_{version}.sql"
     if recorded:
         query = (
-            f"SELECT down_sql FROM {commands.HISTORY_TABLE} "
-            f"WHERE version = {commands.sql_literal(version)}"
+            f"SELECT down_sql FROM {postgres.HISTORY_TABLE} "
+            f"WHERE version = {postgres.sql_literal(version)}"
         )
         sh(
             h,
-            f"umask 077 && {commands.psql(s, query)} > {commands.q(path)}",
+            f"umask 077 && {postgres.psql(s, query)} > {shell.q(path)}",
             what="reading " + path,
         )
         return path
-    pattern = f"{commands.paths(s)['releases']}/*/{s.migrate_dir}/{version}_{name}.down.sql"
+    pattern = f"{shell.paths(s)['releases']}/*/{s.migrate_dir}/{version}_{name}.down.sql"
     _, found, _ = sh(h, f"ls -1t {pattern} 2>/dev/null | head -n 1 || true")
     if not found.strip():
         raise DeployError(
@@ -305,8 +305,12 @@ def _down_script(h, s: Settings, version: str, name: str, recorded: bool) -> str
 def revert_migration(h, s: Settings, version: str, name: str, recorded: bool) -> None:
     """Run VERSION's down script (see _down_script) and mark it reverted in the history."""
     down = _down_script(h, s, version, name, recorded)
-    sh(h, commands.psql(s, None, down), timeout=600, what=f"reverting {version}")
-    record = commands.psql(
-        s, None, None, *commands.history_table_sql(), commands.revert_migration_sql(version)
+    sh(h, postgres.psql(s, None, down), timeout=600, what=f"reverting {version}")
+    record = postgres.psql(
+        s,
+        None,
+        None,
+        *migration_sql.history_table_sql(),
+        migration_sql.revert_migration_sql(version),
     )
     sh(h, record, what="recording the revert")

@@ -9,7 +9,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
@@ -17,7 +17,7 @@ from tasks.probes import db_connections, redis_stats
 from tasks.runtime import DeployError, say, sh, timed_get
 from tasks.strategy import Strategy
 
-q = commands.q
+q = shell.q
 
 
 def _log_size(h, path: str) -> int:

@@ -11,10 +11,10 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Command
 
-from tasks import commands
+from tasks.commands import docker, git, rediscli, shell
 from tasks.config import Settings
 
-q = commands.q
+q = shell.q
 
 
 @operation()
@@ -64,11 +64,11 @@ def release_built(repo_url: str, commit: str, cache: str, release_dir: str, user
     + release_dir: the release folder (made under a .partial name, renamed when built)
     + user: group owner of the release (the service user reads it)
     """
-    binary = f"{release_dir}/{commands.SERVICE_BINARY}"
+    binary = f"{release_dir}/{git.SERVICE_BINARY}"
     if host.get_fact(File, path=binary):
         host.noop(f"release {release_dir} is already built")
         return
-    yield commands.build_release(repo_url, commit, cache, release_dir, user)
+    yield git.build_release(repo_url, commit, cache, release_dir, user)
 
 
 @operation()
@@ -80,7 +80,7 @@ def redis_container(settings: Settings, auth_conf: str | None):
     + settings: the deploy's settings (redis_* variables)
     + auth_conf: host path of a config file holding ``requirepass`` (None: no password)
     """
-    spec = commands.redis_run(settings, "", auth_conf)
+    spec = rediscli.redis_run(settings, "", auth_conf)
     spec_hash = hashlib.sha256(spec.encode()).hexdigest()[:16]
     name = settings.redis_container
     label = '{{index .Config.Labels "monitoring-dashboard.spec"}} {{.State.Running}}'
@@ -90,5 +90,5 @@ def redis_container(settings: Settings, auth_conf: str | None):
     if state == f"{spec_hash} true":
         host.noop(f"container {name} runs with the wanted flags")
         return
-    yield commands.container_remove(name)
-    yield commands.redis_run(settings, spec_hash, auth_conf)
+    yield docker.container_remove(name)
+    yield rediscli.redis_run(settings, spec_hash, auth_conf)

@@ -10,7 +10,8 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
-from tasks import commands, lint, lock, operations
+from tasks import lint, lock, operations
+from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.method import Method
@@ -28,7 +29,7 @@ def _database_facts(h, s: Settings) -> dict[str, int]:
         "(SELECT count(*) FROM pg_stat_activity), pg_database_size(current_database()), "
         "coalesce(pg_total_relation_size(to_regclass('metrics')), 0)"
     )
-    _, out, _ = sh(h, commands.psql(s, sql), timeout=20, what="connecting to the database")
+    _, out, _ = sh(h, postgres.psql(s, sql), timeout=20, what="connecting to the database")
     max_conn, active, db_size, table_size = (int(v) for v in out.strip().split("|"))
     return {
         "max_connections": max_conn,
@@ -41,7 +42,7 @@ def _database_facts(h, s: Settings) -> dict[str, int]:
 def _free_bytes(h, path: str) -> int:
     _, out, _ = sh(
         h,
-        f"mkdir -p {commands.q(path)} && df -PB1 {commands.q(path)} | awk 'NR==2 {{print $4}}'",
+        f"mkdir -p {shell.q(path)} && df -PB1 {shell.q(path)} | awk 'NR==2 {{print $4}}'",
         what=f"free space of {path}",
     )
     return int(out.strip())
@@ -132,13 +133,13 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
 
 def secret_files(s: Settings) -> None:
     """The deploy's own state folder and secret files on each host (root only)."""
-    p = commands.paths(s)
+    p = shell.paths(s)
     files.directory(name=f"Ensure {p['state']} exists (0700)", path=p["state"], mode="700")
     files.directory(name=f"Ensure {p['manifests']} exists", path=p["manifests"], mode="700")
     operations.secret_file(
         name="Ensure the database password file is current (0600)",
         path=p["pgpass"],
-        content=commands.pgpass_line(s, secret("DB_PASSWORD")),
+        content=postgres.pgpass_line(s, secret("DB_PASSWORD")),
     )
     operations.secret_file(
         name="Ensure the Redis password file is current (0600)",

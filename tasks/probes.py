@@ -3,7 +3,7 @@ statistics and keys, the database's connections. Read-only."""
 
 from __future__ import annotations
 
-from tasks import commands
+from tasks.commands import postgres, rediscli
 from tasks.config import Settings
 from tasks.runtime import sh
 
@@ -19,14 +19,14 @@ def cache_address(s: Settings) -> tuple[str, int]:
 def ping(h, s: Settings) -> str:
     address, port = cache_address(s)
     ok, out, err = sh(
-        h, commands.redis_cli(s, "ping", host=address, port=port), check=False, timeout=10
+        h, rediscli.redis_cli(s, "ping", host=address, port=port), check=False, timeout=10
     )
     return out.strip() if ok else (err or out).strip()
 
 
 def redis_stats(h, s: Settings) -> dict[str, int]:
     address, port = cache_address(s)
-    _, out, _ = sh(h, commands.redis_cli(s, "info", "stats", host=address, port=port))
+    _, out, _ = sh(h, rediscli.redis_cli(s, "info", "stats", host=address, port=port))
     stats = {}
     for line in out.splitlines():
         key, _, value = line.strip().partition(":")
@@ -38,7 +38,7 @@ def redis_stats(h, s: Settings) -> dict[str, int]:
 def metrics_keys(h, s: Settings) -> int:
     address, port = cache_address(s)
     _, out, _ = sh(
-        h, commands.redis_cli(s, "--scan", "--pattern", "metrics:*", host=address, port=port)
+        h, rediscli.redis_cli(s, "--scan", "--pattern", "metrics:*", host=address, port=port)
     )
     return len(out.split())
 
@@ -46,10 +46,10 @@ def metrics_keys(h, s: Settings) -> int:
 def db_connections(h, s: Settings) -> int:
     _, out, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
             f"SELECT count(*) FROM pg_stat_activity WHERE datname = "
-            f"{commands.sql_literal(s.db_name)}",
+            f"{postgres.sql_literal(s.db_name)}",
         ),
         timeout=30,
         what="counting the database's connections",

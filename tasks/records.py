@@ -15,7 +15,7 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.report_html import html_report
@@ -157,13 +157,13 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     """The deployment record and (when the release changed or the deploy failed) the manifest
     on the host; the run's local JSON report, rewritten with this host in it."""
     run = ctx.run(host)
-    p = commands.paths(s)
+    p = shell.paths(s)
     append_record(host, s, record(run, s, plan))
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
         path = f"{p['manifests']}/{ctx.stamp}.json"
         put_text(host, text, path)
-        sh(host, f"ln -sfn {commands.q(path)} {commands.q(p['manifests'] + '/latest.json')}")
+        sh(host, f"ln -sfn {shell.q(path)} {shell.q(p['manifests'] + '/latest.json')}")
     ctx.plans[host.name] = plan
     return write_local(ctx, s)
 

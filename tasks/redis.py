@@ -10,7 +10,8 @@ from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
-from tasks import commands, operations
+from tasks import operations
+from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
@@ -44,13 +45,13 @@ def redis(ctx: RunContext, s: Settings, plan: Plan):
         auth_conf = None
         password = secret("REDIS_PASSWORD")
         if password:
-            auth_conf = f"{commands.paths(s)['state']}/redis-auth.conf"
+            auth_conf = f"{shell.paths(s)['state']}/redis-auth.conf"
             operations.secret_file(
                 name="Ensure the Redis password file is current (0600)",
                 path=auth_conf,
                 content=f"requirepass {password}\n",
             )
-        name = commands.q(s.redis_container)
+        name = shell.q(s.redis_container)
         existed = host.get_fact(
             Command, command=f"docker inspect {name} >/dev/null 2>&1 && echo yes || echo no"
         )

@@ -16,7 +16,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import files, python, server
 
-from tasks import commands, operations
+from tasks import operations
+from tasks.commands import docker, git, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.method import Method
@@ -28,24 +29,24 @@ UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-d
 
 def make_plan(s: Settings) -> Plan:
     """Read, before any change: which commit the ref names and what `current` is now."""
-    p = commands.paths(s)
+    p = shell.paths(s)
     ok, out = host.run_shell_command(
-        command=commands.ls_remote(s.app_repo_url, s.app_version), _timeout=60
+        command=git.ls_remote(s.app_repo_url, s.app_version), _timeout=60
     )
     if not ok:
         raise DeployError(
             f"[{host.name}] cannot reach the repository {s.app_repo_url}: "
             f"{out.stderr.strip()[-500:]}"
         )
-    commit = commands.parse_ls_remote(out.stdout, s.app_version)
+    commit = git.parse_ls_remote(out.stdout, s.app_version)
     if not commit:
         raise DeployError(
             f"[{host.name}] app_version {s.app_version!r} names no tag, branch "
             f"or commit in {s.app_repo_url}"
         )
-    release = commands.release_id(s.app_version, commit)
+    release = git.release_id(s.app_version, commit)
     release_dir = f"{p['releases']}/{release}"
-    _, out = host.run_shell_command(command=f"readlink {commands.q(p['current'])} || true")
+    _, out = host.run_shell_command(command=f"readlink {shell.q(p['current'])} || true")
     previous = out.stdout.strip() or None
     return Plan(
         ref=s.app_version,
@@ -61,7 +62,7 @@ def make_plan(s: Settings) -> Plan:
 
 @deploy("Build the release")
 def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta:
-    p = commands.paths(s)
+    p = shell.paths(s)
     server.group(name=f"Ensure group {s.app_user} exists", group=s.app_user, system=True)
     server.user(
         name=f"Ensure service user {s.app_user} exists (no login)",
@@ -105,9 +106,7 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
             plan=plan,
             builder=builder,
         )
-    if built is None and not host.get_fact(
-        File, path=f"{plan.release_dir}/{commands.SERVICE_BINARY}"
-    ):
+    if built is None and not host.get_fact(File, path=f"{plan.release_dir}/{git.SERVICE_BINARY}"):
         ctx.awaiting_release.add(host.name)
         built = python.call(
             name=f"Ensure release {plan.release} is here (built on {builder}, sha256 checked)",
@@ -134,13 +133,13 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
     sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
     if host.name != builder or not ctx.awaiting_release or not _binary_here(host, plan):
         return True
-    remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
-    sh(host, commands.pack_release(plan.release_dir, remote), timeout=300, what="packing")
+    remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
+    sh(host, git.pack_release(plan.release_dir, remote), timeout=300, what="packing")
     local = Path(tempfile.mkdtemp(prefix="mdd-release-")) / f"{plan.release}.tar.gz"
     atexit.register(shutil.rmtree, local.parent, True)
     if not host.get_file(remote, str(local)):
         raise DeployError(f"could not fetch {remote} from {host.name}")
-    sh(host, f"rm -f {commands.q(remote)}")
+    sh(host, f"rm -f {shell.q(remote)}")
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
     ctx.release_artifact = (str(local), digest)
     ctx.run(host).facts["artifact"] = {"sha256": digest, "built_on": host.name}
@@ -153,12 +152,12 @@ def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> No
     if ctx.release_artifact is None:
         raise DeployError(f"release {plan.release} was not built on {builder}: nothing to receive")
     local, digest = ctx.release_artifact
-    remote = f"{commands.paths(s)['state']}/{plan.release}.tar.gz"
+    remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
     if not host.put_file(local, remote):
         raise DeployError(f"could not upload the release to {remote}")
     sh(
         host,
-        commands.unpack_release(remote, digest, plan.release_dir, s.app_user),
+        git.unpack_release(remote, digest, plan.release_dir, s.app_user),
         timeout=300,
         what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
     )
@@ -167,8 +166,8 @@ def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> No
 
 
 def _binary_here(host, plan: Plan) -> bool:
-    binary = f"{plan.release_dir}/{commands.SERVICE_BINARY}"
-    return sh(host, f"test -x {commands.q(binary)}", check=False)[0]
+    binary = f"{plan.release_dir}/{git.SERVICE_BINARY}"
+    return sh(host, f"test -x {shell.q(binary)}", check=False)[0]
 
 
 def build_output(op: OperationMeta | None, lines: int = 12) -> str:
@@ -197,16 +196,16 @@ def _check_built(
 def prune(s: Settings, plan: Plan) -> None:
     if not plan.release_changes:
         return
-    p = commands.paths(s)
+    p = shell.paths(s)
     server.shell(
         name=f"Ensure at most {s.app_keep_releases} releases (and their images) are kept",
         commands=[
-            commands.prune_releases(
+            git.prune_releases(
                 p["releases"],
                 s.app_keep_releases,
                 [plan.release] + ([plan.previous_version] if plan.previous_version else []),
             ),
             # also after a switch back to systemd: an image lives as long as its release
-            commands.prune_images(s.app_image, p["releases"]),
+            docker.prune_images(s.app_image, p["releases"]),
         ],
     )

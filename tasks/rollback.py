@@ -28,7 +28,8 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, helm
+from tasks import helm
+from tasks.commands import docker, git, migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
 from tasks.method import Method
@@ -55,7 +56,7 @@ from tasks.runtime import (
 )
 from tasks.strategy import Strategy
 
-q = commands.q
+q = shell.q
 
 
 @dataclass
@@ -84,7 +85,7 @@ def named_release(releases: list[str], wanted: str) -> str:
     that ref (folders are `<ref>-<commit12>`); a clear error otherwise."""
     if wanted in releases:
         return wanted
-    safe = commands.release_id(wanted, "x" * 12)[: -len("-" + "x" * 12)]
+    safe = git.release_id(wanted, "x" * 12)[: -len("-" + "x" * 12)]
     found = [r for r in releases if r.rsplit("-", 1)[0] == safe]
     if len(found) == 1:
         return found[0]
@@ -100,7 +101,7 @@ def named_release(releases: list[str], wanted: str) -> str:
 
 def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
     """(path, manifest) of every deploy recorded on this host, newest first."""
-    p = commands.paths(s)
+    p = shell.paths(s)
     _, out = host.run_shell_command(
         command=f"for f in $(ls -1 {q(p['manifests'])}/2*.json 2>/dev/null | sort -r); do "
         'printf "%s\\t" "$f"; tr -d "\\n" < "$f"; echo; done',
@@ -119,7 +120,7 @@ def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
 def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
     """The newest successful deploy's manifest on this host and the release to go back to; a
     clear error when there is nothing to go back to (no change is made then)."""
-    p = commands.paths(s)
+    p = shell.paths(s)
     done = [(path, m) for path, m in _manifests(s) if m.get("outcome") == "success"]
     if not done:
         raise DeployError(
@@ -188,7 +189,7 @@ def _refuse_if_others_need(s: Settings, to_revert: set[str]) -> None:
     users = []
     for other in outside_the_run() if to_revert else []:
         connected(other, "to check which schema it needs")
-        _, current, _ = sh(other, f"readlink {q(commands.paths(s)['current'])} || true")
+        _, current, _ = sh(other, f"readlink {q(shell.paths(s)['current'])} || true")
         if current.strip():
             needs = to_revert & {m.version for m in read_migrations(other, s, current.strip())}
             if needs:
@@ -237,13 +238,13 @@ def _revert_migrations(ctx: RunContext, host, s: Settings, target: Target, phase
     keep = set().union(*ctx.keep_migrations.values())
     _, out, _ = sh(
         host,
-        commands.psql(
+        postgres.psql(
             s,
             None,
             None,
-            *commands.history_table_sql(),
-            f"SELECT version, name, down_sql IS NOT NULL FROM {commands.HISTORY_TABLE} "
-            f"WHERE reverted_at IS NULL AND phase = {commands.sql_literal(phase)} "
+            *migration_sql.history_table_sql(),
+            f"SELECT version, name, down_sql IS NOT NULL FROM {postgres.HISTORY_TABLE} "
+            f"WHERE reverted_at IS NULL AND phase = {postgres.sql_literal(phase)} "
             "ORDER BY version DESC",
         ),
         what="reading the history",
@@ -263,14 +264,14 @@ def _restore_backup(host, s: Settings, target: Target) -> None:
     backup = target.manifest.get("backup")
     if not backup:
         raise DeployError("the deploy took no backup, there is nothing to restore")
-    _, now, _ = sh(host, commands.psql(s, commands.table_fingerprint_sql()), timeout=120)
+    _, now, _ = sh(host, postgres.psql(s, postgres.table_fingerprint_sql()), timeout=120)
     rows, _, md5 = now.strip().split("|")
     if md5 == backup["metrics_md5"] and int(rows) == backup["metrics_rows"]:
         say(host, "metrics already matches the backup: nothing to restore")
         return
     _, newer, _ = sh(
         host,
-        commands.psql(
+        postgres.psql(
             s, f"SELECT count(*) FROM metrics WHERE id > {int(backup['metrics_max_id'])}"
         ),
     )
@@ -282,8 +283,8 @@ def _restore_backup(host, s: Settings, target: Target) -> None:
     _, out, _ = sh(host, f"sha256sum {q(backup['path'])}", what="finding the backup")
     if out.split()[0] != backup["sha256"]:
         raise DeployError(f"{backup['path']} does not match its recorded checksum")
-    sh(host, commands.pg_restore(s, backup["path"]), timeout=s.backup_timeout, what="pg_restore")
-    _, after, _ = sh(host, commands.psql(s, commands.table_fingerprint_sql()), timeout=120)
+    sh(host, postgres.pg_restore(s, backup["path"]), timeout=s.backup_timeout, what="pg_restore")
+    _, after, _ = sh(host, postgres.psql(s, postgres.table_fingerprint_sql()), timeout=120)
     rows, _, md5 = after.strip().split("|")
     if md5 != backup["metrics_md5"] or int(rows) != backup["metrics_rows"]:
         raise DeployError(
@@ -323,7 +324,7 @@ def _remove_container(state, host, ctx: RunContext, s: Settings, target: Target)
     if not target.manifest.get("redis_container_created"):
         say(host, f"{s.redis_container} was not created by that deploy: left as it is")
         return True
-    sh(host, commands.container_remove(s.redis_container))
+    sh(host, docker.container_remove(s.redis_container))
     say(host, f"container {s.redis_container} removed")
     return True
 
@@ -346,8 +347,8 @@ def _helm_rollback(state, host, ctx: RunContext, s: Settings, target: Target) ->
         say(host, f"$ {shlex.join(helm.rollback_command(s))}")
         helm.run(helm.rollback_command(s), timeout=limit)
         status = helm.run(helm.rollout_status_command(s), timeout=limit)
-        current = commands.paths(s)["current"]  # the release the cluster runs, on this host
-        sh(host, commands.switch_current(current, target.release_dir), what="switching current")
+        current = shell.paths(s)["current"]  # the release the cluster runs, on this host
+        sh(host, git.switch_current(current, target.release_dir), what="switching current")
     except DeployError as exc:
         return _fail(ctx, host, s, target, "switch", exc)
     if s.rollback_mode == "full":

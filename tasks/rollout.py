@@ -23,8 +23,9 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands, slots
+from tasks import slots
 from tasks.batches import Rollout, batch_plan
+from tasks.commands import haproxy
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import deploy_failed
@@ -77,7 +78,7 @@ def _on_balancer(h, s: Settings, state: str, until: str, timeout: float) -> str:
     lb, socket, backend = _balancer(s), s.lb_haproxy_socket, s.lb_haproxy_backend
     sh(
         lb,
-        commands.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
+        haproxy.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
         what=f"setting {h.name} to {state} on {lb.name}",
     )
     return haproxy_wait(lb, socket, backend, h.name, until, timeout)
@@ -246,7 +247,7 @@ def roll_out(
 def _check_balancer(state, host, s: Settings) -> bool:
     """The balancer answers on its admin socket and knows every app host as a server."""
     apps = [h.name for h in app_hosts()]
-    ok, out, _ = sh(host, commands.haproxy_api(s.lb_haproxy_socket, "show stat"), check=False)
+    ok, out, _ = sh(host, haproxy.haproxy_api(s.lb_haproxy_socket, "show stat"), check=False)
     known = {
         line.split(",")[1]
         for line in out.splitlines()

@@ -18,7 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.outcome import failed
@@ -35,7 +35,7 @@ from tasks.runtime import (
 )
 from tasks.strategy import Strategy
 
-q = commands.q
+q = shell.q
 
 RUNBOOKS = {
     "redis-disable": "REDIS_ENABLED=false in .env, zero-downtime restart (Issue 1)",
@@ -75,7 +75,7 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     """Terminate sessions of DB_NAME idle for more than MINUTES; prints how many."""
     return (
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        f"WHERE datname = {commands.sql_literal(db_name)} AND state = 'idle' "
+        f"WHERE datname = {postgres.sql_literal(db_name)} AND state = 'idle' "
         f"AND state_change < now() - interval '{int(minutes)} minutes' "
         "AND pid <> pg_backend_pid()"
     )
@@ -102,7 +102,7 @@ def _record(ctx: RunContext, h, s: Settings, name: str, done: list[str]) -> None
 
 
 def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: str) -> bool:
-    path = commands.paths(s)["overrides"]
+    path = shell.paths(s)["overrides"]
     if values:
         document = {"runbook": runbook, "at": now_iso(), "by": deployed_by(s), "values": values}
         put_text(host, json.dumps(document, indent=2) + "\n", path)
@@ -114,7 +114,7 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
 def _restart(h, s: Settings, release: Strategy) -> str:
     """The release that serves now, started again with the new .env (with blue_green, no
     request failing)."""
-    _, current, _ = sh(h, f"readlink {q(commands.paths(s)['current'])}")
+    _, current, _ = sh(h, f"readlink {q(shell.paths(s)['current'])}")
     return release.put_in_service(h, current.strip(), restart=True) or "restarted"
 
 
@@ -122,17 +122,17 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     """What the runbook does on the database (from the migration host only)."""
     if name == "terminate-idle":
         minutes = s.runbook_idle_minutes
-        _, out, _ = sh(h, commands.psql(s, terminate_idle_sql(s.db_name, minutes)))
+        _, out, _ = sh(h, postgres.psql(s, terminate_idle_sql(s.db_name, minutes)))
         return [
             f"terminated {int(out.strip())} connection(s) idle for more than {minutes} minute(s)"
         ]
     if name != "migration-memory":
         return []
     wanted = s.runbook_maintenance_work_mem
-    role, value = commands.sql_ident(s.db_user), commands.sql_literal(wanted)
+    role, value = postgres.sql_ident(s.db_user), postgres.sql_literal(wanted)
     _, size, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
             "SELECT pg_size_pretty(pg_table_size('metrics')), "
             f"pg_table_size('metrics') > pg_size_bytes({value})",
@@ -141,7 +141,7 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     size, larger = size.strip().split("|")
     _, now, _ = sh(
         h,
-        commands.psql(
+        postgres.psql(
             s,
             "SELECT current_setting('maintenance_work_mem'), pg_size_bytes("
             f"current_setting('maintenance_work_mem')) = pg_size_bytes({value})",
@@ -151,7 +151,7 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     if same == "t":
         return []
     alter = f"ALTER ROLE {role} SET maintenance_work_mem = {value}"
-    ok, _, err = sh(h, commands.psql(s, alter), check=False)
+    ok, _, err = sh(h, postgres.psql(s, alter), check=False)
     if not ok:
         raise DeployError(
             f"the database refused `{alter}` ({err.strip()[-200:]}): on a managed database set "
@@ -179,10 +179,10 @@ def _set_maxmemory(h, s: Settings) -> list[str]:
     cache already has it."""
     address, port = cache_address(s)
     maxmemory = s.redis_maxmemory
-    _, now, _ = sh(h, commands.redis_cli(s, "config", "get", "maxmemory", host=address, port=port))
+    _, now, _ = sh(h, rediscli.redis_cli(s, "config", "get", "maxmemory", host=address, port=port))
     if now.split()[-1:] == [str(redis_bytes(maxmemory))]:
         return []
-    sh(h, commands.redis_cli(s, "config", "set", "maxmemory", maxmemory, host=address, port=port))
+    sh(h, rediscli.redis_cli(s, "config", "set", "maxmemory", maxmemory, host=address, port=port))
     if s.redis_mode == "external":
         return [f"Redis {address}:{port} maxmemory {maxmemory} (live)"]
     return [

@@ -18,7 +18,7 @@ from paramiko.ssh_exception import SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
 
-from tasks import commands
+from tasks.commands import haproxy, http, shell
 from tasks.config import Settings, check_or_exit
 
 
@@ -68,8 +68,8 @@ def settings_and_overrides() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def read_overrides(h: Host, s: Settings) -> dict[str, Any]:
     """The runbook overrides recorded on host H ({} when none): runbook, at, values."""
-    path = commands.paths(s)["overrides"]
-    _, out, _ = sh(h, f"cat {commands.q(path)} 2>/dev/null || true", timeout=30)
+    path = shell.paths(s)["overrides"]
+    _, out, _ = sh(h, f"cat {shell.q(path)} 2>/dev/null || true", timeout=30)
     if not out.strip():
         return {}
     try:
@@ -153,25 +153,25 @@ def put_text(h: Host, text: str, dest: str, mode: str = "600") -> None:
     """Upload TEXT to DEST with MODE, created with that mode (a secret is never readable
     by others, not even for a moment)."""
     tmp = f"{dest}.upload"
-    sh(h, f"umask 077 && rm -f {commands.q(tmp)} && touch {commands.q(tmp)}", what="upload")
+    sh(h, f"umask 077 && rm -f {shell.q(tmp)} && touch {shell.q(tmp)}", what="upload")
     if not h.put_file(StringIO(text), tmp):
         raise DeployError(f"could not upload {dest} to {h.name}")
     sh(
         h,
-        f"chmod {mode} {commands.q(tmp)} && mv -f {commands.q(tmp)} {commands.q(dest)}",
+        f"chmod {mode} {shell.q(tmp)} && mv -f {shell.q(tmp)} {shell.q(dest)}",
         what=f"install {dest}",
     )
 
 
 def append_record(h: Host, s: Settings, record: dict[str, Any]) -> None:
     """Append one JSON line to the host's deployment records (root only, mode 0600)."""
-    records = commands.paths(s)["records"]
-    tmp = f"{commands.paths(s)['state']}/record.tmp"
+    records = shell.paths(s)["records"]
+    tmp = f"{shell.paths(s)['state']}/record.tmp"
     put_text(h, json.dumps(record, default=str) + "\n", tmp)
     sh(
         h,
-        f"cat {commands.q(tmp)} >> {commands.q(records)} && rm -f {commands.q(tmp)} "
-        f"&& chmod 600 {commands.q(records)}",
+        f"cat {shell.q(tmp)} >> {shell.q(records)} && rm -f {shell.q(tmp)} "
+        f"&& chmod 600 {shell.q(records)}",
         what="appending the deployment record",
     )
 
@@ -187,7 +187,7 @@ def wait_healthy(h: Host, s: Settings) -> str:
     """The health answer through app_port, waited for up to app_health_timeout."""
     return sh(
         h,
-        commands.wait_healthy(health_url(s), HEALTHY, s.app_health_timeout),
+        http.wait_healthy(health_url(s), HEALTHY, s.app_health_timeout),
         timeout=s.app_health_timeout + 15,
         what="the health check",
     )[1].strip()
@@ -201,7 +201,7 @@ def haproxy_wait(
     Returns the last reading (status, sessions, queued)."""
     ok, out, _ = sh(
         h,
-        commands.haproxy_wait(socket, backend, server, until, timeout),
+        haproxy.haproxy_wait(socket, backend, server, until, timeout),
         timeout=int(timeout) + 15,
         check=False,
     )
@@ -215,7 +215,7 @@ def haproxy_wait(
 
 def timed_get(h: Host, url: str) -> tuple[int, float, str]:
     """GET URL on host H: status, seconds, body."""
-    _, out, _ = sh(h, commands.http_probe(url), check=False)
+    _, out, _ = sh(h, http.http_probe(url), check=False)
     first, _, body = out.partition("\n")
     code, seconds = first.split() if len(first.split()) == 2 else ("0", "0")
     return int(code), float(seconds), body

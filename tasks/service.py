@@ -17,12 +17,12 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.server import Command
 
-from tasks import commands
+from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
 from tasks.runtime import put_text, say, sh
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "files" / "Dockerfile"
-q = commands.q
+q = shell.q
 
 
 def unit(s: Settings, slot: str | None = None) -> str:
@@ -54,12 +54,12 @@ def image_labels(release_dir: str) -> dict[str, str]:
 
 
 def _dockerfile_on_host(s: Settings) -> str:
-    return f"{commands.paths(s)['state']}/Dockerfile"
+    return f"{shell.paths(s)['state']}/Dockerfile"
 
 
 def _build(s: Settings, release_dir: str) -> str:
-    context = f"{release_dir}/{commands.SERVICE_BINARY.rsplit('/', 1)[0]}"
-    return commands.image_build(
+    context = f"{release_dir}/{git.SERVICE_BINARY.rsplit('/', 1)[0]}"
+    return docker.image_build(
         _dockerfile_on_host(s), context, image(s, release_dir), image_labels(release_dir)
     )
 
@@ -103,16 +103,16 @@ def cache_container(s: Settings) -> str | None:
 def run_command(s: Settings, release_dir: str, slot: str | None = None) -> str:
     """The container of the instance, started on RELEASE_DIR's image."""
     publish = f"127.0.0.1:{port(s, slot)}" if slot else str(s.app_port)
-    return commands.container_run(
+    return docker.container_run(
         s, container(s, slot), image(s, release_dir), publish, s.app_user, cache_container(s)
     )
 
 
 def form_command(s: Settings, slot: str | None = None) -> str:
     """Prints `systemd`, `docker` or nothing: the form the instance runs in now."""
-    return commands.instance_form(unit(s, slot), container(s, slot))
+    return units.instance_form(unit(s, slot), container(s, slot))
 
 
 def stop(h, s: Settings, slot: str | None = None) -> None:
     """Stop the instance in both forms (disabled, or removed): it does not come back at boot."""
-    sh(h, commands.instance_stop(unit(s, slot), container(s, slot)), what="stopping an instance")
+    sh(h, units.instance_stop(unit(s, slot), container(s, slot)), what="stopping an instance")

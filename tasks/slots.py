@@ -26,7 +26,8 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from tasks import commands, service
+from tasks import service
+from tasks.commands import git, haproxy, http, shell, units
 from tasks.config import Settings
 from tasks.method import Method
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
@@ -34,7 +35,7 @@ from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
 FILES = Path(__file__).resolve().parent.parent / "files"
 SLOTS = ("blue", "green")
 BACKEND = "slots"
-q = commands.q
+q = shell.q
 
 
 def proxy_service(s: Settings) -> str:
@@ -71,7 +72,7 @@ def proxy_config_text(s: Settings) -> str:
 
 
 def slot_unit_text(s: Settings) -> str:
-    p = commands.paths(s)
+    p = shell.paths(s)
     return (
         (FILES / "monitoring-dashboard@.service")
         .read_text()
@@ -80,7 +81,7 @@ def slot_unit_text(s: Settings) -> str:
             user=s.app_user,
             slots=_paths(s)["slots"],
             env_file=p["env_file"],
-            binary=commands.SERVICE_BINARY,
+            binary=git.SERVICE_BINARY,
             log_dir=str(Path(s.app_log_file).parent),
         )
     )
@@ -185,9 +186,9 @@ def read_state(h, s: Settings, wanted_form: str) -> SlotState:
     instances = [(service.unit(s, slot), service.container(s, slot)) for slot in SLOTS]
     _, out, _ = sh(
         h,
-        commands.slot_state(
+        units.slot_state(
             p["active"],
-            [f"{p['slots']}/{slot}" for slot in SLOTS] + [commands.paths(s)["current"]],
+            [f"{p['slots']}/{slot}" for slot in SLOTS] + [shell.paths(s)["current"]],
             instances,
             proxy_service(s),
         ),
@@ -206,7 +207,7 @@ def read_state(h, s: Settings, wanted_form: str) -> SlotState:
 
 
 def _api(h, s: Settings, *lines: str) -> None:
-    sh(h, commands.haproxy_api(_paths(s)["socket"], *lines), what="the proxy's admin socket")
+    sh(h, haproxy.haproxy_api(_paths(s)["socket"], *lines), what="the proxy's admin socket")
 
 
 def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
@@ -228,7 +229,7 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
         say(h, f"stopped slot {state.stray}, left running by an earlier run")
     if state.serving == release_dir and state.proxy_running and not restart:
         if state.current != release_dir:  # left stale by hand or by an interrupted run
-            sh(h, commands.switch_current(commands.paths(s)["current"], release_dir))
+            sh(h, git.switch_current(shell.paths(s)["current"], release_dir))
         return None
     p = _paths(s)
     old = state.active if state.active and state.running[state.active] else None
@@ -236,12 +237,12 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
     port = service.port(s, new)
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state maint")
-    sh(h, commands.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
+    sh(h, git.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
     started = method.start(h, release_dir, new)
     url = f"http://127.0.0.1:{port}{s.app_health_path}"
     ok, out, err = sh(
         h,
-        commands.wait_healthy(url, HEALTHY, s.app_health_timeout),
+        http.wait_healthy(url, HEALTHY, s.app_health_timeout),
         timeout=s.app_health_timeout + 15,
         check=False,
     )
@@ -272,7 +273,7 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
     sh(
         h,
         f"echo {new} > {q(marker)} && mv -f {q(marker)} {q(p['active'])} && "
-        + commands.switch_current(commands.paths(s)["current"], release_dir),
+        + git.switch_current(shell.paths(s)["current"], release_dir),
         what=f"making slot {new} the active one",
     )
     release = release_dir.rsplit("/", 1)[-1]
@@ -295,8 +296,8 @@ def is_active_command(s: Settings) -> str:
 def stop_all_command(s: Settings) -> str:
     """Leave the blue_green shape: proxy and slots (units or containers) stopped and disabled
     (then the single instance of `release_strategy: restart` can take app_port)."""
-    slots = [commands.instance_stop(service.unit(s, x), service.container(s, x)) for x in SLOTS]
-    return "; ".join([commands.unit_stop(proxy_service(s)), *slots])
+    slots = [units.instance_stop(service.unit(s, x), service.container(s, x)) for x in SLOTS]
+    return "; ".join([units.unit_stop(proxy_service(s)), *slots])
 
 
 def stop_all(h, s: Settings) -> None:

@@ -15,7 +15,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 from pyinfra.operations import server
 
-from tasks import commands, service, slots
+from tasks import service, slots
+from tasks.commands import git, shell
 from tasks.method import Method
 from tasks.runtime import sh, wait_healthy
 
@@ -76,15 +77,15 @@ class Restart:
         return self.method.ensure_ready(True, redis_op)
 
     def serves(self, h, release_dir: str) -> bool:
-        current = commands.q(commands.paths(self.s)["current"])
+        current = shell.q(shell.paths(self.s)["current"])
         _, out, _ = sh(h, f"readlink {current} || true; {service.form_command(self.s)}")
         return out.split() == [release_dir, self.method.name]
 
     def put_in_service(self, h, release_dir: str, restart: bool) -> str:
         """`current` switched, the one instance restarted (whatever RESTART says: the caller
         found that RELEASE_DIR does not serve, or asked), then the health check."""
-        p = commands.paths(self.s)
-        sh(h, commands.switch_current(p["current"], release_dir), what="switching current")
+        p = shell.paths(self.s)
+        sh(h, git.switch_current(p["current"], release_dir), what="switching current")
         started = self.method.start(h, release_dir)
         answer = wait_healthy(h, self.s)
         return f"{started} restarted on {release_dir.rsplit('/', 1)[-1]}, healthy: {answer}"

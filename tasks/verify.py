@@ -9,7 +9,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks import commands
+from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
@@ -18,7 +18,7 @@ from tasks.runtime import DeployError, health_url, say, sh, timed_get
 from tasks.strategy import Strategy
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
-q = commands.q
+q = shell.q
 
 
 def log_since_start(h, s: Settings) -> str:

@@ -15,7 +15,7 @@ from pyinfra_cli import report as last_report
 
 from lab import core
 from lab.topology import topology
-from tasks import commands
+from tasks.commands import postgres, shell
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +115,11 @@ def test_upgrade_to_v2_0_0_perf_backs_up_migrates_and_verifies(fresh_staging):
     # unique build over duplicate values fails half way) under a name migration 003 creates.
     broken = on_app1_result(
         app1,
-        commands.psql(s, "CREATE UNIQUE INDEX CONCURRENTLY idx_metrics_recent ON metrics (type)"),
+        postgres.psql(s, "CREATE UNIQUE INDEX CONCURRENTLY idx_metrics_recent ON metrics (type)"),
     )
     assert broken.returncode != 0
     assert (
-        on_app1(app1, commands.psql(s, commands.objects_state_sql(["idx_metrics_recent"]))).split(
+        on_app1(app1, postgres.psql(s, postgres.objects_state_sql(["idx_metrics_recent"]))).split(
             "|"
         )[2]
         == "f"
@@ -182,7 +182,7 @@ def test_the_server_suite_passes_and_catches_drift_that_a_deploy_repairs(fresh_s
         return subprocess.run(suite, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     assert run_suite().returncode == 0
-    on_app1(app1, f"chmod 644 {commands.paths(s)['env_file']}")
+    on_app1(app1, f"chmod 644 {shell.paths(s)['env_file']}")
     drifted = run_suite()
     assert drifted.returncode != 0 and "test_env_file_is_private" in drifted.stdout
     assert pyinfra().returncode == 0
@@ -191,7 +191,7 @@ def test_the_server_suite_passes_and_catches_drift_that_a_deploy_repairs(fresh_s
 
 def test_dry_run_shows_what_would_change_and_changes_nothing(fresh_staging):
     _, app1, s = fresh_staging
-    env_file = commands.paths(s)["env_file"]
+    env_file = shell.paths(s)["env_file"]
     before = on_app1(app1, f"sha256sum {env_file}")
     result = pyinfra("--dry", "--data", "redis_cache_ttl=30s")
     assert result.returncode == 0, output(result)[-3000:]

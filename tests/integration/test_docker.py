@@ -23,7 +23,7 @@ from pyinfra_cli import (
 )
 
 from lab import core
-from tasks import commands
+from tasks.commands import postgres
 
 DOCKER = ("--data", "release_method=docker")
 IMAGE = "monitoring-dashboard-api"
@@ -134,7 +134,7 @@ def test_the_restart_strategy_runs_one_container_and_a_full_rollback_reverts_the
     (name, image), *others = app_containers(app1).items()
     assert not others and name == IMAGE and image.startswith(f"{IMAGE}:v2.0.0-perf-")
     assert on_host(app1, "systemctl is-active monitoring-dashboard-proxy") == "inactive"
-    objects = commands.psql(lab_settings(), commands.objects_state_sql(OBJECTS))
+    objects = postgres.psql(lab_settings(), postgres.objects_state_sql(OBJECTS))
     assert len(on_host(app1, objects).splitlines()) == len(OBJECTS)
 
     back = pyinfra(*restart, "--data", "rollback_mode=full", script="rollback.py")

@@ -26,7 +26,7 @@ from pyinfra_cli import (
 from lab import apprepo, core
 from lab.load import Load
 from lab.topology import LabHost, topology
-from tasks import commands
+from tasks.commands import postgres, shell
 from tasks.config import Settings
 
 HOLDER = "fault-holder"  # application_name of the session a test keeps open on the database
@@ -43,25 +43,25 @@ class Staging:
         return done.stdout.decode().strip()
 
     def psql(self, sql: str) -> str:
-        return self.sh(commands.psql(self.s, sql))
+        return self.sh(postgres.psql(self.s, sql))
 
     def as_postgres(self, sql: str) -> str:
-        psql = f"psql -X -At -d {commands.q(self.s.db_name)} -c {commands.q(sql)}"
-        return self.sh(f"su postgres -c {commands.q(psql)}", host=self.db1)
+        psql = f"psql -X -At -d {shell.q(self.s.db_name)} -c {shell.q(sql)}"
+        return self.sh(f"su postgres -c {shell.q(psql)}", host=self.db1)
 
     def rows(self) -> str:
         """What a DBA checks first: count, highest id and md5 of every (id, value)."""
-        return self.psql(commands.table_fingerprint_sql())
+        return self.psql(postgres.table_fingerprint_sql())
 
     def applied(self) -> str:
         return self.psql(
-            f"SELECT string_agg(version, ',' ORDER BY version) FROM {commands.HISTORY_TABLE} "
+            f"SELECT string_agg(version, ',' ORDER BY version) FROM {postgres.HISTORY_TABLE} "
             "WHERE reverted_at IS NULL"
         )
 
     def objects(self) -> list[str]:
         """`name|kind|valid|bytes` of the objects migration 003 creates that exist."""
-        return self.psql(commands.objects_state_sql(OBJECTS)).splitlines()
+        return self.psql(postgres.objects_state_sql(OBJECTS)).splitlines()
 
     def version(self) -> str:
         return self.sh("curl -s -m 5 localhost:8080/api/v1/version")
@@ -72,8 +72,8 @@ class Staging:
     def hold(self, statements: str) -> None:
         """A session that runs STATEMENTS in a transaction and keeps it open (300 s at most)."""
         sql = f"BEGIN ISOLATION LEVEL REPEATABLE READ; {statements}; SELECT pg_sleep(300)"
-        command = f"PGAPPNAME={HOLDER} {commands.psql(self.s, sql)}"
-        self.sh(f"nohup sh -c {commands.q(command)} >/dev/null 2>&1 &")
+        command = f"PGAPPNAME={HOLDER} {postgres.psql(self.s, sql)}"
+        self.sh(f"nohup sh -c {shell.q(command)} >/dev/null 2>&1 &")
         self.wait_for(f"application_name = '{HOLDER}' AND state = 'active'", 30)
 
     def release(self) -> None:
@@ -93,7 +93,7 @@ class Staging:
         raise AssertionError(f"no session with {condition} within {timeout}s")
 
     def backups(self) -> str:
-        return self.sh(f"ls -A {commands.q(self.s.backup_dir)} 2>/dev/null || true")
+        return self.sh(f"ls -A {shell.q(self.s.backup_dir)} 2>/dev/null || true")
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +150,14 @@ def test_a_failing_pg_dump_stops_before_any_migration_and_leaves_no_file(st):
 def test_a_backup_disk_that_fills_up_mid_dump_stops_before_any_migration(st):
     """A small file system on backup_dir, big enough for the pre-flight check; once the dump
     has begun, something else fills it."""
-    rows, where = st.rows(), commands.q(st.s.backup_dir)
+    rows, where = st.rows(), shell.q(st.s.backup_dir)
     filler = (
         f"for i in $(seq 1200); do ls {where}/*.partial >/dev/null 2>&1 && break; sleep 0.05; "
         f"done; dd if=/dev/zero of={where}/.filler bs=1M 2>/dev/null"
     )
     st.sh(f"mkdir -p {where} && mount -t tmpfs -o size=200m,mode=0700 fault-small {where}")
     try:
-        st.sh(f"nohup sh -c {commands.q(filler)} >/dev/null 2>&1 &")
+        st.sh(f"nohup sh -c {shell.q(filler)} >/dev/null 2>&1 &")
         result = pyinfra(*QUICK)
         left = st.sh(f"ls -A {where}").split()
     finally:

@@ -13,7 +13,7 @@ from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load, wait_
 
 from lab import core
 from lab.load import Load
-from tasks import commands
+from tasks.commands import haproxy
 
 INVENTORY = "inventories/lab_production.py"
 WINDOW = 75
@@ -195,7 +195,7 @@ def test_within_rollout_max_fail_the_reachable_hosts_are_deployed(fleet):
 
 
 def lb_status(server: str) -> str:
-    stat = commands.haproxy_api("/run/haproxy/admin.sock", "show stat")
+    stat = haproxy.haproxy_api("/run/haproxy/admin.sock", "show stat")
     return sh("lb1", f"{stat} | awk -F, '$2 == \"{server}\" {{print $18}}'")
 
 

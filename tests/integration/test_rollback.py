@@ -10,7 +10,7 @@ from pyinfra_cli import OBJECTS, QUICK, lab_settings, output, pyinfra, report, s
 
 from lab import core
 from lab.topology import topology
-from tasks import commands
+from tasks.commands import postgres
 
 
 def sh(host, command: str) -> str:
@@ -49,7 +49,7 @@ def full_rollback_with_restore():
 
 
 def psql(app1, s, sql: str) -> str:
-    return sh(app1, commands.psql(s, sql))
+    return sh(app1, postgres.psql(s, sql))
 
 
 def test_full_rollback_reverts_migrations_removes_the_container_and_restores(staging):
@@ -66,16 +66,16 @@ def test_full_rollback_reverts_migrations_removes_the_container_and_restores(sta
     text = output(result)
     assert result.returncode == 0, text[-3000:]
     assert "7 row(s) written since the backup will be lost" in text
-    assert psql(app1, s, commands.objects_state_sql(OBJECTS)) == ""
+    assert psql(app1, s, postgres.objects_state_sql(OBJECTS)) == ""
     reverted = psql(
         app1,
         s,
-        f"SELECT reverted_at IS NOT NULL FROM {commands.HISTORY_TABLE} WHERE version = '003'",
+        f"SELECT reverted_at IS NOT NULL FROM {postgres.HISTORY_TABLE} WHERE version = '003'",
     )
     assert reverted == "t"
     assert sh(app1, "docker ps -a --format '{{.Names}}'") == ""
     assert version(app1) == '{"version":"1.9.0"}'
-    rows, _, md5 = psql(app1, s, commands.table_fingerprint_sql()).split("|")
+    rows, _, md5 = psql(app1, s, postgres.table_fingerprint_sql()).split("|")
     assert (int(rows), md5) == (backup["metrics_rows"], backup["metrics_md5"])
 
 
@@ -261,12 +261,12 @@ PRODUCTION = "inventories/lab_production.py"
 def schema(app) -> tuple[str, str]:
     """(objects of migration 003 present, versions applied and not reverted)."""
     s = lab_settings("production")
-    objects = sh(app, commands.psql(s, commands.objects_state_sql(OBJECTS)))
+    objects = sh(app, postgres.psql(s, postgres.objects_state_sql(OBJECTS)))
     applied = sh(
         app,
-        commands.psql(
+        postgres.psql(
             s,
-            f"SELECT string_agg(version, ',' ORDER BY version) FROM {commands.HISTORY_TABLE} "
+            f"SELECT string_agg(version, ',' ORDER BY version) FROM {postgres.HISTORY_TABLE} "
             "WHERE reverted_at IS NULL",
         ),
     )

@@ -11,7 +11,7 @@ from pyinfra_cli import QUICK, SINGLE_HOST_WINDOW, lab_settings, output, pyinfra
 
 from lab import core
 from lab.topology import topology
-from tasks import commands
+from tasks.commands import postgres, shell
 
 
 def sh(app1, command: str) -> str:
@@ -79,30 +79,30 @@ def test_reduce_memory_lowers_maxmemory_live_and_halves_the_pools(staging):
 
 def test_terminate_idle_ends_idle_connections_and_the_service_keeps_answering(staging):
     app1, s = staging
-    idle = f"PGAPPNAME=runbook-idle {commands.psql(s)}"
-    sh(app1, f"nohup sh -c {commands.q(f'sleep 120 | {idle}')} >/dev/null 2>&1 &")
+    idle = f"PGAPPNAME=runbook-idle {postgres.psql(s)}"
+    sh(app1, f"nohup sh -c {shell.q(f'sleep 120 | {idle}')} >/dev/null 2>&1 &")
     count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'runbook-idle'"
     deadline = time.monotonic() + 20
-    while sh(app1, commands.psql(s, count)) != "1":
+    while sh(app1, postgres.psql(s, count)) != "1":
         assert time.monotonic() < deadline, "the idle session never connected"
         time.sleep(0.3)
     result = runbook("terminate-idle", "--data", "runbook_idle_minutes=0")
     assert result.returncode == 0, output(result)[-3000:]
     assert "connection(s) idle for more than 0 minute(s)" in output(result)
-    assert sh(app1, commands.psql(s, count)) == "0"
+    assert sh(app1, postgres.psql(s, count)) == "0"
     assert '"version"' in sh(app1, "curl -s -m 5 localhost:8080/api/v1/version")
 
 
 def test_migration_memory_raises_the_roles_maintenance_work_mem(staging):
     app1, s = staging
-    sh(app1, commands.psql(s, f"ALTER ROLE {s.db_user} RESET maintenance_work_mem"))
+    sh(app1, postgres.psql(s, f"ALTER ROLE {s.db_user} RESET maintenance_work_mem"))
     result = runbook("migration-memory")
     assert result.returncode == 0, output(result)[-3000:]
     assert "maintenance_work_mem for role monitoring:" in output(result)
     assert "its index builds sort in memory" in output(result)
     config = sh(
         app1,
-        commands.psql(s, f"SELECT rolconfig FROM pg_roles WHERE rolname = '{s.db_user}'"),
+        postgres.psql(s, f"SELECT rolconfig FROM pg_roles WHERE rolname = '{s.db_user}'"),
     )
     assert "maintenance_work_mem=1GB" in config
     assert "runbook migration-memory: nothing to change" in output(runbook("migration-memory"))

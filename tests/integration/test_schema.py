@@ -26,7 +26,7 @@ from pyinfra_cli import (
 from test_fleet import APPS, INVENTORY, fleet_serving, hosts, serving_pid, sh, versions
 
 from lab import core
-from tasks import commands
+from tasks.commands import postgres
 
 MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
 BROKEN = {  # v2.0.1-broken's health query: every canary fails its health gate
@@ -39,7 +39,7 @@ BROKEN = {  # v2.0.1-broken's health query: every canary fails its health gate
 
 def db(sql: str) -> str:
     """SQL's answer, read on app1 with the deploy's own credentials file."""
-    return sh("app1", commands.psql(lab_settings("production"), sql))
+    return sh("app1", postgres.psql(lab_settings("production"), sql))
 
 
 def history() -> list[str]:
@@ -176,7 +176,7 @@ class Beside(threading.Thread):
         self.writes: list[tuple[float, bool]] = []  # when, the insert worked
 
     def run(self) -> None:
-        insert = commands.psql(
+        insert = postgres.psql(
             lab_settings("production"),
             "INSERT INTO metrics (type, host, value) VALUES ('cpu', 'old-writer', 1)",
         )

@@ -15,7 +15,7 @@ from pyinfra_cli import QUICK, REPO, lab_settings, output, pyinfra
 
 from lab import core
 from lab.topology import topology
-from tasks import commands
+from tasks.commands import shell
 
 
 def sh(host, command: str) -> str:
@@ -85,7 +85,7 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
     listing = sh(app1, "docker cp redis-cache:/usr/local/etc/redis/auth.conf - | tar -tvf -")
     assert listing.startswith("-r-------- 999/999 ")
 
-    p = commands.paths(s)
+    p = shell.paths(s)
     sources: dict[str, str] = {
         f"terminal output: {name}": output(run) for name, run in runs.items()
     }
@@ -102,7 +102,7 @@ def test_no_secret_reaches_output_files_journals_or_process_lists(staging):
     ]
     for pattern in remote:
         for path in sh(app1, f"ls -1 {pattern} 2>/dev/null || true").split():
-            sources[f"app1:{path}"] = sh(app1, f"cat {commands.q(path)}")
+            sources[f"app1:{path}"] = sh(app1, f"cat {shell.q(path)}")
     sources["app1: journal"] = sh(app1, "journalctl --no-pager -o cat")
     sources["db1: journal and PostgreSQL log"] = sh(
         db1, "journalctl --no-pager -o cat; cat /var/log/postgresql/*.log 2>/dev/null || true"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks import commands, service, slots
+from tasks import service, slots
+from tasks.commands import docker, git, postgres, shell
 
 
 def _instance(host, s) -> tuple[str, str]:
@@ -69,7 +70,7 @@ def test_blue_green_proxy_serves_the_port_and_one_slot_listens_on_loopback(serve
     active = host.file(f"{s.app_dir}/slots/active").content_string.strip()
     assert host.socket(f"tcp://127.0.0.1:{service.port(s, active)}").is_listening
     link = host.file(f"{s.app_dir}/slots/{active}").linked_to
-    assert link == host.file(commands.paths(s)["current"]).linked_to
+    assert link == host.file(shell.paths(s)["current"]).linked_to
 
 
 def test_service_runs_as_its_own_non_root_user(server):
@@ -82,14 +83,14 @@ def test_service_runs_as_its_own_non_root_user(server):
 
 def test_env_file_is_private_to_the_service_user(server):
     host, s = server
-    env = host.file(commands.paths(s)["env_file"])
+    env = host.file(shell.paths(s)["env_file"])
     assert env.exists and env.mode == 0o600
     assert env.user == s.app_user
 
 
 def test_deploy_secrets_are_root_only(server):
     host, s = server
-    p = commands.paths(s)
+    p = shell.paths(s)
     assert host.file(p["state"]).mode == 0o700
     for path in (p["pgpass"], p["redis_auth"]):
         f = host.file(path)
@@ -98,16 +99,16 @@ def test_deploy_secrets_are_root_only(server):
 
 def test_current_points_at_a_built_release(server):
     host, s = server
-    current = host.file(commands.paths(s)["current"])
+    current = host.file(shell.paths(s)["current"])
     assert current.is_symlink
-    assert current.linked_to.startswith(commands.paths(s)["releases"] + "/")
-    assert host.file(f"{current.linked_to}/{commands.SERVICE_BINARY}").mode & 0o111
+    assert current.linked_to.startswith(shell.paths(s)["releases"] + "/")
+    assert host.file(f"{current.linked_to}/{git.SERVICE_BINARY}").mode & 0o111
 
 
 def test_instance_is_hardened_and_reads_the_env_file(server):
     host, s = server
     form, name = _instance(host, s)
-    env_file = commands.paths(s)["env_file"]
+    env_file = shell.paths(s)["env_file"]
     if form == "systemd":
         unit = host.check_output(f"systemctl cat {name}")
         for line in (
@@ -125,11 +126,11 @@ def test_instance_is_hardened_and_reads_the_env_file(server):
     assert hc["ReadonlyRootfs"] and hc["CapDrop"] == ["ALL"] and not hc["Privileged"]
     assert "no-new-privileges" in hc["SecurityOpt"]
     mounts = {m["Destination"]: m for m in info["Mounts"]}
-    assert mounts[commands.CONTAINER_ENV_FILE]["Source"] == env_file
-    assert not mounts[commands.CONTAINER_ENV_FILE]["RW"]
+    assert mounts[docker.CONTAINER_ENV_FILE]["Source"] == env_file
+    assert not mounts[docker.CONTAINER_ENV_FILE]["RW"]
     assert not [key for key in config["Env"] if key.startswith(("DB_PASSWORD", "REDIS_PASSWORD"))]
     assert s.docker_network in info["NetworkSettings"]["Networks"]
-    release = host.file(commands.paths(s)["current"]).linked_to.rsplit("/", 1)[-1]
+    release = host.file(shell.paths(s)["current"]).linked_to.rsplit("/", 1)[-1]
     assert config["Image"] == f"{s.app_image}:{release}"
     assert config["Labels"]["org.opencontainers.image.version"] == release.rsplit("-", 1)[0]
 
@@ -187,9 +188,9 @@ def test_redis_container_has_the_checklists_flags(server):
 def test_database_has_the_checklists_objects_and_history(server):
     host, s = server
     out = host.check_output(
-        commands.psql(
+        postgres.psql(
             s,
-            commands.objects_state_sql(
+            postgres.objects_state_sql(
                 [
                     "idx_metrics_type_time_covering",
                     "idx_metrics_type_time_id",
@@ -201,9 +202,9 @@ def test_database_has_the_checklists_objects_and_history(server):
     )
     rows = {line.split("|")[0]: line.split("|")[2] for line in out.splitlines()}
     history = host.check_output(
-        commands.psql(
+        postgres.psql(
             s,
-            f"SELECT string_agg(version, ',' ORDER BY version) FROM {commands.HISTORY_TABLE} "
+            f"SELECT string_agg(version, ',' ORDER BY version) FROM {postgres.HISTORY_TABLE} "
             "WHERE reverted_at IS NULL",
         )
     )

@@ -4,7 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from tasks import commands as c
+from tasks.commands import (
+    docker,
+    dotenv,
+    git,
+    haproxy,
+    http,
+    k6,
+    migration_sql,
+    postgres,
+    rediscli,
+    units,
+)
 from tasks.config import validate
 
 S, _ = validate(
@@ -14,7 +25,7 @@ S, _ = validate(
 
 
 def test_psql_reads_a_pgpass_file_and_stops_on_errors():
-    assert c.psql(S, "SELECT 1") == (
+    assert postgres.psql(S, "SELECT 1") == (
         "PGPASSFILE=/var/lib/monitoring-dashboard-deploy/pgpass PGSSLMODE=disable "
         "PGCONNECT_TIMEOUT=5 psql -X -q -At -v ON_ERROR_STOP=1 -h db1 -p 5432 -U monitoring "
         "-d monitoring -c 'SELECT 1'"
@@ -22,15 +33,17 @@ def test_psql_reads_a_pgpass_file_and_stops_on_errors():
 
 
 def test_psql_runs_each_statement_in_its_own_transaction():
-    cmd = c.psql(S, None, None, "SET lock_timeout = '5s'", "CREATE INDEX CONCURRENTLY i ON t (a)")
+    cmd = postgres.psql(
+        S, None, None, "SET lock_timeout = '5s'", "CREATE INDEX CONCURRENTLY i ON t (a)"
+    )
     assert cmd.endswith(
         "-c 'SET lock_timeout = '\"'\"'5s'\"'\"'' -c 'CREATE INDEX CONCURRENTLY i ON t (a)'"
     )
-    assert c.psql(S, file="/x/m.sql").endswith(" -f /x/m.sql")
+    assert postgres.psql(S, file="/x/m.sql").endswith(" -f /x/m.sql")
 
 
 def test_pgpass_line_escapes_colons_and_backslashes():
-    assert c.pgpass_line(S, "a:b\\c") == "db1:5432:monitoring:monitoring:a\\:b\\\\c\n"
+    assert postgres.pgpass_line(S, "a:b\\c") == "db1:5432:monitoring:monitoring:a\\:b\\\\c\n"
 
 
 @pytest.mark.parametrize("exit_code", [0, 1, 28])
@@ -43,7 +56,7 @@ def test_a_failed_pg_dump_leaves_no_file_and_keeps_its_exit_code(tmp_path, exit_
     fake.chmod(0o755)
     dest = tmp_path / "backup_1.dump"
     done = subprocess.run(
-        ["sh", "-c", c.pg_dump(S, str(dest))],
+        ["sh", "-c", postgres.pg_dump(S, str(dest))],
         env={"PATH": f"{fake.parent}:/usr/bin:/bin"},
         check=False,
     )
@@ -54,7 +67,7 @@ def test_a_failed_pg_dump_leaves_no_file_and_keeps_its_exit_code(tmp_path, exit_
 
 
 def test_pg_dump_is_restorable_private_and_atomic():
-    cmd = c.pg_dump(S, "/b/backup_1.dump")
+    cmd = postgres.pg_dump(S, "/b/backup_1.dump")
     assert cmd.startswith("umask 077 && ")
     assert (
         "pg_dump -Fc --no-owner --exclude-table=deploy_lock --exclude-table=schema_migrations "
@@ -62,14 +75,14 @@ def test_pg_dump_is_restorable_private_and_atomic():
         "-h db1 -p 5432 -U monitoring -d monitoring -f /b/backup_1.dump.partial && "
         "mv /b/backup_1.dump.partial /b/backup_1.dump;" in cmd
     )
-    assert c.pg_restore_list("/b/x.dump") == "pg_restore --list /b/x.dump | grep -c -v '^;'"
-    assert c.prune_backups("/b", 5) == (
+    assert postgres.pg_restore_list("/b/x.dump") == "pg_restore --list /b/x.dump | grep -c -v '^;'"
+    assert postgres.prune_backups("/b", 5) == (
         "ls -1t /b/backup_*.dump 2>/dev/null | tail -n +6 | xargs -r rm -f --"
     )
 
 
 def test_redis_container_has_exactly_the_checklists_flags():
-    assert c.redis_run(S, "abc", None) == (
+    assert rediscli.redis_run(S, "abc", None) == (
         "docker create --name redis-cache --restart unless-stopped -p 127.0.0.1:6379:6379 "
         "--label monitoring-dashboard.spec=abc redis:7-alpine redis-server --maxmemory 1gb "
         "--maxmemory-policy allkeys-lru --save '' --appendonly no >/dev/null && "
@@ -78,7 +91,7 @@ def test_redis_container_has_exactly_the_checklists_flags():
 
 
 def test_redis_password_file_is_copied_in_for_the_images_user_never_on_the_command_line():
-    cmd = c.redis_run(S, "abc", "/s/redis-auth.conf")
+    cmd = rediscli.redis_run(S, "abc", "/s/redis-auth.conf")
     assert "redis-server /usr/local/etc/redis/auth.conf --maxmemory" in cmd
     assert (
         " >/dev/null && tar -C /s --owner=999 --group=999 --numeric-owner --mode=0400 "
@@ -89,7 +102,7 @@ def test_redis_password_file_is_copied_in_for_the_images_user_never_on_the_comma
 
 
 def test_redis_cli_reads_the_password_at_run_time():
-    cmd = c.redis_cli(S, "--scan", "--pattern", "metrics:*", host="127.0.0.1", port=6379)
+    cmd = rediscli.redis_cli(S, "--scan", "--pattern", "metrics:*", host="127.0.0.1", port=6379)
     assert cmd == (
         'a="$(cat /var/lib/monitoring-dashboard-deploy/redis_password 2>/dev/null)";'
         ' [ -z "$a" ] || export REDISCLI_AUTH="$a"; redis-cli --no-auth-warning '
@@ -98,7 +111,9 @@ def test_redis_cli_reads_the_password_at_run_time():
 
 
 def test_go_build_happens_in_a_partial_folder_renamed_when_done():
-    cmd = c.build_release("git://h/r.git", "a" * 40, "/app/repo.git", "/app/releases/v1-aaa", "svc")
+    cmd = git.build_release(
+        "git://h/r.git", "a" * 40, "/app/repo.git", "/app/releases/v1-aaa", "svc"
+    )
     assert (
         "go build -trimpath -o bin/monitoring-dashboard-api ./cmd/monitoring-dashboard-api" in cmd
     )
@@ -110,15 +125,15 @@ def test_go_build_happens_in_a_partial_folder_renamed_when_done():
 
 
 def test_restore_replaces_objects_in_one_transaction():
-    assert c.pg_restore(S, "/b/x.dump").endswith(
+    assert postgres.pg_restore(S, "/b/x.dump").endswith(
         "pg_restore --clean --if-exists --no-owner --single-transaction -h db1 -p 5432 "
         "-U monitoring -d monitoring /b/x.dump"
     )
-    assert "ORDER BY id" in c.table_fingerprint_sql()
+    assert "ORDER BY id" in postgres.table_fingerprint_sql()
 
 
 def test_health_wait_is_bounded_and_wants_a_200_with_the_expected_body():
-    cmd = c.wait_healthy("http://127.0.0.1:8080/h", '"ok":true', 10)
+    cmd = http.wait_healthy("http://127.0.0.1:8080/h", '"ok":true', 10)
     assert cmd.startswith("end=$(($(date +%s) + 10)); while :; do ")
     assert '[ "$(date +%s)" -lt "$end" ] || break' in cmd
     assert "curl -s -m 2" in cmd and '(HTTP 200)") echo' in cmd
@@ -126,13 +141,13 @@ def test_health_wait_is_bounded_and_wants_a_200_with_the_expected_body():
 
 
 def test_switch_is_an_atomic_rename():
-    assert c.switch_current("/a/current", "/a/releases/r") == (
+    assert git.switch_current("/a/current", "/a/releases/r") == (
         "ln -sfn /a/releases/r /a/current.new && mv -T /a/current.new /a/current"
     )
 
 
 def test_prune_keeps_protected_releases():
-    assert c.prune_releases("/a/releases", 3, ["new", "old"]) == (
+    assert git.prune_releases("/a/releases", 3, ["new", "old"]) == (
         "cd /a/releases && rm -rf -- *.partial && ls -1t | grep -v -x -F -e new -e old "
         "| tail -n +2 | xargs -r rm -rf --"
     )
@@ -148,11 +163,11 @@ def test_prune_keeps_protected_releases():
     ],
 )
 def test_ls_remote_resolution(out, ref, commit):
-    assert c.parse_ls_remote(out, ref) == commit
+    assert git.parse_ls_remote(out, ref) == commit
 
 
 def test_release_id_is_file_safe():
-    assert c.release_id("feature/x y", "0123456789abcdef") == "feature_x_y-0123456789ab"
+    assert git.release_id("feature/x y", "0123456789abcdef") == "feature_x_y-0123456789ab"
 
 
 MIGRATION = """-- a comment with CREATE INDEX CONCURRENTLY must in it;
@@ -165,18 +180,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS mv_key ON mv (x);
 
 
 def test_split_statements_flags_concurrent_index_builds():
-    statements = c.split_statements(MIGRATION)
+    statements = migration_sql.split_statements(MIGRATION)
     assert [s.concurrent for s in statements] == [True, False, False]
     assert statements[0].sql == "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_a ON metrics (a);"
-    assert c.created_objects(MIGRATION) == ["idx_a", "mv", "mv_key"]
+    assert migration_sql.created_objects(MIGRATION) == ["idx_a", "mv", "mv_key"]
     with pytest.raises(ValueError):
-        c.split_statements("SELECT 1")
+        migration_sql.split_statements("SELECT 1")
 
 
 def test_every_statement_postgresql_refuses_in_a_transaction_is_flagged_concurrent():
     outside = "DROP INDEX CONCURRENTLY IF EXISTS a;\nREINDEX INDEX CONCURRENTLY b;\n"
     inside = "DROP INDEX c;\nREFRESH MATERIALIZED VIEW CONCURRENTLY mv;\n"
-    assert [s.concurrent for s in c.split_statements(outside + inside)] == [
+    assert [s.concurrent for s in migration_sql.split_statements(outside + inside)] == [
         True,
         True,
         False,
@@ -185,7 +200,7 @@ def test_every_statement_postgresql_refuses_in_a_transaction_is_flagged_concurre
 
 
 def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_transactions():
-    script = c.migration_script(
+    script = migration_sql.migration_script(
         S,
         [
             ("003", "x", "sum", MIGRATION, "DROP INDEX idx_a;\n", "expand"),
@@ -210,13 +225,15 @@ def test_migration_script_locks_sets_timeouts_and_keeps_concurrently_out_of_tran
 
 
 def test_a_recorded_down_script_with_quotes_stays_one_sql_literal():
-    sql = c.record_migration_sql("005", "n", "sum", "me", 'DROP VIEW "it\'s";\n')
+    sql = migration_sql.record_migration_sql("005", "n", "sum", "me", 'DROP VIEW "it\'s";\n')
     assert "'DROP VIEW \"it''s\";\n'" in sql
-    assert "'me', false, NULL, 'expand')" in c.record_migration_sql("005", "n", "sum", "me", None)
+    assert "'me', false, NULL, 'expand')" in migration_sql.record_migration_sql(
+        "005", "n", "sum", "me", None
+    )
 
 
 def test_env_file_holds_every_variable_of_step_4():
-    text = c.env_file_content(S, "dbpw", "")
+    text = dotenv.env_file_content(S, "dbpw", "")
     for key in (
         "DB_MAX_OPEN_CONNS=100",
         "DB_MAX_IDLE_CONNS=50",
@@ -238,11 +255,11 @@ def test_env_file_holds_every_variable_of_step_4():
     ):
         assert key + "\n" in text
     with pytest.raises(ValueError):
-        c.env_file_content(S, "two\nlines", "")
+        dotenv.env_file_content(S, "two\nlines", "")
 
 
 def test_k6_runs_with_thresholds_passed_as_variables():
-    assert c.k6_run("s.js", "/t/sum.json", {"MODE": "smoke", "P95_MS": 500}) == [
+    assert k6.k6_run("s.js", "/t/sum.json", {"MODE": "smoke", "P95_MS": 500}) == [
         "k6",
         "run",
         "--quiet",
@@ -257,13 +274,13 @@ def test_k6_runs_with_thresholds_passed_as_variables():
 
 
 def test_pack_release_names_the_folder_inside_the_tarball():
-    assert c.pack_release("/app/releases/v2-abc", "/state/v2-abc.tar.gz") == (
+    assert git.pack_release("/app/releases/v2-abc", "/state/v2-abc.tar.gz") == (
         "umask 077 && tar -C /app/releases -czf /state/v2-abc.tar.gz v2-abc"
     )
 
 
 def test_unpack_release_checks_the_sha256_before_anything_lands():
-    cmd = c.unpack_release("/state/r.tar.gz", "ab" * 32, "/app/releases/r", "svc")
+    cmd = git.unpack_release("/state/r.tar.gz", "ab" * 32, "/app/releases/r", "svc")
     steps = cmd.split(" && ")
     assert steps[3] == f"echo '{'ab' * 32}  /state/r.tar.gz' | sha256sum -c --quiet"
     assert steps.index(steps[2]) < steps.index("mkdir -p /app/releases/r.partial")
@@ -282,7 +299,7 @@ def test_a_failed_build_leaves_no_partial_release(tmp_path):
     cache = tmp_path / "repo.git"
     cache.mkdir()
     done = subprocess.run(
-        ["sh", "-c", c.build_release("git://h/r.git", "a" * 40, str(cache), str(target), "svc")],
+        ["sh", "-c", git.build_release("git://h/r.git", "a" * 40, str(cache), str(target), "svc")],
         env={"PATH": f"{fake.parent}:/usr/bin:/bin"},
         check=False,
     )
@@ -291,20 +308,22 @@ def test_a_failed_build_leaves_no_partial_release(tmp_path):
 
 
 def test_haproxy_api_sends_one_line_to_the_admin_socket():
-    assert c.haproxy_api("/run/p/admin.sock", "set server slots/blue state maint", "show stat") == (
+    assert haproxy.haproxy_api(
+        "/run/p/admin.sock", "set server slots/blue state maint", "show stat"
+    ) == (
         "echo 'set server slots/blue state maint; show stat' | socat -t 5 stdio "
         "UNIX-CONNECT:/run/p/admin.sock"
     )
 
 
 def test_haproxy_wait_is_bounded_and_knows_what_it_waits_for():
-    up = c.haproxy_wait("/s.sock", "slots", "green", "up", 10)
+    up = haproxy.haproxy_wait("/s.sock", "slots", "green", "up", 10)
     assert "for i in $(seq 100)" in up and '[ "$status" = UP ]' in up
-    drained = c.haproxy_wait("/s.sock", "app_servers", "app2", "drained", 2.5)
+    drained = haproxy.haproxy_wait("/s.sock", "app_servers", "app2", "drained", 2.5)
     assert "for i in $(seq 25)" in drained and '[ "$cur" = 0 ] && [ "$queued" = 0 ]' in drained
     assert "-v b=app_servers -v s=app2" in drained
     with pytest.raises(ValueError):
-        c.haproxy_wait("/s.sock", "b", "s", "down", 1)
+        haproxy.haproxy_wait("/s.sock", "b", "s", "down", 1)
 
 
 def _fake_tools(tmp_path, active_units: list[str], running_containers: list[str]) -> dict:
@@ -334,7 +353,7 @@ def test_slot_state_prints_one_line_per_fact_whatever_form_the_slots_run_in(tmp_
     (tmp_path / "active").write_text("blue\n")
     (tmp_path / "blue").symlink_to("/app/releases/v2")
     env = _fake_tools(tmp_path, ["a@blue", "a-proxy"], ["c-green"])
-    cmd = c.slot_state(
+    cmd = units.slot_state(
         str(tmp_path / "active"),
         [str(tmp_path / "blue"), str(tmp_path / "green")],
         [("a@blue", "c-blue"), ("a@green", "c-green")],
@@ -353,7 +372,9 @@ def test_slot_state_prints_one_line_per_fact_whatever_form_the_slots_run_in(tmp_
 
 def test_an_instance_stops_in_both_forms_and_needs_no_docker(tmp_path):
     env = _fake_tools(tmp_path, [], [])
-    done = subprocess.run(["sh", "-c", c.instance_stop("a@blue", "c-blue")], env=env, check=False)
+    done = subprocess.run(
+        ["sh", "-c", units.instance_stop("a@blue", "c-blue")], env=env, check=False
+    )
     assert done.returncode == 0
     assert Path(env["LOG"]).read_text().splitlines() == [
         "systemctl disable --now a@blue",
@@ -363,7 +384,10 @@ def test_an_instance_stops_in_both_forms_and_needs_no_docker(tmp_path):
     (tmp_path / "bin" / "docker").unlink()
     assert (
         subprocess.run(
-            ["sh", "-c", c.instance_form("u", "c")], env=no_docker, capture_output=True, text=True
+            ["sh", "-c", units.instance_form("u", "c")],
+            env=no_docker,
+            capture_output=True,
+            text=True,
         ).stdout
         == "\n"
     )
@@ -378,8 +402,8 @@ def test_a_container_runs_as_the_checklist_says_on_a_network_without_secrets_in_
         app_dir="/app/md",
         deploy_state_dir="/var/lib/md",
     )
-    cmd = c.container_run(s, "api-blue", "api:v2-abc", "127.0.0.1:8081", "svc", "redis-cache")
-    assert cmd.startswith(c.container_remove("api-blue") + "; docker run -d --name api-blue ")
+    cmd = docker.container_run(s, "api-blue", "api:v2-abc", "127.0.0.1:8081", "svc", "redis-cache")
+    assert cmd.startswith(docker.container_remove("api-blue") + "; docker run -d --name api-blue ")
     for flag in (
         "--restart unless-stopped",
         "--network md",
@@ -394,7 +418,7 @@ def test_a_container_runs_as_the_checklist_says_on_a_network_without_secrets_in_
     ):
         assert flag in cmd, flag
     assert "--link" not in cmd and "--env-file /app" not in cmd
-    assert "REDIS_HOST" not in c.container_run(s, "api", "api:v2", "8080", "svc", None)
+    assert "REDIS_HOST" not in docker.container_run(s, "api", "api:v2", "8080", "svc", None)
 
 
 def test_images_are_pruned_with_their_release_folders(tmp_path):
@@ -405,24 +429,26 @@ def test_images_are_pruned_with_their_release_folders(tmp_path):
         f'#!/bin/sh\necho "docker $*" >> {env["LOG"]}\n'
         '[ "$1" = images ] && printf "v1-aaa\\nv2-bbb\\n"; exit 0\n'
     )
-    subprocess.run(["sh", "-c", c.prune_images("api", str(releases))], env=env, check=True)
+    subprocess.run(["sh", "-c", docker.prune_images("api", str(releases))], env=env, check=True)
     calls = Path(env["LOG"]).read_text().splitlines()
     assert calls[1:] == ["docker rmi api:v1-aaa"]
     no_docker = {"PATH": str(tmp_path / "empty")}
     done = subprocess.run(
-        ["/bin/sh", "-c", c.prune_images("api", str(releases))], env=no_docker, capture_output=True
+        ["/bin/sh", "-c", docker.prune_images("api", str(releases))],
+        env=no_docker,
+        capture_output=True,
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
 
 
 def test_the_network_is_created_and_joined_only_when_missing():
-    ready = c.network_ready("md", "redis-cache")
+    ready = docker.network_ready("md", "redis-cache")
     assert ready.startswith(
         "(docker network inspect md >/dev/null 2>&1 || docker network create md"
     )
     assert "grep -qF '\"md\":' || docker network connect md redis-cache)" in ready
-    assert "connect" not in c.network_ready("md", None)
-    assert c.network_state("md", None) == (
+    assert "connect" not in docker.network_ready("md", None)
+    assert docker.network_state("md", None) == (
         "if docker network inspect md >/dev/null 2>&1; then echo ready; else echo missing; fi"
     )
 
@@ -432,29 +458,34 @@ def test_an_index_estimate_follows_its_columns_and_rows():
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_c\n    ON metrics (type, recorded_at DESC) "
         "INCLUDE (host, value);"
     )
-    assert c.index_columns(statement) == ("metrics", ["type", "recorded_at", "host", "value"])
-    assert c.index_columns("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM metrics;") is None
-    assert c.index_estimate_bytes(1_000_000, [26]) == int(1_000_000 * 38 / 0.9)
-    sql = c.index_inputs_sql("metrics", ["type", "host"])
+    assert migration_sql.index_columns(statement) == (
+        "metrics",
+        ["type", "recorded_at", "host", "value"],
+    )
+    assert (
+        migration_sql.index_columns("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM metrics;") is None
+    )
+    assert migration_sql.index_estimate_bytes(1_000_000, [26]) == int(1_000_000 * 38 / 0.9)
+    sql = migration_sql.index_inputs_sql("metrics", ["type", "host"])
     assert "c.relname = 'metrics'" in sql and "st.attname IN ('type', 'host')" in sql
 
 
 def test_git_cat_files_reads_a_commit_from_the_cache_or_a_fetch_that_leaves_nothing(tmp_path):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@x"]
+    git_ = ["git", "-c", "user.name=t", "-c", "user.email=t@x"]
     work, origin = tmp_path / "work", tmp_path / "origin.git"
     (work / "db").mkdir(parents=True)
     (work / "db" / "001_a.sql").write_text("CREATE TABLE a (id int);")  # no final newline
     (work / "db" / "notes.txt").write_text("not sql\n")
-    subprocess.run([*git, "init", "-q", "-b", "main", str(work)], check=True)
-    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(work), "commit", "-qm", "m"], check=True)
+    subprocess.run([*git_, "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run([*git_, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git_, "-C", str(work), "commit", "-qm", "m"], check=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(origin)], check=True)
     commit = subprocess.run(
         ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     cache = tmp_path / "cache.git"
     for label in ("fetched", "cached"):
-        cmd = c.git_cat_files(str(origin), str(cache), commit, "db", "@@ ")
+        cmd = git.git_cat_files(str(origin), str(cache), commit, "db", "@@ ")
         done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True)
         assert done.stdout == "@@ 001_a.sql\nCREATE TABLE a (id int);\n", label
         assert not cache.exists() or label == "cached"
@@ -464,4 +495,118 @@ def test_git_cat_files_reads_a_commit_from_the_cache_or_a_fetch_that_leaves_noth
 
 def test_dropped_objects_names_what_a_migration_drops():
     sql = "DROP INDEX CONCURRENTLY IF EXISTS idx_a;\n-- DROP INDEX b;\nDROP MATERIALIZED VIEW v;\n"
-    assert c.dropped_objects(sql) == ["idx_a", "v"]
+    assert migration_sql.dropped_objects(sql) == ["idx_a", "v"]
+
+
+def test_an_image_is_built_quietly_offline_with_its_labels_in_order():
+    assert docker.image_build("/s/Dockerfile", "/r/bin", "api:v1-abc", {"b": "2", "a": "1"}) == (
+        "docker build -q --network none -t api:v1-abc --label a=1 --label b=2 "
+        "-f /s/Dockerfile /r/bin >/dev/null"
+    )
+
+
+def test_a_probe_prints_status_and_seconds_then_the_body(tmp_path):
+    curl = tmp_path / "curl"
+    curl.write_text(  # writes the body to -o, prints -w's status line
+        '#!/bin/sh\nwhile [ $# -gt 1 ]; do case "$1" in -o) out="$2";; esac; shift; done\n'
+        'echo \'{"status":"ok"}\' > "$out"; printf "200 0.012\\n"\n'
+    )
+    curl.chmod(0o755)
+    cmd = http.http_probe("http://127.0.0.1:8080/health")
+    assert cmd == (
+        "curl -s -m 5 -o /tmp/.mdd-probe -w '%{http_code} %{time_total}\\n' "
+        "http://127.0.0.1:8080/health; cat /tmp/.mdd-probe 2>/dev/null; rm -f /tmp/.mdd-probe"
+    )
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout == '200 0.012\n{"status":"ok"}\n'
+
+
+def test_a_unit_stops_and_is_disabled_whether_it_exists_or_not(tmp_path):
+    env = _fake_tools(tmp_path, [], [])
+    assert units.unit_stop("a@blue") == "systemctl disable --now a@blue >/dev/null 2>&1"
+    done = subprocess.run(["sh", "-c", units.unit_stop("a@blue")], env=env, check=False)
+    assert done.returncode == 0
+    assert Path(env["LOG"]).read_text() == "systemctl disable --now a@blue\n"
+
+
+def test_durations_reach_postgres_in_its_own_units():
+    assert [postgres.pg_duration(d) for d in ("5s", "500ms", "2m", "1h")] == [
+        "5s",
+        "500ms",
+        "2min",
+        "1h",
+    ]
+
+
+def test_history_tables_are_created_if_missing_and_grown_in_place():
+    sql = migration_sql.history_table_sql()
+    assert sql[0].startswith(
+        "CREATE TABLE IF NOT EXISTS schema_backfills (version text PRIMARY KEY"
+    )
+    assert sql[1].startswith("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY")
+    assert sql[2:] == [
+        "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS down_sql text",
+        "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS phase text NOT NULL "
+        "DEFAULT 'expand'",
+    ]
+
+
+def test_a_backfill_fixes_its_key_range_once_then_reads_its_progress():
+    sql = migration_sql.backfill_start_sql("004", "metrics", "id")
+    assert sql[:-2] == migration_sql.history_table_sql()
+    assert sql[-2:] == [
+        "INSERT INTO schema_backfills (version, next_key, end_key) SELECT '004', "
+        "coalesce(min(id), 0), coalesce(max(id), -1) + 1 FROM metrics "
+        "ON CONFLICT (version) DO NOTHING",
+        "SELECT next_key, end_key, rows_done, finished_at IS NOT NULL FROM schema_backfills "
+        "WHERE version = '004'",
+    ]
+
+
+def test_a_backfill_batch_runs_only_from_its_recorded_progress_in_one_transaction():
+    update = "UPDATE metrics SET x = 1 WHERE id >= :lo AND id < :hi"
+    assert migration_sql.backfill_batch_script(S, "004", update) == (
+        "\\set ON_ERROR_STOP on\n"
+        "SET lock_timeout = '5s';\n"
+        "SET statement_timeout = '30min';\n"
+        "BEGIN;\n"
+        "SELECT next_key = :lo AS at_lo FROM schema_backfills WHERE version = '004' "
+        "AND finished_at IS NULL FOR UPDATE \\gset\n"
+        "\\if :at_lo\n"
+        "WITH batch AS (\n"
+        f"{update}\n"
+        "RETURNING 1)\n"
+        "UPDATE schema_backfills SET next_key = :hi, rows_done = rows_done + "
+        "(SELECT count(*) FROM batch), updated_at = now(), finished_at = CASE WHEN :hi >= "
+        "end_key THEN now() END WHERE version = '004' RETURNING rows_done;\n"
+        "COMMIT;\n"
+        "\\else\n"
+        "ROLLBACK;\n"
+        "\\warn backfill 004: its progress is not at :lo (another run moved it)\n"
+        "\\endif\n"
+    )
+
+
+def test_redis_runs_with_the_checklist_flags_and_reads_a_password_only_from_a_file():
+    flags = ["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru", "--save", ""]
+    flags += ["--appendonly", "no"]
+    assert rediscli.redis_server_args(S, False) == ["redis-server", *flags]
+    assert rediscli.redis_server_args(S, True) == [
+        "redis-server",
+        rediscli.REDIS_AUTH_IN_CONTAINER,
+        *flags,
+    ]
+
+
+def test_the_env_values_follow_the_checklist_order_with_their_comments():
+    values = dotenv.env_values(S, "pw", "rp")
+    assert values[:6] == [
+        ("# Managed by monitoring-dashboard-deploy; changes are overwritten.", None),
+        ("LISTEN_ADDR", ":8080"),
+        ("LOG_FILE", "/var/log/monitoring-dashboard/app.log"),
+        ("# Database", None),
+        ("DB_HOST", "db1"),
+        ("DB_PORT", 5432),
+    ]
+    assert ("DB_PASSWORD", "pw") in values and ("REDIS_PASSWORD", "rp") in values

@@ -11,8 +11,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import commands as c
 from tasks import lock
+from tasks.commands import dotenv, git, haproxy, migration_sql, postgres, rediscli
 from tasks.config import VARIABLES, validate
 
 BASE = {"deploy_env": "t", "app_repo_url": "git://h/r.git", "db_host": "db1"}
@@ -40,7 +40,7 @@ def words(command: str) -> list[str]:
 @given(hostile)
 def test_database_settings_reach_psql_as_single_words(value):
     s = replace(S, db_host=value, db_user=value, db_name=value, db_sslmode=value)
-    argv = words(c.psql(s, "SELECT 1"))
+    argv = words(postgres.psql(s, "SELECT 1"))
     assert argv[argv.index("-h") + 1] == value
     assert argv[argv.index("-U") + 1] == value
     assert argv[argv.index("-d") + 1] == value
@@ -50,14 +50,14 @@ def test_database_settings_reach_psql_as_single_words(value):
 @examples
 @given(hostile)
 def test_sql_reaches_psql_as_one_word(value):
-    argv = words(c.psql(S, value, None, value))
+    argv = words(postgres.psql(S, value, None, value))
     assert argv.count("-c") == 2 and argv[argv.index("-c") + 1] == value
 
 
 @examples
 @given(hostile)
 def test_backup_paths_reach_pg_dump_and_rm_as_single_words(value):
-    argv = words(c.pg_dump(S, value))
+    argv = words(postgres.pg_dump(S, value))
     assert argv[argv.index("-f") + 1] == value + ".partial"
     assert argv[argv.index("mv") + 2] == value
 
@@ -65,8 +65,8 @@ def test_backup_paths_reach_pg_dump_and_rm_as_single_words(value):
 @examples
 @given(hostile, hostile)
 def test_git_url_ref_and_user_reach_git_as_single_words(url, user):
-    assert words(c.ls_remote(url, "v1"))[2] == url
-    argv = words(c.build_release(url, "a" * 40, "/cache", "/r/x", user))
+    assert words(git.ls_remote(url, "v1"))[2] == url
+    argv = words(git.build_release(url, "a" * 40, "/cache", "/r/x", user))
     assert url in argv
     assert f"root:{user}" in argv
 
@@ -75,7 +75,7 @@ def test_git_url_ref_and_user_reach_git_as_single_words(url, user):
 @given(hostile)
 def test_redis_settings_reach_docker_as_single_words(value):
     s = replace(S, redis_container=value, redis_image=value, redis_bind=value)
-    argv = words(c.redis_run(s, "hash", "/state/redis-auth.conf"))
+    argv = words(rediscli.redis_run(s, "hash", "/state/redis-auth.conf"))
     assert argv[argv.index("--name") + 1] == value
     assert f"{value}:/" in argv and argv[argv.index("start") + 1] == value
     assert f"{value}:6379:6379" in argv
@@ -85,10 +85,10 @@ def test_redis_settings_reach_docker_as_single_words(value):
 @examples
 @given(hostile, hostile)
 def test_sockets_folders_and_links_reach_their_programs_as_single_words(value, other):
-    api = words(c.haproxy_api(value, other))
+    api = words(haproxy.haproxy_api(value, other))
     assert api[1] == other and api[-1] == f"UNIX-CONNECT:{value}"
-    assert words(c.cat_files(value, "*.sql", "@@ "))[1] == value
-    assert words(c.switch_current(value, other))[2] == other
+    assert words(git.cat_files(value, "*.sql", "@@ "))[1] == value
+    assert words(git.switch_current(value, other))[2] == other
 
 
 LITERAL = re.compile(r"'(?:[^']|'')*'")
@@ -102,7 +102,7 @@ def skeleton(sql: str) -> str:
 @examples
 @given(hostile)
 def test_a_value_becomes_one_sql_literal_that_reads_back_as_itself(value):
-    literal = c.sql_literal(value)
+    literal = postgres.sql_literal(value)
     assert LITERAL.fullmatch(literal)
     assert literal[1:-1].replace("''", "'") == value
 
@@ -112,13 +112,13 @@ def test_a_value_becomes_one_sql_literal_that_reads_back_as_itself(value):
 def test_values_in_generated_sql_never_change_its_shape(a, b, d):
     benign = ("x", "y", "z")
     for build in (
-        lambda v, w, u: c.record_migration_sql(v, w, u, v, w),
-        lambda v, w, u: c.revert_migration_sql(v),
+        lambda v, w, u: migration_sql.record_migration_sql(v, w, u, v, w),
+        lambda v, w, u: migration_sql.revert_migration_sql(v),
         lambda v, w, u: lock.acquire_sql(v, w, u),
         lambda v, w, u: lock.heartbeat_sql(v, w),
         lambda v, w, u: lock.holder_sql(v),
-        lambda v, w, u: c.objects_state_sql([v, w, u]),
-        lambda v, w, u: c.lock_holders_sql(v),
+        lambda v, w, u: postgres.objects_state_sql([v, w, u]),
+        lambda v, w, u: postgres.lock_holders_sql(v),
     ):
         assert skeleton(build(a, b, d)) == skeleton(build(*benign))
 
@@ -127,12 +127,12 @@ def test_values_in_generated_sql_never_change_its_shape(a, b, d):
 @given(hostile)
 def test_an_env_file_value_is_one_line_or_refused(value):
     try:
-        text = c.env_file_content(replace(S, db_name=value), "pw", "")
+        text = dotenv.env_file_content(replace(S, db_name=value), "pw", "")
     except ValueError:
         assert "\n" in value
         return
     assert f"DB_NAME={value}\n" in text
-    assert len(text.splitlines()) == len(c.env_file_content(S, "pw", "").splitlines())
+    assert len(text.splitlines()) == len(dotenv.env_file_content(S, "pw", "").splitlines())
 
 
 any_value = st.one_of(

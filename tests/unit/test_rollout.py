@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks.config import validate
 from tasks.batches import Rollout, batch_plan
+from tasks.config import validate
 
 HOSTS = [f"app{n}" for n in range(1, 9)]
 

@@ -1,6 +1,6 @@
 from dataclasses import replace
 
-from tasks import commands
+from tasks.commands import postgres
 from tasks.config import validate
 from tasks.runbooks import new_overrides, redis_bytes, terminate_idle_sql
 
@@ -44,7 +44,7 @@ def test_terminate_idle_sql_spares_its_own_session_and_quotes_the_database():
     sql = terminate_idle_sql("it's", 5)
     assert "datname = 'it''s' AND state = 'idle'" in sql
     assert "interval '5 minutes'" in sql and "pid <> pg_backend_pid()" in sql
-    assert commands.sql_ident('a"b') == '"a""b"'
+    assert postgres.sql_ident('a"b') == '"a""b"'
 
 
 def test_sizes_are_counted_as_redis_counts_them():

@@ -1,0 +1,113 @@
+"""Docker (Option B): the release's image, the service's container, the network it shares
+with redis-cache, images pruned with their releases."""
+
+from __future__ import annotations
+
+import shlex
+
+from tasks.commands.shell import paths, q
+from tasks.config import Settings
+
+CONTAINER_ENV_FILE = "/run/monitoring-dashboard/.env"  # where a container sees the .env
+
+
+def image_build(dockerfile: str, context: str, image: str, labels: dict[str, str]) -> str:
+    """Build IMAGE from DOCKERFILE (a file on the host) with CONTEXT as the build context,
+    LABELS on it; prints nothing but errors."""
+    label_args = " ".join(f"--label {q(f'{k}={v}')}" for k, v in sorted(labels.items()))
+    return (
+        f"docker build -q --network none -t {q(image)} {label_args} "
+        f"-f {q(dockerfile)} {q(context)} >/dev/null"
+    )
+
+
+def container_run(
+    s: Settings, name: str, image: str, publish: str, user: str, redis_host: str | None
+) -> str:
+    """Replace container NAME by one running IMAGE as the checklist's Option B runs it
+    (restart unless-stopped, the .env, the service's port published as PUBLISH), on the
+    user-defined network `docker_network` instead of the deprecated --link, as USER's uid and
+    gid, read-only, without capabilities. The .env is mounted, not passed with --env-file:
+    its secrets stay out of `docker inspect`. REDIS_HOST, when given, overrides the .env's
+    (the cache's container name on the network, where the .env says localhost)."""
+    log_dir = s.app_log_file.rsplit("/", 1)[0]
+    run = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--restart",
+        "unless-stopped",
+        "--network",
+        s.docker_network,
+        "-p",
+        f"{publish}:{s.app_port}",
+        "-v",
+        f"{paths(s)['env_file']}:{CONTAINER_ENV_FILE}:ro",
+        "-v",
+        f"{log_dir}:{log_dir}",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
+    if redis_host:
+        run += ["-e", f"REDIS_HOST={redis_host}"]
+    user_arg = f'--user "$(id -u {q(user)}):$(id -g {q(user)})"'
+    return (
+        f"{container_remove(name)}; "
+        f"{shlex.join(run)} {user_arg} {q(image)} --env-file {CONTAINER_ENV_FILE} >/dev/null"
+    )
+
+
+def _on_network(network: str, container: str) -> str:
+    key = q(f'"{network}":')  # in the JSON of the container's networks
+    return (
+        f"docker inspect -f '{{{{json .NetworkSettings.Networks}}}}' {q(container)} 2>/dev/null "
+        f"| grep -qF {key}"
+    )
+
+
+def network_state(network: str, container: str | None) -> str:
+    """Prints `ready` when NETWORK exists and CONTAINER (if any) is connected to it."""
+    check = f"docker network inspect {q(network)} >/dev/null 2>&1"
+    if container:
+        check += f" && {_on_network(network, container)}"
+    return f"if {check}; then echo ready; else echo missing; fi"
+
+
+def network_ready(network: str, container: str | None) -> str:
+    """Create NETWORK if missing, and connect CONTAINER to it if it is not."""
+    steps = [
+        f"(docker network inspect {q(network)} >/dev/null 2>&1 || "
+        f"docker network create {q(network)} >/dev/null)"
+    ]
+    if container:
+        steps.append(
+            f"({_on_network(network, container)} || "
+            f"docker network connect {q(network)} {q(container)})"
+        )
+    return " && ".join(steps)
+
+
+def prune_images(image: str, releases: str) -> str:
+    """Remove the tags of IMAGE whose release folder under RELEASES is gone (an image is kept
+    as long as its release: app_keep_releases of them); one in use stays. Nothing to do on a
+    host without Docker."""
+    return (
+        f"if command -v docker >/dev/null; then docker images --format '{{{{.Tag}}}}' {q(image)} "
+        f'| while read -r tag; do [ -d {q(releases)}/"$tag" ] || '
+        f'docker rmi {q(image)}:"$tag" >/dev/null 2>&1 || true; done; fi'
+    )
+
+
+def container_remove(container: str) -> str:
+    """CONTAINER removed (nothing to do when it, or Docker, is not there); always succeeds."""
+    return (
+        "if command -v docker >/dev/null; then "
+        f"docker rm -f {q(container)} >/dev/null 2>&1; fi; true"
+    )

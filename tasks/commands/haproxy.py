@@ -1,0 +1,32 @@
+"""HAProxy's admin socket (the lb_servers balancer and each host's local proxy)."""
+
+from __future__ import annotations
+
+from tasks.commands.shell import q
+
+
+def haproxy_api(socket: str, *commands: str) -> str:
+    """Send COMMANDS (one line, `;`-separated) to HAProxy's admin socket; prints its answer."""
+    line = "; ".join(commands)
+    return f"echo {q(line)} | socat -t 5 stdio {q('UNIX-CONNECT:' + socket)}"
+
+
+def haproxy_wait(socket: str, backend: str, server: str, until: str, timeout: float) -> str:
+    """Poll `show stat` until SERVER of BACKEND is UP (UNTIL='up') or has no request left in
+    flight or queued (UNTIL='drained'); bounded by TIMEOUT seconds. Prints the last reading
+    (`status current-sessions queued`); exits 1 when time ran out."""
+    if until not in ("up", "drained"):
+        raise ValueError(f"until must be 'up' or 'drained', got {until!r}")
+    done = '[ "$status" = UP ]' if until == "up" else '[ "$cur" = 0 ] && [ "$queued" = 0 ]'
+    # show stat columns: 1 pxname, 2 svname, 3 qcur, 5 scur, 18 status
+    stat = (
+        f"{haproxy_api(socket, 'show stat')} | "
+        f"awk -F, -v b={q(backend)} -v s={q(server)} "
+        "'$1 == b && $2 == s {print $18, $5, $3}'"
+    )
+    tries = max(1, int(timeout * 10))
+    return (
+        f"for i in $(seq {tries}); do set -- $({stat}); status=$1 cur=$2 queued=$3; "
+        f'if {done}; then echo "$status $cur $queued"; exit 0; fi; sleep 0.1; done; '
+        f'echo "$status $cur $queued"; exit 1'
+    )

@@ -1,0 +1,25 @@
+"""curl against the service: one timed request, and a bounded wait for a healthy answer."""
+
+from __future__ import annotations
+
+from tasks.commands.shell import q
+
+
+def http_probe(url: str, timeout: float = 5) -> str:
+    """curl printing `<status> <seconds>` then the body on the next line."""
+    return (
+        f"curl -s -m {timeout:g} -o /tmp/.mdd-probe -w '%{{http_code}} %{{time_total}}\\n' "
+        f"{q(url)}; cat /tmp/.mdd-probe 2>/dev/null; rm -f /tmp/.mdd-probe"
+    )
+
+
+def wait_healthy(url: str, expect: str, timeout: int) -> str:
+    """Poll URL until it answers 200 with EXPECT in the body; bounded by TIMEOUT seconds of
+    wall time (a server that accepts and never answers costs 2 s a try, not more)."""
+    return (
+        f"end=$(($(date +%s) + {timeout})); while :; do "
+        f"body=$(curl -s -m 2 -w ' (HTTP %{{http_code}})' {q(url)} | tr -d '\\n'); "
+        f'case "$body" in *{q(expect)}*" (HTTP 200)") echo "${{body% (HTTP 200)}}"; exit 0;; '
+        f'esac; [ "$(date +%s)" -lt "$end" ] || break; sleep 0.25; done; '
+        f'echo "no healthy answer from {url} within {timeout}s; last answer: $body" >&2; exit 1'
+    )

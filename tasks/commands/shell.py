@@ -1,0 +1,27 @@
+"""Quoting, and where things live on an app host."""
+
+from __future__ import annotations
+
+import shlex
+
+from tasks.config import Settings
+
+q = shlex.quote
+
+
+def paths(s: Settings) -> dict[str, str]:
+    """Where things live on an app host."""
+    app, state = s.app_dir, s.deploy_state_dir
+    return {
+        "releases": f"{app}/releases",
+        "current": f"{app}/current",
+        "env_file": f"{app}/.env",
+        "repo_cache": f"{app}/repo.git",
+        "state": state,
+        "pgpass": f"{state}/pgpass",
+        "redis_auth": f"{state}/redis_password",
+        "manifests": f"{state}/manifests",
+        "records": f"{state}/deployments.jsonl",
+        "overrides": f"{state}/runbook-overrides.json",
+        "unit": f"/etc/systemd/system/{s.app_service}.service",
+    }
