@@ -1,7 +1,6 @@
-"""How one instance of the service runs on an app host: a systemd unit (`release_method:
-systemd`, Option A of the checklist) or a Docker container (`release_method: docker`, Option
-B). Starting an instance in one form stops its other form first, so switching a host from one
-method to the other is a normal deploy that leaves nothing of the old method running.
+"""One instance of the service on an app host, whatever the release method: its names (the unit
+`<app_service>[@slot]`, the container `<app_container>[-slot]`), its port, the image of a
+release, and stopping it in both forms. The release method (tasks/method.py) starts it.
 
 An instance is either the single one on app_port (`release_strategy: restart`, slot None) or
 one slot of the blue/green switch on its loopback port (tasks/slots.py). The release folder is
