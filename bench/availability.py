@@ -2,7 +2,8 @@
 (as root, on this machine; it brings the lab up itself).
 
 k6 sends 100 requests/s (open loop) during each run; every failed-request count and latency
-below comes from k6's own summary. Medians of RUNS runs; each baseline is measured in the
+below comes from k6's own summary, and a request k6 dropped (never sent: every worker stuck)
+counts as failed. Medians of RUNS runs; each baseline is measured in the
 same run of this script:
 - one host (staging): a release-changing deploy with release_strategy blue_green (the
   default) against the checklist's stop/start (restart); p99 during the deploy against p99
@@ -101,17 +102,13 @@ def one_host() -> list[tuple[str, float, float | None]]:
                 "--data",
                 f"release_strategy={strategy}",
             )
-            failed[strategy].append(result.failed)
+            failed[strategy].append(result.unserved)
             if strategy == "blue_green":
                 p99.append(result.p99_ms)
-        print(
-            f"  one host, run {i + 1}: failed {failed['blue_green'][-1]} (blue_green), "
-            f"{failed['restart'][-1]} (restart)",
-            flush=True,
-        )
+            print(f"  one host, run {i + 1}, {strategy}: {result}", flush=True)
     return [
         (
-            "one host: failed requests, release-changing deploy, blue_green",
+            "one host: failed+dropped requests, release-changing deploy, blue_green",
             statistics.median(failed["blue_green"]),
             statistics.median(failed["restart"]),
         ),
@@ -134,7 +131,7 @@ def fleet(app_hosts: int) -> list[tuple[str, float, float | None]]:
     base_p99 = [idle_p99(url) for _ in range(RUNS)]
     for i in range(RUNS):
         result, text = under_load(url, window, inv, "--data", f"app_version={VERSIONS[0]}")
-        failed.append(result.failed)
+        failed.append(result.unserved)
         p99.append(result.p99_ms)
         hosts = report_of(text)
         batch_seconds += [h["facts"]["rollout"]["seconds"] for h in hosts.values()][1:]
@@ -145,7 +142,7 @@ def fleet(app_hosts: int) -> list[tuple[str, float, float | None]]:
         single.append(pyinfra(inv, "--data", f"app_version={VERSIONS[1]}", "--limit", "app1")[0])
     return [
         (
-            f"fleet of {app_hosts} behind lb1: failed requests, rolling deploy",
+            f"fleet of {app_hosts} behind lb1: failed+dropped requests, rolling deploy",
             statistics.median(failed),
             None,
         ),
@@ -180,7 +177,7 @@ def main() -> None:
         base_text = f"{base:.1f}" if base is not None else ""
         print(f"{name:<74} {value:>8.1f} {base_text:>9} {ratio:>7}")
     print(
-        "baselines: restart strategy (one host, failed requests); k6 with no deploy (p99); "
+        "baselines: restart strategy (one host, failed+dropped); k6 with no deploy (p99); "
         "the deploy to app1 alone (wall)"
     )
 

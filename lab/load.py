@@ -1,7 +1,8 @@
 """Open-loop load against a lab host with k6, for the availability tests and benchmarks.
 
 The figures come from k6's own summary: requests made, requests failed (k6's
-`http_req_failed`), latency percentiles, and answers from a release that must serve no one.
+`http_req_failed`), iterations k6 dropped (counted as failed: `unserved`), latency p99 and max,
+and answers from a release that must serve no one.
 Only the lab's own addresses are targets.
 """
 
@@ -32,13 +33,20 @@ class LoadResult:
     failed: int
     dropped: int  # iterations k6 could not start (every worker busy): failures too
     p99_ms: float
+    max_ms: float
     forbidden_answers: int
     exit_code: int
+
+    @property
+    def unserved(self) -> int:
+        """Requests that failed or were never sent (k6 dropped them because every worker was
+        stuck waiting): what an availability test holds at 0."""
+        return self.failed + self.dropped
 
     def __str__(self) -> str:
         return (
             f"{self.failed} failed of {self.requests} requests, {self.dropped} dropped, "
-            f"p99 {self.p99_ms:.1f} ms, "
+            f"p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms, "
             f"{self.forbidden_answers} answers from the forbidden release"
         )
 
@@ -129,6 +137,7 @@ class Load:
             failed=int(metrics["http_req_failed"]["passes"]),
             dropped=int(metrics.get("dropped_iterations", {}).get("count", 0)),
             p99_ms=float(metrics["http_req_duration"]["p(99)"]),
+            max_ms=float(metrics["http_req_duration"]["max"]),
             forbidden_answers=int(metrics["forbidden_version_answers"]["count"]),
             exit_code=self._proc.returncode,
         )

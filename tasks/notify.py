@@ -21,12 +21,10 @@ from tasks.runtime import app_hosts, deployed_by, migration_host_name, secret
 TIMEOUT = 5  # seconds a notification may take
 
 
-def message(
-    ctx: RunContext, what: str, event: str, s: Settings, version: str, detail: str = ""
-) -> str:
+def message(ctx: RunContext, event: str, s: Settings, version: str, detail: str = "") -> str:
     """`deploy lab v2.0.0-perf: succeeded (by ci@runner, 42 s)`, then the detail."""
     took = time.time() - ctx.started
-    text = f"{what} {s.deploy_env} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
+    text = f"{ctx.kind} {s.deploy_env} {version}: {event} (by {deployed_by(s)}, {took:.0f} s)"
     return text + (f"\n{detail}" if detail else "")
 
 
@@ -53,7 +51,7 @@ def send(text: str) -> bool:
 
 
 def _started(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
-    send(message(ctx, ctx.kind, "started", s, version))
+    send(message(ctx, "started", s, version))
     return True
 
 
@@ -69,20 +67,18 @@ def started(ctx: RunContext, s: Settings, version: str) -> None:
         )
 
 
-def failed(
-    ctx: RunContext, s: Settings, what: str, version: str, name: str, detail: str, back: bool
-) -> None:
+def failed(ctx: RunContext, s: Settings, version: str, name: str, detail: str, back: bool) -> None:
     """Host NAME failed (BACK: and went back to its previous release by itself)."""
     ctx.failed_hosts.add(name)
     event = "failed, rolled back by itself" if back else "failed"
-    send(message(ctx, what, f"{event} on {name}", s, version, detail))
+    send(message(ctx, f"{event} on {name}", s, version, detail))
 
 
-def ended(ctx: RunContext, host, s: Settings, what: str, version: str) -> None:
+def ended(ctx: RunContext, host, s: Settings, version: str) -> None:
     """HOST is at the run's end: the last app host to get there tells how the run ended."""
     ctx.ended_hosts.add(host.name)
     if {h.name for h in app_hosts()} <= ctx.ended_hosts and not ctx.end_told:
         ctx.end_told = True
         bad = sorted(ctx.failed_hosts)
         event = f"finished, failed on {', '.join(bad)}" if bad else "succeeded"
-        send(message(ctx, what, event, s, version))
+        send(message(ctx, event, s, version))

@@ -39,7 +39,7 @@ def failed(
 ) -> bool:
     """Host H's part of the run failed in STEP. Returns False, which a callback returns to
     pyinfra to fail its operation (and the host)."""
-    notify.failed(ctx, s, ctx.kind, version, h.name, f"{step}: {error}", rolled_back)
+    notify.failed(ctx, s, version, h.name, f"{step}: {error}", rolled_back)
     lock.release_when_last(ctx, h, s)
     block = [f"--> {ctx.kind.upper()} FAILED on {h.name} in {step}", f"    what failed: {error}"]
     click.echo(click.style("\n" + "\n".join(block + lines) + "\n", fg="red"), err=True)
@@ -146,7 +146,7 @@ def phase_check(phase: str, roll_back: bool = False) -> Callable:
 
 def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
     lock.release_when_last(ctx, host, s)
-    notify.ended(ctx, host, s, ctx.kind, version)
+    notify.ended(ctx, host, s, version)
     return True
 
 

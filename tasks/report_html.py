@@ -5,6 +5,8 @@ back. Inline SVG and CSS only: no script, nothing fetched, it opens anywhere."""
 
 from __future__ import annotations
 
+import json
+import math
 from html import escape
 from typing import Any
 
@@ -19,6 +21,7 @@ COLORS = {
     "verify": "#b3b3b3",
     "loadtest": "#1b9e77",
     "monitor": "#7570b3",
+    "contract": "#d95f02",
 }
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
@@ -30,6 +33,33 @@ td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-al
 .ok { background: #1a7f37; } .bad { background: #c62828; } .back { background: #ef6c00; }
 svg text { font: 11px system-ui, sans-serif; }
 """
+
+
+def nice_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """At most MOST round values (steps of 1, 2 or 5 times a power of ten) from LOW to HIGH,
+    LOW and the last step at or below HIGH included: the ticks of an axis a person reads."""
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / max(most - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    count = int(math.floor((high - first) / step + 1e-9)) + 1
+    return [round(first + i * step, 10) for i in range(count)]
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s" if value < 60 else f"{value // 60:g} min {value % 60:g} s"
+
+
+def shown(value: Any) -> str:
+    """A recorded value as a person reads it: structures as JSON, nothing as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list | bool):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
 
 
 def _status_class(status: str) -> str:
@@ -60,7 +90,7 @@ def timeline(records: dict[str, dict[str, Any]], width: int = 900) -> str:
     total = max(end - begin, 0.001)
     left, row = 150, 26
     hosts = _hosts(records)
-    height = row * len(hosts) + 30
+    height = row * len(hosts) + 34
 
     def x(t: float) -> float:
         return left + (t - begin) / total * (width - left - 10)
@@ -79,13 +109,36 @@ def timeline(records: dict[str, dict[str, Any]], width: int = 900) -> str:
                 f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{row - 6}" '
                 f'fill="{color}"><title>{escape(title)}</title></rect>'
             )
-            if x1 - x0 > 40:
+            if x1 - x0 > 7 * len(p["phase"]):
                 parts.append(f'<text x="{x0 + 3:.1f}" y="{y + 14}">{escape(p["phase"])}</text>')
     axis_y = height - 10
-    parts.append(f'<text x="{left}" y="{axis_y}">0 s</text>')
-    parts.append(f'<text x="{width - 60}" y="{axis_y}">{total:.0f} s</text>')
+    for tick in nice_ticks(0, total):
+        tx = x(begin + tick)
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="5" x2="{tx:.1f}" y2="{axis_y - 12}" stroke="#ddd"/>'
+            f'<text x="{tx:.1f}" y="{axis_y}" text-anchor="middle">{_seconds(tick)}</text>'
+        )
     parts.append("</svg>")
-    return "".join(parts)
+    return "".join(parts) + _phase_table(records, hosts)
+
+
+def _phase_table(records: dict[str, dict[str, Any]], hosts: list[str]) -> str:
+    """Every phase of every host with its color and seconds: the short ones the timeline has no
+    room to label included."""
+    phases = list(dict.fromkeys(p["phase"] for name in hosts for p in records[name]["phases"]))
+    head = "".join(
+        f'<th><span style="color:{COLORS.get(phase, "#999")}">&#9632;</span> {escape(phase)}</th>'
+        for phase in phases
+    )
+    rows = []
+    for name in hosts:
+        took = {p["phase"]: p.get("seconds") for p in records[name]["phases"]}
+        cells = "".join(
+            f"<td>{'-' if took.get(phase) is None else _seconds(took[phase])}</td>"
+            for phase in phases
+        )
+        rows.append(f"<tr><td>{escape(name)}</td>{cells}</tr>")
+    return f"<table><tr><th>host</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: int = 220) -> str:
@@ -98,8 +151,9 @@ def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: i
     if not points:
         return "<p>No monitoring window in this run.</p>"
     t0, t1 = min(p[0] for p in points), max(p[0] for p in points)
+    y_ticks = nice_ticks(0, max(max(p[1] for p in points), 1.0))
     top = max(max(p[1] for p in points), 1.0)
-    left, bottom = 50, height - 25
+    left, bottom = 60, height - 25
 
     def xy(t: float, ms: float) -> tuple[float, float]:
         xs = left + (t - t0) / max(t1 - t0, 0.001) * (width - left - 10)
@@ -108,7 +162,17 @@ def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: i
     palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22"]
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="latency">']
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#999"/>')
-    parts.append(f'<text x="0" y="15">{top:.0f} ms</text><text x="0" y="{bottom}">0 ms</text>')
+    for tick in y_ticks:
+        _, ty = xy(t0, tick)
+        parts.append(
+            f'<line x1="{left}" y1="{ty:.1f}" x2="{width - 10}" y2="{ty:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">{tick:g} ms</text>'
+        )
+    for tick in nice_ticks(0, t1 - t0):
+        tx, _ = xy(t0 + tick, 0)
+        parts.append(
+            f'<text x="{tx:.1f}" y="{height - 5}" text-anchor="middle">{_seconds(tick)}</text>'
+        )
     for i, (name, samples) in enumerate(sorted(series.items())):
         color = palette[i % len(palette)]
         line = " ".join("{:.1f},{:.1f}".format(*xy(t, ms)) for t, ms, _, _ in samples)
@@ -120,8 +184,7 @@ def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: i
             if status != 200 or errors:
                 cx, cy = xy(t, ms)
                 parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="#c62828"/>')
-    parts.append(f'<text x="{left}" y="{height - 5}">0 s</text>')
-    parts.append(f'<text x="{width - 60}" y="{height - 5}">{t1 - t0:.0f} s</text></svg>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -145,7 +208,7 @@ def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
         out.append(
             f"<tr><td>{escape(name)}</td><td><span class='status {_status_class(rec['status'])}'>"
             f"{escape(rec['status'])}</span></td><td>{escape(str(rec['version']))}</td>"
-            f"<td>{escape(str(rec['previous_release']))}</td><td>{rec['seconds']}</td>"
+            f"<td>{escape(rec['previous_release'] or 'first deploy')}</td><td>{rec['seconds']}</td>"
             f"<td>{escape(str(rec['deployed_by']))}</td><td>{escape(rec['failure'] or '')}</td>"
             "</tr>"
         )
@@ -172,8 +235,8 @@ def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
         for m in rec["success_metrics"]:
             result = "<span class=pass>pass</span>" if m["pass"] else "<span class=fail>FAIL</span>"
             out.append(
-                f"<tr><td>{escape(m['metric'])}</td><td>{escape(str(m['threshold']))}</td>"
-                f"<td>{result}</td><td>{escape(str(m['measured']))}</td></tr>"
+                f"<tr><td>{escape(m['metric'])}</td><td>{escape(shown(m['threshold']))}</td>"
+                f"<td>{result}</td><td>{escape(shown(m['measured']))}</td></tr>"
             )
         out.append("</table>")
         out.append(f"<p><b>Changed:</b> {_list(rec['changed'])}</p>")

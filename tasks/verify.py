@@ -45,11 +45,11 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     try:
         answer = json.loads(body)
     except ValueError:
-        answer = body.strip()[:200]
+        answer = None
     check(
         "health check",
         f"200 {json.dumps(EXPECTED_HEALTH)}",
-        f"{code} {answer}",
+        f"{code} {json.dumps(answer) if answer is not None else body.strip()[:200]}",
         code == 200 and answer == EXPECTED_HEALTH,
     )
 

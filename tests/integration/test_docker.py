@@ -55,7 +55,7 @@ def app1(lab):
 def test_switching_a_host_to_docker_is_a_deploy_that_fails_no_request(app1):
     result, traffic = on_staging(*DOCKER, "--data", "app_version=v1.9.0")
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"1.9.0"}'
     (name, image), *others = app_containers(app1).items()
     assert not others and name in (f"{IMAGE}-blue", f"{IMAGE}-green")
@@ -66,7 +66,7 @@ def test_switching_a_host_to_docker_is_a_deploy_that_fails_no_request(app1):
 def test_an_upgrade_builds_its_image_and_fails_no_request(app1):
     result, traffic = on_staging(*DOCKER, "--data", "app_version=v2.0.0-perf")
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"2.0.0-perf"}'
     assert [image.split(":")[1][:11] for image in app_containers(app1).values()] == ["v2.0.0-perf"]
     tags = on_host(app1, f"docker images --format '{{{{.Tag}}}}' {IMAGE}").split()
@@ -91,7 +91,7 @@ def test_a_broken_release_never_serves_a_user_and_its_container_is_gone(app1):
     )
     assert result.returncode != 0
     assert report(result)["status"] == "failed"
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert traffic.forbidden_answers == 0, traffic
     assert served_version(app1) == '{"version":"2.0.0-perf"}'
     assert app_containers(app1) == before
@@ -101,7 +101,7 @@ def test_a_broken_release_never_serves_a_user_and_its_container_is_gone(app1):
 def test_a_quick_rollback_goes_back_to_the_previous_image_and_fails_no_request(app1):
     result, traffic = on_staging(*DOCKER, script="rollback.py")
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"1.9.0"}'
     assert [image.split(":")[1][:6] for image in app_containers(app1).values()] == ["v1.9.0"]
 
@@ -154,7 +154,7 @@ def test_the_restart_strategy_runs_one_container_and_a_full_rollback_reverts_the
 def test_switching_back_to_systemd_leaves_no_container_and_fails_no_request(app1):
     result, traffic = on_staging("--data", "app_version=v1.9.0")
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert app_containers(app1) == {}
     assert sorted(active_units(app1).split()) == ["active", "inactive", "inactive"]
     assert served_version(app1) == '{"version":"1.9.0"}'

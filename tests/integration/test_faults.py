@@ -194,7 +194,7 @@ def test_a_migration_blocked_by_a_long_transaction_retries_then_stops_cleanly(st
     assert "migration 003 met lock_timeout (1s; lock held by" in text
     assert "ShareUpdateExclusiveLock" in text and "attempt 2/3, next in 2s" in text
     assert "could not take its lock within 1s in 3 attempt(s)" in text
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert st.applied() == "001,002" and st.objects() == []
     assert st.version() == '{"version":"1.9.0"}' and st.rows() == rows
 
@@ -219,7 +219,7 @@ def test_a_deploy_killed_during_the_migration_converges_when_run_again(st):
             traffic = load.result(stop_early=True)
     finally:
         st.release()
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert st.version() == '{"version":"1.9.0"}'  # the release never switched
     converge(st, rows)
     assert st.applied() == "001,002,003"
@@ -274,7 +274,7 @@ def test_a_failed_verification_rolls_back_by_itself_and_no_request_fails(st):
     assert result.returncode != 0
     assert failed["failure"].startswith("verify: ")
     assert failed["status"] == "failed, rolled back"
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert st.version() == '{"version":"2.0.0-perf"}' and st.rows() == rows
 
 
@@ -347,7 +347,7 @@ def test_a_full_disk_during_the_build_fails_before_the_switch_and_leaves_nothing
     assert "no space left on device" in text.lower()
     assert report(result)["failure"].startswith("build: release main-")
     assert left == ""  # not even a .partial folder
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert st.version() == '{"version":"2.0.0-perf"}' and st.rows() == rows
     again = pyinfra(*QUICK, "--data", "app_version=main")
     assert again.returncode == 0, output(again)[-3000:]
@@ -361,7 +361,7 @@ def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
         proc = start(*QUICK)
         kill_when(proc, lambda: st.sh("pgrep -f '[g]o build' || true") != "", 240)
         traffic = load.result(stop_early=True)
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
     converge(st, rows)
     assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("v2.0.0-perf-")

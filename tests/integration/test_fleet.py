@@ -66,7 +66,7 @@ def test_a_rolling_deploy_through_lb1_fails_no_request(fleet):
     )
     text = output(result)
     assert result.returncode == 0, text[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     backup = report(result, "app1")["facts"]["backup"]
     assert (
         backup["copy"] == f"lb1:/var/backups/monitoring-dashboard/{backup['path'].split('/')[-1]}"
@@ -84,7 +84,7 @@ def test_a_broken_release_stops_at_the_canary_and_no_user_sees_it(fleet):
     result, traffic = through_lb1("--data", "app_version=v2.0.1-broken", forbidden="2.0.1-broken")
     text = output(result)
     assert result.returncode != 0
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert traffic.forbidden_answers == 0, traffic
     canary = report(result, "app1")
     assert canary["failure"].startswith("release: the new instance (slot ")
@@ -115,7 +115,7 @@ def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
     finally:
         sh("app3", "systemctl stop mdd-squatter; systemctl reset-failed mdd-squatter || true")
     assert result.returncode != 0
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
     assert "DEPLOY FAILED on app3" in output(result)
     for name in ("app1", "app2"):
@@ -136,7 +136,7 @@ def test_a_rolling_deploy_behind_a_health_check_only_balancer_fails_no_request(f
     result, traffic = through_lb1("--data", "app_version=v1.9.0", "--data", "lb_mode=health_check")
     text = output(result)
     assert result.returncode == 0, text[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert versions() == dict.fromkeys(APPS, "1.9.0")
     assert "failing the balancer's health check" in text and "drained on lb1" not in text
 
@@ -173,7 +173,7 @@ def test_an_unreachable_host_stops_the_deploy_before_any_change(fleet):
     assert result.returncode != 0
     assert "app host(s) app3 unreachable, and rollout_max_fail is 0" in text
     assert "nothing was changed" in text and "--data rollout_max_fail=1" in text
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert versions() == before
 
 
@@ -185,7 +185,7 @@ def test_within_rollout_max_fail_the_reachable_hosts_are_deployed(fleet):
     text = output(result)
     assert "app3 unreachable: not deployed (within rollout_max_fail 1)" in text
     assert "deploy.py --limit app3" in text
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert versions() == {"app1": "2.0.0-perf", "app2": "2.0.0-perf", "app3": "1.9.0"}
     finish = pyinfra(
         "--data", "app_version=v2.0.0-perf", "--limit", "app3", *QUICK, inventory=INVENTORY
@@ -217,7 +217,7 @@ def test_ssh_lost_during_a_switch_sends_the_batch_back_and_no_request_fails(flee
     assert proc.returncode != 0, out[-3000:]
     assert "app2" in out and ("timed out" in out or "lost its connection" in out), out[-3000:]
     assert "every host this run switched goes back" in out
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     now = versions()
     assert (now["app1"], now["app3"]) == ("2.0.0-perf", "2.0.0-perf")
     assert now["app2"] in ("1.9.0", "2.0.0-perf")  # how far its switch got before the cut
@@ -251,5 +251,5 @@ def test_the_redis_endpoint_going_down_in_the_monitoring_window_is_reported(flee
         traffic = load.result(stop_early=True)
     assert proc.returncode == 0, out[-3000:]
     assert "WARNING: Redis unreachable in" in out
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")

@@ -47,7 +47,7 @@ def test_redis_disable_restarts_without_a_failed_request_and_only_once(staging):
         window=SINGLE_HOST_WINDOW,
     )
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert env_value(app1, "REDIS_ENABLED") == "false"
     assert "Redis cache disabled (REDIS_ENABLED=false)" in sh(
         app1, "tail -n 20 /var/log/monitoring-dashboard/app.log"

@@ -21,7 +21,7 @@ def test_a_release_changing_deploy_fails_no_request(app1):
     result, traffic = on_staging("--data", "app_version=v2.0.0-perf")
     assert result.returncode == 0, output(result)[-3000:]
     assert "drained and stopped" in output(result)
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"2.0.0-perf"}'
 
 
@@ -29,7 +29,7 @@ def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
     result, traffic = on_staging("--data", "server_idle_timeout=121s")
     assert result.returncode == 0, output(result)[-3000:]
     assert report(result)["changed"][0] == ".env"
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     env = core.ssh(app1, "cat /app/monitoring-dashboard-api/.env").stdout.decode()
     assert "SERVER_IDLE_TIMEOUT=121s" in env
 
@@ -37,7 +37,7 @@ def test_a_deploy_changing_only_the_env_file_fails_no_request(app1):
 def test_a_quick_rollback_fails_no_request(app1):
     result, traffic = on_staging(script="rollback.py")
     assert result.returncode == 0, output(result)[-3000:]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"1.9.0"}'
 
 
@@ -49,7 +49,7 @@ def test_a_broken_release_never_serves_a_user_and_fails_no_request(app1):
     assert [m["metric"] for m in failed["success_metrics"] if not m["pass"]] == [
         "health check before traffic"
     ]
-    assert traffic.failed == 0, traffic
+    assert traffic.unserved == 0, traffic
     assert traffic.forbidden_answers == 0, traffic
     assert served_version(app1) == '{"version":"1.9.0"}'
     assert "never served a request" in output(result)

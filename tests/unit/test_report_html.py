@@ -1,6 +1,6 @@
 from html.parser import HTMLParser
 
-from tasks.report_html import html_report
+from tasks.report_html import html_report, nice_ticks, shown
 
 
 class Collect(HTMLParser):
@@ -78,3 +78,46 @@ def test_the_page_is_self_contained_and_shows_every_part_of_the_run():
         assert part in text
     assert "ci &lt;bot&gt;" in page  # escaped
     assert text.index("app1 (batch 1)") < text.index("app2 (batch 2)")
+
+
+def test_axis_ticks_are_round_values_a_person_reads():
+    assert nice_ticks(0, 47) == [0, 10, 20, 30, 40]
+    assert nice_ticks(0, 12.3) == [0, 2, 4, 6, 8, 10, 12]
+    assert nice_ticks(0, 900, most=6) == [0, 200, 400, 600, 800]
+    assert nice_ticks(0, 0.03, most=4) == [0, 0.01, 0.02, 0.03]
+    assert nice_ticks(5, 5) == [5]
+
+
+def test_values_read_as_a_person_expects_not_as_python_reprs():
+    assert shown(None) == "-"
+    assert shown({"authenticated": True, "auth_enabled": False}) == (
+        '{"auth_enabled": false, "authenticated": true}'
+    )
+    assert shown(["a", 1]) == '["a", 1]'
+    assert shown("3 ms") == "3 ms"
+
+
+def test_a_first_deploy_every_phase_and_readable_axes_are_on_the_page():
+    record = _record(1, "success", "", [[1010, 4, 200, 0], [1040, 120, 200, 0]])
+    record["previous_release"] = None
+    record["phases"].insert(1, {"phase": "env_file", "start": 1001.0, "seconds": 0.2})
+    record["success_metrics"].append(
+        {
+            "metric": "health",
+            "threshold": "authenticated",
+            "measured": {"auth_enabled": False, "authenticated": True},
+            "pass": True,
+        }
+    )
+    page = html_report("lab", "20261129-100000", {"app1": record})
+    seen = Collect()
+    seen.feed(page)
+    text = " ".join(seen.text)
+    assert "None" not in text and "'auth_enabled'" not in text
+    assert "first deploy" in text
+    assert '{"auth_enabled": false, "authenticated": true}' in text
+    # the 0.2 s phase has no room on the timeline: the table below it lists it
+    assert "env_file" in text and "0.2 s" in text
+    latency_ticks = [t for t in seen.text if t.endswith(" ms") and t[:-3].isdigit()]
+    assert latency_ticks[:7] == ["0 ms", "20 ms", "40 ms", "60 ms", "80 ms", "100 ms", "120 ms"]
+    assert "30 s" in seen.text  # the latency plot's time axis: 0 s to 30 s in round steps
