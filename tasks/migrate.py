@@ -19,6 +19,7 @@ import random
 import time
 from typing import Any
 
+from gevent.pool import Pool
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
@@ -160,6 +161,9 @@ def _apply(h, s: Settings, pending: list[Migration], by: str) -> list[str]:
         wait *= 2
 
 
+PROBES_AT_ONCE = 16  # app hosts asked at the same time (one SSH channel each)
+
+
 def _probe(h, s: Settings) -> str | None:
     """None when the service on H answers its health check and `migrate_probe_path` with 200
     (through app_port, a number no cache has seen in the probe path); else what it answered."""
@@ -177,13 +181,16 @@ def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
     answers now, with the release each serves. Empty when the service runs elsewhere (Helm)."""
     if not method.on_hosts:
         return []
-    found = []
-    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
+
+    def ask(h) -> tuple[Any, str] | None:
         connected(h, "to ask the release it serves")
         _, current, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true")
         if current.strip() and _probe(h, s) is None:
-            found.append((h, current.strip().rsplit("/", 1)[-1]))
-    return found
+            return h, current.strip().rsplit("/", 1)[-1]
+        return None
+
+    hosts = sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name)
+    return [found for found in Pool(PROBES_AT_ONCE).imap(ask, hosts) if found]
 
 
 def _still_answering(
@@ -191,7 +198,8 @@ def _still_answering(
 ) -> None:
     """After the expand migrations APPLIED: every host of SERVING (see _answering) answers
     again, or APPLIED are reverted, newest first, and the deploy stops before any switch."""
-    broken = [f"{h.name} ({release}): {why}" for h, release in serving if (why := _probe(h, s))]
+    answers = Pool(PROBES_AT_ONCE).imap(lambda pair: (*pair, _probe(pair[0], s)), serving)
+    broken = [f"{h.name} ({release}): {why}" for h, release, why in answers if why]
     names = ", ".join(m.filename for m in applied)
     if not broken:
         if serving:

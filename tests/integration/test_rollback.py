@@ -3,10 +3,13 @@ the production-shaped lab."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
-from pyinfra_cli import OBJECTS, QUICK, lab_settings, output, pyinfra, report, start
+from pyinfra_cli import OBJECTS, QUICK, REPO, lab_settings, output, pyinfra, report, start
 
 from lab import core
 from lab.topology import topology
@@ -127,6 +130,12 @@ def test_a_broken_release_rolls_back_by_itself_with_the_restart_strategy(staging
     ]
     assert version(app1) == '{"version":"2.0.0-perf"}'
     assert "rolled back: release:" in output(result)
+    # the single unit of `restart` is as hardened as the slots (the server suite's score)
+    suite = [sys.executable, "-m", "pytest", "-q", "tests/servers", "-k", "scores_at_most_2"]
+    env = {**os.environ, "MDD_INVENTORY": "inventories/lab.py"}
+    env["MDD_DATA"] = "release_strategy=restart"
+    scored = subprocess.run(suite, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0 and "1 passed" in scored.stdout, scored.stdout[-2000:]
     back = pyinfra()
     assert back.returncode == 0, output(back)[-3000:]
 
