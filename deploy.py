@@ -41,8 +41,9 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
     and the Helm commands it would run. Bad input stops here, before anything changed."""
     try:
         backup.check_copy_target(s)
-        if method.name == "helm" and not ctx.dry and helm.missing_tools(s):
-            raise DeployError("release_method helm: " + "; ".join(helm.missing_tools(s)))
+        missing = helm.missing_tools(s) if method.name == "helm" and not ctx.dry else []
+        if missing:
+            raise DeployError("release_method helm: " + "; ".join(missing))
         found = release.make_plan(s)
         if ctx.dry:
             migrate.preview(s, found)

@@ -109,14 +109,13 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
             problems.append(f"{s.backup_dir} has {free} bytes free, the backup needs about {need}")
     if plan.is_migration_host and "database_bytes" in facts:
         problems += _lint_problems(ctx.run(host), host, s, plan)
-    if not method.on_hosts:
-        pass  # the cache is the cluster's, not reachable from here (see the method's facts)
-    elif s.redis_mode == "container":
+    # a cluster's cache is not reachable from here (the method's facts say so)
+    if method.on_hosts and s.redis_mode == "container":
         ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
         if not ok:
             problems.append("Docker Engine is not running (redis_mode: container)")
         facts["docker"] = out.strip()
-    else:
+    elif method.on_hosts:
         answer = ping(host, s)
         if answer != "PONG":
             problems.append(
