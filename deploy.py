@@ -49,7 +49,8 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
             migrate.preview(s, found)
             if method.name == "helm" and found.is_migration_host:
                 click.echo("--> release_method helm: on the deploying machine, would run:")
-                click.echo("\n".join(f"    {line}" for line in helm.plan_text(s)))
+                lines = helm.plan_text(s, helm.helm_major())
+                click.echo("\n".join(f"    {line}" for line in lines))
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None
     return found

@@ -20,6 +20,8 @@ NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 # an image repository without tag: [registry[:port]/]path, lowercase components
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 IMAGE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PREFIXES = (
@@ -170,6 +172,12 @@ VARIABLES: list[Var] = [
         "helm: the image repository the cluster pulls (required with helm), tagged app_version",
     ),
     Var("helm_replicas", 2, "helm: pods of the Deployment", "int", minimum=1),
+    Var(
+        "helm_liveness_path",
+        "/api/v1/version",
+        "helm: the path the pods' startup and liveness probes ask, one that answers without "
+        "the database (app_health_path is their readiness probe)",
+    ),
     Var("helm_timeout", "5m", "helm: how long helm --wait and the rollout status wait", "duration"),
     Var(
         "release_strategy",
@@ -630,6 +638,18 @@ def validate(
             problems.append(
                 "redis_mode: the chart runs no Redis; with release_method helm use external and "
                 "name the cache's service in redis_host (the checklist's redis.host=redis-cache)"
+            )
+        release = settings.get("helm_release", "x")  # absent: reported above
+        if not DNS_LABEL.match(release) or len(release) > 53:
+            problems.append(
+                "helm_release: Helm needs a DNS label of at most 53 characters (a-z, 0-9 and -)"
+            )
+        if not DNS_LABEL.match(settings.get("helm_namespace", "x")):
+            problems.append("helm_namespace: Kubernetes needs a DNS label (a-z, 0-9 and -)")
+        if not IMAGE_TAG.match(settings.get("app_version", "x")):
+            problems.append(
+                f"app_version: the chart's image.tag must be an image tag (A-Z, a-z, 0-9, _, . "
+                f"and -, at most 128), got {settings.get('app_version')!r}"
             )
         if settings.get("helm_image") and not IMAGE.match(settings["helm_image"]):
             problems.append(

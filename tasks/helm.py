@@ -6,23 +6,31 @@ The database work (pre-flight, backup, migrations) runs on the migration host as
 other methods, and the run is reported and recorded the same way. Instead of the app hosts'
 phases (Redis container, .env, switch, verify, load test, monitoring window):
 
-1. the Secret `<helm_release>-secrets` (DB_PASSWORD, REDIS_PASSWORD) is applied with
-   `kubectl apply -f -`, its manifest on stdin: no secret is a Helm value, an argument or a
-   file;
+1. the Secret `<helm_release>-secrets` (DB_PASSWORD, REDIS_PASSWORD) is applied server-side
+   (`kubectl apply --server-side -f -`, our own field manager), its manifest on stdin: no
+   secret is a Helm value, an argument, a file, or a `last-applied-configuration` annotation
+   (a client-side apply would store the whole manifest there, values included; one left by an
+   older deploy is removed). Its resourceVersion before and after says whether it changed;
 2. `helm upgrade --install` with the checklist's --set values (image.tag is app_version; the
-   .env without its secrets goes into the chart's ConfigMap), `--wait --atomic`: the pods'
-   readiness probe on the health path is the health gate, and Helm puts the previous revision
-   back by itself when they never become ready;
-3. a Secret that changed alone restarts the pods (`kubectl rollout restart`);
+   .env without its secrets goes into the chart's ConfigMap), `--wait` and Helm's rollback on
+   failure (`--atomic` in Helm 3, `--rollback-on-failure` in Helm 4, read from `helm
+   version`): the pods' readiness probe on the health path is the health gate, and Helm puts
+   the previous revision back by itself when they never become ready. It runs only when the
+   values changed: a Secret-only change makes no Helm revision, so a later `helm rollback`
+   still goes back to the previous release;
+3. a changed Secret restarts the pods of an installed release (`kubectl rollout restart`):
+   they read it at start;
 4. `kubectl rollout status`, bounded by helm_timeout.
 
-No cluster can run on the lab's machines: this road is built and unit-tested, not proven on
-the lab. `--dry` prints exactly the commands it would run (the Secret's values masked).
+No cluster can run on the lab's machines: the chart is rendered, linted and validated by the
+real helm in the test suite, the deploy's commands run against stand-ins. `--dry` prints
+exactly the commands it would run (the Secret's values masked).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -40,6 +48,8 @@ from tasks.runtime import DeployError, say, secret, sh
 
 REPO = Path(__file__).resolve().parent.parent
 MASK = "(not shown)"
+FIELD_MANAGER = "monitoring-dashboard-deploy"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def chart_path(s: Settings) -> str:
@@ -73,6 +83,7 @@ def values(s: Settings) -> list[tuple[str, str, bool]]:
         ("replicas", str(s.helm_replicas), False),
         ("port", str(s.app_port), False),
         ("healthPath", s.app_health_path, True),
+        ("livenessPath", s.helm_liveness_path, True),
         ("logDir", s.app_log_file.rsplit("/", 1)[0], True),
         ("secretName", secret_name(s), True),
     ]
@@ -82,8 +93,21 @@ def values(s: Settings) -> list[tuple[str, str, bool]]:
     return pairs
 
 
-def upgrade_command(s: Settings) -> list[str]:
-    """The checklist's `helm upgrade`, with --install, --wait and --atomic."""
+def helm_major() -> int:
+    """The major version of the helm installed here (3 when there is none: --dry's plan)."""
+    try:
+        short = run(["helm", "version", "--short"], timeout=30)
+    except (DeployError, FileNotFoundError):
+        return 3
+    found = re.match(r"v?(\d+)\.", short)
+    if not found:
+        raise DeployError(f"helm version --short printed {short!r}, not a version")
+    return int(found.group(1))
+
+
+def upgrade_command(s: Settings, major: int) -> list[str]:
+    """The checklist's `helm upgrade`, with --install, --wait and the rollback on failure
+    spelled as helm MAJOR spells it."""
     argv = [
         "helm",
         "upgrade",
@@ -92,7 +116,7 @@ def upgrade_command(s: Settings) -> list[str]:
         chart_path(s),
         *kube_flags(s, "helm"),
         "--wait",
-        "--atomic",
+        "--atomic" if major < 4 else "--rollback-on-failure",
         "--timeout",
         s.helm_timeout,
     ]
@@ -134,7 +158,43 @@ def secret_manifest(s: Settings, db_password: str, redis_password: str) -> str:
 
 
 def secret_apply_command(s: Settings) -> list[str]:
-    return ["kubectl", *kube_flags(s, "kubectl"), "apply", "-f", "-"]
+    """Server-side, as our field manager, taking over fields an older client-side apply
+    owned."""
+    return [
+        "kubectl",
+        *kube_flags(s, "kubectl"),
+        "apply",
+        "--server-side",
+        f"--field-manager={FIELD_MANAGER}",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ]
+
+
+def secret_version_command(s: Settings) -> list[str]:
+    """The Secret's resourceVersion (it changes only when the Secret does)."""
+    return [
+        "kubectl",
+        *kube_flags(s, "kubectl"),
+        "get",
+        "secret",
+        secret_name(s),
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]
+
+
+def secret_unannotate_command(s: Settings) -> list[str]:
+    """Removes the copy of the manifest, values included, a client-side apply left."""
+    return [
+        "kubectl",
+        *kube_flags(s, "kubectl"),
+        "annotate",
+        "secret",
+        secret_name(s),
+        f"{LAST_APPLIED}-",
+    ]
 
 
 def restart_command(s: Settings) -> list[str]:
@@ -172,13 +232,13 @@ def rollback_command(s: Settings) -> list[str]:
     ]
 
 
-def plan_text(s: Settings) -> list[str]:
+def plan_text(s: Settings, major: int) -> list[str]:
     """What a deploy runs on the deploying machine, as shell lines (for --dry and the log)."""
     return [
         f"{shlex.join(secret_apply_command(s))}  # stdin: Secret {secret_name(s)} "
         f"(DB_PASSWORD, REDIS_PASSWORD: {MASK})",
-        shlex.join(upgrade_command(s)),
-        f"{shlex.join(restart_command(s))}  # only when the Secret alone changed",
+        f"{shlex.join(upgrade_command(s, major))}  # only when the values changed",
+        f"{shlex.join(restart_command(s))}  # only when the Secret changed",
         shlex.join(rollout_status_command(s)),
     ]
 
@@ -217,32 +277,63 @@ def _installed_values(s: Settings) -> dict[str, Any] | None:
         raise
 
 
+def _secret_version(s: Settings) -> str | None:
+    """The Secret's resourceVersion, or None when there is no such Secret."""
+    try:
+        return run(secret_version_command(s), timeout=60)
+    except DeployError as exc:
+        if "NotFound" in str(exc) or "not found" in str(exc):
+            return None
+        raise
+
+
+def _apply_secret(host, s: Settings) -> bool:
+    """Apply the Secret server-side; whether it changed."""
+    before = _secret_version(s)
+    manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
+    say(
+        host,
+        f"kubectl apply --server-side (Secret {secret_name(s)}): "
+        f"{run(secret_apply_command(s), timeout=60, stdin=manifest)}",
+    )
+    run(secret_unannotate_command(s), timeout=60)
+    return _secret_version(s) != before
+
+
 @phase_check("release")
 def _release(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     record = ctx.run(host)
     limit = seconds(s.helm_timeout) + 60
-    manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
-    applied = run(secret_apply_command(s), timeout=60, stdin=manifest)
-    say(host, f"kubectl apply (Secret {secret_name(s)}): {applied}")
-    secret_changed = not applied.endswith("unchanged")
+    secret_changed = _apply_secret(host, s)
     installed = _installed_values(s)
     values_current = installed == wanted_values(s)
     if values_current and not secret_changed:
-        say(host, f"Helm release {s.helm_release} already has these values: nothing to do")
-        record.facts["helm"] = {"upgraded": False}
+        say(
+            host,
+            f"Helm release {s.helm_release} already has these values and Secret: nothing to do",
+        )
+        record.facts["helm"] = {"upgraded": False, "restarted": False}
         return
-    say(host, f"$ {shlex.join(upgrade_command(s))}")
-    upgraded = run(upgrade_command(s), timeout=limit)
-    say(host, upgraded.splitlines()[-1] if upgraded else "helm upgrade done")
-    if values_current:  # the Secret alone changed: the pods must read it again
+    if not values_current:
+        upgrade = upgrade_command(s, helm_major())
+        say(host, f"$ {shlex.join(upgrade)}")
+        upgraded = run(upgrade, timeout=limit)
+        say(host, upgraded.splitlines()[-1] if upgraded else "helm upgrade done")
+        record.changed.append(f"helm: {s.helm_release} runs {s.helm_image}:{s.app_version}")
+    restart = secret_changed and installed is not None  # a first install's pods read it
+    if restart:  # the pods read it at start; no Helm revision for it
         say(host, f"Secret {secret_name(s)} changed: restarting the pods")
         run(restart_command(s), timeout=60)
+        record.changed.append(f"helm: Secret {secret_name(s)} changed, pods restarted")
     status = run(rollout_status_command(s), timeout=limit)
     say(host, status.splitlines()[-1] if status else "rolled out")
     # `current` on this host names the release the cluster runs (a rollback goes back from it)
     sh(host, git.switch_current(shell.paths(s)["current"], plan.release_dir))
-    record.changed.append(f"helm: {s.helm_release} runs {s.helm_image}:{s.app_version}")
-    record.facts["helm"] = {"upgraded": True, "installed_before": installed is not None}
+    record.facts["helm"] = {
+        "upgraded": not values_current,
+        "restarted": restart,
+        "installed_before": installed is not None,
+    }
 
 
 @deploy("Release (Helm)")

@@ -1,8 +1,11 @@
 """Stand-ins for `helm` and `kubectl` (no Kubernetes cluster can run on the lab's machine):
-each call is recorded with its stdin in $KUBE_STANDIN_STATE, and answered as Helm 3 and
-kubectl answer: `helm get values` prints what the last upgrade set (parsed from its --set and
---set-string flags), `kubectl apply` says created, configured or unchanged. Used by
-test_helm.py only; it proves what the deploy runs, never what a cluster does."""
+each call is recorded with its stdin in $KUBE_STANDIN_STATE, and answered as Helm and kubectl
+answer: `helm version` as $KUBE_STANDIN_HELM_VERSION, `helm get values` prints what the last
+upgrade set (parsed from its --set and --set-string flags), a server-side `kubectl apply`
+bumps the Secret's resourceVersion only when its manifest changed. An upgrade is first
+rendered by the real helm ($KUBE_STANDIN_REAL_HELM, `helm template` with the same chart and
+values): a chart the values break fails the upgrade. Used by test_helm.py only; it proves what
+the deploy runs and that the chart renders with it, never what a cluster does."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,20 +24,45 @@ def parse_set(text: str, as_string: bool) -> tuple[list[str], object]:
     return key.split("."), value if as_string else int(value)
 
 
+def rendered(upgrade: list[str]) -> bool:
+    """Whether the real helm renders the chart of UPGRADE (`upgrade --install NAME CHART ...`)
+    with its values."""
+    sets = [
+        part
+        for flag, text in zip(upgrade, upgrade[1:], strict=False)
+        if flag in ("--set", "--set-string")
+        for part in (flag, text)
+    ]
+    argv = [os.environ["KUBE_STANDIN_REAL_HELM"], "template", upgrade[2], upgrade[3], *sets]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    print(done.stderr, file=sys.stderr, end="")
+    return done.returncode == 0
+
+
 def main(tool: str, args: list[str]) -> int:
     path = Path(os.environ["KUBE_STANDIN_STATE"])
     state = json.loads(path.read_text()) if path.exists() else {"calls": []}
     stdin = sys.stdin.read() if args[-2:] == ["-f", "-"] else None
     state["calls"].append({"argv": [tool, *args], "stdin": stdin})
     answer, code = "", 0
-    if tool == "kubectl" and "apply" in args:
+    if tool == "helm" and args[0] == "version":
+        answer = os.environ.get("KUBE_STANDIN_HELM_VERSION", "v3.17.2+gcc0bbbd")
+    elif tool == "kubectl" and "apply" in args:
         digest = hashlib.sha256((stdin or "").encode()).hexdigest()
         name = json.loads(stdin or "{}").get("metadata", {}).get("name", "?")
-        before = state.get("secret")
-        answer = f"secret/{name} " + (
-            "created" if before is None else "unchanged" if before == digest else "configured"
-        )
-        state["secret"] = digest
+        if state.get("secret") != digest:
+            state["secret"], state["secret_version"] = digest, state.get("secret_version", 0) + 1
+        answer = f"secret/{name} serverside-applied"
+    elif tool == "kubectl" and "get" in args and "secret" in args:
+        if "secret_version" in state:
+            answer = str(state["secret_version"])
+        else:
+            answer, code = 'Error from server (NotFound): secrets "x" not found', 1
+    elif tool == "kubectl" and "annotate" in args:
+        answer = "secret/x annotated"
+    elif tool == "kubectl" and "restart" in args:
+        state["restarts"] = state.get("restarts", 0) + 1
+        answer = "deployment.apps/monitoring-dashboard restarted"
     elif tool == "kubectl" and "status" in args:
         answer = 'deployment "monitoring-dashboard" successfully rolled out'
     elif tool == "helm" and args[:2] == ["get", "values"]:
@@ -41,6 +70,8 @@ def main(tool: str, args: list[str]) -> int:
             answer, code = "Error: release: not found", 1
         else:
             answer = json.dumps(state["values"])
+    elif tool == "helm" and args[0] == "upgrade" and not rendered(args):
+        answer, code = "Error: the chart does not render with these values", 1
     elif tool == "helm" and args[0] == "upgrade":
         values: dict = {}
         for flag, text in zip(args, args[1:], strict=False):

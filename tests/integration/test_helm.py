@@ -21,6 +21,7 @@ from pyinfra_cli import QUICK, output, pyinfra, report
 from lab import core
 
 STANDIN = Path(__file__).with_name("kube_standin.py")
+REAL_HELM = Path(__file__).parents[2] / ".venv/helm/4.1.4/helm"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,10 @@ def kube(lab, tmp_path_factory):
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "KUBE_STANDIN_STATE": str(root / "state.json"),
         "MDD_LAB_REDIS_PASSWORD": "helm-redis-pw",
+        "KUBE_STANDIN_HELM_VERSION": "v4.1.4+g05fa379",
+        "KUBE_STANDIN_REAL_HELM": str(REAL_HELM),
     }
+    assert REAL_HELM.is_file(), f"{REAL_HELM} is missing: `make deps` installs it"
     return args, env, root
 
 
@@ -69,15 +73,16 @@ def test_dry_prints_the_commands_and_the_deploy_runs_exactly_those(kube):
     args, env, root = kube
     dry = pyinfra(*args, *V1, *QUICK, "--dry", env=env)
     assert dry.returncode == 0, output(dry)[-3000:]
-    assert calls(root) == []
+    assert [c["argv"] for c in calls(root)] == [["helm", "version", "--short"]]  # reads only
     printed = output(dry).split("on the deploying machine, would run:\n", 1)[1].splitlines()[:4]
+    printed = [line.split("  # ")[0].strip() for line in printed]
     result = pyinfra(*args, *V1, *QUICK, env=env)
     assert result.returncode == 0, output(result)[-3000:]
     ran = [shlex.join(c["argv"]) for c in calls(root)]
-    upgrade = printed[1].strip()
-    assert upgrade in ran and ran[-1] == printed[3].strip()
-    assert printed[0].strip().startswith(ran[0])  # kubectl apply -f -, its stdin masked
-    apply = calls(root)[0]
+    assert printed[1] in ran and ran[-1] == printed[3]
+    assert "--rollback-on-failure" in printed[1]  # the stand-in says it is Helm 4
+    assert printed[0] in ran  # kubectl apply --server-side -f -, its stdin masked
+    apply = next(c for c in calls(root) if shlex.join(c["argv"]) == printed[0])
     assert json.loads(apply["stdin"])["stringData"]["REDIS_PASSWORD"] == "helm-redis-pw"
     everything = output(result) + "\n".join(ran) + json.dumps(report(result))
     db_password = core.secret_file("db_password").read_text().strip()
@@ -95,19 +100,36 @@ def test_the_same_helm_deploy_again_changes_nothing(kube):
     assert result.returncode == 0, output(result)[-3000:]
     new = [c["argv"][:3] for c in calls(root)[before:]]
     assert ["helm", "upgrade", "--install"] not in new
-    assert "already has these values: nothing to do" in output(result)
+    assert not [argv for argv in new if "restart" in argv]
+    assert "already has these values and Secret: nothing to do" in output(result)
 
 
-def test_an_upgrade_then_a_rollback_to_helms_previous_revision(kube):
+def state(root: Path) -> dict:
+    return json.loads((root / "state.json").read_text())
+
+
+def test_an_upgrade_a_password_rotation_then_a_rollback_to_the_release_before(kube):
     args, env, root = kube
     upgrade = pyinfra(*args, "--data", "app_version=v2.0.0-perf", *QUICK, env=env)
     assert upgrade.returncode == 0, output(upgrade)[-3000:]
-    assert "--set-string image.tag=v2.0.0-perf" in shlex.join(calls(root)[-2]["argv"])
+    upgrades = [c["argv"] for c in calls(root) if c["argv"][:2] == ["helm", "upgrade"]]
+    assert "--set-string image.tag=v2.0.0-perf" in shlex.join(upgrades[-1])
+    revisions = len(state(root)["revisions"])
+
+    rotated = {**env, "MDD_LAB_REDIS_PASSWORD": "helm-redis-pw-rotated"}
     before = len(calls(root))
-    result = pyinfra(*args, script="rollback.py", env=env)
+    rotation = pyinfra(*args, "--data", "app_version=v2.0.0-perf", *QUICK, env=rotated)
+    assert rotation.returncode == 0, output(rotation)[-3000:]
+    new = [c["argv"] for c in calls(root)[before:]]
+    assert not [argv for argv in new if argv[:2] == ["helm", "upgrade"]]
+    assert [argv for argv in new if argv[-2:-1] == ["restart"]]
+    assert len(state(root)["revisions"]) == revisions and state(root)["restarts"] == 1
+    assert "helm-redis-pw-rotated" not in output(rotation)
+
+    before = len(calls(root))
+    result = pyinfra(*args, script="rollback.py", env=rotated)
     assert result.returncode == 0, output(result)[-3000:]
     argvs = [c["argv"] for c in calls(root)[before:]]
     assert argvs[0][:3] == ["helm", "rollback", "monitoring-dashboard"]
     assert argvs[1][-3:-1] == ["status", "deployment/monitoring-dashboard"]
-    state = json.loads((root / "state.json").read_text())
-    assert state["values"]["image"]["tag"] == "v1.9.0"
+    assert state(root)["values"]["image"]["tag"] == "v1.9.0"  # not v2.0.0-perf again

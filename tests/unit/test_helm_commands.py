@@ -45,7 +45,7 @@ def test_helm_needs_a_kubeconfig_and_an_image_and_says_so_at_once():
 
 def test_the_upgrade_is_the_checklists_with_install_wait_atomic_and_every_value():
     s = settings(db_max_open_conns=100, db_max_idle_conns=50)
-    argv = helm.upgrade_command(s)
+    argv = helm.upgrade_command(s, 3)
     assert argv[:5] == ["helm", "upgrade", "--install", "monitoring-dashboard", str(CHART)]
     line = shlex.join(argv)
     for part in (
@@ -66,7 +66,7 @@ def test_the_upgrade_is_the_checklists_with_install_wait_atomic_and_every_value(
 
 def test_a_context_is_named_the_way_each_tool_spells_it():
     s = settings(helm_kube_context="prod-eu")
-    assert "--kube-context prod-eu" in shlex.join(helm.upgrade_command(s))
+    assert "--kube-context prod-eu" in shlex.join(helm.upgrade_command(s, 4))
     assert "--context prod-eu" in shlex.join(helm.rollout_status_command(s))
     assert helm.rollout_status_command(s)[-2:] == [
         "deployment/monitoring-dashboard",
@@ -83,10 +83,16 @@ def test_secrets_go_only_into_the_manifest_on_stdin():
     manifest = yaml.safe_load(helm.secret_manifest(s, ENV["DB_PASSWORD"], "r-pw"))
     assert manifest["kind"] == "Secret" and manifest["metadata"]["name"] == helm.secret_name(s)
     assert manifest["stringData"] == {"DB_PASSWORD": ENV["DB_PASSWORD"], "REDIS_PASSWORD": "r-pw"}
-    assert helm.secret_apply_command(s)[-3:] == ["apply", "-f", "-"]
-    shown = "\n".join(helm.plan_text(s))
+    apply = shlex.join(helm.secret_apply_command(s))
+    assert apply.endswith(
+        " apply --server-side --field-manager=monitoring-dashboard-deploy --force-conflicts -f -"
+    )
+    assert helm.secret_unannotate_command(s)[-1] == (
+        "kubectl.kubernetes.io/last-applied-configuration-"
+    )
+    shown = "\n".join(helm.plan_text(s, 4))
     assert ENV["DB_PASSWORD"] not in shown and "r-pw" not in shown
-    assert shown.splitlines()[1] == shlex.join(helm.upgrade_command(s))
+    assert shown.splitlines()[1].startswith(shlex.join(helm.upgrade_command(s, 4)) + "  # ")
 
 
 def test_wanted_values_are_what_helm_get_values_prints_for_them():
