@@ -108,7 +108,7 @@ def one_host() -> list[tuple[str, float, float | None]]:
             print(f"  one host, run {i + 1}, {strategy}: {result}", flush=True)
     return [
         (
-            "one host: failed+dropped requests, release-changing deploy, blue_green",
+            "one host: failed+dropped+unsent requests, release-changing deploy, blue_green",
             statistics.median(failed["blue_green"]),
             statistics.median(failed["restart"]),
         ),
@@ -142,7 +142,7 @@ def fleet(app_hosts: int) -> list[tuple[str, float, float | None]]:
         single.append(pyinfra(inv, "--data", f"app_version={VERSIONS[1]}", "--limit", "app1")[0])
     return [
         (
-            f"fleet of {app_hosts} behind lb1: failed+dropped requests, rolling deploy",
+            f"fleet of {app_hosts} behind lb1: failed+dropped+unsent requests, rolling deploy",
             statistics.median(failed),
             None,
         ),
@@ -177,7 +177,7 @@ def main() -> None:
         base_text = f"{base:.1f}" if base is not None else ""
         print(f"{name:<74} {value:>8.1f} {base_text:>9} {ratio:>7}")
     print(
-        "baselines: restart strategy (one host, failed+dropped); k6 with no deploy (p99); "
+        "baselines: restart strategy (one host, failed+dropped+unsent); k6 with no deploy (p99); "
         "the deploy to app1 alone (wall)"
     )
 

@@ -1,8 +1,9 @@
 """Open-loop load against a lab host with k6, for the availability tests and benchmarks.
 
 The figures come from k6's own summary: requests made, requests failed (k6's
-`http_req_failed`), iterations k6 dropped (counted as failed: `unserved`), latency p99 and max,
-and answers from a release that must serve no one.
+`http_req_failed`), iterations k6 dropped, requests due at the asked rate over k6's own run and
+neither sent nor dropped (the last two counted as failed: `unserved`), latency p99 and max, and
+answers from a release that must serve no one.
 Only the lab's own addresses are targets.
 """
 
@@ -36,18 +37,31 @@ class LoadResult:
     max_ms: float
     forbidden_answers: int
     exit_code: int
+    rate: int  # requests/s asked of k6
+    seconds: float  # how long k6 sent them (its own count over its own rate)
+
+    @property
+    def unsent(self) -> int:
+        """Requests that were due in k6's run and neither sent nor dropped, beyond those a stop
+        finds in flight (at most one per max_ms of each second's RATE, plus one): 0 when k6 kept
+        the pace the whole time."""
+        due = int(self.rate * self.seconds)
+        in_flight = int(self.rate * self.max_ms / 1000) + 1
+        return max(0, due - in_flight - self.requests - self.dropped)
 
     @property
     def unserved(self) -> int:
         """Requests that failed or were never sent (k6 dropped them because every worker was
-        stuck waiting): what an availability test holds at 0."""
-        return self.failed + self.dropped
+        stuck waiting, or fell behind the pace): what an availability test holds at 0."""
+        return self.failed + self.dropped + self.unsent
 
     def __str__(self) -> str:
         return (
             f"{self.failed} failed of {self.requests} requests, {self.dropped} dropped, "
+            f"{self.unsent} due and not sent, "
             f"p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms, "
-            f"{self.forbidden_answers} answers from the forbidden release"
+            f"{self.forbidden_answers} answers from the forbidden release, "
+            f"{self.seconds:.1f} s at {self.rate}/s"
         )
 
 
@@ -88,6 +102,7 @@ class Load:
             f"FORBIDDEN={forbidden}",
             str(SCRIPT),
         ]
+        self._rate = rate
         self._timeout = _seconds(duration) + 60
         self._proc: subprocess.Popen | None = None
 
@@ -132,8 +147,11 @@ class Load:
         if not self._summary.exists():
             raise RuntimeError(f"k6 wrote no summary (exit {self._proc.returncode}): {err[-800:]}")
         metrics = json.loads(self._summary.read_text())["metrics"]
+        requests = metrics["http_reqs"]
         return LoadResult(
-            requests=int(metrics["http_reqs"]["count"]),
+            rate=self._rate,
+            seconds=requests["count"] / requests["rate"] if requests["rate"] else 0.0,
+            requests=int(requests["count"]),
             failed=int(metrics["http_req_failed"]["passes"]),
             dropped=int(metrics.get("dropped_iterations", {}).get("count", 0)),
             p99_ms=float(metrics["http_req_duration"]["p(99)"]),
