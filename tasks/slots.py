@@ -16,7 +16,7 @@ docker`, the container `<app_container>-<slot>` (tasks/method.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import StringIO
 from pathlib import Path
 
@@ -164,6 +164,13 @@ class SlotState:
         return {slot: bool(self.forms[slot]) for slot in SLOTS}
 
     @property
+    def settled(self) -> bool:
+        """Exactly the active slot runs (what every finished switch leaves)."""
+        return self.active is not None and self.running == {
+            slot: slot == self.active for slot in SLOTS
+        }
+
+    @property
     def stray(self) -> str | None:
         """The idle slot when it runs (left by a killed run): it must not serve."""
         if self.active and self.running[self.active]:
@@ -214,6 +221,40 @@ def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
     return haproxy_wait(h, _paths(s)["socket"], BACKEND, slot, until, timeout)
 
 
+def proxy_statuses(h, s: Settings) -> dict[str, str]:
+    """Each slot's status on the local proxy (UP, DRAIN, MAINT, DOWN...)."""
+    stat = haproxy.haproxy_api(_paths(s)["socket"], "show stat")
+    _, out, _ = sh(
+        h, f"{stat} | awk -F, '$1 == {q(BACKEND)} {{print $2, $18}}'", what="the proxy's stats"
+    )
+    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {slot: found.get(slot, "") for slot in SLOTS}
+
+
+def _make_active(h, s: Settings, slot: str, release_dir: str) -> None:
+    """Record SLOT as the active one and `current` as its release (one atomic rename each)."""
+    marker = f"{_paths(s)['active']}.new"
+    sh(
+        h,
+        f"echo {slot} > {q(marker)} && mv -f {q(marker)} {q(_paths(s)['active'])} && "
+        + git.switch_current(shell.paths(s)["current"], release_dir),
+        what=f"making slot {slot} the active one",
+    )
+
+
+def _adopt_serving(h, s: Settings, state: SlotState) -> SlotState:
+    """A switch killed after its new slot took traffic leaves `slots/active` naming the old
+    one: the slot the proxy sends requests to, alone, is the active one."""
+    statuses = proxy_statuses(h, s)
+    serving = [x for x in SLOTS if state.running[x] and statuses[x].startswith("UP")]
+    if len(serving) != 1 or serving[0] == state.active:
+        return state
+    slot = serving[0]
+    _make_active(h, s, slot, state.links[slot])
+    say(h, f"slot {slot} takes the traffic (an interrupted switch got that far): made it active")
+    return replace(state, active=slot, current=state.links[slot])
+
+
 def activate(h, method: Method, release_dir: str, restart: bool = False) -> str | None:
     """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
 
@@ -222,11 +263,15 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
     after stopping it: the slot that served before still serves, and got every request."""
     s = method.s
     state = read_state(h, s, method.name)
-    if state.stray:
+    if state.proxy_running and not state.settled:
+        state = _adopt_serving(h, s, state)
+    if state.stray:  # drained first: it may have been taking requests when the run died
         if state.proxy_running:
+            _api(h, s, f"set server {BACKEND}/{state.stray} state drain")
+            _wait(h, s, state.stray, "drained", s.release_drain_timeout)
             _api(h, s, f"set server {BACKEND}/{state.stray} state maint")
         service.stop(h, s, state.stray)
-        say(h, f"stopped slot {state.stray}, left running by an earlier run")
+        say(h, f"drained and stopped slot {state.stray}, left running by an earlier run")
     if state.serving == release_dir and state.proxy_running and not restart:
         if state.current != release_dir:  # left stale by hand or by an interrupted run
             sh(h, git.switch_current(shell.paths(s)["current"], release_dir))
@@ -269,13 +314,7 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
         _wait(h, s, new, "up", 10)
     if old:
         service.stop(h, s, old)
-    marker = f"{p['active']}.new"
-    sh(
-        h,
-        f"echo {new} > {q(marker)} && mv -f {q(marker)} {q(p['active'])} && "
-        + git.switch_current(shell.paths(s)["current"], release_dir),
-        what=f"making slot {new} the active one",
-    )
+    _make_active(h, s, new, release_dir)
     release = release_dir.rsplit("/", 1)[-1]
     return f"slot {new} serves {release}" + (f", slot {old} drained and stopped" if old else "")
 

@@ -366,3 +366,28 @@ def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
     converge(st, rows)
     assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("v2.0.0-perf-")
     assert st.sh(f"ls {app}/releases | grep -c partial || true") == "0"
+
+
+def test_a_switch_killed_once_the_new_slot_is_healthy_converges_and_no_request_fails(st):
+    """The kill lands between the new slot's health check and the end of the switch (the
+    proxy letting it in, draining and stopping the old slot, recording the active one): the
+    re-run finds the slot that takes the traffic, whatever `slots/active` says."""
+    rows, app = st.rows(), "/app/monitoring-dashboard-api"
+    with Load(st.url(), 50, "120s") as load:
+        proc = start(*QUICK, "--data", "app_version=main")  # built above: only the switch
+        wait_for_line(proc, "healthy on port", 120)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert pyinfra(script="unlock.py").returncode == 0
+        again = pyinfra(*QUICK, "--data", "app_version=main")
+        traffic = load.result(stop_early=True)
+    assert again.returncode == 0, output(again)[-3000:]
+    assert traffic.unserved == 0, traffic
+    active = st.sh(f"cat {app}/slots/active")
+    running = st.sh(
+        "systemctl list-units --state=active --plain --no-legend 'monitoring-dashboard@*' "
+        "| awk '{print $1}'"
+    )
+    assert running == f"monitoring-dashboard@{active}.service"
+    assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
+    assert st.rows() == rows
