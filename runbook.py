@@ -6,6 +6,7 @@ migration-memory              maintenance_work_mem for the migration role
 terminate-idle                idle connections terminated (--data runbook_idle_minutes=5,
                               --data runbook_max_open_conns=N also lowers the pool)
 reduce-memory                 Redis maxmemory lowered live, pool sizes halved
+maintenance-on, -off          every path but the health path answers 503 (Retry-After)
 reset                         every runbook override removed
 """
 

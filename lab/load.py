@@ -131,6 +131,19 @@ class Load:
                 and start <= int(row["timestamp"]) / 1000 <= end
             ]
 
+    def answers(self, start: float, end: float) -> list[int]:
+        """HTTP status of each request surely sent after START and answered before END
+        (time.time()); only with SAMPLES, after result()."""
+        assert self._samples is not None, "Load(..., samples=True) keeps each request"
+        with self._samples.open() as f:
+            rows = [row for row in csv.DictReader(f) if row["metric_name"] == "http_req_duration"]
+        out = []
+        for row in rows:
+            at, took = int(row["timestamp"]) / 1000, float(row["metric_value"]) / 1000
+            if at - took - 0.001 >= start and at <= end:
+                out.append(int(row["status"] or 0))
+        return out
+
     def result(self, stop_early: bool = False) -> LoadResult:
         """Wait for k6 to finish (bounded) and read its summary. STOP_EARLY: after TAIL more
         seconds, interrupt k6, which stops sending and still writes its summary (the requests in

@@ -20,6 +20,7 @@ NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 # an image repository without tag: [registry[:port]/]path, lowercase components
+MESSAGE = re.compile(r'[^"\\$\x00-\x1f\x7f]{1,200}')  # fullmatch
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 IMAGE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
@@ -484,6 +485,8 @@ VARIABLES: list[Var] = [
             "migration-memory",
             "terminate-idle",
             "reduce-memory",
+            "maintenance-on",
+            "maintenance-off",
             "reset",
         ),
     ),
@@ -503,6 +506,18 @@ VARIABLES: list[Var] = [
         "1GB",
         "migration-memory: maintenance_work_mem for the migration role",
         "size",
+    ),
+    Var(
+        "runbook_maintenance_message",
+        "monitoring-dashboard is down for maintenance, back shortly",
+        "maintenance-on: the body of the 503 every path but the health path answers",
+    ),
+    Var(
+        "runbook_maintenance_retry_after",
+        300,
+        "maintenance-on: the 503's Retry-After (seconds)",
+        "int",
+        minimum=1,
     ),
     # report_: success metrics and the deployment record
     Var("report_dir", "reports", "local folder for JSON reports", "path"),
@@ -622,6 +637,19 @@ def validate(
         problems.append(
             "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "
             "balancer's health check while the host drains)"
+        )
+    message = settings.get("runbook_maintenance_message", "")
+    if not MESSAGE.fullmatch(message):
+        problems.append(
+            'runbook_maintenance_message: 1 to 200 printable characters without ", \\ or $ '
+            f"(the local proxy's configuration holds it), got {message!r}"
+        )
+    if settings.get("runbook", "").startswith("maintenance") and (
+        settings.get("release_strategy") == "restart"
+    ):
+        problems.append(
+            "runbook: maintenance mode needs release_strategy blue_green (its local proxy "
+            "answers the 503; with restart nothing stands in front of the service)"
         )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in LOOPBACK:
         problems.append("redis_host: external mode needs the endpoint's address, not localhost")

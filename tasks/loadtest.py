@@ -14,6 +14,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
+from tasks import slots
 from tasks.commands import k6
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
@@ -59,6 +60,10 @@ def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     if not run.all_changes():
         say(host, "load test skipped: this run changed nothing")
         run.facts["loadtest"] = {"skipped": "nothing changed"}
+        return
+    if not s.loadtest_base_url and slots.in_maintenance(host, s):
+        say(host, "load test skipped: maintenance mode is on, app_port answers 503 to everyone")
+        run.facts["loadtest"] = {"skipped": "maintenance mode"}
         return
     url = base_url(host, s)
     tests = [

@@ -18,6 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
+from tasks import slots
 from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings
 from tasks.context import RunContext
@@ -44,6 +45,9 @@ RUNBOOKS = {
     "terminate-idle": "idle database connections terminated; DB_MAX_OPEN_CONNS lowered when "
     "runbook_max_open_conns is set (Issue 3)",
     "reduce-memory": "Redis maxmemory lowered live, pool sizes halved in .env (Issue 4)",
+    "maintenance-on": "every path but the health path answers 503 with Retry-After (the local "
+    "proxy; a deploy keeps it)",
+    "maintenance-off": "maintenance mode ended: the service answers again",
     "reset": "every runbook override removed, .env back to group_vars, zero-downtime restart",
 }
 
@@ -206,6 +210,15 @@ def _run(
             done += _database_work(host, s, name)
         if name in ("reduce-memory", "reset") and (once or s.redis_mode == "container"):
             done += _set_maxmemory(host, s)
+        if name.startswith("maintenance-") and slots.set_maintenance(
+            host, s, name == "maintenance-on"
+        ):
+            done.append(
+                f"maintenance mode on: every path but {s.app_health_path} answers 503, "
+                f"Retry-After {s.runbook_maintenance_retry_after}"
+                if name == "maintenance-on"
+                else "maintenance mode off: the service answers every path"
+            )
         if env_op is not None and env_op.did_change():
             done.append(f".env updated; {_restart(host, s, release)}")
     except DeployError as exc:

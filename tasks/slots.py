@@ -65,6 +65,8 @@ def proxy_config_text(s: Settings) -> str:
             bind="*",
             port=s.app_port,
             health_path=s.app_health_path,
+            retry_after=s.runbook_maintenance_retry_after,
+            maintenance_message=s.runbook_maintenance_message,
             blue_port=service.port(s, "blue"),
             green_port=service.port(s, "green"),
         )
@@ -325,6 +327,21 @@ def set_draining(h, s: Settings, draining: bool) -> None:
     drain_map = _paths(s)["drain_map"]
     line = f"add map {drain_map} drain 1" if draining else f"del map {drain_map} drain"
     _api(h, s, line)
+
+
+def in_maintenance(h, s: Settings) -> bool:
+    """Maintenance mode is on on host H (runbook=maintenance-on; its map's file says so)."""
+    drain_map = _paths(s)["drain_map"]
+    ok, _, _ = sh(h, f"grep -qx 'maintenance 1' {q(drain_map)}", check=False)
+    return ok
+
+
+def set_maintenance(h, s: Settings, on: bool) -> bool:
+    """Maintenance mode ON or off on host H; whether that changed anything."""
+    p = _paths(s)
+    command = haproxy.map_flag(p["socket"], p["drain_map"], "maintenance", on)
+    _, out, _ = sh(h, command, what="maintenance mode in the proxy's map")
+    return out.strip() == "changed"
 
 
 def is_active_command(s: Settings) -> str:

@@ -30,3 +30,25 @@ def haproxy_wait(socket: str, backend: str, server: str, until: str, timeout: fl
         f'if {done}; then echo "$status $cur $queued"; exit 0; fi; sleep 0.1; done; '
         f'echo "$status $cur $queued"; exit 1'
     )
+
+
+def map_flag(socket: str, map_file: str, key: str, on: bool) -> str:
+    """KEY (value 1) present in MAP_FILE when ON, absent otherwise: in the file, which a reload
+    or a restart reads, and live, through the admin SOCKET. Prints `changed` when it was not
+    so already, in the file or live."""
+    live = f"{haproxy_api(socket, f'show map {map_file}')} | grep -q ' {key} 1$'"
+    in_file = f"grep -qx {q(key + ' 1')} {q(map_file)}"
+    rest = f"{{ grep -vx {q(key + ' 1')} {q(map_file)} || true; }}"
+    new = q(map_file + ".new")
+    if on:
+        needed = f"! {{ {in_file} && {live}; }}"
+        content = f"{{ {rest}; echo {q(key + ' 1')}; }}"
+        commands = (f"del map {map_file} {key}", f"add map {map_file} {key} 1")
+    else:
+        needed = f"{{ {in_file} || {live}; }}"
+        content = rest
+        commands = (f"del map {map_file} {key}",)
+    return (
+        f"if {needed}; then {content} > {new} && chmod 644 {new} && mv -f {new} {q(map_file)} "
+        f"&& {haproxy_api(socket, *commands)} >/dev/null && echo changed; fi"
+    )

@@ -4,12 +4,14 @@ a runbook changed, and `reset` brings group_vars back."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 from pyinfra_cli import QUICK, SINGLE_HOST_WINDOW, lab_settings, output, pyinfra, under_load
 
 from lab import core
+from lab.load import Load
 from lab.topology import topology
 from tasks.commands import postgres, shell
 
@@ -115,3 +117,51 @@ def test_reset_brings_group_vars_back(staging):
     assert env_value(app1, "REDIS_ENABLED") == "true"
     assert env_value(app1, "DB_MAX_OPEN_CONNS") == str(s.db_max_open_conns)
     assert sh(app1, "ls /var/lib/monitoring-dashboard-deploy/runbook-overrides.json || true") == ""
+
+
+def test_maintenance_answers_503_from_the_moment_it_is_on_and_a_deploy_keeps_it(staging):
+    app1, s = staging
+    url = f"http://{app1.address}:8080"
+    history = f"{url}/api/v1/metrics/history?type=cpu&duration=1h"
+    with Load(url, 50, "180s", samples=True) as load:
+        time.sleep(2)
+        on = runbook("maintenance-on")
+        on_returned = time.time()
+        time.sleep(2)
+        again = runbook("maintenance-on")
+        answer = subprocess.run(
+            ["curl", "-si", "-m", "5", history], capture_output=True, text=True, timeout=10
+        ).stdout
+        health = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]
+            + [f"{url}{s.app_health_path}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        # a deploy that reloads the proxy (its configuration holds the message) keeps it; its
+        # verification (from the host) passes, its load test (from outside) is skipped
+        kept = pyinfra(
+            "--data", "monitor_duration=0", "--data", "runbook_maintenance_message=back at noon"
+        )
+        after_deploy = subprocess.run(
+            ["curl", "-s", "-m", "5", history], capture_output=True, text=True, timeout=10
+        ).stdout
+        off_started = time.time()
+        off = runbook("maintenance-off")
+        off_returned = time.time()
+        time.sleep(3)
+        traffic = load.result(stop_early=True)
+    for result in (on, again, kept, off):
+        assert result.returncode == 0, output(result)[-3000:]
+    assert "runbook maintenance-on: nothing to change" in output(again)
+    assert answer.startswith("HTTP/1.1 503") and "retry-after: 300" in answer.lower()
+    assert answer.endswith(s.runbook_maintenance_message)
+    assert health == "200"  # a balancer in front keeps the host
+    assert "load test skipped: maintenance mode is on" in output(kept)
+    assert after_deploy == "back at noon"
+    during = load.answers(on_returned, off_started)
+    assert len(during) > 50 * 10 and set(during) == {503}, sorted(set(during))
+    after = load.answers(off_returned, time.time())
+    assert len(after) > 50 and set(after) == {200}, sorted(set(after))
+    assert traffic.dropped == 0 and traffic.unsent == 0, traffic

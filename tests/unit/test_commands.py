@@ -610,3 +610,48 @@ def test_the_env_values_follow_the_checklist_order_with_their_comments():
         ("DB_PORT", 5432),
     ]
     assert ("DB_PASSWORD", "pw") in values and ("REDIS_PASSWORD", "rp") in values
+
+
+def standin_haproxy_maps(tmp_path):
+    """A PATH whose socat answers `show map`, `add map` and `del map` as HAProxy's admin socket
+    does, its live map kept in LIVE (one `key value` per line)."""
+    live = tmp_path / "live.map"
+    live.write_text("")
+    socat = tmp_path / "bin" / "socat"
+    socat.parent.mkdir()
+    socat.write_text(
+        f"""#!/bin/sh
+read line
+echo "$line" | tr ';' '\\n' | while read cmd what file key value; do
+  case "$cmd $what" in
+    "show map") awk '{{print "0x1", $0}}' {live} ;;
+    "add map") echo "$key $value" >> {live} ;;
+    "del map") grep -v "^$key " {live} > {live}.t; mv {live}.t {live} ;;
+  esac
+done
+"""
+    )
+    socat.chmod(0o755)
+    return live, {"PATH": f"{socat.parent}:/usr/bin:/bin"}
+
+
+def test_a_map_flag_is_set_in_the_file_and_live_once_and_removed_once(tmp_path):
+    live, env = standin_haproxy_maps(tmp_path)
+    map_file = tmp_path / "drain.map"
+    map_file.write_text("drain 1\n")
+
+    def flag(on: bool) -> str:
+        command = haproxy.map_flag("/run/x.sock", str(map_file), "maintenance", on)
+        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert flag(True) == "changed"
+    assert map_file.read_text() == "drain 1\nmaintenance 1\n"
+    assert live.read_text() == "maintenance 1\n"
+    assert flag(True) == ""  # already so: nothing changes
+    live.write_text("")  # a proxy restarted from an older file: live only is missing
+    assert flag(True) == "changed" and live.read_text() == "maintenance 1\n"
+    assert flag(False) == "changed"
+    assert map_file.read_text() == "drain 1\n" and live.read_text() == ""
+    assert flag(False) == ""
