@@ -19,10 +19,12 @@ SIZE = re.compile(r"^\d+(kb|mb|gb|KB|MB|GB)$")
 NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-# an image repository without tag: [registry[:port]/]path, lowercase components
-MESSAGE = re.compile(r'[^"\\$\x00-\x1f\x7f]{1,200}')  # fullmatch
+# printable, nothing HAProxy's double quotes interpret (the maintenance message); fullmatch
+MESSAGE = re.compile(r'[^"\\$\x00-\x1f\x7f]{1,200}')
+# a Kubernetes name (RFC 1123 label) and an image tag
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# an image repository without tag: [registry[:port]/]path, lowercase components
 IMAGE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PREFIXES = (
@@ -645,11 +647,11 @@ def validate(
             f"(the local proxy's configuration holds it), got {message!r}"
         )
     if settings.get("runbook", "").startswith("maintenance") and (
-        settings.get("release_strategy") == "restart"
+        settings.get("release_strategy") == "restart" or settings.get("release_method") == "helm"
     ):
         problems.append(
-            "runbook: maintenance mode needs release_strategy blue_green (its local proxy "
-            "answers the 503; with restart nothing stands in front of the service)"
+            "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
+            "blue_green, release_method systemd or docker): it answers the 503"
         )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in LOOPBACK:
         problems.append("redis_host: external mode needs the endpoint's address, not localhost")

@@ -96,3 +96,29 @@ def test_all_yml_states_the_schemas_defaults_and_nothing_else():
     """group_vars/all.yml documents defaults; the README's table (from the schema) must agree."""
     stated = yaml.safe_load((ROOT / "group_vars" / "all.yml").read_text())
     assert {k: v for k, v in stated.items() if config.BY_NAME[k].default != v} == {}
+
+
+@pytest.mark.parametrize(
+    "message, ok",
+    [
+        ("back at noon (we're upgrading)", True),
+        ('say "hi"', False),
+        ("costs $HOME", False),
+        ("a\\b", False),
+        ("two\nlines", False),
+        ("", False),
+        ("x" * 201, False),
+    ],
+)
+def test_the_maintenance_message_is_one_the_proxy_configuration_holds_literally(message, ok):
+    _, problems = config.validate({**BASE, "runbook_maintenance_message": message}, environ=ENV)
+    assert bool(problems) != ok, problems
+
+
+def test_maintenance_needs_the_local_proxy():
+    data = {**BASE, "runbook": "maintenance-on", "release_strategy": "restart"}
+    _, problems = config.validate(data, environ=ENV)
+    assert problems == [
+        "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
+        "blue_green, release_method systemd or docker): it answers the 503"
+    ]
