@@ -77,9 +77,9 @@ def run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
-def killed(argv: list[str], after: float) -> tuple[bool, str]:
-    """Start ARGV, SIGKILL it AFTER seconds; whether it was still running, and the operation
-    it had announced last."""
+def killed(argv: list[str], after: float) -> tuple[bool, str, str]:
+    """Start ARGV, SIGKILL it AFTER seconds; whether it was still running, the operation it
+    had announced last, and its output."""
     proc = subprocess.Popen(
         argv,
         cwd=REPO,
@@ -97,7 +97,7 @@ def killed(argv: list[str], after: float) -> tuple[bool, str]:
         alive = True
     out, _ = proc.communicate(timeout=60)
     started = re.findall(r"Starting (?:[a-z, ]+ )?operation: (.+)", out)
-    return alive, started[-1].strip() if started else "(connecting, facts)"
+    return alive, started[-1].strip() if started else "(connecting, facts)", out
 
 
 def rows() -> str:
@@ -164,8 +164,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--logs", default="/tmp/chaos-runs", help="each run's output goes here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
     echo = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     core.up("production", echo=echo, app_hosts=len(APPS))
     url = f"http://{hosts()['lb1'].address}:80"
@@ -191,16 +194,27 @@ def main() -> int:
         target = next(ref for ref in VERSIONS if ref != current)
         before_rows = rows()
         after = rng.uniform(0.5, durations[kind])
-        with Load(url, RATE, "900s") as load:
+        with Load(url, RATE, "900s", samples=True) as load:
             time.sleep(3)
-            was_killed, operation = killed(command(kind, target), after)
+            began = time.time()
+            was_killed, operation, out = killed(command(kind, target), after)
             unlock = run([PYINFRA, "-y", INVENTORY, "unlock.py"])
+            rerun_began = time.time()
             again = run(command(kind, target))
+            rerun_ended = time.time()
             traffic = load.result(stop_early=True)
+            failures = [t - began for t, status in load.timed_answers() if status != 200]
+        (logs / f"{i + 1:02d}-killed.log").write_text(out)
+        (logs / f"{i + 1:02d}-rerun.log").write_text(again.stdout + again.stderr)
         problems = [] if unlock.returncode == 0 else ["unlock.py failed"]
         problems += converge_check(target, before_rows)
         if again.returncode != 0:
             problems.append("re-run failed: " + (again.stdout + again.stderr)[-400:])
+        if failures:
+            problems.append(
+                f"failed answers {failures[0]:.1f}-{failures[-1]:.1f} s after the start (killed "
+                f"at {after:.1f} s, re-run {rerun_began - began:.1f}-{rerun_ended - began:.1f} s)"
+            )
         current = target
         results.append((was_killed, not problems, traffic))
         moment = f"{after:.1f} s" if was_killed else f"(ended before {after:.1f} s)"

@@ -131,18 +131,24 @@ class Load:
                 and start <= int(row["timestamp"]) / 1000 <= end
             ]
 
-    def answers(self, start: float, end: float) -> list[int]:
-        """HTTP status of each request surely sent after START and answered before END
-        (time.time()); only with SAMPLES, after result()."""
+    def timed_answers(self) -> list[tuple[float, int]]:
+        """(time.time() the request was sent at the latest, HTTP status; 0: no answer) of each
+        request, in order; only with SAMPLES, after result()."""
         assert self._samples is not None, "Load(..., samples=True) keeps each request"
         with self._samples.open() as f:
             rows = [row for row in csv.DictReader(f) if row["metric_name"] == "http_req_duration"]
-        out = []
-        for row in rows:
-            at, took = int(row["timestamp"]) / 1000, float(row["metric_value"]) / 1000
-            if at - took - 0.001 >= start and at <= end:
-                out.append(int(row["status"] or 0))
-        return out
+        return sorted(
+            (
+                int(row["timestamp"]) / 1000 - float(row["metric_value"]) / 1000 - 0.001,
+                int(row["status"] or 0),
+            )
+            for row in rows
+        )
+
+    def answers(self, start: float, end: float) -> list[int]:
+        """HTTP status of each request surely sent between START and END (time.time()); only
+        with SAMPLES, after result()."""
+        return [status for sent, status in self.timed_answers() if start <= sent <= end]
 
     def result(self, stop_early: bool = False) -> LoadResult:
         """Wait for k6 to finish (bounded) and read its summary. STOP_EARLY: after TAIL more

@@ -16,7 +16,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import files, python, server
 
-from tasks import operations
+from tasks import ledger, operations
 from tasks.commands import docker, git, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
@@ -46,8 +46,19 @@ def make_plan(s: Settings) -> Plan:
         )
     release = git.release_id(s.app_version, commit)
     release_dir = f"{p['releases']}/{release}"
-    _, out = host.run_shell_command(command=f"readlink {shell.q(p['current'])} || true")
-    previous = out.stdout.strip() or None
+    _, out = host.run_shell_command(
+        command=f"readlink {shell.q(p['current'])} || true; echo =; "
+        f"grep -F {shell.q(release)} {shell.q(p['records'])} 2>/dev/null | tail -n 200 || true"
+    )
+    current, _, records = ("\n" + out.stdout).partition("\n=\n")
+    previous = current.strip() or None
+    verdict = ledger.verdicts(ledger.parse_records(records)).get(release)
+    if verdict and verdict.bad and previous != release_dir:
+        say(
+            host,
+            f"WARNING: {release} is marked bad on this host: {verdict}; deploying it as asked "
+            "(releases.py lists every release's verdict)",
+        )
     return Plan(
         ref=s.app_version,
         commit=commit,

@@ -28,7 +28,8 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import helm
+from tasks import helm, ledger
+from tasks import releases as releases_on_host
 from tasks.commands import docker, git, migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
@@ -121,18 +122,17 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
     """The newest successful deploy's manifest on this host and the release to go back to; a
     clear error when there is nothing to go back to (no change is made then)."""
     p = shell.paths(s)
-    done = [(path, m) for path, m in _manifests(s) if m.get("outcome") == "success"]
+    manifests = _manifests(s)
+    done = [(path, m) for path, m in manifests if m.get("outcome") == "success"]
     if not done:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: no successful deploy is "
             f"recorded in {p['manifests']}"
         )
     path, manifest = done[0]
-    _, out, _ = sh(
-        host, f"ls -1 {q(p['releases'])} 2>/dev/null; echo =; readlink {q(p['current'])} || true"
-    )
-    listed, _, current = out.partition("=")
-    releases = [r for r in listed.split() if not r.endswith(".partial")]
+    schemas, current, records = releases_on_host.read_state(host, s)
+    releases = list(schemas)
+    bad = {r: v for r, v in ledger.verdicts(records).items() if v.bad}
     if s.rollback_to and not method.on_hosts:
         raise DeployError(
             f"[{host.name}] rollback_to is not supported with release_method {method.name}: "
@@ -146,8 +146,21 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
                 f"the last deploy, which replaced {manifest['previous_release']}, not "
                 f"{release_dir}: restore it by hand or roll back to that release"
             )
+        name = release_dir.rsplit("/", 1)[-1]
+        if name in bad:
+            say(host, f"WARNING: rollback_to names {name}, marked bad: {bad[name]}; as asked")
     elif manifest.get("previous_release"):
-        release_dir = manifest["previous_release"]
+        # what the newest successful deploy replaced, then what each deploy before it did
+        since = [found for found, _ in manifests].index(path)
+        candidates = [m.get("previous_release") for _, m in manifests[since:]]
+        release_dir, skipped = ledger.implicit_target(candidates, bad, current)
+        for why in skipped:
+            say(host, f"not going back to {why} (bad; rollback_to can still name it)")
+        if release_dir is None:
+            raise DeployError(
+                f"[{host.name}] nothing to roll back to: every earlier release is marked bad "
+                f"({'; '.join(skipped)}); name one with --data rollback_to=RELEASE"
+            )
     else:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: the last deploy "
@@ -162,7 +175,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
         path,
         manifest,
         release_dir,
-        current.strip() or None,
+        current,
         host.name == migration_host_name(s),
         {m.version for m in read_migrations(host, s, release_dir)},
     )

@@ -1,0 +1,64 @@
+"""The release ledger of each app host (`pyinfra inventories/<env>.py releases.py`): the
+releases on disk, which one serves, when each was deployed and by whom, its commit, its
+schema version (its newest migration) and its verdict (tasks/ledger.py). Read-only: one
+remote command per host, no lock."""
+
+from __future__ import annotations
+
+import click
+from pyinfra.api import deploy
+from pyinfra.operations import python
+
+from tasks import ledger
+from tasks.commands import shell
+from tasks.config import Settings
+from tasks.runtime import sh
+
+q = shell.q
+
+
+def state_command(s: Settings) -> str:
+    """Prints `<release> <newest migration's number>` per release folder, `=`, where `current`
+    points, `=`, the newest deployment records."""
+    p = shell.paths(s)
+    return (
+        f"for r in $(ls -1 {q(p['releases'])} 2>/dev/null); do "
+        f'case "$r" in *.partial) continue;; esac; '
+        f'm=$(ls -1 {q(p["releases"])}/"$r"/{q(s.migrate_dir)} 2>/dev/null '
+        "| grep '^[0-9].*\\.sql$' | grep -v '\\.down\\.sql$' | sort | tail -n 1); "
+        'echo "$r ${m%%_*}"; done; '
+        f"echo =; readlink {q(p['current'])} || true; "
+        f"echo =; tail -n {ledger.RECORDS_READ} {q(p['records'])} 2>/dev/null || true"
+    )
+
+
+def parse_state(out: str) -> tuple[dict[str, str], str | None, list[dict]]:
+    """({release folder: schema version}, where `current` points, the records) from
+    state_command's output."""
+    lines = out.splitlines()
+    first = lines.index("=")
+    second = lines.index("=", first + 1)
+    schemas = dict((line.split(" ", 1) + [""])[:2] for line in lines[:first] if line.strip())
+    current = "".join(lines[first + 1 : second]).strip() or None
+    return schemas, current, ledger.parse_records("\n".join(lines[second + 1 :]))
+
+
+def read_state(host, s: Settings) -> tuple[dict[str, str], str | None, list[dict]]:
+    """parse_state() of app host HOST, read in one command."""
+    _, out, _ = sh(host, state_command(s), what="reading the releases and their records")
+    return parse_state(out)
+
+
+def _show(state, host, s: Settings) -> bool:
+    schemas, current, records = read_state(host, s)
+    serving = current.rsplit("/", 1)[-1] if current else None
+    rows = ledger.rows(list(schemas), serving, schemas, records)
+    lines = [f"--> Releases on {host.name} ({s.deploy_env}): {len(rows)} on disk"]
+    lines += [f"    {line}" for line in ledger.table(rows)] if rows else ["    (none)"]
+    click.echo("\n".join(lines), err=True)
+    return True
+
+
+@deploy("Release ledger")
+def show(s: Settings) -> None:
+    python.call(name="Read the releases on this host", function=_show, s=s)
