@@ -225,10 +225,8 @@ def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
 
 def proxy_statuses(h, s: Settings) -> dict[str, str]:
     """Each slot's status on the local proxy (UP, DRAIN, MAINT, DOWN...)."""
-    stat = haproxy.haproxy_api(_paths(s)["socket"], "show stat")
-    _, out, _ = sh(
-        h, f"{stat} | awk -F, '$1 == {q(BACKEND)} {{print $2, $18}}'", what="the proxy's stats"
-    )
+    command = haproxy.server_statuses(_paths(s)["socket"], BACKEND)
+    _, out, _ = sh(h, command, what="the proxy's stats")
     found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     return {slot: found.get(slot, "") for slot in SLOTS}
 

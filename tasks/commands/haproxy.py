@@ -32,6 +32,14 @@ def haproxy_wait(socket: str, backend: str, server: str, until: str, timeout: fl
     )
 
 
+def server_statuses(socket: str, backend: str) -> str:
+    """Print `server status` (UP, DRAIN, MAINT, DOWN...) for each server of BACKEND."""
+    return (
+        f"{haproxy_api(socket, 'show stat')} | "
+        f"awk -F, -v b={q(backend)} '$1 == b && $2 != \"BACKEND\" {{print $2, $18}}'"
+    )
+
+
 def map_flag(socket: str, map_file: str, key: str, on: bool) -> str:
     """KEY (value 1) present in MAP_FILE when ON, absent otherwise: in the file, which a reload
     or a restart reads, and live, through the admin SOCKET. Prints `changed` when it was not

@@ -368,14 +368,14 @@ def test_a_deploy_killed_during_the_build_converges_when_run_again(st):
     assert st.sh(f"ls {app}/releases | grep -c partial || true") == "0"
 
 
-def test_a_switch_killed_once_the_new_slot_is_healthy_converges_and_no_request_fails(st):
-    """The kill lands between the new slot's health check and the end of the switch (the
-    proxy letting it in, draining and stopping the old slot, recording the active one): the
-    re-run finds the slot that takes the traffic, whatever `slots/active` says."""
+def test_a_switch_killed_once_the_old_slot_drained_converges_and_no_request_fails(st):
+    """The kill lands once the new slot takes the traffic and the old one has drained, before
+    the old one is stopped and the new one recorded in `slots/active`: the re-run finds the
+    slot the proxy sends requests to, whatever `slots/active` says, and stops the other."""
     rows, app = st.rows(), "/app/monitoring-dashboard-api"
     with Load(st.url(), 50, "120s") as load:
         proc = start(*QUICK, "--data", "app_version=main")  # built above: only the switch
-        wait_for_line(proc, "healthy on port", 120)
+        wait_for_line(proc, " drained (", 120)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         assert pyinfra(script="unlock.py").returncode == 0

@@ -655,3 +655,26 @@ def test_a_map_flag_is_set_in_the_file_and_live_once_and_removed_once(tmp_path):
     assert flag(False) == "changed"
     assert map_file.read_text() == "drain 1\n" and live.read_text() == ""
     assert flag(False) == ""
+
+
+def test_server_statuses_reads_one_backends_servers_from_show_stat(tmp_path):
+    socat = tmp_path / "socat"
+    socat.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        "echo '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,"
+        "eresp,wretr,wredis,status'\n"
+        "echo 'api,FRONTEND,,,0,1,4096,9,0,0,0,0,0,,,,,OPEN'\n"
+        "echo 'slots,blue,0,0,0,1,,5,0,0,,0,,0,0,0,0,UP'\n"
+        "echo 'slots,green,0,0,0,1,,4,0,0,,0,,0,0,0,0,DRAIN'\n"
+        "echo 'slots,BACKEND,0,0,0,1,410,9,0,0,0,0,,0,0,0,0,UP'\n"
+        "echo 'other,blue,0,0,0,1,,5,0,0,,0,,0,0,0,0,MAINT'\n"
+    )
+    socat.chmod(0o755)
+    done = subprocess.run(
+        ["sh", "-c", haproxy.server_statuses("/run/x.sock", "slots")],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout == "blue UP\ngreen DRAIN\n"
