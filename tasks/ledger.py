@@ -5,14 +5,15 @@ A release's verdict is the last judgement of it on that host:
 - `served`: a deploy of it succeeded;
 - `failed health`: a deploy of it failed once it was switched to, or tried to be (the switch's
   health gate, verification, load test, monitoring window), whether it was switched back or
-  not;
-- `rolled back`: a rollback went from it to another release.
+  not. The cause may be the release or what it runs on (a database restart fails the
+  monitoring window too): the verdict says what happened and marks nothing;
+- `rolled back`: a rollback went from it to another release: someone judged it bad.
 A deploy that failed before its release was ever tried (build, backup, migration...) judges
-nothing. `rolled back` and `failed health` are bad: rollback.py never goes back to a bad
-release unless `rollback_to` names it, and a deploy of one warns. A later successful deploy
-of it makes it `served` again (the team chose it).
+nothing. `rolled back` is bad: rollback.py never goes back to a bad release unless
+`rollback_to` names it, and a deploy of one warns. A later successful deploy of it makes it
+`served` again (the team chose it).
 
-Pure functions over the records; tasks/releases.py and the entry scripts read the hosts.
+Pure functions over the records; tasks/releases.py reads them from the hosts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-BAD = ("failed health", "rolled back")
+BAD = ("rolled back",)
 RECORDS_READ = 2000  # the newest lines of deployments.jsonl a verdict is read from
 # phases whose failure judges the release: it was switched to, or its health gate refused it
 JUDGING_PHASES = ("release", "verify", "loadtest", "monitor")
@@ -137,13 +138,16 @@ def implicit_target(
 ) -> tuple[str | None, list[str]]:
     """The release a rollback goes back to when none is named: the first of CANDIDATES (what
     each successful deploy replaced, folder paths, newest deploy first; None for a first
-    deploy) that is not bad, or is the current one (a rollback run again stays there); and
-    the bad ones it passed over, each with why."""
+    deploy) that is not bad, or is the current one (a rollback run again stays there), and
+    the bad ones it passed over, each with why; None when there is nothing left (a first
+    deploy, or only bad releases before the current one)."""
     skipped = []
     for release in candidates:
         name = _name(release)
         if name in bad and release != current:
             skipped.append(f"{name}: {bad[name]}")
             continue
+        if skipped and release == current:  # nothing good before the bad ones
+            return None, skipped
         return release, skipped
     return None, skipped

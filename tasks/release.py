@@ -50,8 +50,10 @@ def make_plan(s: Settings) -> Plan:
         command=f"readlink {shell.q(p['current'])} || true; echo =; "
         f"grep -F {shell.q(release)} {shell.q(p['records'])} 2>/dev/null | tail -n 200 || true"
     )
-    current, _, records = ("\n" + out.stdout).partition("\n=\n")
-    previous = current.strip() or None
+    lines = out.stdout.splitlines()
+    split = lines.index("=") if "=" in lines else len(lines)
+    previous = "".join(lines[:split]).strip() or None
+    records = "\n".join(lines[split + 1 :])
     verdict = ledger.verdicts(ledger.parse_records(records)).get(release)
     if verdict and verdict.bad and previous != release_dir:
         say(

@@ -60,11 +60,21 @@ def test_a_bad_release_deployed_again_successfully_is_served_again():
     assert not ledger.verdicts(records)["v2"].bad
 
 
+def test_only_a_rolled_back_release_is_bad():
+    records = [
+        deploy("v1"),
+        deploy("v2", "failed, rolled back", "monitor: the database did not answer"),
+        deploy("v3"),
+        rollback("v3", "v1"),
+    ]
+    assert {r for r, v in ledger.verdicts(records).items() if v.bad} == {"v3"}
+
+
 def test_a_rollback_skips_a_bad_release_and_says_why():
-    bad = {"v2": ledger.Verdict("failed health", "2026-11-29T10:00:00Z", "ops")}
+    bad = {"v2": ledger.Verdict("rolled back", "2026-11-29T10:00:00Z", "ops")}
     target, skipped = ledger.implicit_target([f"{R}/v2", f"{R}/v1"], bad, f"{R}/v3")
     assert target == f"{R}/v1"
-    assert skipped == ["v2: failed health (2026-11-29T10:00:00Z, ops)"]
+    assert skipped == ["v2: rolled back (2026-11-29T10:00:00Z, ops)"]
 
 
 def test_without_a_bad_release_the_rollback_target_is_what_it_always_was():
@@ -74,6 +84,11 @@ def test_without_a_bad_release_the_rollback_target_is_what_it_always_was():
     bad = {"v2": ledger.Verdict("rolled back", "t", "ops")}
     assert ledger.implicit_target(candidates, bad, f"{R}/v2") == (f"{R}/v2", [])
     assert ledger.implicit_target([None], {}, f"{R}/v1") == (None, [])
+    # only bad releases before the current one: nothing to go back to
+    assert ledger.implicit_target([f"{R}/v2", f"{R}/v1"], bad, f"{R}/v1") == (
+        None,
+        ["v2: rolled back (t, ops)"],
+    )
 
 
 def test_the_ledger_lists_every_release_on_disk_newest_deploy_first():
