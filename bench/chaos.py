@@ -203,7 +203,7 @@ def main() -> int:
             again = run(command(kind, target))
             rerun_ended = time.time()
             traffic = load.result(stop_early=True)
-            failures = [t - began for t, status in load.timed_answers() if status != 200]
+            failures = [(t - began, status) for t, status in load.timed_answers() if status != 200]
         (logs / f"{i + 1:02d}-killed.log").write_text(out)
         (logs / f"{i + 1:02d}-rerun.log").write_text(again.stdout + again.stderr)
         problems = [] if unlock.returncode == 0 else ["unlock.py failed"]
@@ -211,9 +211,11 @@ def main() -> int:
         if again.returncode != 0:
             problems.append("re-run failed: " + (again.stdout + again.stderr)[-400:])
         if failures:
+            statuses = sorted({status for _, status in failures})  # 0: no answer
             problems.append(
-                f"failed answers {failures[0]:.1f}-{failures[-1]:.1f} s after the start (killed "
-                f"at {after:.1f} s, re-run {rerun_began - began:.1f}-{rerun_ended - began:.1f} s)"
+                f"answers {statuses} {failures[0][0]:.1f}-{failures[-1][0]:.1f} s after the start "
+                f"(killed at {after:.1f} s, re-run {rerun_began - began:.1f}-"
+                f"{rerun_ended - began:.1f} s)"
             )
         current = target
         results.append((was_killed, not problems, traffic))
