@@ -11,6 +11,9 @@ from pyinfra_cli import QUICK, output, pushed_release, pyinfra
 from lab import core
 from lab.topology import topology
 
+# every release this test goes back to stays on disk, however many earlier modules built
+KEEP = ("--data", "app_keep_releases=10")
+
 
 def served(app1) -> str:
     return core.ssh(app1, "curl -s -m 5 localhost:8080/api/v1/version").stdout.decode().strip()
@@ -29,7 +32,7 @@ def ledger() -> dict[str, str]:
 def app1(lab):
     assert pyinfra(script="unlock.py").returncode == 0  # whatever an earlier module left
     for ref in ("v1.9.0", "v2.0.0-perf"):
-        done = pyinfra(*QUICK, "--data", f"app_version={ref}")
+        done = pyinfra(*QUICK, *KEEP, "--data", f"app_version={ref}")
         assert done.returncode == 0, output(done)[-3000:]
     return topology("staging")[0]
 
@@ -43,7 +46,7 @@ def current(app1) -> str:
 def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app1):
     readme = "# v2.0.0-perf with another commit\n"
     with pushed_release("ledger-next", "v2.0.0-perf", {"README.md": readme}) as branch:
-        over = pyinfra(*QUICK, "--data", f"app_version={branch}")
+        over = pyinfra(*QUICK, *KEEP, "--data", f"app_version={branch}")
         assert over.returncode == 0, output(over)[-3000:]
         assert current(app1) == branch
 
@@ -69,7 +72,7 @@ def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app
         assert "not going back to v2.0.0-perf-" in output(again)
         assert current(app1) == "v1.9.0" and served(app1) == '{"version":"1.9.0"}'
 
-    bad = pyinfra(*QUICK, "--data", "app_version=v2.0.0-perf")
+    bad = pyinfra(*QUICK, *KEEP, "--data", "app_version=v2.0.0-perf")
     assert bad.returncode == 0, output(bad)[-3000:]
     assert "WARNING: v2.0.0-perf-" in output(bad) and "is marked bad on this host" in output(bad)
     assert served(app1) == '{"version":"2.0.0-perf"}'
