@@ -20,12 +20,16 @@ def served(app1) -> str:
 
 
 def ledger() -> dict[str, str]:
-    """The rows releases.py prints for app1: release folder without its commit -> its line."""
+    """The rows releases.py prints for app1: release folder without its commit -> its line
+    (the newest deployed, when several share a name)."""
     result = pyinfra(script="releases.py")
     assert result.returncode == 0, output(result)[-3000:]
     text = output(result).split("--> Releases on app1", 1)[1]
     rows = [line.strip() for line in text.splitlines()[2:] if line.startswith("    ")]
-    return {row.split()[0].rsplit("-", 1)[0]: row for row in rows}
+    found: dict[str, str] = {}
+    for row in rows:  # newest deploy first: a branch pushed again is the newest of its name
+        found.setdefault(row.split()[0].rsplit("-", 1)[0], row)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +41,15 @@ def app1(lab):
     return topology("staging")[0]
 
 
+def current_folder(app1) -> str:
+    """The release folder `current` names."""
+    link = core.ssh(app1, "readlink /app/monitoring-dashboard-api/current").stdout.decode()
+    return link.strip().rsplit("/", 1)[-1]
+
+
 def current(app1) -> str:
     """The release folder `current` names, without its commit."""
-    link = core.ssh(app1, "readlink /app/monitoring-dashboard-api/current").stdout.decode()
-    return link.strip().rsplit("/", 1)[-1].rsplit("-", 1)[0]
+    return current_folder(app1).rsplit("-", 1)[0]
 
 
 def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app1):
@@ -49,6 +58,7 @@ def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app
         over = pyinfra(*QUICK, *KEEP, "--data", f"app_version={branch}")
         assert over.returncode == 0, output(over)[-3000:]
         assert current(app1) == branch
+        folder = current_folder(app1)  # by its full name: a branch pushed again is another
 
         back = pyinfra(script="rollback.py")
         assert back.returncode == 0, output(back)[-3000:]
@@ -60,9 +70,9 @@ def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app
 
         # named, a bad release is still where a rollback goes (with a warning); the one it
         # leaves is now rolled back too
-        named = pyinfra("--data", f"rollback_to={branch}", script="rollback.py")
+        named = pyinfra("--data", f"rollback_to={folder}", script="rollback.py")
         assert named.returncode == 0, output(named)[-3000:]
-        assert f"WARNING: rollback_to names {branch}-" in output(named)
+        assert f"WARNING: rollback_to names {folder}, marked bad" in output(named)
         assert current(app1) == branch
         assert ledger()["v2.0.0-perf"].endswith("rolled back (bad)")
 
