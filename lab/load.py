@@ -119,30 +119,27 @@ class Load:
             self._proc.wait()
         self._dir.cleanup()
 
-    def durations(self, start: float, end: float) -> list[float]:
-        """Milliseconds of each request that ended between START and END (time.time()); only
-        with SAMPLES, after result()."""
+    def _requests(self) -> list[tuple[float, float, int]]:
+        """(time.time() the request ended, its milliseconds, its HTTP status; 0: no answer) of
+        each request k6 made; only with SAMPLES, after result()."""
         assert self._samples is not None, "Load(..., samples=True) keeps each request"
         with self._samples.open() as f:
             return [
-                float(row["metric_value"])
+                (int(row["timestamp"]) / 1000, float(row["metric_value"]), int(row["status"] or 0))
                 for row in csv.DictReader(f)
                 if row["metric_name"] == "http_req_duration"
-                and start <= int(row["timestamp"]) / 1000 <= end
             ]
+
+    def durations(self, start: float, end: float) -> list[float]:
+        """Milliseconds of each request that ended between START and END (time.time()); only
+        with SAMPLES, after result()."""
+        return [took for ended, took, _ in self._requests() if start <= ended <= end]
 
     def timed_answers(self) -> list[tuple[float, int]]:
         """(time.time() the request was sent at the latest, HTTP status; 0: no answer) of each
         request, in order; only with SAMPLES, after result()."""
-        assert self._samples is not None, "Load(..., samples=True) keeps each request"
-        with self._samples.open() as f:
-            rows = [row for row in csv.DictReader(f) if row["metric_name"] == "http_req_duration"]
         return sorted(
-            (
-                int(row["timestamp"]) / 1000 - float(row["metric_value"]) / 1000 - 0.001,
-                int(row["status"] or 0),
-            )
-            for row in rows
+            (ended - took / 1000 - 0.001, status) for ended, took, status in self._requests()
         )
 
     def answers(self, start: float, end: float) -> list[int]:

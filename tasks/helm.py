@@ -120,9 +120,15 @@ def upgrade_command(s: Settings, major: int) -> list[str]:
         "--timeout",
         s.helm_timeout,
     ]
+    return argv + set_flags(s)
+
+
+def set_flags(s: Settings) -> list[str]:
+    """values() as helm's --set (numbers) and --set-string flags."""
+    flags = []
     for key, value, is_string in values(s):
-        argv += ["--set-string" if is_string else "--set", f"{key}={set_escape(value)}"]
-    return argv
+        flags += ["--set-string" if is_string else "--set", f"{key}={set_escape(value)}"]
+    return flags
 
 
 def wanted_values(s: Settings) -> dict[str, Any]:

@@ -31,36 +31,24 @@ def helm_binary(version: str) -> Path:
     return path
 
 
-def template_argv(binary: Path, s, kube_version: str) -> list[str]:
+def run_helm(version: str, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """The real helm VERSION with ARGS."""
+    return subprocess.run(
+        [str(helm_binary(version)), *args], capture_output=True, text=True, timeout=60, check=check
+    )
+
+
+def template(version: str, s, kube_version: str) -> subprocess.CompletedProcess:
     """`helm template` of the chart with exactly the --set flags `helm upgrade` gets."""
-    upgrade = helm.upgrade_command(s, 3)
-    sets = [
-        part
-        for flag, text in zip(upgrade, upgrade[1:], strict=False)
-        if flag in ("--set", "--set-string")
-        for part in (flag, text)
-    ]
-    return [
-        str(binary),
-        "template",
-        s.helm_release,
-        helm.chart_path(s),
-        "--namespace",
-        s.helm_namespace,
-        "--kube-version",
-        kube_version,
-        *sets,
-    ]
+    return run_helm(
+        version,
+        *("template", s.helm_release, helm.chart_path(s), "--namespace", s.helm_namespace),
+        *("--kube-version", kube_version, *helm.set_flags(s)),
+    )
 
 
 def render(version: str, s, kube_version: str = OLDEST) -> list[dict]:
-    done = subprocess.run(
-        template_argv(helm_binary(version), s, kube_version),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = template(version, s, kube_version)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -75,26 +63,14 @@ def version(request) -> str:
 
 
 def test_the_installed_helms_are_the_pinned_ones(version):
-    out = subprocess.run(
-        [str(helm_binary(version)), "version", "--short"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    out = run_helm(version, "version", "--short", check=True).stdout
     assert out.startswith(f"v{version}+")
 
 
 def test_helm_lints_the_chart_strictly_with_the_deploys_values(version, tmp_path):
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(helm.wanted_values(settings())))
-    done = subprocess.run(
-        [str(helm_binary(version)), "lint", "--strict", helm.chart_path(settings()), "-f", values],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_helm(version, "lint", "--strict", helm.chart_path(settings()), "-f", str(values))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
 
@@ -121,13 +97,7 @@ def test_a_field_the_schema_does_not_know_is_refused():
 
 
 def test_a_cluster_older_than_1_30_is_refused_by_the_chart(version):
-    done = subprocess.run(
-        template_argv(helm_binary(version), settings(), "1.29.9"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = template(version, settings(), "1.29.9")
     assert done.returncode != 0 and "kubeVersion" in done.stderr + done.stdout
 
 
@@ -215,13 +185,7 @@ def test_each_helm_accepts_the_upgrade_the_deploy_builds_for_it(version):
     """`helm upgrade --help` of the real binary lists every flag the deploy passes it."""
     major = int(version.split(".")[0])
     flags = {a for a in helm.upgrade_command(settings(), major) if a.startswith("--")}
-    usage = subprocess.run(
-        [str(helm_binary(version)), "upgrade", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    usage = run_helm(version, "upgrade", "--help", check=True).stdout
     for flag in flags:
         assert f"{flag} " in usage, flag
     deprecated = [line for line in usage.splitlines() if "deprecated" in line.lower()]
