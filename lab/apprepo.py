@@ -32,13 +32,17 @@ VENDORED = {
 }
 
 
-def _release_go(version: str, cache: bool, health_query: str) -> str:
+def _release_go(
+    version: str, cache: bool, health_query: str, delay_ms: int = 0, fail_per_mille: int = 0
+) -> str:
     return (
         "package main\n\n// What distinguishes one release of the service from another.\n"
         "const (\n"
         f'\tVersion = "{version}"\n'
         f"\tcacheSupported = {'true' if cache else 'false'}\n"
         f'\thealthQuery = "{health_query}"\n'
+        f"\thistoryDelayMS = {delay_ms}\n"
+        f"\thistoryFailPerMille = {fail_per_mille}\n"
         ")\n"
     )
 
@@ -86,6 +90,18 @@ RELEASES = [
             .read_text()
             .replace("SELECT recorded_at, host, value", "SELECT recorded_at, hostname, value"),
         },
+    ),
+    # Worse, not broken: both pass every threshold of the checklist (p95 < 500 ms, errors <
+    # 1%); only a comparison with the hosts still on the old release catches them.
+    Release(
+        "v2.0.2-slow",
+        "perf: history answers carry more detail (regression: 15 ms slower each)",
+        {RELEASE_FILE: _release_go("2.0.2-slow", True, "SELECT 1 FROM metrics LIMIT 1", 15)},
+    ),
+    Release(
+        "v2.0.3-flaky",
+        "fix: retry Redis reads (regression: 0.8% of history answers are 500)",
+        {RELEASE_FILE: _release_go("2.0.3-flaky", True, "SELECT 1 FROM metrics LIMIT 1", 0, 8)},
     ),
 ]
 MAIN_TAG = "v2.0.0-perf"

@@ -45,6 +45,12 @@ class Rollout:
         self.failed: list[str] = list(unreachable or [])  # count against max_fail from the start
         self.switched: list[str] = []
         self.stopped_at: int | None = None
+        # the canary analysis: the last canary host to be back in service judges, the others
+        # wait for its verdict (a summary of what was worse, or None when the canary passed)
+        self.judged = gevent.event.Event()
+        self.rejection: str | None = None
+        self._canary_left = len(batches[0]) if batches else 0
+        self._canary_ok = True
 
     def label(self, index: int) -> str:
         canary = " (canary)" if index == 0 and len(self.batches) > 1 else ""
@@ -57,6 +63,22 @@ class Rollout:
         if not self.ended[index].wait(timeout=limit):
             raise DeployError(f"{self.label(index)} did not end within {limit:.0f}s")
 
+    def canary_back(self, ok: bool) -> bool:
+        """A canary host is back in service (OK: its switch went well). True for the last one
+        when every canary host went well: it runs the analysis and calls judged.set()."""
+        self._canary_left -= 1
+        self._canary_ok = self._canary_ok and ok
+        last = self._canary_left == 0
+        if last and not self._canary_ok:
+            self.judged.set()  # the batch failed anyway: nothing to judge
+        return last and self._canary_ok
+
+    def reject(self, summary: str) -> None:
+        """The analysis found the canary worse: the rollout stops after the canary batch,
+        whatever rollout_max_fail allows."""
+        self.rejection = summary
+        self.judged.set()
+
     def finish(self, name: str, ok: bool) -> None:
         """One host of its batch is done; the last one ends the batch (and maybe the rollout)."""
         index = self.batch_of[name]
@@ -64,6 +86,7 @@ class Rollout:
             self.failed.append(name)
         self.left[index] -= 1
         if self.left[index] == 0:
-            if self.stopped_at is None and len(self.failed) > self.max_fail:
+            worse = self.rejection is not None and index == 0
+            if self.stopped_at is None and (len(self.failed) > self.max_fail or worse):
                 self.stopped_at = index
             self.ended[index].set()

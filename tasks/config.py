@@ -127,6 +127,13 @@ VARIABLES: list[Var] = [
     Var("app_build_timeout", 600, "seconds allowed for fetch + go build", "int", minimum=10),
     Var("app_health_path", "/api/v1/auth/status", "health check path"),
     Var(
+        "app_liveness_path",
+        "/api/v1/version",
+        "a path that answers while the process does, whatever the database does: the local "
+        "proxy's check of each slot, the pods' startup and liveness probes (app_health_path "
+        "stays the readiness check)",
+    ),
+    Var(
         "app_health_timeout",
         30,
         "seconds to wait for a healthy answer after a restart",
@@ -175,12 +182,6 @@ VARIABLES: list[Var] = [
         "helm: the image repository the cluster pulls (required with helm), tagged app_version",
     ),
     Var("helm_replicas", 2, "helm: pods of the Deployment", "int", minimum=1),
-    Var(
-        "helm_liveness_path",
-        "/api/v1/version",
-        "helm: the path the pods' startup and liveness probes ask, one that answers without "
-        "the database (app_health_path is their readiness probe)",
-    ),
     Var("helm_timeout", "5m", "helm: how long helm --wait and the rollout status wait", "duration"),
     Var(
         "release_strategy",
@@ -220,6 +221,57 @@ VARIABLES: list[Var] = [
         "app hosts that may fail before the rollout stops and the hosts it switched go back",
         "int",
         minimum=0,
+    ),
+    Var(
+        "rollout_analysis",
+        True,
+        "blue_green: judge the canary against the hosts still on the old release under the "
+        "same traffic before any other batch (applies when there is a canary batch and a host "
+        "left to compare with)",
+        "bool",
+    ),
+    Var(
+        "rollout_analysis_seconds",
+        120,
+        "seconds the canary takes real traffic beside the baseline before the verdict",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "rollout_analysis_alpha",
+        0.01,
+        "significance level of the canary's tests (latency: Mann-Whitney U; errors: two "
+        "proportions); a lower value rejects less",
+        "number",
+        minimum=0,
+    ),
+    Var(
+        "rollout_analysis_latency_margin_ms",
+        5,
+        "the canary's median latency may exceed the baseline's by this much and pass",
+        "number",
+        minimum=0,
+    ),
+    Var(
+        "rollout_analysis_latency_margin_pct",
+        10,
+        "... or by this share of the baseline's median, whichever is larger",
+        "number",
+        minimum=0,
+    ),
+    Var(
+        "rollout_analysis_min_requests",
+        200,
+        "requests each side (canary, baseline) needs in the window for a verdict",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "rollout_analysis_inconclusive",
+        "fail",
+        "what too few requests means: fail (the canary goes back) or pass",
+        "choice",
+        choices=("fail", "pass"),
     ),
     # lb_: the load balancer in front of the app hosts
     Var(

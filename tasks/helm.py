@@ -83,7 +83,7 @@ def values(s: Settings) -> list[tuple[str, str, bool]]:
         ("replicas", str(s.helm_replicas), False),
         ("port", str(s.app_port), False),
         ("healthPath", s.app_health_path, True),
-        ("livenessPath", s.helm_liveness_path, True),
+        ("livenessPath", s.app_liveness_path, True),
         ("logDir", s.app_log_file.rsplit("/", 1)[0], True),
         ("secretName", secret_name(s), True),
     ]

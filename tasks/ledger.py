@@ -7,9 +7,11 @@ A release's verdict is the last judgement of it on that host:
   health gate, verification, load test, monitoring window), whether it was switched back or
   not. The cause may be the release or what it runs on (a database restart fails the
   monitoring window too): the verdict says what happened and marks nothing;
-- `rolled back`: a rollback went from it to another release: someone judged it bad.
+- `rolled back`: a rollback went from it to another release: someone judged it bad;
+- `rejected`: the canary analysis found it worse than the release it replaced, under the
+  same traffic (tasks/analysis.py), and sent the canary back.
 A deploy that failed before its release was ever tried (build, backup, migration...) judges
-nothing. `rolled back` is bad: rollback.py never goes back to a bad release unless
+nothing. `rolled back` and `rejected` are bad: rollback.py never goes back to a bad release unless
 `rollback_to` names it, and a deploy of one warns. A later successful deploy of it makes it
 `served` again (the team chose it).
 
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-BAD = ("rolled back",)
+BAD = ("rolled back", "rejected")
 RECORDS_READ = 2000  # the newest lines of deployments.jsonl a verdict is read from
 # phases whose failure judges the release: it was switched to, or its health gate refused it
 JUDGING_PHASES = ("release", "verify", "loadtest", "monitor")
@@ -72,6 +74,8 @@ def judgement(record: dict[str, Any]) -> tuple[str, str] | None:
     if status == "success":
         return release, "served"
     phase = str(record.get("failure") or "").split(":", 1)[0]
+    if status.startswith("failed") and phase == "analysis":
+        return release, "rejected"
     if status.startswith("failed") and (record.get("rolled_back") or phase in JUDGING_PHASES):
         return release, "failed health"
     return None

@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+import gevent
+import gevent.pool
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import slots
+from tasks import analysis, slots
 from tasks.batches import Rollout, batch_plan
 from tasks.commands import haproxy
 from tasks.config import Settings
@@ -52,10 +54,11 @@ def _rollout(ctx: RunContext, s: Settings) -> Rollout:
         # One batch: drain, start, health gate, check, back in service; twice that, plus
         # slack for the SSH round trips, before a wait gives up.
         batch = s.release_drain_timeout + s.app_health_timeout + 2 * s.lb_health_wait
+        judging = s.rollout_analysis_seconds if s.rollout_analysis else 0
         ctx.rollout = Rollout(
             batch_plan([h.name for h in app_hosts()], s.rollout_batch, s.rollout_canary),
             s.rollout_max_fail,
-            bound=2 * batch + 120,
+            bound=2 * batch + 120 + judging,
             unreachable=unreachable_app_hosts(),
         )
     return ctx.rollout
@@ -114,6 +117,93 @@ def out_of_service(h, s: Settings) -> Iterator[None]:
         _put_back(h, s)
 
 
+# ----------------------------------------------------------------------------- the canary
+
+
+def _read_side(hosts, release: Strategy, seconds: float) -> analysis.Sample:
+    """The requests HOSTS served in the last SECONDS, read from every host at once."""
+    texts = gevent.pool.Group().map(lambda h: release.recent_requests(h, seconds) or "", hosts)
+    sample = analysis.Sample()
+    for text in texts:
+        sample.add(analysis.parse_events(text))
+    return sample
+
+
+def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str | None:
+    """Let the canary batch take real traffic beside the hosts still on the old release for
+    rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
+    rejected, None when it goes on."""
+    canary = [h for h in app_hosts() if h.name in r.batches[0]]
+    baseline = [h for h in app_hosts() if r.batch_of.get(h.name, 0) > 0]
+    first = canary[0]
+    if not set(r.switched) & set(r.batches[0]):
+        return None  # the canary already served the release: nothing new to judge
+    if not baseline or release.recent_requests(first, 1) is None:
+        why = "no host left on the old release" if baseline else "no local proxy logs requests"
+        say(first, f"canary analysis skipped: {why} to compare with")
+        return None
+    if release.in_maintenance(first):
+        say(first, "canary analysis skipped: maintenance mode (no real traffic to judge)")
+        return None
+    seconds = s.rollout_analysis_seconds
+    names = ", ".join(h.name for h in canary)
+    say(
+        first,
+        f"canary analysis: {names} take real traffic beside {len(baseline)} host(s) on the old "
+        f"release for {seconds}s",
+    )
+    gevent.sleep(seconds)
+    try:
+        canary_side = _read_side(canary, release, seconds)
+        baseline_side = _read_side(baseline, release, seconds)
+    except DeployError as exc:
+        verdict = analysis.Verdict(
+            "inconclusive",
+            (),
+            f"the request logs could not be read: {exc}",
+            *([analysis.Sample()] * 2),
+        )
+    else:
+        verdict = analysis.judge(
+            canary_side,
+            baseline_side,
+            alpha=s.rollout_analysis_alpha,
+            min_requests=s.rollout_analysis_min_requests,
+            latency_margin_ms=s.rollout_analysis_latency_margin_ms,
+            latency_margin_pct=s.rollout_analysis_latency_margin_pct,
+        )
+    rejected = verdict.rejects(s.rollout_analysis_inconclusive)
+    for h in canary:
+        run = ctx.run(h)
+        run.facts["canary_analysis"] = {**verdict.facts(), "seconds": seconds, "rejected": rejected}
+        for j in verdict.judgements:
+            run.metric(f"canary {j.metric} vs baseline", j.margin, j.line(), j.passed)
+    for line in [f"canary analysis: {verdict.result} ({verdict.reason})"] + [
+        f"  {j.line()}" for j in verdict.judgements
+    ]:
+        say(first, line)
+    if verdict.result == "inconclusive":
+        goes = "the canary goes back" if rejected else "the rollout goes on"
+        say(first, f"rollout_analysis_inconclusive is {s.rollout_analysis_inconclusive}: {goes}")
+    return verdict.summary() if rejected else None
+
+
+def _judge_canary(ctx: RunContext, s: Settings, r: Rollout, release: Strategy, ok: bool) -> None:
+    """A canary host is back in service (OK: its switch went well). The last one judges the
+    batch; the others wait for the verdict (bounded)."""
+    if r.canary_back(ok):
+        try:
+            rejection = _analyse(ctx, s, r, release)
+        except Exception as exc:  # noqa: BLE001 - the other canary hosts wait on the verdict
+            rejection = f"canary analysis failed: {type(exc).__name__}: {exc}"
+        if rejection:
+            r.reject(rejection)
+        else:
+            r.judged.set()
+    elif not r.judged.wait(timeout=s.rollout_analysis_seconds + 120):
+        r.reject("the canary analysis gave no verdict in time")
+
+
 # ----------------------------------------------------------------------------- one host
 
 
@@ -167,8 +257,9 @@ def _switch_host(
             s,
             plan,
             "rollout",
-            f"the rollout stopped at {r.label(r.stopped_at)}; this host was not touched and "
-            f"keeps {plan.previous_version}",
+            f"the rollout stopped at {r.label(r.stopped_at)}"
+            + (" (the canary analysis found it worse)" if r.rejection else "")
+            + f"; this host was not touched and keeps {plan.previous_version}",
         )
     error: DeployError | None = None
     started = time.monotonic()
@@ -195,6 +286,11 @@ def _switch_host(
             error = exc
         except Exception as exc:  # noqa: BLE001 - the batch must end whatever happened here
             error = DeployError(f"unexpected {type(exc).__name__}: {exc}")
+    phase = "release"
+    if index == 0 and len(r.batches) > 1 and s.rollout_analysis:
+        _judge_canary(ctx, s, r, release, error is None)
+        if error is None and r.rejection:
+            error, phase = DeployError(r.rejection), "analysis"
     run.facts["rollout"] = {
         "batch": index + 1,
         "batches": len(r.batches),
@@ -216,9 +312,9 @@ def _switch_host(
         return True
     run.facts["serving"] = plan.previous_version
     if not switched:  # the new release never took a request here
-        return deploy_failed(ctx, host, s, plan, "release", error, release)
+        return deploy_failed(ctx, host, s, plan, phase, error, release)
     with out_of_service(host, s):
-        return deploy_failed(ctx, host, s, plan, "release", error, release)
+        return deploy_failed(ctx, host, s, plan, phase, error, release)
 
 
 @deploy("Rollout")

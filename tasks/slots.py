@@ -65,6 +65,7 @@ def proxy_config_text(s: Settings) -> str:
             bind="*",
             port=s.app_port,
             health_path=s.app_health_path,
+            liveness_path=s.app_liveness_path,
             retry_after=s.runbook_maintenance_retry_after,
             maintenance_message=s.runbook_maintenance_message,
             blue_port=service.port(s, "blue"),
@@ -332,6 +333,14 @@ def in_maintenance(h, s: Settings) -> bool:
     drain_map = _paths(s)["drain_map"]
     ok, _, _ = sh(h, f"grep -qx 'maintenance 1' {q(drain_map)}", check=False)
     return ok
+
+
+def recent_requests(h, s: Settings, seconds: float) -> str:
+    """The requests host H's local proxy served in the last SECONDS, one per line (`time status
+    total-ms`, see files/proxy.cfg's ring)."""
+    command = haproxy.recent_events(_paths(s)["socket"], "access", seconds)
+    _, out, _ = sh(h, command, what="reading the local proxy's request log")
+    return out
 
 
 def set_maintenance(h, s: Settings, on: bool) -> bool:

@@ -57,6 +57,14 @@ class BlueGreen:
         """Nothing serves on the host any more."""
         slots.stop_all(h, self.s)
 
+    def recent_requests(self, h, seconds: float) -> str | None:
+        """The requests host H served in the last SECONDS (its local proxy's log), one per
+        line; None where nothing logs them."""
+        return slots.recent_requests(h, self.s, seconds)
+
+    def in_maintenance(self, h) -> bool:
+        return slots.in_maintenance(h, self.s)
+
 
 class Restart:
     name = "restart"
@@ -92,6 +100,12 @@ class Restart:
 
     def stop(self, h) -> None:
         self.method.stop(h)
+
+    def recent_requests(self, h, seconds: float) -> str | None:
+        return None  # no local proxy: nothing logs the requests, no canary analysis
+
+    def in_maintenance(self, h) -> bool:
+        return False  # maintenance mode needs the local proxy (tasks/config.py refuses it)
 
 
 Strategy = BlueGreen | Restart

@@ -40,6 +40,15 @@ def server_statuses(socket: str, backend: str) -> str:
     )
 
 
+def recent_events(socket: str, ring: str, seconds: float) -> str:
+    """The lines of RING whose first field (epoch seconds) falls within the last SECONDS by the
+    host's own clock (no clock is compared with another host's)."""
+    return (
+        f"now=$(date +%s.%N); {haproxy_api(socket, f'show events {ring}')} | "
+        f"awk -v now=\"$now\" -v s={float(seconds)} '$1 + 0 >= now - s && $1 + 0 <= now + 0'"
+    )
+
+
 def map_flag(socket: str, map_file: str, key: str, on: bool) -> str:
     """KEY (value 1) present in MAP_FILE when ON, absent otherwise: in the file, which a reload
     or a restart reads, and live, through the admin SOCKET. Prints `changed` when it was not

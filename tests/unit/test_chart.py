@@ -124,9 +124,9 @@ def test_liveness_does_not_depend_on_the_database_and_a_startup_probe_guards_it(
         0
     ]
     assert container["readinessProbe"]["httpGet"]["path"] == s.app_health_path
-    assert container["livenessProbe"]["httpGet"]["path"] == s.helm_liveness_path
-    assert container["startupProbe"]["httpGet"]["path"] == s.helm_liveness_path
-    assert s.helm_liveness_path != s.app_health_path
+    assert container["livenessProbe"]["httpGet"]["path"] == s.app_liveness_path
+    assert container["startupProbe"]["httpGet"]["path"] == s.app_liveness_path
+    assert s.app_liveness_path != s.app_health_path
 
 
 def test_two_replicas_get_a_disruption_budget_and_one_replica_none():

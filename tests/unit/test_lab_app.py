@@ -23,12 +23,14 @@ def test_legacy_schema_is_migrations_001_and_002_only():
     assert "CONCURRENTLY" not in sql
 
 
-def test_releases_are_the_four_the_deploy_moves_between():
+def test_releases_are_the_six_the_deploy_moves_between():
     assert [r.tag for r in apprepo.RELEASES] == [
         "v1.9.0",
         "v2.0.0-perf",
         "v2.0.1-broken",
         "v2.1.0",
+        "v2.0.2-slow",
+        "v2.0.3-flaky",
     ]
     v190 = apprepo.RELEASES[0].files
     assert v190[f"{apprepo.MIGRATIONS}/003_covering_indexes_optimization.sql"] is None
@@ -56,3 +58,14 @@ def test_v2_1_0_reads_hostname_and_brings_the_migrations_that_rename_host():
         "006_drop_metrics_host.down.sql",
         "006_drop_metrics_host.sql",
     ]
+
+
+def test_the_subtle_regressions_differ_from_v2_0_0_perf_only_in_their_flaw():
+    slow, flaky = (r.files[apprepo.RELEASE_FILE] for r in apprepo.RELEASES[4:6])
+    assert "historyDelayMS = 15" in slow and "historyFailPerMille = 0" in slow
+    assert "historyDelayMS = 0" in flaky and "historyFailPerMille = 8" in flaky
+    for release in (slow, flaky):
+        assert "cacheSupported = true" in release
+    assert set(apprepo.RELEASES[4].files) == set(apprepo.RELEASES[5].files) == {
+        apprepo.RELEASE_FILE
+    }

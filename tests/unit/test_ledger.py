@@ -60,6 +60,21 @@ def test_a_bad_release_deployed_again_successfully_is_served_again():
     assert not ledger.verdicts(records)["v2"].bad
 
 
+def test_a_release_the_canary_analysis_rejected_is_bad():
+    records = [
+        deploy("v1"),
+        deploy(
+            "v2",
+            "failed, rolled back",
+            "analysis: canary analysis: fail (worse: latency)",
+            rolled_back=["release: v2"],
+        ),
+    ]
+    found = ledger.verdicts(records)
+    assert found["v2"].verdict == "rejected" and found["v2"].bad
+    assert not found["v1"].bad
+
+
 def test_only_a_rolled_back_release_is_bad():
     records = [
         deploy("v1"),

@@ -104,10 +104,12 @@ func run(envFile string) error {
 	cancel()
 
 	server := &api.Server{
-		Store:    &store.Postgres{DB: db, HealthQuery: healthQuery},
-		CacheTTL: cfg.CacheTTL,
-		Version:  Version,
-		Log:      logger,
+		Store:        &store.Postgres{DB: db, HealthQuery: healthQuery},
+		CacheTTL:     cfg.CacheTTL,
+		Version:      Version,
+		Log:          logger,
+		SlowBy:       historyDelayMS * time.Millisecond,
+		FailPerMille: historyFailPerMille,
 	}
 	if cacheSupported && cfg.RedisEnabled {
 		redisCache, err := cache.NewRedis(cache.Options{

@@ -8,4 +8,8 @@ const (
 	cacheSupported = true
 	// healthQuery is what the health check asks the database.
 	healthQuery = "SELECT 1 FROM metrics LIMIT 1"
+	// historyDelayMS is added to every history answer (a release that is slower, not broken).
+	historyDelayMS = 0
+	// historyFailPerMille of the history answers are 500 (a release that is flaky, not broken).
+	historyFailPerMille = 0
 )

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log"
+	"math/rand"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,6 +30,10 @@ type Server struct {
 	CacheTTL time.Duration
 	Version  string
 	Log      *log.Logger
+	// SlowBy is added to every history answer; FailPerMille of them answer 500 (the subtle
+	// regressions of v2.0.2-slow and v2.0.3-flaky; zero in every other release).
+	SlowBy       time.Duration
+	FailPerMille int
 }
 
 // Handler routes the API.
@@ -94,6 +99,14 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		writeError(w, http.StatusMethodNotAllowed, "use GET")
 		return
+	}
+	if s.FailPerMille > 0 && rand.Intn(1000) < s.FailPerMille {
+		s.Log.Printf("ERROR history: transient failure")
+		writeError(w, http.StatusInternalServerError, "transient failure")
+		return
+	}
+	if s.SlowBy > 0 {
+		time.Sleep(s.SlowBy)
 	}
 	metricType := r.URL.Query().Get("type")
 	durationText := r.URL.Query().Get("duration")
