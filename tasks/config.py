@@ -201,6 +201,22 @@ VARIABLES: list[Var] = [
         "int",
         minimum=0,
     ),
+    Var(
+        "release_warmup_requests",
+        20,
+        "blue_green: requests of verify_history_path the new instance answers on its own port "
+        "once healthy, before it takes traffic (its database pool opened off the traffic's "
+        "path; 0: none)",
+        "int",
+        minimum=0,
+    ),
+    Var(
+        "release_warmup_parallel",
+        10,
+        "blue_green: how many of those warm-up requests run at once",
+        "int",
+        minimum=1,
+    ),
     # rollout_: batches across the app hosts
     Var(
         "rollout_batch",

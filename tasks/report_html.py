@@ -188,6 +188,61 @@ def latency_plot(records: dict[str, dict[str, Any]], width: int = 900, height: i
     return "".join(parts)
 
 
+def canary_plot(records: dict[str, dict[str, Any]], width: int = 900, height: int = 220) -> str:
+    """The canary analysis: the canary's and the baseline's latency quantiles side by side over
+    the same window (SVG), and the verdict on each metric."""
+    found = [
+        rec["facts"]["canary_analysis"]
+        for name in _hosts(records)
+        if "canary_analysis" in (rec := records[name]).get("facts", {})
+    ]
+    if not found:
+        return "<p>No canary analysis in this run.</p>"
+    facts = found[0]
+    sides = {"canary": facts["canary_ms"], "baseline": facts["baseline_ms"]}
+    colors = {"canary": "#ef6c00", "baseline": "#1f77b4"}
+    top = max(max(sides["canary"] + sides["baseline"]), 1.0)
+    left, bottom = 60, height - 25
+    slot = (width - left - 10) / len(facts["quantiles"])
+    bar = slot / 3
+
+    def y(ms: float) -> float:
+        return bottom - ms / top * (bottom - 10)
+
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="canary latency">']
+    for tick in nice_ticks(0, top):
+        parts.append(
+            f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - 10}" y2="{y(tick):.1f}" '
+            f'stroke="#eee"/><text x="{left - 6}" y="{y(tick) + 4:.1f}" '
+            f'text-anchor="end">{tick:g} ms</text>'
+        )
+    for i, q in enumerate(facts["quantiles"]):
+        x0 = left + i * slot + bar / 2
+        for j, (side, values) in enumerate(sides.items()):
+            ms = values[i]
+            parts.append(
+                f'<rect x="{x0 + j * bar:.1f}" y="{y(ms):.1f}" width="{bar:.1f}" '
+                f'height="{bottom - y(ms):.1f}" fill="{colors[side]}">'
+                f"<title>{side} p{q * 100:g}: {ms:g} ms</title></rect>"
+            )
+        parts.append(
+            f'<text x="{x0 + bar:.1f}" y="{height - 5}" text-anchor="middle">p{q * 100:g}</text>'
+        )
+    for j, side in enumerate(sides):
+        parts.append(
+            f'<text x="{width - 170}" y="{20 + 14 * j}" fill="{colors[side]}">'
+            f"{side} ({facts['requests'][side]} requests)</text>"
+        )
+    parts.append(f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#999"/>')
+    parts.append("</svg>")
+    verdict = "rejected: the canary went back" if facts["rejected"] else "the rollout went on"
+    summary = (
+        f"<p><b>{escape(facts['result'])}</b> ({escape(facts['reason'])}) over "
+        f"{facts['seconds']} s: {verdict}</p>"
+    )
+    return summary + "".join(parts) + _list(facts["metrics"])
+
+
 def _list(items: list[str]) -> str:
     if not items:
         return "none"
@@ -215,6 +270,8 @@ def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
     out.append("</table><h2>Phases</h2>" + timeline(records))
     out.append("<h2>Monitoring window: latency of the history endpoint</h2>")
     out.append(latency_plot(records))
+    out.append("<h2>Canary analysis: the canary against the hosts on the old release</h2>")
+    out.append(canary_plot(records))
     out.append("<h2>Load test (k6)</h2>")
     rows = [
         f"<tr><td>{escape(name)}</td><td>{escape(mode)}</td><td>{figures['p95_ms']} ms</td>"

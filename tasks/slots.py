@@ -300,6 +300,11 @@ def activate(h, method: Method, release_dir: str, restart: bool = False) -> str 
             f"before it received any request, {serving}: {(err or out).strip()[-300:]}"
         )
     say(h, f"slot {new} ({started}) healthy on port {port}: {out.strip()}")
+    if s.release_warmup_requests:
+        warm = f"http://127.0.0.1:{port}{s.verify_history_path}"
+        command = http.warm_up(warm, s.release_warmup_requests, s.release_warmup_parallel)
+        _, answered, _ = sh(h, command, timeout=60, what=f"warming slot {new} up")
+        say(h, f"slot {new} warmed up before any traffic: {answered.strip()}")
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state ready")
         _wait(h, s, new, "up", 10)

@@ -23,3 +23,15 @@ def wait_healthy(url: str, expect: str, timeout: int) -> str:
         f'esac; [ "$(date +%s)" -lt "$end" ] || break; sleep 0.25; done; '
         f'echo "no healthy answer from {url} within {timeout}s; last answer: $body" >&2; exit 1'
     )
+
+
+def warm_up(url: str, requests: int, parallel: int) -> str:
+    """REQUESTS GETs of URL, PARALLEL at a time (curl's --parallel), each bounded by 10 s;
+    prints how many answered 200 and the slowest time."""
+    urls = " ".join([q(url)] * requests)
+    return (
+        f"curl -s -Z --parallel-max {parallel} -m 10 -o /dev/null "
+        f"-w '%{{http_code}} %{{time_total}}\\n' {urls} | "
+        "awk '$1 == 200 {ok++} $2 > max {max = $2} "
+        'END {printf "%d of %d answered 200, slowest %.0f ms\\n", ok, NR, max * 1000}\''
+    )

@@ -111,7 +111,11 @@ def test_a_failed_batch_sends_the_switched_hosts_back(fleet):
     listening = f"ss -Hltn 'sport = :{idle_port}' | grep -q ."
     sh("app3", f"for i in $(seq 100); do {listening} && break; sleep 0.1; done; {listening}")
     try:
-        result, traffic = through_lb1("--data", "app_version=v1.9.0")
+        # v1.9.0 reads PostgreSQL on every request: whether the canary analysis lets it on
+        # is not what this test is about
+        result, traffic = through_lb1(
+            "--data", "app_version=v1.9.0", "--data", "rollout_analysis=false"
+        )
     finally:
         sh("app3", "systemctl stop mdd-squatter; systemctl reset-failed mdd-squatter || true")
     assert result.returncode != 0
@@ -253,3 +257,41 @@ def test_the_redis_endpoint_going_down_in_the_monitoring_window_is_reported(flee
     assert "WARNING: Redis unreachable in" in out
     assert traffic.unserved == 0, traffic
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+
+
+def test_a_slower_release_is_rejected_at_the_canary_and_no_other_host_restarts(fleet):
+    """v2.0.2-slow passes every threshold of the checklist; only the comparison with app2 and
+    app3, still on v2.0.0-perf, under the same traffic through lb1, catches it."""
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    before = {name: serving_pid(name) for name in ("app2", "app3")}
+    result, traffic = through_lb1(
+        "--data", "app_version=v2.0.2-slow", "--data", "rollout_analysis_seconds=20"
+    )
+    text = output(result)
+    assert result.returncode != 0, text[-3000:]
+    assert traffic.unserved == 0, traffic
+    canary = report(result, "app1")
+    assert canary["failure"].startswith("analysis: canary analysis: fail (worse: latency)")
+    judged = canary["facts"]["canary_analysis"]
+    assert judged["rejected"] and judged["requests"]["canary"] >= 200
+    assert judged["canary_ms"][2] >= judged["baseline_ms"][2] + 10  # the medians, 15 ms apart
+    for name in ("app2", "app3"):
+        assert "(the canary analysis found it worse)" in report(result, name)["failure"]
+    assert {name: serving_pid(name) for name in ("app2", "app3")} == before
+    assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
+    assert "latency FAIL: canary median" in text and "p=" in text
+
+    listed = pyinfra(script="releases.py", inventory=INVENTORY)
+    assert listed.returncode == 0, output(listed)[-3000:]
+    app1_rows = output(listed).split("--> Releases on app1", 1)[1].split("--> Releases on", 1)[0]
+    slow = [line for line in app1_rows.splitlines() if "v2.0.2-slow-" in line]
+    assert slow and "rejected" in slow[0], app1_rows
+
+
+def test_a_quick_rollback_after_a_rejected_deploy_skips_the_rejected_release(fleet):
+    """app1's newest deploy was v2.0.2-slow, rejected: the rollback passes over it to the
+    release served before v2.0.0-perf, on every host."""
+    result = pyinfra(*QUICK, script="rollback.py", inventory=INVENTORY)
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert versions() == dict.fromkeys(APPS, "1.9.0")

@@ -66,6 +66,6 @@ def test_the_subtle_regressions_differ_from_v2_0_0_perf_only_in_their_flaw():
     assert "historyDelayMS = 0" in flaky and "historyFailPerMille = 8" in flaky
     for release in (slow, flaky):
         assert "cacheSupported = true" in release
-    assert set(apprepo.RELEASES[4].files) == set(apprepo.RELEASES[5].files) == {
-        apprepo.RELEASE_FILE
-    }
+    assert (
+        set(apprepo.RELEASES[4].files) == set(apprepo.RELEASES[5].files) == {apprepo.RELEASE_FILE}
+    )

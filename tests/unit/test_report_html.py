@@ -121,3 +121,29 @@ def test_a_first_deploy_every_phase_and_readable_axes_are_on_the_page():
     latency_ticks = [t for t in seen.text if t.endswith(" ms") and t[:-3].isdigit()]
     assert latency_ticks[:7] == ["0 ms", "20 ms", "40 ms", "60 ms", "80 ms", "100 ms", "120 ms"]
     assert "30 s" in seen.text  # the latency plot's time axis: 0 s to 30 s in round steps
+
+
+def test_the_canary_analysis_shows_both_sides_latency_and_each_metric():
+    records = {"app1": _record(1, "failed, rolled back", "analysis: canary analysis: fail", [])}
+    records["app1"]["facts"]["canary_analysis"] = {
+        "result": "fail",
+        "reason": "worse: latency",
+        "metrics": ["latency FAIL: canary median 17 ms, p99 30 ms (330 requests), ..."],
+        "quantiles": [0.1, 0.5, 0.99],
+        "canary_ms": [16, 17, 30],
+        "baseline_ms": [1, 2, 9],
+        "requests": {"canary": 330, "baseline": 660},
+        "seconds": 20,
+        "rejected": True,
+    }
+    page = html_report("production", "20261129-101500", records)
+    seen = Collect()
+    seen.feed(page)
+    text = " ".join(seen.text)
+    assert "canary (330 requests)" in text and "baseline (660 requests)" in text
+    assert "rejected: the canary went back" in text and "latency FAIL" in text
+    assert "canary p50: 17 ms" in page and "baseline p50: 2 ms" in page
+    for label in ("p10", "p50", "p99", "0 ms", "30 ms"):
+        assert label in text
+    empty = html_report("production", "x", {"app1": _record(1, "success", "", [])})
+    assert "No canary analysis in this run." in empty
