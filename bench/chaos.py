@@ -60,9 +60,12 @@ def sh(name: str, command: str) -> str:
     return core.ssh(hosts()[name], command, check=False).stdout.decode().strip()
 
 
+FOLDERS: dict[str, str] = {}  # ref -> the release folder its deploy made (a rollback names it)
+
+
 def command(kind: str, ref: str) -> list[str]:
     script = "deploy.py" if kind == "deploy" else "rollback.py"
-    wanted = f"app_version={ref}" if kind == "deploy" else f"rollback_to={ref}"
+    wanted = f"app_version={ref}" if kind == "deploy" else f"rollback_to={FOLDERS[ref]}"
     return [PYINFRA, "-y", INVENTORY, script, *QUICK, "--data", wanted]
 
 
@@ -180,6 +183,8 @@ def main() -> int:
         if done.returncode != 0:
             raise SystemExit(f"{kind} {ref} failed:\n{(done.stdout + done.stderr)[-3000:]}")
         durations[kind] = time.monotonic() - started
+        if kind == "deploy":  # the same tag may have been built from other commits before
+            FOLDERS[ref] = sh("app1", f"basename $(readlink {APP_DIR}/current)")
     echo(f"unkilled: deploy {durations['deploy']:.1f} s, rollback {durations['rollback']:.1f} s")
     current = "v1.9.0"
 

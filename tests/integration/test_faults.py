@@ -391,3 +391,21 @@ def test_a_switch_killed_once_the_old_slot_drained_converges_and_no_request_fail
     assert running == f"monitoring-dashboard@{active}.service"
     assert st.sh(f"readlink {app}/current").rsplit("/", 1)[1].startswith("main-")
     assert st.rows() == rows
+
+
+def test_a_database_that_stalls_for_seconds_makes_no_request_fail(st):
+    """PostgreSQL stopped (SIGSTOP) for 3 s under 100 requests/s: the health path, which pings
+    the database, cannot answer meanwhile. The local proxy checks its slot on the liveness path
+    with a timeout longer than the stall, so it does not declare the only running slot down:
+    requests the cache answers go on, the others wait for the database, and none fails."""
+    stall = "pkill -STOP -x postgres; sleep 3; pkill -CONT -x postgres"
+    with Load(st.url(), 100, "20s") as load:
+        time.sleep(4)
+        st.sh(f"trap 'pkill -CONT -x postgres' EXIT; {stall}", host=st.db1)
+        traffic = load.result()
+    assert traffic.unserved == 0, traffic
+    downs = st.sh(
+        "journalctl -u monitoring-dashboard-proxy --since '1 min ago' --no-pager "
+        "| grep -c ' is DOWN' || true"
+    )
+    assert downs == "0"

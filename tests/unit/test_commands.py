@@ -1,5 +1,8 @@
 import subprocess
+import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -678,3 +681,45 @@ def test_server_statuses_reads_one_backends_servers_from_show_stat(tmp_path):
         check=True,
     )
     assert done.stdout == "blue UP\ngreen DRAIN\n"
+
+
+def test_warm_up_sends_its_requests_in_parallel_and_reports_what_answered(tmp_path):
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            seen.append(self.path)
+            self.send_response(200 if len(seen) % 4 else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history?type=cpu"
+        cmd = http.warm_up(url, 8, 4)
+        assert "--parallel-max 4" in cmd and cmd.count(url) == 8
+        done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("6 of 8 answered 200, slowest ")
+    assert seen == ["/api/v1/metrics/history?type=cpu"] * 8
+
+
+def test_recent_events_keeps_the_lines_of_the_hosts_last_seconds(tmp_path):
+    """A stand-in socat prints a ring with events 100 s, 20 s and 1 s old."""
+    now = time.time()
+    socat = tmp_path / "socat"
+    socat.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        + "".join(f"echo '{now - age:.3f} 200 {age}'\n" for age in (100, 20, 1))
+        + "echo\n"
+    )
+    socat.chmod(0o755)
+    cmd = haproxy.recent_events("/run/p/admin.sock", "access", 30)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
+    assert [line.split()[2] for line in done.stdout.splitlines()] == ["20", "1"]
