@@ -136,11 +136,17 @@ def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str
     canary = [h for h in app_hosts() if h.name in r.batches[0]]
     baseline = [h for h in app_hosts() if r.batch_of.get(h.name, 0) > 0]
     first = canary[0]
-    if not set(r.switched) & set(r.batches[0]):
-        return None  # the canary already served the release: nothing new to judge
-    if not baseline or release.recent_requests(first, 1) is None:
-        why = "no host left on the old release" if baseline else "no local proxy logs requests"
-        say(first, f"canary analysis skipped: {why} to compare with")
+    if not set(r.switched) & set(r.batches[0]) and all(
+        release.serves(h, ctx.plans[h.name].release_dir) for h in baseline
+    ):
+        return None  # nothing changes anywhere (a run again of a finished deploy)
+    if not baseline or not release.logs_requests:
+        why = (
+            f"release_strategy {release.name}: nothing logs the requests"
+            if baseline
+            else "no host left on the old release to compare with"
+        )
+        say(first, f"canary analysis skipped: {why}")
         return None
     if release.in_maintenance(first):
         say(first, "canary analysis skipped: maintenance mode (no real traffic to judge)")
@@ -157,12 +163,8 @@ def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str
         canary_side = _read_side(canary, release, seconds)
         baseline_side = _read_side(baseline, release, seconds)
     except DeployError as exc:
-        verdict = analysis.Verdict(
-            "inconclusive",
-            (),
-            f"the request logs could not be read: {exc}",
-            *([analysis.Sample()] * 2),
-        )
+        why = f"the request logs could not be read: {exc}"
+        verdict = analysis.Verdict("inconclusive", (), why, analysis.Sample(), analysis.Sample())
     else:
         verdict = analysis.judge(
             canary_side,

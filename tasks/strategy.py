@@ -25,6 +25,7 @@ class BlueGreen:
     name = "blue_green"
     how = "blue/green, no failed request"
     health_metric = "health check before traffic"  # what a failed switch records
+    logs_requests = True  # the local proxy: the canary analysis can read what each host served
 
     def __init__(self, method: Method) -> None:
         self.method = method
@@ -57,9 +58,9 @@ class BlueGreen:
         """Nothing serves on the host any more."""
         slots.stop_all(h, self.s)
 
-    def recent_requests(self, h, seconds: float) -> str | None:
+    def recent_requests(self, h, seconds: float) -> str:
         """The requests host H served in the last SECONDS (its local proxy's log), one per
-        line; None where nothing logs them."""
+        line."""
         return slots.recent_requests(h, self.s, seconds)
 
     def in_maintenance(self, h) -> bool:
@@ -70,6 +71,7 @@ class Restart:
     name = "restart"
     how = "restart"
     health_metric = "health check after restart"
+    logs_requests = False  # no local proxy: no canary analysis
 
     def __init__(self, method: Method) -> None:
         self.method = method
@@ -100,12 +102,6 @@ class Restart:
 
     def stop(self, h) -> None:
         self.method.stop(h)
-
-    def recent_requests(self, h, seconds: float) -> str | None:
-        return None  # no local proxy: nothing logs the requests, no canary analysis
-
-    def in_maintenance(self, h) -> bool:
-        return False  # maintenance mode needs the local proxy (tasks/config.py refuses it)
 
 
 Strategy = BlueGreen | Restart
