@@ -135,9 +135,10 @@ class Judgement:
 
     def line(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
+        p = f"p={self.p_value:.2g}" if self.p_value > 0 else "p<1e-300"  # below a double's range
         return (
             f"{self.metric} {verdict}: canary {self.canary}, baseline {self.baseline}, "
-            f"p={self.p_value:.2g}, margin {self.margin}"
+            f"{p}, margin {self.margin}"
         )
 
 

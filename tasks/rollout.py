@@ -260,7 +260,7 @@ def _switch_host(
             plan,
             "rollout",
             f"the rollout stopped at {r.label(r.stopped_at)}"
-            + (" (the canary analysis found it worse)" if r.rejection else "")
+            + (" (the canary analysis rejected it)" if r.rejection else "")
             + f"; this host was not touched and keeps {plan.previous_version}",
         )
     error: DeployError | None = None

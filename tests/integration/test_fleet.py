@@ -276,7 +276,7 @@ def test_a_slower_release_is_rejected_at_the_canary_and_no_other_host_restarts(f
     assert judged["rejected"] and judged["requests"]["canary"] >= 200
     assert judged["canary_ms"][2] >= judged["baseline_ms"][2] + 10  # the medians, 15 ms apart
     for name in ("app2", "app3"):
-        assert "(the canary analysis found it worse)" in report(result, name)["failure"]
+        assert "(the canary analysis rejected it)" in report(result, name)["failure"]
     assert {name: serving_pid(name) for name in ("app2", "app3")} == before
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
     assert "latency FAIL: canary median" in text and "p=" in text
