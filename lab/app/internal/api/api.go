@@ -23,6 +23,9 @@ const MaxDuration = 30 * 24 * time.Hour
 
 var metricTypes = map[string]bool{"cpu": true, "memory": true, "disk": true, "network": true}
 
+// Each process draws its own failures (Go 1.19 seeds math/rand with 1 otherwise).
+func init() { rand.Seed(time.Now().UnixNano()) }
+
 // Server holds what the handlers need. Cache may be nil (Redis disabled or unreachable).
 type Server struct {
 	Store    store.Store
