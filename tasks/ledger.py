@@ -11,9 +11,9 @@ A release's verdict is the last judgement of it on that host:
 - `rejected`: the canary analysis found it worse than the release it replaced, under the
   same traffic (tasks/analysis.py), and sent the canary back.
 A deploy that failed before its release was ever tried (build, backup, migration...) judges
-nothing. `rolled back` and `rejected` are bad: rollback.py never goes back to a bad release unless
-`rollback_to` names it, and a deploy of one warns. A later successful deploy of it makes it
-`served` again (the team chose it).
+nothing. `rolled back` and `rejected` are bad: rollback.py never goes back to a bad release
+unless `rollback_to` names it, and a deploy of one warns. A later successful deploy of it makes
+it `served` again (the team chose it).
 
 Pure functions over the records; tasks/releases.py reads them from the hosts.
 """
