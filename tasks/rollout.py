@@ -129,7 +129,9 @@ def _read_side(hosts, release: Strategy, seconds: float) -> analysis.Sample:
     return sample
 
 
-def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str | None:
+def _analyse(
+    ctx: RunContext, s: Settings, r: Rollout, release: Strategy, release_dir: str
+) -> str | None:
     """Let the canary batch take real traffic beside the hosts still on the old release for
     rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
     rejected, None when it goes on."""
@@ -137,7 +139,7 @@ def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str
     baseline = [h for h in app_hosts() if r.batch_of.get(h.name, 0) > 0]
     first = canary[0]
     if not set(r.switched) & set(r.batches[0]) and all(
-        release.serves(h, ctx.plans[h.name].release_dir) for h in baseline
+        release.serves(h, release_dir) for h in baseline
     ):
         return None  # nothing changes anywhere (a run again of a finished deploy)
     if not baseline or not release.logs_requests:
@@ -190,12 +192,15 @@ def _analyse(ctx: RunContext, s: Settings, r: Rollout, release: Strategy) -> str
     return verdict.summary() if rejected else None
 
 
-def _judge_canary(ctx: RunContext, s: Settings, r: Rollout, release: Strategy, ok: bool) -> None:
-    """A canary host is back in service (OK: its switch went well). The last one judges the
-    batch; the others wait for the verdict (bounded)."""
+def _judge_canary(
+    ctx: RunContext, s: Settings, r: Rollout, release: Strategy, release_dir: str, ok: bool
+) -> None:
+    """A canary host is back in service (OK: its switch went well) with RELEASE_DIR, the same
+    folder on every host. The last one judges the batch; the others wait for the verdict
+    (bounded)."""
     if r.canary_back(ok):
         try:
-            rejection = _analyse(ctx, s, r, release)
+            rejection = _analyse(ctx, s, r, release, release_dir)
         except Exception as exc:  # noqa: BLE001 - the other canary hosts wait on the verdict
             rejection = f"canary analysis failed: {type(exc).__name__}: {exc}"
         if rejection:
@@ -290,7 +295,7 @@ def _switch_host(
             error = DeployError(f"unexpected {type(exc).__name__}: {exc}")
     phase = "release"
     if index == 0 and len(r.batches) > 1 and s.rollout_analysis:
-        _judge_canary(ctx, s, r, release, error is None)
+        _judge_canary(ctx, s, r, release, plan.release_dir, error is None)
         if error is None and r.rejection:
             error, phase = DeployError(r.rejection), "analysis"
     run.facts["rollout"] = {

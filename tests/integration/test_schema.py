@@ -25,14 +25,13 @@ from pyinfra_cli import (
 )
 from test_fleet import APPS, INVENTORY, fleet_serving, hosts, serving_pid, sh, versions
 
-from lab import core
+from lab import apprepo, core
 from tasks.commands import postgres
 
 MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
 BROKEN = {  # v2.0.1-broken's health query: every canary fails its health gate
-    "cmd/monitoring-dashboard-api/release.go": (
-        'package main\n\nconst (\n\tVersion = "2.0.1-broken"\n\tcacheSupported = true\n'
-        '\thealthQuery = "SELECT 1 FROM metrics_v2 LIMIT 1"\n)\n'
+    apprepo.RELEASE_FILE: next(
+        r.files[apprepo.RELEASE_FILE] for r in apprepo.RELEASES if r.tag == "v2.0.1-broken"
     ),
 }
 
