@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -32,13 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from chaos import INVENTORY, PYINFRA, QUICK, RATE, start  # noqa: E402 - bench/, beside this one
+
 from lab import core  # noqa: E402
 from lab.load import Load  # noqa: E402
 
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
-INVENTORY = "inventories/lab_production.py"
-QUICK = ["--data", "loadtest_enabled=false", "--data", "monitor_duration=0"]
-RATE = 100
 REFS = {"aa": "v2.0.0-perf", "slow": "v2.0.2-slow", "flaky": "v2.0.3-flaky"}
 
 
@@ -53,15 +49,7 @@ def deploy(ref: str, idle: str, seconds: int) -> tuple[int, list[tuple[float, st
         "--data", f"rollout_analysis_seconds={max(seconds, 1)}",
         "--data", "rollout_analysis_inconclusive=fail",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        argv,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start(argv)
     lines: list[tuple[float, str]] = []
 
     def read() -> None:

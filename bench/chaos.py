@@ -80,18 +80,24 @@ def run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
-def killed(argv: list[str], after: float) -> tuple[bool, str, str]:
-    """Start ARGV, SIGKILL it AFTER seconds; whether it was still running, the operation it
-    had announced last, and its output."""
-    proc = subprocess.Popen(
+def start(argv: list[str]) -> subprocess.Popen:
+    """ARGV started in the repository, stdout and stderr on one text pipe, unbuffered (what it
+    printed before a kill is kept, and each line is read when it is printed)."""
+    return subprocess.Popen(
         argv,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # what it printed before the kill
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def killed(argv: list[str], after: float) -> tuple[bool, str, str]:
+    """Start ARGV, SIGKILL it AFTER seconds; whether it was still running, the operation it
+    had announced last, and its output."""
+    proc = start(argv)
     try:
         proc.wait(timeout=after)
         alive = False
