@@ -1,10 +1,12 @@
 """Canary analysis: is the canary worse than the hosts still on the old release?
 
 After the canary batch is back in service, it takes real traffic beside the baseline (the app
-hosts of later batches, still on the old release) for `rollout_analysis_seconds`. Each host's
-local proxy logs every request into an in-memory ring (files/proxy.cfg: time, status, total
-time; the health checks and the host's own requests left out); the judge reads the same window
-from every host and compares the canary's requests with the baseline's:
+hosts of later batches, still on the old release) for `rollout_analysis_seconds`. The requests
+come from the balancer's log when it keeps one (`lb_haproxy_ring`, lb_mode haproxy: what users
+saw, the hop to the host included), from each host's local proxy otherwise (files/proxy.cfg:
+time, status, total time in an in-memory ring; the health checks and the host's own requests
+left out); the judge reads the same window and compares the canary's requests with the
+baseline's:
 
 - latency, as distributions: a one-sided Mann-Whitney U test (is the canary's latency
   stochastically larger?) and a minimum effect, the difference of the medians, so that a
@@ -23,11 +25,12 @@ requests a window holds); the rollout (tasks/rollout.py) reads the rings and act
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# the ring's lines: `<epoch seconds>.<ms> <status> <total ms>` (log-format in files/proxy.cfg)
+# the ring's lines: `<epoch seconds>.<ms> <status> <total ms>` (log-format in files/proxy.cfg);
+# a balancer's add the server that answered (`%Ts.%ms %ST %Ta %s`, see lb_haproxy_ring)
 
 
 @dataclass
@@ -57,13 +60,18 @@ class Sample:
         self.errors += other.errors
 
 
-def parse_events(text: str) -> Sample:
+def parse_events(text: str, servers: Collection[str] | None = None) -> Sample:
     """The ring's lines as a Sample. A status of 500 or more, or none (-1: no answer, the
     client gone or the server unreachable), is an error; a line that is not an event is
-    skipped."""
+    skipped. With SERVERS, the lines are a balancer's, the answering server last: only those
+    of SERVERS count."""
     sample = Sample()
     for line in text.splitlines():
         parts = line.split()
+        if servers is not None:
+            if len(parts) != 4 or parts[3] not in servers:
+                continue
+            parts = parts[:3]
         if len(parts) != 3:
             continue
         try:

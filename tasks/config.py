@@ -312,6 +312,13 @@ VARIABLES: list[Var] = [
         "name",
     ),
     Var(
+        "lb_haproxy_ring",
+        "",
+        "haproxy: a ring on the lb_servers HAProxy that logs every request as `%Ts.%ms %ST %Ta "
+        "%s` (time, status, total ms, server); the canary analysis reads it (empty: each app "
+        "host's local proxy log)",
+    ),
+    Var(
         "lb_health_wait",
         30,
         "health_check: seconds the balancer needs to notice a health change (interval x "

@@ -161,9 +161,17 @@ def _analyse(
         f"release for {seconds}s",
     )
     gevent.sleep(seconds)
+    from_balancer = s.lb_mode == "haproxy" and bool(s.lb_haproxy_ring)
+    source = "the balancer's log" if from_balancer else "each host's local proxy log"
     try:
-        canary_side = _read_side(canary, release, seconds)
-        baseline_side = _read_side(baseline, release, seconds)
+        if from_balancer:
+            command = haproxy.recent_events(s.lb_haproxy_socket, s.lb_haproxy_ring, seconds)
+            _, text, _ = sh(_balancer(s), command, what="reading the balancer's request log")
+            canary_side = analysis.parse_events(text, {h.name for h in canary})
+            baseline_side = analysis.parse_events(text, {h.name for h in baseline})
+        else:
+            canary_side = _read_side(canary, release, seconds)
+            baseline_side = _read_side(baseline, release, seconds)
     except DeployError as exc:
         why = f"the request logs could not be read: {exc}"
         verdict = analysis.Verdict("inconclusive", (), why, analysis.Sample(), analysis.Sample())
@@ -182,7 +190,7 @@ def _analyse(
         run.facts["canary_analysis"] = {**verdict.facts(), "seconds": seconds, "rejected": rejected}
         for j in verdict.judgements:
             run.metric(f"canary {j.metric} vs baseline", j.margin, j.line(), j.passed)
-    for line in [f"canary analysis: {verdict.result} ({verdict.reason})"] + [
+    for line in [f"canary analysis: {verdict.result} ({verdict.reason}; from {source})"] + [
         f"  {j.line()}" for j in verdict.judgements
     ]:
         say(first, line)

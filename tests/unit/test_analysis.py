@@ -132,3 +132,14 @@ def test_analysis_settings_are_validated_together():
     )
     assert any(p.startswith("rollout_analysis_inconclusive") for p in problems)
     assert any(p.startswith("rollout_analysis_seconds") for p in problems)
+
+
+def test_a_balancers_lines_are_split_by_the_server_that_answered():
+    text = (
+        "1795971181.089 200 4 app1\n1795971181.090 500 3 app1\n1795971181.091 200 2 app2\n"
+        "1795971181.092 503 0 <NOSRV>\n1795971181.093 200 2 app3\n1795971181.094 200 2\n"
+    )
+    canary = analysis.parse_events(text, {"app1"})
+    baseline = analysis.parse_events(text, {"app2", "app3"})
+    assert (canary.requests, canary.errors) == (2, 1)
+    assert (baseline.requests, baseline.errors) == (2, 0)

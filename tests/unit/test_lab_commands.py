@@ -79,3 +79,13 @@ def test_redis_image_is_imported_only_when_missing_or_built_differently():
 def test_the_redis_image_drops_root_like_the_official_one():
     assert "exec setpriv --reuid=999 --regid=999 --clear-groups" in ENTRYPOINT
     assert "/usr/bin/setpriv" in BINARIES
+
+
+def test_lb1_logs_every_request_with_the_server_that_answered_into_a_ring():
+    from lab.commands import lb_config
+    from lab.topology import topology
+
+    config = lb_config([h for h in topology("production") if h.is_app], 80, 8080)
+    assert "ring access\n    format raw\n" in config
+    assert "    log ring@access local0 info\n" in config
+    assert '    log-format "%Ts.%ms %ST %Ta %s"\n' in config
