@@ -3,7 +3,8 @@
 itself, three app hosts behind lb1).
 
 k6 sends 100 requests/s through lb1 (open loop) during each deploy; app1 is the canary, judged
-against app2 and app3 over the same window (`rollout_analysis_seconds`). Three kinds of run,
+against app2 and app3 over the same window (`rollout_analysis_seconds`), from lb1's request
+log (`lb_haproxy_ring` in the lab's production). Three kinds of run,
 interleaved, each from v2.0.0-perf serving everywhere:
 
 - A/A: an `.env`-only deploy (SERVER_IDLE_TIMEOUT 120s <-> 121s), the same binary: a new
@@ -97,6 +98,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
+    sources = set()
     for i, kind in enumerate(schedule, start=1):
         wanted_idle = next(idle) if kind == "aa" else current_idle
         with Load(url, RATE, "600s", samples=True) as load:
@@ -122,14 +124,15 @@ def main() -> int:
             flush=True,
         )
         if verdict:
+            sources.update(re.findall(r"; from ([^)]+)\)", verdict[1]))
             detail = [line.strip() for _, line in lines if " FAIL: " in line or " pass: " in line]
             (Path("/tmp") / f"canary-{i:02d}.txt").write_text("\n".join(detail) + "\n")
 
     def of(kind: str) -> list:
         return [r for r in results if r[0] == kind]
 
+    print(f"\nrequests judged from: {', '.join(sorted(sources)) or 'no verdict'}")
     passed = sum(1 for r in of("aa") if r[1] == "pass" and r[2] == 0)
-    print()
     print(f"A/A (same binary, .env only): passed {passed} of {len(of('aa'))}")
     for kind in ("slow", "flaky"):
         rejected = sum(1 for r in of(kind) if r[1] == "fail" and r[2] != 0)

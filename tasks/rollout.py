@@ -187,7 +187,12 @@ def _analyse(
     rejected = verdict.rejects(s.rollout_analysis_inconclusive)
     for h in canary:
         run = ctx.run(h)
-        run.facts["canary_analysis"] = {**verdict.facts(), "seconds": seconds, "rejected": rejected}
+        run.facts["canary_analysis"] = {
+            **verdict.facts(),
+            "seconds": seconds,
+            "rejected": rejected,
+            "source": source,
+        }
         for j in verdict.judgements:
             run.metric(f"canary {j.metric} vs baseline", j.margin, j.line(), j.passed)
     for line in [f"canary analysis: {verdict.result} ({verdict.reason}; from {source})"] + [

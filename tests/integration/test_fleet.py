@@ -274,6 +274,7 @@ def test_a_slower_release_is_rejected_at_the_canary_and_no_other_host_restarts(f
     assert canary["failure"].startswith("analysis: canary analysis: fail (worse: latency)")
     judged = canary["facts"]["canary_analysis"]
     assert judged["rejected"] and judged["requests"]["canary"] >= 200
+    assert judged["source"] == "the balancer's log"  # lb1's ring (lb_haproxy_ring)
     assert judged["canary_ms"][2] >= judged["baseline_ms"][2] + 10  # the medians, 15 ms apart
     for name in ("app2", "app3"):
         assert "(the canary analysis rejected it)" in report(result, name)["failure"]
