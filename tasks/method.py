@@ -12,15 +12,14 @@ docker (or back) is a normal deploy that leaves nothing of the old method runnin
 
 from __future__ import annotations
 
-from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
-from tasks import service
+from tasks import operations, service
 from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
 from tasks.context import Plan
@@ -63,11 +62,11 @@ class Systemd:
         no slots); returns the operations whose change means the instances must restart."""
         if not single:
             return {}
-        unit = files.put(
+        unit = operations.text_file(
             name=f"Ensure systemd unit {self.s.app_service} is installed",
-            src=StringIO(unit_text(self.s)),
-            dest=shell.paths(self.s)["unit"],
-            mode="644",
+            path=shell.paths(self.s)["unit"],
+            content=unit_text(self.s),
+            mode=644,
         )
         systemd.daemon_reload(name="Reload systemd (unit changed)", _if=unit.did_change)
         return {"systemd unit": unit}
@@ -128,11 +127,11 @@ class Docker(Systemd):
                 commands=[command],
                 _if=redis_op.did_change,
             )
-        spec = files.put(
+        spec = operations.text_file(
             name="Ensure the container spec is current (docker run flags)",
-            src=StringIO(service.run_command(s, "<release>") + "\n"),
-            dest=f"{shell.paths(s)['state']}/container.spec",
-            mode="600",
+            path=f"{shell.paths(s)['state']}/container.spec",
+            content=service.run_command(s, "<release>") + "\n",
+            mode=600,
         )
         return {"container": spec}
 

@@ -165,9 +165,20 @@ def read_migrations(h, s: Settings, release_dir: str) -> list[Migration]:
     return parse_migration_files(out)
 
 
+# A commit's files cannot change: each commit's migrations are read once per run.
+_READ: dict[tuple[str, str, str], list[Migration]] = {}
+
+
 def release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     """The migrations the release holds, from its commit (built or not: the repository cache,
     or a fetch that changes nothing on the host)."""
+    key = (s.app_repo_url, plan.commit, s.migrate_dir)
+    if key not in _READ:
+        _READ[key] = _read_release_migrations(h, s, plan)
+    return _READ[key]
+
+
+def _read_release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     read = git.git_cat_files(
         s.app_repo_url,
         shell.paths(s)["repo_cache"],
@@ -181,28 +192,10 @@ def release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
 
 def read_history(h, s: Settings) -> tuple[bool, bool, dict[str, str]]:
     """(history table exists, metrics exists, {version: checksum} of applied migrations)."""
-    _, out, _ = sh(
-        h,
-        postgres.psql(
-            s,
-            f"SELECT to_regclass('{postgres.HISTORY_TABLE}') IS NOT NULL, "
-            "to_regclass('metrics') IS NOT NULL",
-        ),
-        what="reading the migration history",
-    )
-    has_history, has_metrics = (v == "t" for v in out.strip().split("|"))
-    applied: dict[str, str] = {}
-    if has_history:
-        _, out, _ = sh(
-            h,
-            postgres.psql(
-                s,
-                f"SELECT version, checksum FROM {postgres.HISTORY_TABLE} "
-                "WHERE reverted_at IS NULL ORDER BY version",
-            ),
-        )
-        applied = dict(line.split("|", 1) for line in out.splitlines() if line)
-    return has_history, has_metrics, applied
+    _, out, _ = sh(h, postgres.history(s), what="reading the migration history")
+    first, *rows = out.splitlines()
+    has_history, has_metrics = (v == "t" for v in first.split())
+    return has_history, has_metrics, dict(row.split("|", 1) for row in rows if row)
 
 
 def plan_migrations(

@@ -5,16 +5,56 @@ from __future__ import annotations
 
 import hashlib
 from io import StringIO
+from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import File, Sha256File
+from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, rediscli, shell
 from tasks.config import Settings
 
 q = shell.q
+
+
+class FileState(FactBase):
+    """A regular file's mode, owner and sha256 in one command: {"mode": 600, "user": ...,
+    "group": ..., "sha256": ...}, or None when there is no such file."""
+
+    def command(self, path: str) -> str:
+        return (
+            f"if [ -f {q(path)} ]; then stat -c '%a %U %G' {q(path)} && "
+            f"sha256sum {q(path)} | cut -d' ' -f1; fi"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        if len(output) != 2 or len(output[0].split()) != 3:
+            return None
+        mode, user, group = output[0].split()
+        return {"mode": int(mode), "user": user, "group": group, "sha256": output[1].strip()}
+
+
+def _content(path: str, content: str, user: str, group: str, mode: int, what: str):
+    """The commands that make PATH hold CONTENT with its owner and MODE (none when it does);
+    the new content goes through a file of mode 0600 renamed into place."""
+    state = host.get_fact(FileState, path=path)
+    same_content = (
+        state is not None and state["sha256"] == hashlib.sha256(content.encode()).hexdigest()
+    )
+    if same_content and (state["mode"], state["user"], state["group"]) == (mode, user, group):
+        host.noop(f"{path} is up to date{what}")
+        return
+    tmp = f"{path}.upload"
+    if not same_content:
+        yield StringCommand(f"umask 077 && rm -f {q(tmp)} && touch {q(tmp)}")
+        yield FileUploadCommand(StringIO(content), tmp)
+        yield StringCommand(
+            f"chown {q(user)}:{q(group)} {q(tmp)} && chmod {mode} {q(tmp)} && "
+            f"mv -f {q(tmp)} {q(path)}"
+        )
+    else:
+        yield StringCommand(f"chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
 
 
 @operation()
@@ -29,28 +69,23 @@ def secret_file(path: str, content: str, user: str = "root", group: str = "root"
 
     **Example:** ``secret_file(path="/app/.env", content=text, user="svc")``
     """
-    digest = hashlib.sha256(content.encode()).hexdigest()
-    info = host.get_fact(File, path=path)
-    same_content = info and host.get_fact(Sha256File, path=path) == digest
-    same_meta = (
-        info
-        and info.get("mode") == mode
-        and info.get("user") == user
-        and info.get("group") == group
-    )
-    if same_content and same_meta:
-        host.noop(f"{path} is up to date (content not shown)")
-        return
-    tmp = f"{path}.upload"
-    if not same_content:
-        yield StringCommand(f"umask 077 && rm -f {q(tmp)} && touch {q(tmp)}")
-        yield FileUploadCommand(StringIO(content), tmp)
-        yield StringCommand(
-            f"chown {q(user)}:{q(group)} {q(tmp)} && chmod {mode} {q(tmp)} && "
-            f"mv -f {q(tmp)} {q(path)}"
-        )
-    else:
-        yield StringCommand(f"chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
+    yield from _content(path, content, user, group, mode, " (content not shown)")
+
+
+@operation()
+def text_file(path: str, content: str, user: str = "root", group: str = "root", mode: int = 644):
+    """
+    Ensure a file holds a text, with its owner and mode: one remote check (mode, owner and
+    checksum together) where ``files.put`` makes three, for the units and configuration
+    files every run checks. The parent folder must exist.
+
+    + path: file on the host
+    + content: what the file must hold
+    + user, group, mode: owner and permissions (mode 644 unless told)
+
+    **Example:** ``text_file(path="/etc/systemd/system/x.service", content=unit)``
+    """
+    yield from _content(path, content, user, group, mode, "")
 
 
 @operation()

@@ -17,7 +17,7 @@ from tasks.context import Plan, Run, RunContext
 from tasks.method import Method
 from tasks.outcome import phase_check
 from tasks.probes import ping
-from tasks.runtime import DeployError, say, secret, sh
+from tasks.runtime import DeployError, at_once, say, secret, sh
 
 BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin
 INDEX_SIZE_RATIO = 0.6  # new covering indexes, estimated from the table's size
@@ -66,24 +66,50 @@ def _lint_problems(run: Run, h, s: Settings, plan: Plan) -> list[str]:
     ]
 
 
+def _tools(host, tools: list[str]) -> list[str]:
+    _, out, _ = sh(host, shell.missing_tools(tools), what="looking for the tools")
+    return [f"{tool} is not installed" for tool in out.split()]
+
+
+def _database(host, s: Settings) -> tuple[list[str], dict[str, Any]]:
+    try:
+        return [], _database_facts(host, s)
+    except DeployError as exc:
+        where = f"{s.db_user}@{s.db_host}:{s.db_port}/{s.db_name}"
+        return [f"database {where} not reachable: {exc}"], {}
+
+
+def _cache(host, s: Settings, method: Method) -> tuple[list[str], dict[str, Any]]:
+    """The Redis the release will use: Docker Engine for the container, or the endpoint's PING
+    (a cluster's cache is not reachable from here: the method's facts say so)."""
+    if not method.on_hosts:
+        return [], {}
+    if s.redis_mode == "container":
+        ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
+        problem = [] if ok else ["Docker Engine is not running (redis_mode: container)"]
+        return problem, {"docker": out.strip()}
+    answer = ping(host, s)
+    if answer != "PONG":
+        where = f"{s.redis_host}:{s.redis_port}"
+        return [f"Redis endpoint {where} does not answer PING: {answer[-300:]}"], {}
+    return [], {}
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
-    problems: list[str] = []
-    facts: dict[str, Any] = {}
-    # the build and the database work, then what the release method runs the service with
-    for tool in ("git", "go", "psql", "pg_dump", *method.tools):
-        ok, _, _ = sh(host, f"command -v {tool}", check=False)
-        if not ok:
-            problems.append(f"{tool} is not installed")
-    found, more = method.problems(host)
-    problems += found
-    facts.update(more)
-    try:
-        facts.update(_database_facts(host, s))
-    except DeployError as exc:
-        problems.append(
-            f"database {s.db_user}@{s.db_host}:{s.db_port}/{s.db_name} not reachable: {exc}"
-        )
+    # The checks only read, and none needs another's answer: they run at once, each on its
+    # own SSH channel (the lint's result counts only when the database answered).
+    migration_host = plan.is_migration_host
+    tools, on_method, database, cache, free, lint_found = at_once(
+        lambda: _tools(host, ["git", "go", "psql", "pg_dump", *method.tools]),
+        lambda: method.problems(host),
+        lambda: _database(host, s),
+        lambda: _cache(host, s, method),
+        lambda: _free_bytes(host, s.backup_dir) if migration_host else None,
+        lambda: _lint_problems(ctx.run(host), host, s, plan) if migration_host else [],
+    )
+    problems: list[str] = tools + on_method[0] + database[0]
+    facts: dict[str, Any] = {**on_method[1], **database[1]}
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
         processes, clients = method.clients(app_hosts)
@@ -95,8 +121,7 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
                 f"(DB_MAX_OPEN_CONNS {s.db_max_open_conns} x {clients} + "
                 f"{s.db_connections_headroom} headroom): raise it or lower db_max_open_conns"
             )
-    if plan.is_migration_host and "database_bytes" in facts:
-        free = _free_bytes(host, s.backup_dir)
+    if migration_host and "database_bytes" in facts:
         need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
         facts.update(
             {
@@ -107,21 +132,9 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         )
         if free < need:
             problems.append(f"{s.backup_dir} has {free} bytes free, the backup needs about {need}")
-    if plan.is_migration_host and "database_bytes" in facts:
-        problems += _lint_problems(ctx.run(host), host, s, plan)
-    # a cluster's cache is not reachable from here (the method's facts say so)
-    if method.on_hosts and s.redis_mode == "container":
-        ok, out, _ = sh(host, "docker info --format '{{.ServerVersion}}'", check=False)
-        if not ok:
-            problems.append("Docker Engine is not running (redis_mode: container)")
-        facts["docker"] = out.strip()
-    elif method.on_hosts:
-        answer = ping(host, s)
-        if answer != "PONG":
-            problems.append(
-                f"Redis endpoint {s.redis_host}:{s.redis_port} does not "
-                f"answer PING: {answer[-300:]}"
-            )
+        problems += lint_found
+    problems += cache[0]
+    facts.update(cache[1])
     ctx.run(host).facts["preflight"] = facts
     if problems:
         raise DeployError(

@@ -5,6 +5,7 @@ folder (built once and shipped, or on each host), plus what the release method b
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from tasks.method import Method
 from tasks.outcome import phase_check
 from tasks.runtime import DeployError, migration_host_name, say, sh
 
+NO_LOGIN = "/usr/sbin/nologin"
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 
 
@@ -73,18 +75,31 @@ def make_plan(s: Settings) -> Plan:
     )
 
 
+def _account_is(h, s: Settings) -> bool:
+    """The service user exists as the two operations below make it (its group, home and
+    shell): one remote check, where their facts take five (every user's last login among
+    them) on each run."""
+    user = shell.q(s.app_user)
+    ok, out, _ = sh(h, f"getent passwd {user} | cut -d: -f6,7 && id -gn {user}", check=False)
+    return ok and out.split() == [f"{s.app_dir}:{NO_LOGIN}", s.app_user]
+
+
 @deploy("Build the release")
 def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta:
     p = shell.paths(s)
-    server.group(name=f"Ensure group {s.app_user} exists", group=s.app_user, system=True)
+    missing = functools.cache(lambda: not _account_is(host, s))
+    server.group(
+        name=f"Ensure group {s.app_user} exists", group=s.app_user, system=True, _if=missing
+    )
     server.user(
         name=f"Ensure service user {s.app_user} exists (no login)",
         user=s.app_user,
         group=s.app_user,
         system=True,
-        shell="/usr/sbin/nologin",
+        shell=NO_LOGIN,
         home=s.app_dir,
         create_home=False,
+        _if=missing,
     )
     files.directory(name=f"Ensure {p['releases']} exists", path=p["releases"], mode="755")
     log_dir = str(Path(s.app_log_file).parent)

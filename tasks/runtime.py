@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from io import StringIO
@@ -147,6 +148,26 @@ def sh(
         detail = (stderr or stdout).strip()[-2000:]
         raise DeployError(f"{what or 'a command'} failed on {h.name}: {detail}")
     return ok, stdout, stderr
+
+
+def at_once(*reads: Callable[[], Any]) -> list[Any]:
+    """Call READS (independent read-only checks, each of its own remote commands) concurrently:
+    their results in order. The first to raise raises here, once all have ended."""
+
+    def outcome(read: Callable[[], Any]) -> tuple[bool, Any]:
+        try:
+            return True, read()
+        except Exception as exc:  # raised below, in the caller's greenlet (not printed by gevent)
+            return False, exc
+
+    running = [gevent.spawn(outcome, read) for read in reads]
+    gevent.joinall(running)
+    results = []
+    for ok, value in (g.value for g in running):
+        if not ok:
+            raise value
+        results.append(value)
+    return results
 
 
 def put_text(h: Host, text: str, dest: str, mode: str = "600") -> None:

@@ -17,7 +17,6 @@ docker`, the container `<app_container>-<slot>` (tasks/method.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from io import StringIO
 from pathlib import Path
 
 from pyinfra import host
@@ -26,7 +25,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
-from tasks import service
+from tasks import operations, service
 from tasks.commands import git, haproxy, http, shell, units
 from tasks.config import Settings
 from tasks.method import Method
@@ -113,30 +112,30 @@ def ensure_units(s: Settings) -> OperationMeta:
         name=f"Ensure {Path(p['config']).parent} exists", path=str(Path(p["config"]).parent)
     )
     for slot in SLOTS:
-        files.put(
+        operations.text_file(
             name=f"Ensure slot {slot} listens on 127.0.0.1:{service.port(s, slot)}",
-            src=StringIO(f"LISTEN_ADDR=127.0.0.1:{service.port(s, slot)}\n"),
-            dest=f"{p['slots']}/{slot}.env",
-            mode="644",
+            path=f"{p['slots']}/{slot}.env",
+            content=f"LISTEN_ADDR=127.0.0.1:{service.port(s, slot)}\n",
+            mode=644,
         )
     files.file(name=f"Ensure {p['drain_map']} exists", path=p["drain_map"], mode="644")
-    config = files.put(
+    config = operations.text_file(
         name=f"Ensure the proxy configuration {p['config']} is current",
-        src=StringIO(proxy_config_text(s)),
-        dest=p["config"],
-        mode="644",
+        path=p["config"],
+        content=proxy_config_text(s),
+        mode=644,
     )
-    proxy_unit = files.put(
+    proxy_unit = operations.text_file(
         name=f"Ensure systemd unit {proxy_service(s)} is installed",
-        src=StringIO(proxy_unit_text(s)),
-        dest=p["proxy_unit"],
-        mode="644",
+        path=p["proxy_unit"],
+        content=proxy_unit_text(s),
+        mode=644,
     )
-    unit = files.put(
+    unit = operations.text_file(
         name=f"Ensure systemd unit {s.app_service}@.service (slots) is installed",
-        src=StringIO(slot_unit_text(s)),
-        dest=p["slot_unit"],
-        mode="644",
+        path=p["slot_unit"],
+        content=slot_unit_text(s),
+        mode=644,
     )
     systemd.daemon_reload(name="Reload systemd (units changed)", _if=any_changed(proxy_unit, unit))
     # A running proxy reloads without closing its port; a stopped one starts in activate().

@@ -9,12 +9,12 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks.commands import shell
+from tasks.commands import http, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, metrics_keys, redis_stats
-from tasks.runtime import DeployError, health_url, say, sh, timed_get
+from tasks.runtime import DeployError, at_once, health_url, say, sh, timed_get
 from tasks.strategy import Strategy
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
@@ -41,7 +41,9 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         if not passed:
             failures.append(f"{name}: {measured} (wanted {threshold})")
 
-    code, _, body = timed_get(host, health_url(s))
+    (code, _, body), log = at_once(
+        lambda: timed_get(host, health_url(s)), lambda: log_since_start(host, s)
+    )
     try:
         answer = json.loads(body)
     except ValueError:
@@ -53,7 +55,6 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         code == 200 and answer == EXPECTED_HEALTH,
     )
 
-    log = log_since_start(host, s)
     uses_redis = "Redis" in log
     if s.redis_enabled and uses_redis:
         check(
@@ -66,11 +67,10 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         )
     url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
     before = redis_stats(host, s) if uses_redis and s.redis_enabled else {}
-    timings, codes = [], []
-    for _ in range(s.verify_requests):
-        code, seconds, _ = timed_get(host, url)
-        codes.append(code)
-        timings.append(seconds * 1000)
+    _, out, _ = sh(host, http.timed_gets(url, s.verify_requests), timeout=120)
+    answers = [line.split() for line in out.splitlines() if len(line.split()) == 2]
+    codes = [int(code) for code, _ in answers] or [0]
+    timings = [float(seconds) * 1000 for _, seconds in answers] or [0.0]
     slowest = max(timings)
     check(
         "history endpoint",
@@ -78,8 +78,12 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         f"{sorted(set(codes))}, max {slowest:.0f} ms, first {timings[0]:.0f} ms",
         set(codes) == {200} and slowest < s.verify_latency_ms,
     )
+    after, keys, connections = at_once(  # independent reads, at once
+        lambda: redis_stats(host, s) if before else {},
+        lambda: metrics_keys(host, s) if before else 0,
+        lambda: db_connections(host, s),
+    )
     if before:
-        after = redis_stats(host, s)
         hits = after["keyspace_hits"] - before["keyspace_hits"]
         misses = after["keyspace_misses"] - before["keyspace_misses"]
         ratio = hits / (hits + misses) if hits + misses else 0.0
@@ -89,13 +93,11 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             f"{ratio:.2f} ({hits} hits, {misses} misses)",
             ratio >= s.verify_min_hit_ratio,
         )
-        keys = metrics_keys(host, s)
         check("Redis metrics:* keys (SCAN)", "> 0", keys, keys > 0)
     elif not s.redis_enabled:
         run.metric("Redis cache", "REDIS_ENABLED=false", "disabled by configuration", True)
     else:
         run.metric("Redis cache", "used by the release", "this release logs no Redis use", True)
-    connections = db_connections(host, s)
     check(
         f"connections to {s.db_name}",
         f"< {s.verify_max_db_connections}",

@@ -13,6 +13,15 @@ def http_probe(url: str, timeout: float = 5) -> str:
     )
 
 
+def timed_gets(url: str, requests: int, timeout: float = 5) -> str:
+    """REQUESTS GETs of URL one after another, each printing `<status> <seconds>` on its own
+    line (status 000 for no answer): the latency check's requests in one remote command."""
+    return (
+        f"for i in $(seq {int(requests)}); do curl -s -m {timeout:g} -o /dev/null "
+        f"-w '%{{http_code}} %{{time_total}}\\n' {q(url)}; done"
+    )
+
+
 def wait_healthy(url: str, expect: str, timeout: int) -> str:
     """Poll URL until it answers 200 with EXPECT in the body; bounded by TIMEOUT seconds of
     wall time (a server that accepts and never answers costs 2 s a try, not more)."""

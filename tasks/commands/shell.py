@@ -9,6 +9,12 @@ from tasks.config import Settings
 q = shlex.quote
 
 
+def missing_tools(tools: list[str]) -> str:
+    """Prints, one a line, those of TOOLS that are not on the PATH (nothing when all are)."""
+    names = " ".join(q(t) for t in tools)
+    return f'for t in {names}; do command -v "$t" >/dev/null || echo "$t"; done'
+
+
 def paths(s: Settings) -> dict[str, str]:
     """Where things live on an app host."""
     app, state = s.app_dir, s.deploy_state_dir

@@ -17,6 +17,7 @@ from tasks.commands import (
     migration_sql,
     postgres,
     rediscli,
+    shell,
     units,
 )
 from tasks.config import validate
@@ -32,6 +33,18 @@ def test_psql_reads_a_pgpass_file_and_stops_on_errors():
         "PGPASSFILE=/var/lib/monitoring-dashboard-deploy/pgpass PGSSLMODE=disable "
         "PGCONNECT_TIMEOUT=5 psql -X -q -At -v ON_ERROR_STOP=1 -h db1 -p 5432 -U monitoring "
         "-d monitoring -c 'SELECT 1'"
+    )
+
+
+def test_the_history_is_read_in_one_psql_that_skips_a_missing_table():
+    cmd = postgres.history(S)
+    assert cmd.startswith(postgres.psql(S, file="-") + " <<'SQL'\n") and cmd.endswith("\nSQL")
+    script = cmd.split("\n", 1)[1]
+    assert (
+        script.index("\\gset")
+        < script.index("\\if :has_history")
+        < script.index("FROM schema_migrations WHERE reverted_at IS NULL")
+        < script.index("\\endif")
     )
 
 
@@ -707,6 +720,51 @@ def test_warm_up_sends_its_requests_in_parallel_and_reports_what_answered(tmp_pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("6 of 8 answered 200, slowest ")
     assert seen == ["/api/v1/metrics/history?type=cpu"] * 8
+
+
+def test_timed_gets_prints_a_status_and_seconds_line_per_request(tmp_path):
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            seen.append(self.path)
+            self.send_response(200 if len(seen) != 2 else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history?type=cpu"
+        done = subprocess.run(
+            ["sh", "-c", http.timed_gets(url, 3)], capture_output=True, text=True, timeout=30
+        )
+        closed = subprocess.run(
+            ["sh", "-c", http.timed_gets("http://127.0.0.1:1/", 1, timeout=2)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert [code for code, _ in lines] == ["200", "503", "200"]
+    assert all(0 < float(seconds) < 5 for _, seconds in lines)
+    assert seen == ["/api/v1/metrics/history?type=cpu"] * 3
+    assert closed.stdout.split()[0] == "000"
+
+
+def test_missing_tools_names_those_not_on_the_path(tmp_path):
+    (tmp_path / "git").write_text("#!/bin/sh\n")
+    (tmp_path / "git").chmod(0o755)
+    cmd = shell.missing_tools(["git", "go", "psql"])
+    done = subprocess.run(
+        ["/bin/sh", "-c", cmd], env={"PATH": str(tmp_path)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.split() == ["go", "psql"]
 
 
 def test_recent_events_keeps_the_lines_of_the_hosts_last_seconds(tmp_path):
