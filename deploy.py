@@ -71,7 +71,7 @@ def checklist(ctx: RunContext, s: Settings) -> None:
     if built is not None:
         run.ops["release built"] = built
     start_phase(ctx, "backup")
-    backup.backup(ctx, s, p)
+    backup.backup(ctx, s, p, method)
     start_phase(ctx, "migrate")
     migrate.migrate(ctx, s, p, method)
     if not method.on_hosts:  # Kubernetes runs the service: its readiness probe is the gate

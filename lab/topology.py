@@ -26,11 +26,11 @@ LAYOUT: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("cache1", ("cache_servers",)),
         ("lb1", ("lb_servers",)),
     ]
-    + [(f"app{n}", ("app_servers",)) for n in range(4, 9)],
+    + [(f"app{n}", ("app_servers",)) for n in range(4, 33)],
 }
 # Production's app hosts: app1..appN (`lab up production --app-hosts N`).
 DEFAULT_APP_HOSTS = 3
-MAX_APP_HOSTS = 8
+MAX_APP_HOSTS = 32
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
+from tasks import guard
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.method import Method
 from tasks.migrations import pending_migrations
 from tasks.outcome import phase_check
 from tasks.runtime import DeployError, connected, health_url, say, sh
@@ -102,7 +104,7 @@ def _copy_off_host(host, s: Settings, dump: str, checksum: str) -> str:
 
 
 @phase_check("backup")
-def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
     pending = pending_migrations(host, s, plan)
     if not pending and not plan.release_changes:
@@ -114,9 +116,12 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     dump = f"{base}.dump"
     sh(host, f"install -d -m 0700 {q(s.backup_dir)}")
     started = time.monotonic()
+    gate = guard.Gate(run, host, s, method)
+    gate.wait("the backup (pg_dump)")
     say(host, f"pg_dump of {s.db_name} to {dump}")
     sh(host, postgres.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)
+    gate.wait("the backup's checksum of metrics")
     _, fingerprint, _ = sh(
         host,
         postgres.psql(s, postgres.table_fingerprint_sql()),
@@ -159,7 +164,7 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Backup")
-def backup(ctx: RunContext, s: Settings, plan: Plan) -> None:
+def backup(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> None:
     if plan.is_migration_host:
         python.call(
             name="Ensure a verified backup exists before anything changes",
@@ -167,4 +172,5 @@ def backup(ctx: RunContext, s: Settings, plan: Plan) -> None:
             ctx=ctx,
             s=s,
             plan=plan,
+            method=method,
         )

@@ -93,6 +93,35 @@ VARIABLES: list[Var] = [
         minimum=0,
     ),
     Var(
+        "deploy_guard_p99_ms",
+        250,
+        "before each heavy step on what serves (the backup, each migration and index build, "
+        "each backfill batch), pause while the serving release's p99 over the last "
+        "deploy_guard_window seconds is above this (ms; 0: never pause)",
+        "int",
+        minimum=0,
+    ),
+    Var(
+        "deploy_guard_window",
+        "5s",
+        "the serving release's requests the guard judges: those of this last window",
+        "duration",
+    ),
+    Var(
+        "deploy_guard_max_wait",
+        "2m",
+        "longest pause before one step; then deploy_guard_on_timeout decides",
+        "duration",
+    ),
+    Var(
+        "deploy_guard_on_timeout",
+        "continue",
+        "continue: the step runs anyway after deploy_guard_max_wait (and the run says so); "
+        "stop: the deploy stops before it, the previous release serving",
+        "choice",
+        choices=("continue", "stop"),
+    ),
+    Var(
         "deploy_migration_host",
         "",
         "app host that runs backup and migrations (default: the first app host)",

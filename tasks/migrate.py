@@ -28,6 +28,7 @@ from tasks import lint
 from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, Run, RunContext
+from tasks.guard import Gate
 from tasks.method import Method
 from tasks.migrations import (
     Migration,
@@ -102,14 +103,20 @@ def _lock_holders(h, s: Settings) -> str:
     return "; ".join(out.splitlines()) or "nobody now"
 
 
-def _run_script(h, s: Settings, pending: list[Migration], by: str) -> tuple[bool, str]:
-    """Apply PENDING in one psql script (INVALID leftovers of theirs dropped first)."""
+def _run_script(gate: Gate, pending: list[Migration], by: str) -> tuple[bool, str]:
+    """Apply PENDING in one psql script (INVALID leftovers of theirs dropped first), the guard
+    before each step."""
+    h, s = gate.h, gate.s
     names = [n for m in pending for n in migration_sql.created_objects(m.sql)]
     invalid = _invalid_indexes(h, s, names)
     if invalid:
         say(h, f"dropping INVALID index(es) left by an interrupted build: {invalid}")
     script = migration_sql.migration_script(
-        s, [(m.version, m.name, m.checksum, m.sql, m.down, m.phase) for m in pending], invalid, by
+        s,
+        [(m.version, m.name, m.checksum, m.sql, m.down, m.phase) for m in pending],
+        invalid,
+        by,
+        gate.command,
     )
     path = f"{shell.paths(s)['state']}/migration.sql"
     put_text(h, script, path)
@@ -119,23 +126,27 @@ def _run_script(h, s: Settings, pending: list[Migration], by: str) -> tuple[bool
         + ", ".join(f"{m.version}_{m.name}" for m in pending),
     )
     budget = int(seconds(s.migrate_statement_timeout)) * len(pending) + 60
+    steps = sum(len(migration_sql.split_statements(m.sql)) for m in pending)  # guards, at most
+    budget += steps * (int(seconds(s.deploy_guard_max_wait)) + 5)
     ok, _, err = sh(
         h, postgres.psql(s, None, path), timeout=budget, what="applying migrations", check=False
     )
+    gate.report(err)
     return ok, err.strip()[-2000:]
 
 
-def _apply(h, s: Settings, pending: list[Migration], by: str) -> list[str]:
+def _apply(gate: Gate, pending: list[Migration], by: str) -> list[str]:
     """Apply PENDING; a migration that meets lock_timeout is retried after a doubling wait,
     at most migrate_lock_retries times (the history decides what is still pending: what
     committed stays). Returns the versions applied."""
+    h, s = gate.h, gate.s
     tries = s.migrate_lock_retries + 1
     wait = seconds(s.migrate_lock_backoff)
     first = [m.version for m in pending]
     attempt = 0
     while True:
         attempt += 1
-        ok, err = _run_script(h, s, pending, by)
+        ok, err = _run_script(gate, pending, by)
         if ok:
             return first
         _, _, applied = read_history(h, s)
@@ -229,9 +240,11 @@ def _still_answering(
 PROGRESS_EVERY = 5  # seconds between two progress lines of a backfill
 
 
-def _backfill(host, s: Settings, m: Migration) -> int:
-    """Run M's backfill to its end, batch by batch, or resume it where an earlier run stopped;
-    nothing when it finished before. Returns the rows it changed in all."""
+def _backfill(gate: Gate, m: Migration) -> int:
+    """Run M's backfill to its end, batch by batch (the guard before each), or resume it where
+    an earlier run stopped; nothing when it finished before. Returns the rows it changed in
+    all."""
+    host, s = gate.h, gate.s
     try:
         fill = parse_backfill(m.backfill or "")
     except ValueError as exc:
@@ -243,7 +256,8 @@ def _backfill(host, s: Settings, m: Migration) -> int:
         return int(rows)
     lo, end, rows = int(lo), int(end), int(rows)
     path = f"{shell.paths(s)['state']}/backfill_{m.version}.sql"
-    put_text(host, migration_sql.backfill_batch_script(s, m.version, fill.statement), path)
+    script = migration_sql.backfill_batch_script(s, m.version, fill.statement, gate.command)
+    put_text(host, script, path)
     size, pause = s.migrate_backfill_batch, seconds(s.migrate_backfill_pause)
     resumed = f", resuming after {rows} rows" if rows else ""
     say(
@@ -253,7 +267,7 @@ def _backfill(host, s: Settings, m: Migration) -> int:
     )
     first, started = lo, time.monotonic()
     shown = started
-    budget = int(seconds(s.migrate_statement_timeout)) + 60
+    budget = int(seconds(s.migrate_statement_timeout)) + int(seconds(s.deploy_guard_max_wait)) + 60
     while lo < end:
         hi = min(lo + size, end)
         _, out, err = sh(
@@ -262,6 +276,7 @@ def _backfill(host, s: Settings, m: Migration) -> int:
             timeout=budget,
             what=f"backfill {m.version} ({fill.key} {lo} to {hi})",
         )
+        gate.report(err)
         if not out.strip().isdigit():
             raise DeployError(f"backfill {m.version} stopped at {fill.key} {lo}: {err.strip()}")
         rows, lo = int(out), hi
@@ -283,6 +298,7 @@ def _backfill(host, s: Settings, m: Migration) -> int:
 @phase_check("migrate")
 def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
+    gate = Gate(run, host, s, method)
     migrations = read_migrations(host, s, plan.release_dir)
     adopt, pending = plan_migrations(migrations, *read_history(host, s), s.migrate_baseline)
     bad_backfills = backfill_problems(pending)
@@ -306,7 +322,7 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
         )
     # a backfill an earlier run left unfinished (killed) resumes before anything newer runs
     backfilled = {
-        m.version: _backfill(host, s, m)
+        m.version: _backfill(gate, m)
         for m in migrations
         if m.backfill and m not in pending and m not in held
     }
@@ -314,11 +330,11 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
         serving = _answering(s, method)
         applied: list[Migration] = []
         for group in cut_after_backfills(pending):
-            _apply(host, s, group, by)
+            _apply(gate, group, by)
             applied += group
             _still_answering(run, host, s, applied, serving)
             if group[-1].backfill:
-                backfilled[group[-1].version] = _backfill(host, s, group[-1])
+                backfilled[group[-1].version] = _backfill(gate, group[-1])
         run.changed.append("migrations: " + ", ".join(m.version for m in applied))
     else:
         say(host, "no expand migration pending")
@@ -392,7 +408,7 @@ def _contract(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) ->
         return
     if not run.facts.get("backup", {}).get("verified"):
         raise DeployError("no verified backup of this run: refusing to run contract migrations")
-    applied = _apply(host, s, held, deployed_by(s))
+    applied = _apply(Gate(run, host, s, method), held, deployed_by(s))
     run.changed.append("contract migrations: " + ", ".join(applied))
     facts["contract_applied"] = applied
     facts["contract_pending"] = []

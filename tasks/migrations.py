@@ -165,20 +165,9 @@ def read_migrations(h, s: Settings, release_dir: str) -> list[Migration]:
     return parse_migration_files(out)
 
 
-# A commit's files cannot change: each commit's migrations are read once per run.
-_READ: dict[tuple[str, str, str], list[Migration]] = {}
-
-
 def release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     """The migrations the release holds, from its commit (built or not: the repository cache,
     or a fetch that changes nothing on the host)."""
-    key = (s.app_repo_url, plan.commit, s.migrate_dir)
-    if key not in _READ:
-        _READ[key] = _read_release_migrations(h, s, plan)
-    return _READ[key]
-
-
-def _read_release_migrations(h, s: Settings, plan: Plan) -> list[Migration]:
     read = git.git_cat_files(
         s.app_repo_url,
         shell.paths(s)["repo_cache"],

@@ -26,7 +26,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import operations, service
-from tasks.commands import git, haproxy, http, shell, units
+from tasks.commands import git, guard, haproxy, http, shell, units
 from tasks.config import Settings
 from tasks.method import Method
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
@@ -345,6 +345,12 @@ def recent_requests(h, s: Settings, seconds: float) -> str:
     command = haproxy.recent_events(_paths(s)["socket"], "access", seconds)
     _, out, _ = sh(h, command, what="reading the local proxy's request log")
     return out
+
+
+def latencies(s: Settings, seconds: float) -> str:
+    """A command printing the total milliseconds of each request the local proxy served in the
+    last SECONDS (tasks/guard.py's sample)."""
+    return guard.ring_latencies(_paths(s)["socket"], "access", seconds)
 
 
 def set_maintenance(h, s: Settings, on: bool) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.commands.shell import q
+from tasks.commands.shell import LOW_PRIORITY, q
 
 SERVICE_BINARY = "bin/monitoring-dashboard-api"
 MAIN_PACKAGE = "./cmd/monitoring-dashboard-api"
@@ -37,7 +37,8 @@ def parse_ls_remote(output: str, ref: str) -> str | None:
 
 
 def build_release(repo_url: str, commit: str, cache: str, target: str, user: str) -> str:
-    """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there.
+    """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there (at the
+    lowest CPU and I/O priority: the host may serve).
 
     The cache follows the repository, tags too (a tag moved there moves here: git refuses
     that without --force). The release appears under its final name only when the build
@@ -59,7 +60,7 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
             f"echo {q(commit)} > {q(partial + '/REVISION')}",
             f"cd {q(partial)}",
             f"CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GOCACHE={q(gocache)} "
-            f"go build -trimpath -o {SERVICE_BINARY} {MAIN_PACKAGE}",
+            f"{LOW_PRIORITY} go build -trimpath -o {SERVICE_BINARY} {MAIN_PACKAGE}",
             f"chown -R root:{q(user)} {q(partial)}",
             f"mv -T {q(partial)} {q(target)}",
         ]
@@ -67,9 +68,10 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
 
 
 def pack_release(release_dir: str, tarball: str) -> str:
-    """The built release folder as one gzipped tarball (its name inside: the folder's)."""
+    """The built release folder as one gzipped tarball (its name inside: the folder's), at the
+    lowest CPU and I/O priority (the host may serve)."""
     parent, name = release_dir.rsplit("/", 1)
-    return f"umask 077 && tar -C {q(parent)} -czf {q(tarball)} {q(name)}"
+    return f"umask 077 && {LOW_PRIORITY} tar -C {q(parent)} -czf {q(tarball)} {q(name)}"
 
 
 def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
@@ -84,7 +86,7 @@ def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
             f"echo {q(sha256 + '  ' + tarball)} | sha256sum -c --quiet",
             f"rm -rf {q(partial)}",
             f"mkdir -p {q(partial)}",
-            f"tar -xzf {q(tarball)} -C {q(partial)} --strip-components=1",
+            f"{LOW_PRIORITY} tar -xzf {q(tarball)} -C {q(partial)} --strip-components=1",
             f"chown -R root:{q(user)} {q(partial)}",
             f"mv -T {q(partial)} {q(target)}",
         ]

@@ -4,6 +4,7 @@ the psql scripts that apply migrations and backfill in batches."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tasks.commands.postgres import BACKFILL_TABLE, HISTORY_TABLE, pg_duration, sql_literal
@@ -158,15 +159,39 @@ def backfill_start_sql(version: str, table: str, key: str) -> list[str]:
     ]
 
 
-def backfill_batch_script(s: Settings, version: str, statement: str) -> str:
+def guard_lines(guard: Callable[[str], str | None] | None, before: str) -> list[str]:
+    """psql lines running the deploy guard (tasks/guard.py) on the client before the step
+    BEFORE: `\\set` runs its command, and when it answers `f` a raised error stops the script
+    (ON_ERROR_STOP) before that step. None when there is no guard."""
+    command = guard(before) if guard else None
+    if command is None:
+        return []
+    return [
+        f"\\set guard_go `{command}`",
+        "\\if :guard_go",
+        "\\else",
+        "DO $$BEGIN RAISE EXCEPTION 'deploy guard: stopped before "
+        + before.replace("'", "")
+        + ", the serving release stayed slow (deploy_guard_on_timeout: stop)'; END$$;",
+        "\\endif",
+    ]
+
+
+def backfill_batch_script(
+    s: Settings,
+    version: str,
+    statement: str,
+    guard: Callable[[str], str | None] | None = None,
+) -> str:
     """A psql script running one batch [:lo, :hi) (psql variables) of VERSION's backfill: in one
     transaction, STATEMENT and the progress, printed as the rows done so far. The batch runs
     only when the progress stands at :lo, so a batch never runs twice; the last one marks the
-    backfill finished."""
+    backfill finished. GUARD (see guard_lines) runs first."""
     v = sql_literal(version)
     return "\n".join(
         [
             "\\set ON_ERROR_STOP on",
+            *guard_lines(guard, f"a batch of backfill {version}"),
             f"SET lock_timeout = {sql_literal(pg_duration(s.migrate_lock_timeout))};",
             f"SET statement_timeout = {sql_literal(pg_duration(s.migrate_statement_timeout))};",
             "BEGIN;",
@@ -193,6 +218,7 @@ def migration_script(
     migrations: list[tuple[str, str, str, str, str | None, str]],
     drop_invalid: list[str],
     by: str,
+    guard: Callable[[str], str | None] | None = None,
 ) -> str:
     """One psql script applying MIGRATIONS [(version, name, checksum, sql, down sql, phase)]
     in order.
@@ -203,6 +229,7 @@ def migration_script(
     statements between them in one transaction, the last one with the history row. A
     migration without CONCURRENTLY is thus one transaction, and no one sees the state between
     two statements that follow each other (a trigger dropped, the column it filled not yet).
+    GUARD (see guard_lines) runs before each CONCURRENTLY statement and each transaction.
     """
     out = [
         "\\set ON_ERROR_STOP on",
@@ -216,15 +243,27 @@ def migration_script(
     for version, name, checksum, sql, down, phase in migrations:
         statements = split_statements(sql)
         record = record_migration_sql(version, name, checksum, by, down, phase=phase) + ";"
+
+        def step(sqls: list[str], version: str = version) -> list[str]:
+            return (
+                guard_lines(guard, f"migration {version}, {_first_line(sqls[0])}") if sqls else []
+            )
+
         out.append(f"\\echo applying migration {version} {name}")
         block: list[str] = []
         for st in statements:
             if st.concurrent:
-                out += ["BEGIN;", *block, "COMMIT;"] if block else []
-                out.append(st.sql)
+                out += [*step(block), "BEGIN;", *block, "COMMIT;"] if block else []
+                out += [*step([st.sql]), st.sql]
                 block = []
             else:
                 block.append(st.sql)
-        out += ["BEGIN;", *block, record, "COMMIT;"]
+        out += [*step(block), "BEGIN;", *block, record, "COMMIT;"]
     out.append("SELECT pg_advisory_unlock(hashtext('monitoring-dashboard-migrations'));")
     return "\n".join(out) + "\n"
+
+
+def _first_line(sql: str, width: int = 70) -> str:
+    """A statement's first line, short, without the characters psql or a label would trip on."""
+    line = " ".join(sql.split("\n", 1)[0].split())
+    return "".join(c for c in line if c not in ":'`").rstrip(";")[:width]

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tasks.commands.shell import paths, q
+from tasks.commands.shell import LOW_PRIORITY, paths, q
 from tasks.config import Settings
 
 HISTORY_TABLE = "schema_migrations"
@@ -69,7 +69,8 @@ def history(s: Settings) -> str:
 
 
 def pg_dump(s: Settings, dest: str) -> str:
-    """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte.
+    """A custom-format (pg_restore-able) dump to DEST, mode 0600 from the first byte, at the
+    lowest CPU and I/O priority (its compression runs on a host that may serve).
 
     The deploy's own bookkeeping (the lock, the migration history, the backfills) is left
     out, so that a restore keeps the record of what was done to the database. A failed dump
@@ -77,9 +78,9 @@ def pg_dump(s: Settings, dest: str) -> str:
     """
     partial = q(dest + ".partial")
     return (
-        f"umask 077 && {{ {_pg_env(s)} pg_dump -Fc --no-owner --exclude-table=deploy_lock "
-        f"--exclude-table={HISTORY_TABLE} --exclude-table={BACKFILL_TABLE} {_pg_target(s)} "
-        f"-f {partial} && "
+        f"umask 077 && {{ {_pg_env(s)} {LOW_PRIORITY} pg_dump -Fc --no-owner "
+        f"--exclude-table=deploy_lock --exclude-table={HISTORY_TABLE} "
+        f"--exclude-table={BACKFILL_TABLE} {_pg_target(s)} -f {partial} && "
         f"mv {partial} {q(dest)}; }} || {{ rc=$?; rm -f {partial}; exit $rc; }}"
     )
 

@@ -7,6 +7,9 @@ import shlex
 from tasks.config import Settings
 
 q = shlex.quote
+# What a heavy step runs with on a host that may serve: the lowest CPU and I/O priority (the
+# build, the packing, pg_dump's compression), so the serving release is served first.
+LOW_PRIORITY = "nice -n 19 ionice -c 3"
 
 
 def missing_tools(tools: list[str]) -> str:

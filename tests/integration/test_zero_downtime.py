@@ -53,3 +53,35 @@ def test_a_broken_release_never_serves_a_user_and_fails_no_request(app1):
     assert traffic.forbidden_answers == 0, traffic
     assert served_version(app1) == '{"version":"1.9.0"}'
     assert "never served a request" in output(result)
+
+
+def _backups(app1) -> list[str]:
+    return core.ssh(app1, "ls /var/backups/monitoring-dashboard").stdout.decode().split()
+
+
+def test_the_deploy_waits_while_the_serving_release_is_slow_and_stops_when_told(app1):
+    """v2.0.2-slow serves (each history answer 15 ms slower) under k6: with a 10 ms limit the
+    guard finds the serving p99 over it before the backup; told to stop, the deploy stops
+    there, the slow release still serving and no backup taken; told to go on, it waits the
+    bounded time, says so, and deploys."""
+    slow = pyinfra("--data", "app_version=v2.0.2-slow", *QUICK)
+    assert slow.returncode == 0, output(slow)[-3000:]
+    guard = ("--data", "deploy_guard_p99_ms=10", "--data", "deploy_guard_max_wait=3s")
+    before = _backups(app1)
+    stopped, traffic = on_staging(
+        "--data", "app_version=v2.0.0-perf", *guard, "--data", "deploy_guard_on_timeout=stop"
+    )
+    text = output(stopped)
+    assert stopped.returncode != 0, text[-3000:]
+    assert "stopped before the backup (pg_dump)" in text
+    assert "guard: waited 3s before the backup (pg_dump)" in text
+    assert traffic.unserved == 0, traffic
+    assert served_version(app1) == '{"version":"2.0.2-slow"}'
+    assert _backups(app1) == before
+    went_on, traffic = on_staging("--data", "app_version=v2.0.0-perf", *guard)
+    assert went_on.returncode == 0, output(went_on)[-3000:]
+    waits = report(went_on)["facts"]["guard"]
+    assert waits[0]["before"] == "the backup (pg_dump)" and waits[0]["state"] == "over"
+    assert waits[0]["waited_s"] >= 3 and float(waits[0]["p99_ms"]) > 10
+    assert traffic.unserved == 0, traffic
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'

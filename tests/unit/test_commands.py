@@ -11,6 +11,7 @@ from tasks.commands import (
     docker,
     dotenv,
     git,
+    guard,
     haproxy,
     http,
     k6,
@@ -291,7 +292,7 @@ def test_k6_runs_with_thresholds_passed_as_variables():
 
 def test_pack_release_names_the_folder_inside_the_tarball():
     assert git.pack_release("/app/releases/v2-abc", "/state/v2-abc.tar.gz") == (
-        "umask 077 && tar -C /app/releases -czf /state/v2-abc.tar.gz v2-abc"
+        "umask 077 && nice -n 19 ionice -c 3 tar -C /app/releases -czf /state/v2-abc.tar.gz v2-abc"
     )
 
 
@@ -765,6 +766,124 @@ def test_missing_tools_names_those_not_on_the_path(tmp_path):
     )
     assert done.returncode == 0
     assert done.stdout.split() == ["go", "psql"]
+
+
+def _guard(sample: str, stop: bool, max_wait: float = 1) -> tuple[str, str, float]:
+    cmd = guard.wait_for_p99(sample, 500, max_wait, 20, stop, "migration 003, CREATE INDEX x")
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), done.stderr.strip(), time.monotonic() - started
+
+
+def test_the_guard_goes_on_at_once_while_the_p99_is_under_its_limit():
+    out, err, took = _guard("seq 1 100", stop=True)  # p99 99 ms of 100 requests
+    assert (out, err) == (
+        "t",
+        "guard: ok p99=99 requests=100 waited=0 before migration 003, CREATE INDEX x",
+    )
+    assert took < 1
+
+
+def test_the_guard_waits_while_the_p99_is_over_then_stops_or_goes_on_as_told():
+    out, err, took = _guard("seq 1 1000", stop=True, max_wait=2)  # p99 990 ms
+    assert out == "f" and err.startswith("guard: over p99=990 requests=1000 waited=2 ")
+    assert took >= 2
+    out, err, _ = _guard("seq 1 1000", stop=False, max_wait=1)
+    assert out == "t" and err.startswith("guard: over p99=990 ")
+
+
+def test_the_guard_lets_a_step_through_when_too_few_requests_came_to_judge():
+    out, err, _ = _guard("seq 1000 1010", stop=True)  # 11 slow requests: fewer than 20
+    assert out == "t" and err.startswith("guard: ok p99=- requests=11 waited=0")
+
+
+def test_the_guard_waits_until_the_latency_recovers(tmp_path):
+    """The sample is slow the first two times it is read, then fast."""
+    count = tmp_path / "n"
+    sample = (
+        f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}; "
+        'if [ "$n" -lt 2 ]; then seq 1000 1100; else seq 1 100; fi'
+    )
+    out, err, took = _guard(sample, stop=True, max_wait=30)
+    assert out == "t" and err.startswith("guard: ok p99=99 requests=100 waited=")
+    assert 1.5 < took < 10 and count.read_text().strip() == "3"
+
+
+def test_the_guard_reads_the_total_milliseconds_from_the_proxys_ring(tmp_path):
+    now = time.time()
+    socat = tmp_path / "socat"
+    socat.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        + "".join(f"echo '{now - age:.3f} 200 {ms}'\n" for age, ms in ((100, 7), (2, 12), (1, 3)))
+    )
+    socat.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    cmd = guard.ring_latencies("/run/p/admin.sock", "access", 5)
+    done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["12", "3"]
+    missing = subprocess.run(
+        ["sh", "-c", cmd], capture_output=True, text=True, env={"PATH": "/bin"}
+    )
+    assert (missing.returncode, missing.stdout, missing.stderr) == (0, "", "")
+
+
+def test_the_guards_probes_print_answers_and_timeouts_but_not_a_refused_connection():
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history"
+        answered = subprocess.run(
+            ["sh", "-c", guard.probe_latencies(url, 3, 2)], capture_output=True, text=True
+        )
+    finally:
+        server.shutdown()
+    refused = subprocess.run(
+        ["sh", "-c", guard.probe_latencies("http://127.0.0.1:1/", 2, 2)],
+        capture_output=True,
+        text=True,
+    )
+    assert len(answered.stdout.split()) == 3
+    assert all(0 < float(ms) < 2000 for ms in answered.stdout.split())
+    assert refused.stdout == ""
+
+
+def test_a_guarded_migration_waits_before_each_index_build_and_each_transaction():
+    sql = (
+        "CREATE INDEX CONCURRENTLY a ON metrics (x);\n"
+        "CREATE INDEX CONCURRENTLY b ON metrics (y);\n"
+        "CREATE MATERIALIZED VIEW v AS SELECT 1;\n"
+    )
+    script = migration_sql.migration_script(
+        S, [("003", "idx", "c", sql, None, "expand")], [], "me", lambda before: f"G {before!r}"
+    )
+    lines = script.splitlines()
+    guarded = [lines[i + 5] for i, line in enumerate(lines) if line.startswith("\\set guard_go")]
+    assert guarded == [
+        "CREATE INDEX CONCURRENTLY a ON metrics (x);",
+        "CREATE INDEX CONCURRENTLY b ON metrics (y);",
+        "BEGIN;",
+    ]
+    first = lines.index(
+        "\\set guard_go `G 'migration 003, CREATE INDEX CONCURRENTLY a ON metrics (x)'`"
+    )
+    assert lines[first + 1 : first + 3] == ["\\if :guard_go", "\\else"]
+    assert lines[first + 3].startswith("DO $$BEGIN RAISE EXCEPTION 'deploy guard: stopped before")
+    assert lines[first + 4] == "\\endif"
+    unguarded = migration_sql.migration_script(
+        S, [("003", "idx", "c", sql, None, "expand")], [], "me"
+    )
+    assert "guard" not in unguarded
+    batch = migration_sql.backfill_batch_script(S, "004", "UPDATE t SET a = 1", lambda b: "G")
+    assert batch.splitlines()[1] == "\\set guard_go `G`"
 
 
 def test_recent_events_keeps_the_lines_of_the_hosts_last_seconds(tmp_path):

@@ -25,15 +25,17 @@ def test_more_app_hosts_keep_every_address_of_the_plan():
     assert [n for n in eight if n.startswith("app")] == [f"app{i}" for i in range(1, 9)]
     assert eight["app4"] == "10.231.7.47" and eight["app8"] == "10.231.7.51"
     assert [h.name for h in topology("production", app_hosts=1)][:2] == ["app1", "db1"]
+    fleet = {h.name: h.address for h in topology("production", app_hosts=32)}
+    assert {k: fleet[k] for k in eight} == eight and fleet["app32"] == "10.231.7.75"
 
 
 def test_app_host_count_is_bounded():
-    with pytest.raises(ValueError, match="app hosts must be 1 to 8"):
-        topology("production", app_hosts=9)
+    with pytest.raises(ValueError, match="app hosts must be 1 to 32"):
+        topology("production", app_hosts=33)
 
 
 def test_addresses_are_unique_inside_the_lab_subnet_and_avoid_the_bridge():
-    addresses = [h.address for env in ENVS for h in topology(env, app_hosts=8)]
+    addresses = [h.address for env in ENVS for h in topology(env, app_hosts=32)]
     assert len(addresses) == len(set(addresses))
     for address in addresses:
         assert ipaddress.ip_address(address) in SUBNET
@@ -41,7 +43,7 @@ def test_addresses_are_unique_inside_the_lab_subnet_and_avoid_the_bridge():
 
 
 def test_kernel_names_are_unique_and_short_enough():
-    hosts = [h for env in ENVS for h in topology(env, app_hosts=8)]
+    hosts = [h for env in ENVS for h in topology(env, app_hosts=32)]
     for attr in ("machine", "netns", "veth"):
         values = [getattr(h, attr) for h in hosts]
         assert len(values) == len(set(values)), attr

@@ -1,0 +1,95 @@
+"""The deploy watches its own load: before each heavy step on what serves (the backup, each
+migration and each index build in it, each backfill batch), it waits while the serving
+release's p99 is over `deploy_guard_p99_ms`, at most `deploy_guard_max_wait`, then goes on
+or stops (`deploy_guard_on_timeout`), and says how long it waited.
+
+The latencies come from the migration host's local proxy (the requests it served in the
+last `deploy_guard_window`), or, with no proxy (release_strategy restart), from a few probes
+of the service. A step that cannot be paused runs at the lowest CPU and I/O priority
+(commands/shell.py's LOW_PRIORITY): the build, the packing, pg_dump.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pyinfra.api.host import Host
+
+from tasks import slots
+from tasks.commands import guard
+from tasks.config import Settings, seconds
+from tasks.context import Run
+from tasks.method import Method
+from tasks.runtime import DeployError, say, sh
+from tasks.strategy import strategy_for
+
+MIN_REQUESTS = 20  # fewer in the window: too little load to judge, or to protect
+PROBES = 5  # without a proxy: GETs of the history endpoint, the slowest judged
+PROBE_TIMEOUT = 2.0
+LINE = re.compile(r"guard: (ok|over) p99=(\S+) requests=(\d+) waited=(\d+) before (.+)")
+
+
+def command(s: Settings, method: Method, before: str) -> str | None:
+    """The wait before the step BEFORE, as one shell command for the migration host (None: the
+    guard is off, or the service runs in a cluster this host cannot see)."""
+    if not s.deploy_guard_p99_ms or not method.on_hosts:
+        return None
+    window = seconds(s.deploy_guard_window)
+    if strategy_for(method).logs_requests:
+        sample, least = slots.latencies(s, window), MIN_REQUESTS
+    else:
+        url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
+        sample, least = guard.probe_latencies(url, PROBES, PROBE_TIMEOUT), 1
+    return guard.wait_for_p99(
+        sample,
+        s.deploy_guard_p99_ms,
+        seconds(s.deploy_guard_max_wait),
+        least,
+        s.deploy_guard_on_timeout == "stop",
+        before,
+    )
+
+
+@dataclass
+class Gate:
+    """The guard of one host's run: the command for each step, and what it said."""
+
+    run: Run
+    h: Host
+    s: Settings
+    method: Method
+
+    def command(self, before: str) -> str | None:
+        return command(self.s, self.method, before)
+
+    def report(self, text: str) -> None:
+        """Say each wait in TEXT (a command's stderr, the guard's lines in it) and keep it in
+        the run's facts (the report's `guard`)."""
+        for state, p99, requests, waited, before in LINE.findall(text):
+            if state == "ok" and waited == "0":
+                continue
+            how = "recovered" if state == "ok" else "still over: deploy_guard_on_timeout decides"
+            say(
+                self.h,
+                f"guard: waited {waited}s before {before}: the serving p99 was over "
+                f"{self.s.deploy_guard_p99_ms} ms ({how}; p99 {p99} ms over {requests} requests)",
+            )
+            self.run.facts.setdefault("guard", []).append(
+                {"before": before, "state": state, "p99_ms": p99, "waited_s": int(waited)}
+            )
+
+    def wait(self, before: str) -> None:
+        """Before the step BEFORE, wait as the guard says; DeployError when it stops."""
+        wanted = self.command(before)
+        if wanted is None:
+            return
+        limit = int(seconds(self.s.deploy_guard_max_wait)) + 60
+        _, out, err = sh(self.h, wanted, timeout=limit, what="the deploy guard")
+        self.report(err)
+        if out.strip() == "f":
+            raise DeployError(
+                f"stopped before {before}: the serving release's p99 stayed over "
+                f"{self.s.deploy_guard_p99_ms} ms for {self.s.deploy_guard_max_wait} "
+                "(deploy_guard_on_timeout: stop); that step did not start"
+            )
