@@ -1,0 +1,116 @@
+"""The deploy's guard on its own load, measured: `.venv/bin/python bench/guard.py [--rate 1000]
+[--runs 3]` (as root, on this machine; it brings the lab's staging up itself).
+
+v1.9.0 (no cache: every request reads PostgreSQL) serves RATE requests/s from k6 (open loop)
+while v2.0.0-perf is deployed over it: backup (pg_dump of 1M rows), migration 003 (three
+covering indexes built CONCURRENTLY and a materialized view), then the switch. Runs alternate
+between the guard off (`deploy_guard_p99_ms=0`) and on (the default, 250 ms); after each, a
+full rollback takes the schema back to 002 and v1.9.0 serves again (no load).
+
+Per run, from k6's own samples and summary: p99 and max in the 15 s before the deploy (the
+baseline, same k6 run) and during it; failed and dropped requests; the deploy's seconds, and
+how long the guard waited (the deploy's report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lab import core  # noqa: E402
+from lab.load import Load  # noqa: E402
+
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")
+BASELINE = 15  # seconds of load before the deploy starts
+
+
+def pyinfra(*args: str, script: str = "deploy.py") -> str:
+    cmd = [PYINFRA, "-y", "inventories/lab.py", script, *args, *QUICK]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
+    return done.stdout + done.stderr
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else float("nan")
+
+
+def waited(text: str) -> int:
+    line = next(x for x in reversed(text.splitlines()) if "report:" in x and ".json" in x)
+    report = json.loads((REPO / line.split("report:")[1].strip()).read_text())
+    return sum(w["waited_s"] for w in report["hosts"]["app1"]["facts"].get("guard", []))
+
+
+def one_run(url: str, rate: int, guard_on: bool) -> dict[str, float]:
+    guard = [] if guard_on else ["--data", "deploy_guard_p99_ms=0"]
+    with Load(url, rate, "900s", samples=True) as load:
+        time.sleep(BASELINE)
+        started = time.time()
+        text = pyinfra("--data", "app_version=v2.0.0-perf", *guard)
+        ended = time.time()
+        traffic = load.result(stop_early=True)
+        baseline = load.durations(started - BASELINE, started)
+        during = load.durations(started, ended)
+    pyinfra("--data", "rollback_mode=full", script="rollback.py")  # v1.9.0 and schema 002 again
+    return {
+        "deploy_s": ended - started,
+        "waited_s": waited(text),
+        "p99_base": p99(baseline),
+        "p99": p99(during),
+        "max": max(during),
+        "failed": traffic.failed,
+        "dropped": traffic.dropped,
+        "requests": traffic.requests,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    core.up("staging", echo=lambda _m: None)
+    url = f"http://{core.topology('staging')[0].address}:8080"
+    pyinfra("--data", "app_version=v1.9.0")  # both releases built and on the host
+    pyinfra("--data", "app_version=v2.0.0-perf")
+    pyinfra("--data", "rollback_mode=full", script="rollback.py")  # v1.9.0, schema 002
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    print(
+        "| run | guard | deploy s | guard waited s | p99 before / during ms | max ms | failed | "
+        "dropped | requests |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i in range(args.runs * 2):
+        on = bool(i % 2)
+        r = one_run(url, args.rate, on)
+        runs[on].append(r)
+        print(
+            f"| {i + 1} | {'on' if on else 'off'} | {r['deploy_s']:.1f} | {r['waited_s']} | "
+            f"{r['p99_base']:.1f} / {r['p99']:.1f} | {r['max']:.0f} | {r['failed']} | "
+            f"{r['dropped']} | {r['requests']:,} |",
+            flush=True,
+        )
+    for on in (False, True):
+        median = {k: statistics.median(r[k] for r in runs[on]) for k in runs[on][0]}
+        print(
+            f"guard {'on ' if on else 'off'}: deploy {median['deploy_s']:.1f} s (waited "
+            f"{median['waited_s']:.0f} s), p99 {median['p99']:.1f} ms during / "
+            f"{median['p99_base']:.1f} ms before ({median['p99'] / median['p99_base']:.2f}x), max "
+            f"{median['max']:.0f} ms, dropped {sum(r['dropped'] for r in runs[on])}, failed "
+            f"{sum(r['failed'] for r in runs[on])} (medians of {len(runs[on])}, k6 at "
+            f"{args.rate}/s on staging app1)"
+        )
+
+
+if __name__ == "__main__":
+    main()
