@@ -166,7 +166,7 @@ def fleet(app_hosts: int) -> list[tuple[str, float, float | None]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--app-hosts", type=int, default=3, help="production app hosts (1-8)")
+    parser.add_argument("--app-hosts", type=int, default=3, help="production app hosts (1-32)")
     parser.add_argument("--skip-one-host", action="store_true")
     args = parser.parse_args()
     rows = [] if args.skip_one_host else one_host()
