@@ -35,6 +35,42 @@ class FileState(FactBase):
         return {"mode": int(mode), "user": user, "group": group, "sha256": output[1].strip()}
 
 
+class FolderStates(FactBase):
+    """Of each of PATHS that is a folder: {path: (mode, user, group)}, in one command."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return (
+            f"for p in {' '.join(q(p) for p in paths)}; do "
+            'if [ -d "$p" ]; then stat -c \'%a %U %G %n\' "$p"; fi; done'
+        )
+
+    def process(self, output: list[str]) -> dict[str, tuple[int, str, str]]:
+        found = {}
+        for line in output:
+            mode, user, group, path = line.split(" ", 3)
+            found[path] = (int(mode), user, group)
+        return found
+
+
+@operation()
+def folders(wanted: tuple[tuple[str, int, str, str], ...]):
+    """
+    Ensure folders exist, each with its mode and owner: one remote check for all of them,
+    where ``files.directory`` makes one for each.
+
+    + wanted: ``(path, mode, user, group)`` of each folder, parents before children
+
+    **Example:** ``folders(wanted=(("/var/lib/x", 700, "root", "root"),))``
+    """
+    found = host.get_fact(FolderStates, paths=tuple(path for path, *_ in wanted))
+    wrong = [(path, *rest) for path, *rest in wanted if found.get(path) != tuple(rest)]
+    if not wrong:
+        host.noop("the folders exist with their modes and owners")
+    for path, mode, user, group in wrong:
+        make = "" if path in found else f"mkdir -p {q(path)} && "
+        yield StringCommand(f"{make}chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
+
+
 def _content(path: str, content: str, user: str, group: str, mode: int, what: str):
     """The commands that make PATH hold CONTENT with its owner and MODE (none when it does);
     the new content goes through a file of mode 0600 renamed into place."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyinfra import inventory
 from pyinfra.api import deploy
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from tasks import lint, lock, operations
 from tasks.commands import postgres, shell
@@ -146,8 +146,10 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
 def secret_files(s: Settings) -> None:
     """The deploy's own state folder and secret files on each host (root only)."""
     p = shell.paths(s)
-    files.directory(name=f"Ensure {p['state']} exists (0700)", path=p["state"], mode="700")
-    files.directory(name=f"Ensure {p['manifests']} exists", path=p["manifests"], mode="700")
+    operations.folders(
+        name=f"Ensure {p['state']} and its manifests exist (0700)",
+        wanted=((p["state"], 700, "root", "root"), (p["manifests"], 700, "root", "root")),
+    )
     operations.secret_file(
         name="Ensure the database password file is current (0600)",
         path=p["pgpass"],

@@ -15,7 +15,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
-from pyinfra.operations import files, python, server
+from pyinfra.operations import python, server
 
 from tasks import ledger, operations
 from tasks.commands import docker, git, shell
@@ -101,14 +101,10 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
         create_home=False,
         _if=missing,
     )
-    files.directory(name=f"Ensure {p['releases']} exists", path=p["releases"], mode="755")
     log_dir = str(Path(s.app_log_file).parent)
-    files.directory(
-        name=f"Ensure {log_dir} exists",
-        path=log_dir,
-        user=s.app_user,
-        group=s.app_user,
-        mode="750",
+    operations.folders(
+        name=f"Ensure {p['releases']} and {log_dir} exist",
+        wanted=((p["releases"], 755, "root", "root"), (log_dir, 750, s.app_user, s.app_user)),
     )
     builder = migration_host_name(s)
     built = build = None

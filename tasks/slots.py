@@ -107,9 +107,10 @@ def ensure_units(s: Settings) -> OperationMeta:
     Returns the slots' unit, whose change means the instances must restart."""
     p = _paths(s)
     apt.packages(name="Ensure haproxy and socat are installed", packages=["haproxy", "socat"])
-    files.directory(name=f"Ensure {p['slots']} exists", path=p["slots"], mode="755")
-    files.directory(
-        name=f"Ensure {Path(p['config']).parent} exists", path=str(Path(p["config"]).parent)
+    config_dir = str(Path(p["config"]).parent)
+    operations.folders(
+        name=f"Ensure {p['slots']} and {config_dir} exist",
+        wanted=((p["slots"], 755, "root", "root"), (config_dir, 755, "root", "root")),
     )
     for slot in SLOTS:
         operations.text_file(
