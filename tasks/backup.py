@@ -106,7 +106,7 @@ def _copy_off_host(host, s: Settings, dump: str, checksum: str) -> str:
 @phase_check("backup")
 def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
-    pending = pending_migrations(host, s, plan)
+    pending = run.pending if run.pending is not None else pending_migrations(host, s, plan)
     if not pending and not plan.release_changes:
         say(host, "no backup: no migration pending and the release does not change")
         run.facts["backup"] = {"taken": False, "reason": "nothing will change"}

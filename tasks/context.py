@@ -52,6 +52,10 @@ class Run:
     rolled_back: list[str] = field(default_factory=list)
     not_rolled_back: list[str] = field(default_factory=list)
     ops: dict[str, OperationMeta] = field(default_factory=dict)
+    # the migrations the pre-flight found pending under this run's lock (tasks/migrations.py's
+    # Migration); nothing writes the history before the migrate phase, so the backup decides
+    # on them without reading it again. None: not read yet.
+    pending: list[Any] | None = None
 
     def all_changes(self) -> list[str]:
         """What this run changed so far: resource operations that did change, then what the

@@ -270,13 +270,14 @@ def lint(migrations: list[Migration], mode: str, serving: bool) -> LintResult:
     return LintResult(mode, files, judge(raw, migrations, serving), time.monotonic() - started)
 
 
-def lint_pending(h, s: Settings, plan: Plan) -> LintResult:
+def lint_pending(h, s: Settings, plan: Plan) -> tuple[LintResult, list[Migration]]:
     """squawk on the migrations this deploy would apply on host H's database, judged against
-    the release serving now; raises DeployError for a history the migrate phase refuses."""
+    the release serving now, and those migrations; raises DeployError for a history the
+    migrate phase refuses."""
     migrations = release_migrations(h, s, plan)
     has_history, has_metrics, applied = read_history(h, s)
     _, pending = plan_migrations(migrations, has_history, has_metrics, applied, s.migrate_baseline)
     bad_backfills = backfill_problems(pending)
     if bad_backfills:
         raise DeployError("; ".join(bad_backfills))
-    return lint(pending, s.migrate_lint, serving=has_metrics)
+    return lint(pending, s.migrate_lint, serving=has_metrics), pending

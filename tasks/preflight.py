@@ -51,7 +51,7 @@ def _free_bytes(h, path: str) -> int:
 def _lint_problems(run: Run, h, s: Settings, plan: Plan) -> list[str]:
     """The lint's refusals as pre-flight problems (its result goes in the report)."""
     try:
-        result = lint.lint_pending(h, s, plan)
+        result, run.pending = lint.lint_pending(h, s, plan)
     except DeployError as exc:
         return [str(exc)]
     run.facts["lint"] = result.as_record()
