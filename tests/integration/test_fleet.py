@@ -265,7 +265,12 @@ def test_a_slower_release_is_rejected_at_the_canary_and_no_other_host_restarts(f
     assert versions() == dict.fromkeys(APPS, "2.0.0-perf")
     before = {name: serving_pid(name) for name in ("app2", "app3")}
     result, traffic = through_lb1(
-        "--data", "app_version=v2.0.2-slow", "--data", "rollout_analysis_seconds=20"
+        "--data",
+        "app_version=v2.0.2-slow",
+        "--data",
+        "rollout_analysis=true",
+        "--data",
+        "rollout_analysis_seconds=20",
     )
     text = output(result)
     assert result.returncode != 0, text[-3000:]
