@@ -1,6 +1,8 @@
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -697,13 +699,16 @@ def test_server_statuses_reads_one_backends_servers_from_show_stat(tmp_path):
     assert done.stdout == "blue UP\ngreen DRAIN\n"
 
 
-def test_warm_up_sends_its_requests_in_parallel_and_reports_what_answered(tmp_path):
-    seen = []
+@contextmanager
+def _local_server(status: Callable[[int], int]) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on a free loopback port for the block: answers the Nth GET (from 1) with
+    STATUS(N); yields its base URL and the paths asked so far."""
+    seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the stdlib's name
             seen.append(self.path)
-            self.send_response(200 if len(seen) % 4 else 500)
+            self.send_response(status(len(seen)))
             self.end_headers()
 
         def log_message(self, *args):
@@ -712,44 +717,34 @@ def test_warm_up_sends_its_requests_in_parallel_and_reports_what_answered(tmp_pa
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history?type=cpu"
+        yield f"http://127.0.0.1:{server.server_port}", seen
+    finally:
+        server.shutdown()
+
+
+def test_warm_up_sends_its_requests_in_parallel_and_reports_what_answered(tmp_path):
+    with _local_server(lambda n: 200 if n % 4 else 500) as (base, seen):
+        url = f"{base}/api/v1/metrics/history?type=cpu"
         cmd = http.warm_up(url, 8, 4)
         assert "--parallel-max 4" in cmd and cmd.count(url) == 8
         done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=30)
-    finally:
-        server.shutdown()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("6 of 8 answered 200, slowest ")
     assert seen == ["/api/v1/metrics/history?type=cpu"] * 8
 
 
 def test_timed_gets_prints_a_status_and_seconds_line_per_request(tmp_path):
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
-            seen.append(self.path)
-            self.send_response(200 if len(seen) != 2 else 503)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history?type=cpu"
+    with _local_server(lambda n: 200 if n != 2 else 503) as (base, seen):
+        url = f"{base}/api/v1/metrics/history?type=cpu"
         done = subprocess.run(
             ["sh", "-c", http.timed_gets(url, 3)], capture_output=True, text=True, timeout=30
         )
-        closed = subprocess.run(
-            ["sh", "-c", http.timed_gets("http://127.0.0.1:1/", 1, timeout=2)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        server.shutdown()
+    closed = subprocess.run(
+        ["sh", "-c", http.timed_gets("http://127.0.0.1:1/", 1, timeout=2)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     lines = [line.split() for line in done.stdout.splitlines()]
     assert [code for code, _ in lines] == ["200", "503", "200"]
     assert all(0 < float(seconds) < 5 for _, seconds in lines)
@@ -829,23 +824,12 @@ def test_the_guard_reads_the_total_milliseconds_from_the_proxys_ring(tmp_path):
 
 
 def test_the_guards_probes_print_answers_and_timeouts_but_not_a_refused_connection():
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/api/v1/metrics/history"
+    with _local_server(lambda n: 200) as (base, _):
         answered = subprocess.run(
-            ["sh", "-c", guard.probe_latencies(url, 3, 2)], capture_output=True, text=True
+            ["sh", "-c", guard.probe_latencies(f"{base}/api/v1/metrics/history", 3, 2)],
+            capture_output=True,
+            text=True,
         )
-    finally:
-        server.shutdown()
     refused = subprocess.run(
         ["sh", "-c", guard.probe_latencies("http://127.0.0.1:1/", 2, 2)],
         capture_output=True,
