@@ -39,3 +39,5 @@ bench: deps
 	$(PY) bench/availability.py --app-hosts 3
 	$(PY) bench/availability.py --app-hosts 8 --skip-one-host
 	$(PY) bench/schema.py
+	$(PY) bench/guard.py
+	$(PY) bench/fleet.py
