@@ -9,7 +9,6 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import File
 from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, rediscli, shell
@@ -136,7 +135,7 @@ def release_built(repo_url: str, commit: str, cache: str, release_dir: str, user
     + user: group owner of the release (the service user reads it)
     """
     binary = f"{release_dir}/{git.SERVICE_BINARY}"
-    if host.get_fact(File, path=binary):
+    if host.get_fact(Command, command=f"test -x {q(binary)} && echo yes || echo no") == "yes":
         host.noop(f"release {release_dir} is already built")
         return
     yield git.build_release(repo_url, commit, cache, release_dir, user)

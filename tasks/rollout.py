@@ -247,7 +247,7 @@ def _switch_host(
     s: Settings,
     plan: Plan,
     release: Strategy,
-    restart: bool,
+    restart_if_changed: list[OperationMeta],
     migration_host: str,
 ) -> bool:
     if migration_host not in {h.name for h in inventory.get_active_hosts()}:
@@ -283,10 +283,13 @@ def _switch_host(
         )
     error: DeployError | None = None
     started = time.monotonic()
+    # read now, once they ran (asking before the run makes each check its file twice)
+    restart = any(op.did_change() for op in restart_if_changed)
     if not restart and release.serves(host, plan.release_dir):
         say(host, f"{r.label(index)}: {plan.release} already serves, nothing to switch")
     else:
-        say(host, f"{r.label(index)}: switching to {plan.release}")
+        why = " (restart: .env or unit changed)" if restart else ""
+        say(host, f"{r.label(index)}: switching to {plan.release}{why}")
         try:
             with out_of_service(host, s):
                 try:
@@ -346,16 +349,14 @@ def roll_out(
     restart_if_changed: list[OperationMeta],
 ) -> None:
     """Switch the app hosts batch by batch (see the module's docstring)."""
-    restart = any(op.will_change for op in restart_if_changed)
     python.call(
-        name=f"Ensure {plan.release} serves on port {s.app_port}, batch by batch"
-        + (" (restart: .env or unit changed)" if restart else ""),
+        name=f"Ensure {plan.release} serves on port {s.app_port}, batch by batch",
         function=_switch_host,
         ctx=ctx,
         s=s,
         plan=plan,
         release=release,
-        restart=restart,
+        restart_if_changed=restart_if_changed,
         migration_host=migration_host_name(s),
     )
 

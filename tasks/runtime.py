@@ -185,13 +185,16 @@ def put_text(h: Host, text: str, dest: str, mode: str = "600") -> None:
 
 
 def append_record(h: Host, s: Settings, record: dict[str, Any]) -> None:
-    """Append one JSON line to the host's deployment records (root only, mode 0600)."""
+    """Append one JSON line to the host's deployment records (root only, mode 0600). The line
+    goes through a file in the state folder (0700: no one else can reach it, so it needs no
+    mode of its own while it is uploaded)."""
     records = shell.paths(s)["records"]
     tmp = f"{shell.paths(s)['state']}/record.tmp"
-    put_text(h, json.dumps(record, default=str) + "\n", tmp)
+    if not h.put_file(StringIO(json.dumps(record, default=str) + "\n"), tmp):
+        raise DeployError(f"could not upload the deployment record to {h.name}")
     sh(
         h,
-        f"cat {shell.q(tmp)} >> {shell.q(records)} && rm -f {shell.q(tmp)} "
+        f"umask 077 && cat {shell.q(tmp)} >> {shell.q(records)} && rm -f {shell.q(tmp)} "
         f"&& chmod 600 {shell.q(records)}",
         what="appending the deployment record",
     )
