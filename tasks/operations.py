@@ -43,6 +43,10 @@ class FolderStates(FactBase):
             'if [ -d "$p" ]; then stat -c \'%a %U %G %n\' "$p"; fi; done'
         )
 
+    @staticmethod
+    def default() -> dict[str, tuple[int, str, str]]:
+        return {}  # what pyinfra gives when the command printed nothing: none of them exists
+
     def process(self, output: list[str]) -> dict[str, tuple[int, str, str]]:
         found = {}
         for line in output:

@@ -39,3 +39,5 @@ def test_the_folders_that_exist_come_with_their_modes_and_owners(tmp_path):
     found = fact.process(_lines(fact.command(paths)))
     me, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
     assert found == {paths[0]: (700, me, group), paths[1]: (755, me, group)}
+    assert _lines(fact.command(paths[2:])) == []  # a fresh host: pyinfra gives the default
+    assert fact.default() == {}
