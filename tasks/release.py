@@ -209,8 +209,8 @@ def build_output(op: OperationMeta | None, lines: int = 12) -> str:
 def _check_built(
     ctx: RunContext, host, s: Settings, plan: Plan, built: OperationMeta | None
 ) -> None:
-    if built is not None and not built.did_change():
-        return  # the build found the binary in place, executable, a moment ago
+    if built is not None and built.did_succeed() and not built.executed:
+        return  # the build ran no command: it found the binary in place, executable
     if not _binary_here(host, plan):
         raise DeployError(
             f"release {plan.release} was not built (fetch or go build failed, or took over "
