@@ -133,7 +133,8 @@ def on_staging(*args: str, script: str = "deploy.py", forbidden: str = ""):
 @contextmanager
 def pushed_release(branch: str, base: str, files: dict[str, str]) -> Iterator[str]:
     """A branch BRANCH of the reference service's repository: BASE (a tag) with FILES (path:
-    content) written over it, for the block; removed afterwards. Yields the branch name."""
+    content) written over it (over a branch a killed run left), for the block; removed
+    afterwards. Yields the branch name."""
     bare = apprepo.git_dir() / apprepo.REPO_NAME
     with tempfile.TemporaryDirectory() as tmp:
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@lab", "-C", tmp]
@@ -143,7 +144,7 @@ def pushed_release(branch: str, base: str, files: dict[str, str]) -> Iterator[st
             (Path(tmp) / path).write_text(content)
         subprocess.run([*git, "add", "-A"], check=True)
         subprocess.run([*git, "commit", "-qm", f"{branch} over {base}"], check=True)
-        subprocess.run([*git, "push", "-q", "origin", f"HEAD:refs/heads/{branch}"], check=True)
+        subprocess.run([*git, "push", "-qf", "origin", f"HEAD:refs/heads/{branch}"], check=True)
     try:
         yield branch
     finally:
