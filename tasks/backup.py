@@ -115,9 +115,9 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     base = f"{s.backup_dir}/backup_{stamp}"
     dump = f"{base}.dump"
     sh(host, f"install -d -m 0700 {q(s.backup_dir)}")
-    started = time.monotonic()
     gate = guard.Gate(run, host, s, method)
     gate.wait("the backup (pg_dump)")
+    started = time.monotonic()  # the dump's own time, not the guard's wait before it
     say(host, f"pg_dump of {s.db_name} to {dump}")
     sh(host, postgres.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)

@@ -1,5 +1,6 @@
-"""The deploy watches its own load: before each heavy step on what serves (the backup, each
-migration and each index build in it, each backfill batch), it waits while the serving
+"""The deploy watches its own load: before each heavy step on what serves (the backup and its
+checksum of metrics, each index build and each transaction of a migration, each backfill
+batch), it waits while the serving
 release's p99 is over `deploy_guard_p99_ms`, at most `deploy_guard_max_wait`, then goes on
 or stops (`deploy_guard_on_timeout`), and says how long it waited.
 

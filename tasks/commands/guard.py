@@ -6,7 +6,7 @@ migration's psql script between two statements (`\\set` runs it and `\\if` reads
 
 from __future__ import annotations
 
-from tasks.commands import haproxy
+from tasks.commands import haproxy, http
 from tasks.commands.shell import q
 
 
@@ -20,8 +20,7 @@ def probe_latencies(url: str, probes: int, timeout: float) -> str:
     """Prints the milliseconds of PROBES GETs of URL (no proxy to read): a request refused
     (nothing serves) prints nothing, one that timed out prints the timeout."""
     return (
-        f"for i in $(seq {int(probes)}); do curl -s -o /dev/null -m {timeout:g} "
-        f"-w '%{{http_code}} %{{time_total}}\\n' {q(url)}; done | "
+        f"{http.timed_gets(url, probes, timeout)} | "
         f"awk '$1 != \"000\" || $2 >= {timeout:g} {{print $2 * 1000}}'"
     )
 
