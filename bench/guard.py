@@ -15,40 +15,25 @@ how long the guard waited (the deploy's report).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from availability import report_of  # noqa: E402
+from schema import BASELINE, p99, pyinfra  # noqa: E402
 
 from lab import core  # noqa: E402
 from lab.load import Load  # noqa: E402
 
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
-QUICK = ("--data", "loadtest_enabled=false", "--data", "monitor_duration=0")
-BASELINE = 15  # seconds of load before the deploy starts
-
-
-def pyinfra(*args: str, script: str = "deploy.py") -> str:
-    cmd = [PYINFRA, "-y", "inventories/lab.py", script, *args, *QUICK]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
-    return done.stdout + done.stderr
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else float("nan")
-
 
 def waited(text: str) -> int:
-    line = next(x for x in reversed(text.splitlines()) if "report:" in x and ".json" in x)
-    report = json.loads((REPO / line.split("report:")[1].strip()).read_text())
-    return sum(w["waited_s"] for w in report["hosts"]["app1"]["facts"].get("guard", []))
+    """The seconds the guard waited in all, from the deploy's report."""
+    return sum(w["waited_s"] for w in report_of(text)["app1"]["facts"].get("guard", []))
 
 
 def one_run(url: str, rate: int, guard_on: bool) -> dict[str, float]:

@@ -32,15 +32,17 @@ BASELINE = 15  # seconds of load before the deploy starts
 V210 = REPO / "lab/releases/v2.1.0/internal/infrastructure/persistence/postgres/migrations"
 
 
-def pyinfra(*args: str, script: str = "deploy.py") -> None:
+def pyinfra(*args: str, script: str = "deploy.py") -> str:
+    """SCRIPT on the lab's staging without the load test and monitoring window; its output."""
     cmd = [PYINFRA, "-y", "inventories/lab.py", script, *args, *QUICK]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
+    return done.stdout + done.stderr
 
 
 def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else float("nan")
 
 
 def lint_seconds() -> float:
