@@ -312,6 +312,23 @@ def _reconfigure_lb(lb: LabHost, hosts: list[LabHost]) -> None:
 # ----------------------------------------------------------------------------- up / down
 
 
+# Every host's systemd, journald and Docker Engine take inotify instances from root's share;
+# the kernel's default (128) stops a dozen hosts short of the production fleet's 32.
+KERNEL_MINIMUMS = {
+    "fs.inotify.max_user_instances": 8192,
+    "fs.inotify.max_user_watches": 1048576,
+}
+
+
+def _ensure_kernel_limits(echo: Echo) -> None:
+    """Raise the machine's limits that many hosts share to KERNEL_MINIMUMS (never lower)."""
+    for key, least in KERNEL_MINIMUMS.items():
+        path = Path("/proc/sys") / key.replace(".", "/")
+        if int(path.read_text()) < least:
+            _run(["sysctl", "-q", "-w", f"{key}={least}"])
+            echo(f"lab: raised {key} to {least} (the hosts' systemd share it)")
+
+
 def _ensure_bridge() -> None:
     if not _link_exists(BRIDGE):
         for cmd in commands.bridge_commands():
@@ -352,6 +369,7 @@ def up(env: str, echo: Echo = print, app_hosts: int | None = None) -> list[LabHo
         ensure_redis_image(base, echo)
     _ensure_ssh_key()
     _ensure_secret("db_password")
+    _ensure_kernel_limits(echo)
     _ensure_bridge()
     apprepo.ensure_repo(base, echo)
     apprepo.ensure_daemon()

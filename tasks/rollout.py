@@ -87,14 +87,37 @@ def _on_balancer(h, s: Settings, state: str, until: str, timeout: float) -> str:
     return haproxy_wait(lb, socket, backend, h.name, until, timeout)
 
 
-def _drain(h, s: Settings) -> None:
+def _others_in_service(s: Settings, batch: list[str]) -> list[str]:
+    """The servers the balancer sends requests to now, BATCH's hosts left out."""
+    command = haproxy.server_statuses(s.lb_haproxy_socket, s.lb_haproxy_backend)
+    _, out, _ = sh(_balancer(s), command, what="reading the balancer's servers")
+    return haproxy.in_service(out, batch)
+
+
+def _drain(h, s: Settings, batch: list[str], release: Strategy) -> bool:
+    """Take H out of the balancer; False when it stays in (see out_of_service)."""
     if s.lb_mode == "haproxy":
+        lb = _balancer(s).name
+        if not _others_in_service(s, batch):
+            if release.seamless:
+                say(
+                    h,
+                    f"stays in service on {lb}: no other server is in service there, and "
+                    f"{release.name} switches without a failed request",
+                )
+                return False
+            say(
+                h,
+                f"WARNING: no other server is in service on {lb}: requests fail while "
+                f"{h.name} restarts (release_strategy blue_green switches without)",
+            )
         left = _on_balancer(h, s, "drain", "drained", s.release_drain_timeout)
-        say(h, f"drained on {_balancer(s).name} (status, sessions, queued: {left})")
+        say(h, f"drained on {lb} (status, sessions, queued: {left})")
     elif s.lb_mode == "health_check":
         slots.set_draining(h, s, True)
         say(h, f"failing the balancer's health check; waiting {s.lb_health_wait}s")
         time.sleep(s.lb_health_wait)
+    return True
 
 
 def _put_back(h, s: Settings) -> None:
@@ -108,13 +131,17 @@ def _put_back(h, s: Settings) -> None:
 
 
 @contextmanager
-def out_of_service(h, s: Settings) -> Iterator[None]:
-    """The host out of the balancer for the block, back in afterwards whatever happened."""
-    _drain(h, s)
+def out_of_service(h, s: Settings, batch: list[str], release: Strategy) -> Iterator[None]:
+    """The host out of the balancer for the block, back in afterwards whatever happened. With
+    lb_mode haproxy, a host whose BATCH holds every server in service stays in when RELEASE
+    switches without a failed request: draining it would leave the balancer nothing to send
+    requests to."""
+    drained = _drain(h, s, batch, release)
     try:
         yield
     finally:
-        _put_back(h, s)
+        if drained:
+            _put_back(h, s)
 
 
 # ----------------------------------------------------------------------------- the canary
@@ -291,7 +318,7 @@ def _switch_host(
         why = " (restart: .env or unit changed)" if restart else ""
         say(host, f"{r.label(index)}: switching to {plan.release}{why}")
         try:
-            with out_of_service(host, s):
+            with out_of_service(host, s, r.batches[index], release):
                 try:
                     done = release.put_in_service(host, plan.release_dir, restart)
                 except DeployError as exc:
@@ -336,7 +363,7 @@ def _switch_host(
     run.facts["serving"] = plan.previous_version
     if not switched:  # the new release never took a request here
         return deploy_failed(ctx, host, s, plan, phase, error, release)
-    with out_of_service(host, s):
+    with out_of_service(host, s, r.batches[index], release):
         return deploy_failed(ctx, host, s, plan, phase, error, release)
 
 

@@ -26,6 +26,7 @@ class BlueGreen:
     how = "blue/green, no failed request"
     health_metric = "health check before traffic"  # what a failed switch records
     logs_requests = True  # the local proxy: the canary analysis can read what each host served
+    seamless = True  # a switch fails no request: the last server in service need not drain
 
     def __init__(self, method: Method) -> None:
         self.method = method
@@ -72,6 +73,7 @@ class Restart:
     how = "restart"
     health_metric = "health check after restart"
     logs_requests = False  # no local proxy: no canary analysis
+    seamless = False  # requests fail while the one instance restarts, drained or not
 
     def __init__(self, method: Method) -> None:
         self.method = method

@@ -40,6 +40,13 @@ def server_statuses(socket: str, backend: str) -> str:
     )
 
 
+def in_service(statuses: str, leaving: list[str]) -> list[str]:
+    """The servers of server_statuses' output STATUSES that take requests (UP), LEAVING's left
+    out."""
+    pairs = [line.split(None, 1) for line in statuses.splitlines() if len(line.split()) >= 2]
+    return [name for name, status in pairs if status.startswith("UP") and name not in leaving]
+
+
 def recent_events(socket: str, ring: str, seconds: float) -> str:
     """The lines of RING whose first field (epoch seconds) falls within the last SECONDS by the
     host's own clock (no clock is compared with another host's)."""

@@ -699,6 +699,13 @@ def test_server_statuses_reads_one_backends_servers_from_show_stat(tmp_path):
     assert done.stdout == "blue UP\ngreen DRAIN\n"
 
 
+def test_in_service_counts_only_up_servers_outside_the_leaving_batch():
+    statuses = "app1 UP\napp2 DRAIN\napp3 UP 1/2\napp4 MAINT\napp5 DOWN\n"
+    assert haproxy.in_service(statuses, ["app1"]) == ["app3"]
+    assert haproxy.in_service(statuses, ["app1", "app3"]) == []
+    assert haproxy.in_service("", ["app1"]) == []
+
+
 @contextmanager
 def _local_server(status: Callable[[int], int]) -> Iterator[tuple[str, list[str]]]:
     """An HTTP server on a free loopback port for the block: answers the Nth GET (from 1) with
