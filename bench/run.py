@@ -1,4 +1,4 @@
-"""Figures for the README: `.venv/bin/python bench/run.py` (as root, on this machine).
+"""Figures for the README: `.venv/bin/python bench/run.py [--runs 5]` (as root, on this machine).
 
 Medians of several runs, each with a baseline measured in the same run:
 - a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations);
@@ -9,6 +9,7 @@ Medians of several runs, each with a baseline measured in the same run:
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ def timed(cmd: list[str]) -> float:
     return time.monotonic() - started
 
 
-def median_of(cmd: list[str], runs: int = RUNS) -> float:
+def median_of(cmd: list[str], runs: int) -> float:
     return statistics.median(timed(cmd) for _ in range(runs))
 
 
@@ -45,12 +46,15 @@ def last_record_seconds() -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs per figure (median)")
+    runs = parser.parse_args().runs
     rows = []
     core.up("staging", echo=lambda _m: None)
     deploy = [PYINFRA, "-y", "inventories/lab.py", "deploy.py"]
     timed(deploy)  # bring the lab to v2.0.0-perf first
-    floor = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor.py"])
-    noop = median_of(deploy)
+    floor = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor.py"], runs)
+    noop = median_of(deploy, runs)
     rows.append(("no-change deploy (pyinfra inventories/lab.py deploy.py)", noop, floor))
 
     rollback_cmd, healthy = [], []
@@ -67,7 +71,7 @@ def main() -> None:
     )
     rows.append(("quick rollback: whole command", statistics.median(rollback_cmd), floor))
 
-    warm = median_of([PY, "-m", "lab", "up", "staging"])
+    warm = median_of([PY, "-m", "lab", "up", "staging"], runs)
     cold = []
     for _ in range(3):
         timed([PY, "-m", "lab", "down", "staging"])

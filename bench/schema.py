@@ -1,5 +1,5 @@
-"""Figures for the README's schema section: `.venv/bin/python bench/schema.py` (as root, on
-this machine, the lab's staging up).
+"""Figures for the README's schema section: `.venv/bin/python bench/schema.py [--runs 3]` (as
+root, on this machine, the lab's staging up).
 
 - the lint: seconds per migration (squawk over v2.1.0's three migrations, median of 5);
 - v2.1.0 on staging (metrics.host renamed hostname, 1M rows), RUNS times, each under k6 at
@@ -11,6 +11,7 @@ this machine, the lab's staging up).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -85,13 +86,16 @@ def one_rename(url: str) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=RUNS, help="v2.1.0 deploys (median)")
+    args = parser.parse_args()
     core.up("staging", echo=lambda _m: None)
     app1 = core.topology("staging")[0]
     url = f"http://{app1.address}:8080"
     pyinfra()  # v2.0.0-perf, schema 003
     per_migration = lint_seconds()
     runs = []
-    for _ in range(RUNS):
+    for _ in range(args.runs):
         runs.append(one_rename(url))
         pyinfra("--data", "rollback_mode=full", script="rollback.py")
     median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -105,7 +109,7 @@ def main() -> None:
         "failed / dropped requests (k6, whole deploy)  "
         + ", ".join(f"{r['failed']}/{r['dropped']}" for r in runs)
     )
-    print(f"medians of {RUNS} runs; k6 at 100 requests/s on staging app1")
+    print(f"medians of {args.runs} runs; k6 at 100 requests/s on staging app1")
 
 
 if __name__ == "__main__":
