@@ -1,5 +1,5 @@
-"""Availability figures for the README: `.venv/bin/python bench/availability.py [--app-hosts N]`
-(as root, on this machine; it brings the lab up itself).
+"""Availability figures for the README: `.venv/bin/python bench/availability.py [--app-hosts N]
+[--rates 100 600 1000]` (as root, on this machine; it brings the lab up itself).
 
 k6 sends 100 requests/s (open loop) during each run; every failed-request count and latency
 below comes from k6's own summary, and a request k6 dropped (never sent: every worker stuck)
@@ -14,6 +14,12 @@ same run of this script:
 - wall time of a release-changing deploy to every app host in one batch against the same
   deploy to app1 alone (--limit).
 Deploys alternate between v1.9.0 and v2.0.0-perf, both built once before the first figure.
+
+With --rates, only this, at each rate: one host (staging), a release-changing deploy between
+two releases that each serve that rate (v2.0.0-perf and `main`, the same commit in a folder of
+its own: a new instance starts and takes over), blue_green; failed, dropped and unsent
+requests, and p99 during the deploy against p99 with no deploy (v1.9.0 reads PostgreSQL on
+every request and does not hold 600 requests/s here).
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ def pyinfra(inventory: str, *args: str) -> tuple[float, str]:
     return time.monotonic() - started, result.stdout + result.stderr
 
 
-def under_load(url: str, window: int, inventory: str, *args: str) -> tuple[LoadResult, str]:
-    with Load(url, RATE, f"{window}s") as load:
+def under_load(
+    url: str, window: int, inventory: str, *args: str, rate: int = RATE
+) -> tuple[LoadResult, str]:
+    with Load(url, rate, f"{window}s") as load:
         time.sleep(3)
         seconds, text = pyinfra(inventory, *args)
         result = load.result()
@@ -64,8 +72,8 @@ def under_load(url: str, window: int, inventory: str, *args: str) -> tuple[LoadR
     return result, text
 
 
-def idle_p99(url: str) -> float:
-    with Load(url, RATE, "20s") as load:
+def idle_p99(url: str, rate: int = RATE) -> float:
+    with Load(url, rate, "20s") as load:
         return load.result().p99_ms
 
 
@@ -120,6 +128,38 @@ def one_host() -> list[tuple[str, float, float | None]]:
     ]
 
 
+def at_rates(rates: list[int]) -> list[tuple[str, float, float | None]]:
+    core.up("staging", echo=lambda _m: None)
+    app1 = core.hosts_of("staging")[0]
+    url, inv = f"http://{app1.address}:8080", "inventories/lab.py"
+    releases = ("v2.0.0-perf", "main")
+    for version in releases:  # both built, blue_green in place
+        pyinfra(inv, "--data", f"app_version={version}")
+    rows: list[tuple[str, float, float | None]] = []
+    for rate in rates:
+        base_p99 = [idle_p99(url, rate) for _ in range(RUNS)]
+        unserved, p99 = [], []
+        for i in range(RUNS):
+            version = releases[i % 2]  # main is serving: v2.0.0-perf first
+            result, _ = under_load(url, 30, inv, "--data", f"app_version={version}", rate=rate)
+            unserved.append(result.unserved)
+            p99.append(result.p99_ms)
+            print(f"  one host at {rate}/s, run {i + 1}, to {version}: {result}", flush=True)
+        rows += [
+            (
+                f"one host at {rate}/s: failed+dropped+unsent, release-changing deploy (each run)",
+                max(unserved),
+                None,
+            ),
+            (
+                f"one host at {rate}/s: p99 ms during the deploy / with no deploy",
+                statistics.median(p99),
+                statistics.median(base_p99),
+            ),
+        ]
+    return rows
+
+
 def fleet(app_hosts: int) -> list[tuple[str, float, float | None]]:
     core.up("production", echo=lambda _m: None, app_hosts=app_hosts)
     lb1 = next(h for h in core.hosts_of("production") if h.name == "lb1")
@@ -168,9 +208,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app-hosts", type=int, default=3, help="production app hosts (1-32)")
     parser.add_argument("--skip-one-host", action="store_true")
+    parser.add_argument("--rates", type=int, nargs="+", help="only the one-host deploy at these")
     args = parser.parse_args()
-    rows = [] if args.skip_one_host else one_host()
-    rows += fleet(args.app_hosts)
+    if args.rates:
+        rows = at_rates(args.rates)
+    else:
+        rows = [] if args.skip_one_host else one_host()
+        rows += fleet(args.app_hosts)
     print(f"\n{'figure':<74} {'median':>8} {'baseline':>9} {'ratio':>7}")
     for name, value, base in rows:
         ratio = f"{value / base:.2f}x" if base else ""

@@ -520,6 +520,14 @@ VARIABLES: list[Var] = [
         "int",
         minimum=2,
     ),
+    Var(
+        "verify_concurrency",
+        8,
+        "app hosts timing the history endpoint at once (the fleet shares the database and "
+        "Redis: more at once measures their contention, not the release)",
+        "int",
+        minimum=1,
+    ),
     Var("verify_min_hit_ratio", 0.7, "Redis hit ratio over those requests", "number", minimum=0),
     Var(
         "verify_max_db_connections", 100, "connections to db_name must stay under", "int", minimum=1

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gevent.lock import BoundedSemaphore
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import State
@@ -91,6 +92,7 @@ class RunContext:
         self.lock_holder = ""  # set while this run holds the environment's lock
         self.finished: set[str] = set()  # app hosts whose part of the run has ended
         self.rollout: Rollout | None = None  # planned by the first host that gets there
+        self.verifying: BoundedSemaphore | None = None  # app hosts timing requests at once
         self.awaiting_release: set[str] = set()  # app hosts that receive the built release
         self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
         self.warned_unreachable = False  # the operator was told which app hosts are missing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gevent.lock import BoundedSemaphore
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
@@ -66,8 +67,16 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             "Redis cache initialized successfully" in log,
         )
     url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
-    before = redis_stats(host, s) if uses_redis and s.redis_enabled else {}
-    _, out, _ = sh(host, http.timed_gets(url, s.verify_requests), timeout=120)
+    if ctx.verifying is None:
+        ctx.verifying = BoundedSemaphore(s.verify_concurrency)
+    with ctx.verifying:
+        before = redis_stats(host, s) if uses_redis and s.redis_enabled else {}
+        _, out, _ = sh(host, http.timed_gets(url, s.verify_requests), timeout=120)
+        after, keys, connections = at_once(  # independent reads, at once
+            lambda: redis_stats(host, s) if before else {},
+            lambda: metrics_keys(host, s) if before else 0,
+            lambda: db_connections(host, s),
+        )
     answers = [line.split() for line in out.splitlines() if len(line.split()) == 2]
     codes = [int(code) for code, _ in answers] or [0]
     timings = [float(seconds) * 1000 for _, seconds in answers] or [0.0]
@@ -77,11 +86,6 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         f"200, < {s.verify_latency_ms} ms",
         f"{sorted(set(codes))}, max {slowest:.0f} ms, first {timings[0]:.0f} ms",
         set(codes) == {200} and slowest < s.verify_latency_ms,
-    )
-    after, keys, connections = at_once(  # independent reads, at once
-        lambda: redis_stats(host, s) if before else {},
-        lambda: metrics_keys(host, s) if before else 0,
-        lambda: db_connections(host, s),
     )
     if before:
         hits = after["keyspace_hits"] - before["keyspace_hits"]
