@@ -44,7 +44,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
         missing = helm.missing_tools(s) if method.name == "helm" and not ctx.dry else []
         if missing:
             raise DeployError("release_method helm: " + "; ".join(missing))
-        found = release.make_plan(s)
+        found = release.make_plan(ctx, s)
         if ctx.dry:
             migrate.preview(s, found)
             if method.name == "helm" and found.is_migration_host:

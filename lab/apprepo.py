@@ -217,6 +217,7 @@ def ensure_daemon() -> None:
             "daemon",
             "--reuseaddr",
             "--detach",
+            "--max-connections=0",  # 32 app hosts may fetch at once (its default stops at 32)
             f"--base-path={git_dir()}",
             f"--listen={BRIDGE_ADDRESS}",
             f"--port={GIT_PORT}",

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gevent.event import AsyncResult
 from gevent.lock import BoundedSemaphore
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
@@ -92,6 +93,7 @@ class RunContext:
         self.lock_holder = ""  # set while this run holds the environment's lock
         self.finished: set[str] = set()  # app hosts whose part of the run has ended
         self.rollout: Rollout | None = None  # planned by the first host that gets there
+        self.commits: dict[tuple[str, str], AsyncResult] = {}  # (repository, ref): its commit
         self.verifying: BoundedSemaphore | None = None  # app hosts timing requests at once
         self.awaiting_release: set[str] = set()  # app hosts that receive the built release
         self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from gevent.event import AsyncResult
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
@@ -29,23 +30,41 @@ NO_LOGIN = "/usr/sbin/nologin"
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 
 
-def make_plan(s: Settings) -> Plan:
+def _commit(ctx: RunContext, s: Settings) -> str:
+    """The commit app_version names, asked of the repository once per run, by the first host
+    to get here: every host deploys the same commit even if a branch moves meanwhile, and a
+    fleet does not open one connection per host to the repository at once."""
+    key = (s.app_repo_url, s.app_version)
+    asked = ctx.commits.get(key)
+    if asked is not None:
+        return asked.get(timeout=90)
+    asked = ctx.commits[key] = AsyncResult()
+    try:
+        ok, out = host.run_shell_command(
+            command=git.ls_remote(s.app_repo_url, s.app_version), _timeout=60
+        )
+        if not ok:
+            raise DeployError(
+                f"[{host.name}] cannot reach the repository {s.app_repo_url}: "
+                f"{out.stderr.strip()[-500:]}"
+            )
+        commit = git.parse_ls_remote(out.stdout, s.app_version)
+        if not commit:
+            raise DeployError(
+                f"[{host.name}] app_version {s.app_version!r} names no tag, branch "
+                f"or commit in {s.app_repo_url}"
+            )
+    except BaseException as exc:  # the hosts waiting on it get it too
+        asked.set_exception(exc)
+        raise
+    asked.set(commit)
+    return commit
+
+
+def make_plan(ctx: RunContext, s: Settings) -> Plan:
     """Read, before any change: which commit the ref names and what `current` is now."""
     p = shell.paths(s)
-    ok, out = host.run_shell_command(
-        command=git.ls_remote(s.app_repo_url, s.app_version), _timeout=60
-    )
-    if not ok:
-        raise DeployError(
-            f"[{host.name}] cannot reach the repository {s.app_repo_url}: "
-            f"{out.stderr.strip()[-500:]}"
-        )
-    commit = git.parse_ls_remote(out.stdout, s.app_version)
-    if not commit:
-        raise DeployError(
-            f"[{host.name}] app_version {s.app_version!r} names no tag, branch "
-            f"or commit in {s.app_repo_url}"
-        )
+    commit = _commit(ctx, s)
     release = git.release_id(s.app_version, commit)
     release_dir = f"{p['releases']}/{release}"
     _, out = host.run_shell_command(
