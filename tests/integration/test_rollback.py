@@ -96,7 +96,7 @@ def test_a_second_rollback_changes_nothing(staging):
 
 def test_a_broken_release_never_takes_over(staging):
     app1, _, _ = staging
-    good = pyinfra()
+    good = pyinfra(*QUICK)
     assert good.returncode == 0, output(good)[-3000:]
     result = pyinfra("--data", "app_version=v2.0.1-broken")
     assert result.returncode != 0
@@ -116,7 +116,7 @@ def test_a_broken_release_never_takes_over(staging):
 def test_a_broken_release_rolls_back_by_itself_with_the_restart_strategy(staging):
     app1, _, _ = staging
     strategy = ("--data", "release_strategy=restart")
-    good = pyinfra(*strategy)
+    good = pyinfra(*strategy, *QUICK)
     assert good.returncode == 0, output(good)[-3000:]
     result = pyinfra("--data", "app_version=v2.0.1-broken", *strategy)
     assert result.returncode != 0
@@ -136,7 +136,7 @@ def test_a_broken_release_rolls_back_by_itself_with_the_restart_strategy(staging
     env["MDD_DATA"] = "release_strategy=restart"
     scored = subprocess.run(suite, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0 and "1 passed" in scored.stdout, scored.stdout[-2000:]
-    back = pyinfra()
+    back = pyinfra(*QUICK)
     assert back.returncode == 0, output(back)[-3000:]
 
 
@@ -202,7 +202,7 @@ def test_a_lock_left_by_a_killed_run_is_stale_and_broken_only_by_unlock(staging)
     assert "released the deploy lock of lab held by someone@elsewhere" in output(unlocked)
     record = sh(app1, "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
     assert '"status": "lock broken"' in record and "someone@elsewhere" in record
-    assert pyinfra().returncode == 0
+    assert pyinfra(*QUICK).returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,9 @@ def production(lab):
 
 
 def test_nothing_to_roll_back_to_is_a_clear_error_that_changes_nothing(production):
-    first = pyinfra("--data", "app_version=v1.9.0", inventory="inventories/lab_production.py")
+    first = pyinfra(
+        "--data", "app_version=v1.9.0", *QUICK, inventory="inventories/lab_production.py"
+    )
     assert first.returncode == 0, output(first)[-3000:]
     before = {
         name: sh(h, "readlink /app/monitoring-dashboard-api/current")
@@ -231,7 +233,7 @@ def test_nothing_to_roll_back_to_is_a_clear_error_that_changes_nothing(productio
 
 
 def test_quick_rollback_of_one_production_host(production):
-    upgrade = pyinfra(inventory="inventories/lab_production.py")
+    upgrade = pyinfra(*QUICK, inventory="inventories/lab_production.py")
     assert upgrade.returncode == 0, output(upgrade)[-3000:]
     assert {version(h) for h in production.values()} == {'{"version":"2.0.0-perf"}'}
     result = pyinfra(
@@ -307,7 +309,7 @@ def test_a_full_rollback_of_one_host_is_refused_while_others_need_the_schema(pro
 def test_a_full_rollback_reverts_every_migration_the_old_release_lacks(production):
     """The history the issue met: the last deploy applied no migration (003 came with an
     earlier one); the full rollback still brings the schema back to v1.9.0's."""
-    again = pyinfra("--data", "app_version=v2.0.0-perf", inventory=PRODUCTION)
+    again = pyinfra("--data", "app_version=v2.0.0-perf", *QUICK, inventory=PRODUCTION)
     assert again.returncode == 0, output(again)[-3000:]
     assert report(again)["facts"]["migrations"]["applied"] == []
     result = pyinfra("--data", "rollback_mode=full", script="rollback.py", inventory=PRODUCTION)
@@ -319,7 +321,7 @@ def test_a_full_rollback_reverts_every_migration_the_old_release_lacks(productio
 
 def test_rollback_to_goes_to_a_named_release_and_never_migrates_forward(production):
     for ref in ("v2.0.0-perf", "main"):  # main is v2.0.0-perf's commit, in its own folder
-        deployed = pyinfra("--data", f"app_version={ref}", inventory=PRODUCTION)
+        deployed = pyinfra("--data", f"app_version={ref}", *QUICK, inventory=PRODUCTION)
         assert deployed.returncode == 0, output(deployed)[-3000:]
     assert schema(production["app1"])[1] == "001,002,003"
     result = pyinfra(
