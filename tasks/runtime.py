@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 import gevent
+from gevent.lock import BoundedSemaphore
 from paramiko.ssh_exception import SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
@@ -128,15 +129,25 @@ def say(h: Host, message: str) -> None:
     click.echo(f"    [{h.name}] {message}", err=True)
 
 
+# Commands open one SSH channel each on the host's one connection, and sshd refuses more than
+# MaxSessions (10 by default) at once: the balancer serves every host of a batch of eight.
+CHANNELS_PER_HOST = 8
+_channels: dict[str, BoundedSemaphore] = {}
+
+
 def sh(
     h: Host, command: str, timeout: int = 60, what: str | None = None, check: bool = True
 ) -> tuple[bool, str, str]:
-    """Run COMMAND on host H (as root); raise DeployError with WHAT when it fails.
+    """Run COMMAND on host H (as root); raise DeployError with WHAT when it fails. At most
+    CHANNELS_PER_HOST commands run on a host at once; the others wait their turn.
 
     TIMEOUT bounds the whole call: pyinfra's own timeout covers reading the output, not
     opening the SSH channel, which waits forever on a connection gone silent."""
     try:
-        with gevent.Timeout(timeout + 5, TimeoutError):
+        with (
+            _channels.setdefault(h.name, BoundedSemaphore(CHANNELS_PER_HOST)),
+            gevent.Timeout(timeout + 5, TimeoutError),
+        ):
             ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
     except (TimeoutError, OSError, SSHException) as exc:  # socket.timeout is an OSError
         problem = "timed out" if isinstance(exc, TimeoutError) else f"lost its connection ({exc})"

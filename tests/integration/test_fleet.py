@@ -156,6 +156,25 @@ def test_one_host_of_the_fleet_alone_is_drained_on_lb1(fleet):
     assert versions() == {"app1": "1.9.0", "app2": "2.0.0-perf", "app3": "1.9.0"}
 
 
+def test_the_last_server_in_service_on_lb1_stays_in_and_no_request_fails(fleet):
+    """app2 and app3 are in maintenance on lb1: app1 serves alone. Draining it would leave lb1
+    no server; blue_green switches it in place instead."""
+    socket = "/run/haproxy/admin.sock"
+    others = ("app2", "app3")
+    ready = "; ".join(f"set server app_servers/{n} state ready" for n in others)
+    sh("lb1", haproxy.haproxy_api(socket, ready.replace("ready", "maint")))
+    try:
+        ref = "v1.9.0" if versions()["app1"] == "2.0.0-perf" else "v2.0.0-perf"
+        result, traffic = through_lb1("--data", f"app_version={ref}", "--limit", "app1")
+    finally:
+        sh("lb1", haproxy.haproxy_api(socket, ready))
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert traffic.unserved == 0, traffic
+    assert "stays in service on lb1: no other server is in service there" in text
+    assert versions()["app1"] == ref.lstrip("v")
+
+
 @contextmanager
 def cut_off(name: str, how: str = "unreachable"):
     """This machine (where pyinfra runs) loses its route to NAME: `unreachable` refuses new
