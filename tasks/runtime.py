@@ -16,7 +16,7 @@ from typing import Any
 import click
 import gevent
 from gevent.lock import BoundedSemaphore
-from paramiko.ssh_exception import SSHException
+from paramiko.ssh_exception import ChannelException, SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
 
@@ -130,9 +130,20 @@ def say(h: Host, message: str) -> None:
 
 
 # Commands open one SSH channel each on the host's one connection, and sshd refuses more than
-# MaxSessions (10 by default) at once: the balancer serves every host of a batch of eight.
+# MaxSessions (10 by default) at once: the balancer serves every host of a batch of eight. A
+# refused channel never ran its command: it is asked again, CHANNEL_TRIES times at most.
 CHANNELS_PER_HOST = 8
+CHANNEL_TRIES = 20
 _channels: dict[str, BoundedSemaphore] = {}
+
+
+def _run_once_a_channel_opens(h: Host, command: str, timeout: int) -> tuple[bool, Any]:
+    for _ in range(CHANNEL_TRIES - 1):
+        try:
+            return h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
+        except ChannelException:  # sshd still counts sessions that are closing
+            gevent.sleep(0.25)
+    return h.run_shell_command(command=command, _timeout=timeout, _sudo=False)  # its error
 
 
 def sh(
@@ -148,7 +159,7 @@ def sh(
             _channels.setdefault(h.name, BoundedSemaphore(CHANNELS_PER_HOST)),
             gevent.Timeout(timeout + 5, TimeoutError),
         ):
-            ok, output = h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
+            ok, output = _run_once_a_channel_opens(h, command, timeout)
     except (TimeoutError, OSError, SSHException) as exc:  # socket.timeout is an OSError
         problem = "timed out" if isinstance(exc, TimeoutError) else f"lost its connection ({exc})"
         raise DeployError(
