@@ -217,9 +217,17 @@ def test_v2_1_0_renames_host_the_safe_way_and_a_full_rollback_brings_it_back(fle
     )
 
     # a canary of a broken variant: the expand and its backfill run, the contract never does
+    # (no load here: the backfill in batches of 100,000 rows, where 10,000 keep the latency)
     pids = {n: serving_pid(n) for n in APPS[1:]}
     with pushed_release("v2.1.0-broken", "v2.1.0", BROKEN) as broken:
-        failed = pyinfra("--data", f"app_version={broken}", *QUICK, inventory=INVENTORY)
+        failed = pyinfra(
+            "--data",
+            f"app_version={broken}",
+            "--data",
+            "migrate_backfill_batch=100000",
+            *QUICK,
+            inventory=INVENTORY,
+        )
     text = output(failed)
     assert failed.returncode != 0
     assert "backfill 004_metrics_hostname: metrics.id from" in text
