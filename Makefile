@@ -32,7 +32,7 @@ integration: lab-up
 	$(PYTEST) -q tests/integration
 
 test: lint
-	$(PYTEST) -q -ra --durations=25
+	$(PYTEST) -q -ra --durations=0 --durations-min=2
 
 bench: deps
 	$(PY) bench/run.py
