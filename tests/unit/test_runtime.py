@@ -1,0 +1,62 @@
+"""How remote commands are run: at most a few channels per host, a refused channel asked again.
+The host here is a stand-in that records calls; no command runs anywhere."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gevent
+import pytest
+from paramiko.ssh_exception import ChannelException
+
+from tasks import runtime
+from tasks.runtime import DeployError, sh
+
+
+class Host:
+    """What sh() asks of a pyinfra host: a name and run_shell_command."""
+
+    def __init__(self, name: str, refusals: int = 0, seconds: float = 0.0) -> None:
+        self.name, self.refusals, self.seconds = name, refusals, seconds
+        self.calls = self.running = self.most = 0
+
+    def run_shell_command(self, command: str, _timeout: int, _sudo: bool):
+        self.calls += 1
+        if self.refusals:
+            self.refusals -= 1
+            raise ChannelException(2, "Connect failed")
+        self.running += 1
+        self.most = max(self.most, self.running)
+        gevent.sleep(self.seconds)
+        self.running -= 1
+        return True, SimpleNamespace(stdout=f"ran {command}", stderr="")
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(runtime, "_channels", {})
+    monkeypatch.setattr(gevent, "sleep", lambda _seconds: None)  # no wait between two tries
+
+
+def test_a_refused_channel_is_asked_again_and_the_command_runs_once():
+    h = Host("lb1", refusals=3)
+    assert sh(h, "true") == (True, "ran true", "")
+    assert h.calls == 4
+
+
+def test_a_channel_refused_every_time_is_an_error_naming_the_host():
+    h = Host("lb1", refusals=runtime.CHANNEL_TRIES)
+    with pytest.raises(DeployError, match="draining on lb1 lost its connection"):
+        sh(h, "true", what="draining")
+    assert h.calls == runtime.CHANNEL_TRIES
+
+
+def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch):
+    monkeypatch.undo()  # real sleeps: the commands overlap
+    monkeypatch.setattr(runtime, "_channels", {})
+    lb1, app1 = Host("lb1", seconds=0.05), Host("app1", seconds=0.05)
+    greenlets = [gevent.spawn(sh, lb1, f"c{i}") for i in range(20)]
+    greenlets += [gevent.spawn(sh, app1, f"c{i}") for i in range(3)]
+    gevent.joinall(greenlets, timeout=10, raise_error=True)
+    assert lb1.calls == 20 and lb1.most == runtime.CHANNELS_PER_HOST
+    assert app1.most == 3  # another host's commands do not wait on lb1's
