@@ -134,7 +134,16 @@ def say(h: Host, message: str) -> None:
 # refused channel never ran its command: it is asked again, CHANNEL_TRIES times at most.
 CHANNELS_PER_HOST = 8
 CHANNEL_TRIES = 20
-_channels: dict[str, BoundedSemaphore] = {}
+CHANNELS_KEPT_AS = "monitoring_dashboard_channels"  # the attribute of pyinfra's Host
+
+
+def _channel_slots(h: Host) -> BoundedSemaphore:
+    """H's share of its connection's channels, kept on pyinfra's Host (one per host and run)."""
+    slots = getattr(h, CHANNELS_KEPT_AS, None)
+    if slots is None:
+        slots = BoundedSemaphore(CHANNELS_PER_HOST)
+        setattr(h, CHANNELS_KEPT_AS, slots)
+    return slots
 
 
 def _run_once_a_channel_opens(h: Host, command: str, timeout: int) -> tuple[bool, Any]:
@@ -156,7 +165,7 @@ def sh(
     opening the SSH channel, which waits forever on a connection gone silent."""
     try:
         with (
-            _channels.setdefault(h.name, BoundedSemaphore(CHANNELS_PER_HOST)),
+            _channel_slots(h),
             gevent.Timeout(timeout + 5, TimeoutError),
         ):
             ok, output = _run_once_a_channel_opens(h, command, timeout)

@@ -34,7 +34,6 @@ class Host:
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(runtime, "_channels", {})
     monkeypatch.setattr(gevent, "sleep", lambda _seconds: None)  # no wait between two tries
 
 
@@ -53,7 +52,6 @@ def test_a_channel_refused_every_time_is_an_error_naming_the_host():
 
 def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch):
     monkeypatch.undo()  # real sleeps: the commands overlap
-    monkeypatch.setattr(runtime, "_channels", {})
     lb1, app1 = Host("lb1", seconds=0.05), Host("app1", seconds=0.05)
     greenlets = [gevent.spawn(sh, lb1, f"c{i}") for i in range(20)]
     greenlets += [gevent.spawn(sh, app1, f"c{i}") for i in range(3)]
