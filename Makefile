@@ -38,6 +38,7 @@ bench: deps
 	$(PY) bench/run.py
 	$(PY) bench/availability.py --app-hosts 3
 	$(PY) bench/availability.py --app-hosts 8 --skip-one-host
+	$(PY) bench/availability.py --rates 100 600 1000
 	$(PY) bench/schema.py
 	$(PY) bench/guard.py
 	$(PY) bench/fleet.py
