@@ -27,8 +27,8 @@ def version(host) -> str:
 @pytest.fixture(scope="module")
 def staging(lab):
     """Fresh lab staging where v1.9.0 runs without Redis (as the team's staging did before the
-    checklist), then the checklist's v2.0.0-perf deployed over it. v1.9.0 is the slow release
-    the checklist replaces, so only the upgrade runs the load test."""
+    checklist), then the checklist's v2.0.0-perf deployed over it (neither runs the load test
+    or the monitoring window: test_deploy.py's deploys do)."""
     core.down("staging", echo=lambda _m: None)
     core.up("staging", echo=lambda _m: None)
     app1 = topology("staging")[0]
@@ -36,7 +36,7 @@ def staging(lab):
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
     assert first.returncode == 0, output(first)[-3000:]
     sh(app1, "docker rm -f redis-cache")
-    upgrade = pyinfra()
+    upgrade = pyinfra(*QUICK)
     assert upgrade.returncode == 0, output(upgrade)[-3000:]
     return app1, settings, report(upgrade)
 
@@ -153,7 +153,15 @@ def test_a_crossed_load_test_threshold_fails_the_deploy_and_rolls_back(staging):
 
 def test_a_concurrent_deploy_or_rollback_is_refused_and_a_queued_one_waits(staging):
     app1, s, _ = staging
-    first = start("--data", "redis_cache_ttl=61s", "--data", "monitor_duration=20")
+    # the monitoring window holds the lock while the others are tried
+    first = start(
+        "--data",
+        "redis_cache_ttl=61s",
+        "--data",
+        "loadtest_enabled=false",
+        "--data",
+        "monitor_duration=20",
+    )
     try:
         deadline = time.monotonic() + 120
         while "lab" not in psql(app1, s, "SELECT env FROM deploy_lock"):
@@ -170,7 +178,7 @@ def test_a_concurrent_deploy_or_rollback_is_refused_and_a_queued_one_waits(stagi
         assert rollback.returncode != 0
         assert "REFUSED: the deploy lock for lab is held by" in output(rollback)
         assert version(app1) == '{"version":"2.0.0-perf"}'
-        queued = start("--data", "lock_wait=300", "--data", "redis_cache_ttl=60s")
+        queued = start("--data", "lock_wait=300", "--data", "redis_cache_ttl=60s", *QUICK)
     finally:
         out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out[-3000:]
