@@ -133,7 +133,7 @@ def say(h: Host, message: str) -> None:
 # MaxSessions (10 by default) at once: the balancer serves every host of a batch of eight. A
 # refused channel never ran its command: it is asked again, CHANNEL_TRIES times at most.
 CHANNELS_PER_HOST = 8
-CHANNEL_TRIES = 20
+CHANNEL_TRIES = 40  # 10 s
 CHANNELS_KEPT_AS = "monitoring_dashboard_channels"  # the attribute of pyinfra's Host
 
 
@@ -150,8 +150,11 @@ def _run_once_a_channel_opens(h: Host, command: str, timeout: int) -> tuple[bool
     for _ in range(CHANNEL_TRIES - 1):
         try:
             return h.run_shell_command(command=command, _timeout=timeout, _sudo=False)
-        except ChannelException:  # sshd still counts sessions that are closing
-            gevent.sleep(0.25)
+        except SSHException as exc:
+            # paramiko says ChannelException, or this when another greenlet took the reason
+            if not isinstance(exc, ChannelException) and str(exc) != "Unable to open channel.":
+                raise
+            gevent.sleep(0.25)  # sshd still counts sessions that are closing
     return h.run_shell_command(command=command, _timeout=timeout, _sudo=False)  # its error
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gevent
 import pytest
-from paramiko.ssh_exception import ChannelException
+from paramiko.ssh_exception import ChannelException, SSHException
 
 from tasks import runtime
 from tasks.runtime import DeployError, sh
@@ -24,7 +24,9 @@ class Host:
         self.calls += 1
         if self.refusals:
             self.refusals -= 1
-            raise ChannelException(2, "Connect failed")
+            if self.refusals % 2:  # paramiko's two ways of saying it
+                raise ChannelException(2, "Connect failed")
+            raise SSHException("Unable to open channel.")
         self.running += 1
         self.most = max(self.most, self.running)
         gevent.sleep(self.seconds)
@@ -48,6 +50,19 @@ def test_a_channel_refused_every_time_is_an_error_naming_the_host():
     with pytest.raises(DeployError, match="draining on lb1 lost its connection"):
         sh(h, "true", what="draining")
     assert h.calls == runtime.CHANNEL_TRIES
+
+
+class Lost(Host):
+    def run_shell_command(self, command: str, _timeout: int, _sudo: bool):
+        self.calls += 1
+        raise SSHException("Socket is closed")
+
+
+def test_a_connection_lost_is_not_asked_again():
+    h = Lost("lb1")
+    with pytest.raises(DeployError, match="lost its connection"):
+        sh(h, "true")
+    assert h.calls == 1
 
 
 def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch):
