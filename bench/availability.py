@@ -135,12 +135,13 @@ def at_rates(rates: list[int]) -> list[tuple[str, float, float | None]]:
     releases = ("v2.0.0-perf", "main")
     for version in releases:  # both built, blue_green in place
         pyinfra(inv, "--data", f"app_version={version}")
+    serving = releases[-1]
     rows: list[tuple[str, float, float | None]] = []
     for rate in rates:
         base_p99 = [idle_p99(url, rate) for _ in range(RUNS)]
         unserved, p99 = [], []
         for i in range(RUNS):
-            version = releases[i % 2]  # main is serving: v2.0.0-perf first
+            version = serving = releases[1 - releases.index(serving)]  # the other one, always
             result, _ = under_load(url, 30, inv, "--data", f"app_version={version}", rate=rate)
             unserved.append(result.unserved)
             p99.append(result.p99_ms)
