@@ -102,6 +102,15 @@ VARIABLES: list[Var] = [
         minimum=0,
     ),
     Var(
+        "deploy_guard_over_baseline",
+        2,
+        "a release already slow before the deploy: pause only above this many times the p99 "
+        "it had before the first heavy step, where that is above deploy_guard_p99_ms (0: the "
+        "fixed limit only)",
+        "number",
+        minimum=0,
+    ),
+    Var(
         "deploy_guard_window",
         "5s",
         "the serving release's requests the guard judges: those of this last window",

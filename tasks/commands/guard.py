@@ -25,6 +25,21 @@ def probe_latencies(url: str, probes: int, timeout: float) -> str:
     )
 
 
+P99 = (
+    '{a[NR] = $1} END { if (NR < min) { print "- " NR; exit } '
+    'i = int(NR * 0.99 + 0.999999); if (i < 1) i = 1; print a[i] " " NR }'
+)
+
+
+JUDGE = '{print ($1 == "-" || $1 <= lim ? "ok" : "over"), $1, $2}'  # of what p99() prints
+
+
+def p99(sample: str, min_requests: int) -> str:
+    """Prints `<p99> <requests>` of the milliseconds SAMPLE prints, one a line (`- <requests>`
+    when fewer than MIN_REQUESTS came: too little load to judge)."""
+    return f"{sample} | sort -n | awk -v min={int(min_requests)} {q(P99)}"
+
+
 def wait_for_p99(
     sample: str,
     limit_ms: int,
@@ -37,16 +52,11 @@ def wait_for_p99(
     LIMIT_MS, or fewer than MIN_REQUESTS came (no load to protect), or MAX_WAIT seconds have
     passed. Prints on stdout `t` (go on) or `f` (STOP was asked and the limit still held), and
     on stderr `guard: <ok|over> p99=<ms|-> requests=<n> waited=<s> before <BEFORE>`."""
-    awk = (
-        '{a[NR] = $1} END { if (NR < min) { print "ok - " NR; exit } '
-        "i = int(NR * 0.99 + 0.999999); if (i < 1) i = 1; "
-        'print (a[i] <= lim ? "ok " : "over ") a[i] " " NR }'
-    )
-    judge = f"sort -n | awk -v lim={int(limit_ms)} -v min={int(min_requests)} {q(awk)}"
+    judge = f"awk -v lim={int(limit_ms)} {q(JUDGE)}"
     return (
         "waited=0; "  # seconds slept, one a round
         "while :; do "
-        f"set -- $({sample} | {judge}); "
+        f"set -- $({p99(sample, min_requests)} | {judge}); "
         'if [ "$1" = ok ] || [ "$waited" -ge ' + str(int(max_wait)) + " ]; then "
         f'echo "guard: $1 p99=$2 requests=$3 waited=$waited before "{q(before)} >&2; '
         f'if [ "$1" = over ] && [ {int(stop)} = 1 ]; then echo f; else echo t; fi; '

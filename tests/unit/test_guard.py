@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from tasks.config import validate
 from tasks.context import Run
-from tasks.guard import Gate, command
+from tasks.guard import Gate, command, limit_ms
 from tasks.method import method_for
 
 S, _ = validate(
@@ -19,7 +19,7 @@ HOST = SimpleNamespace(name="app1")
 def test_the_guard_reads_the_local_proxy_with_blue_green_and_probes_without():
     blue_green = command(S, method_for(S), "the backup (pg_dump)")
     assert "show events access" in blue_green and "curl" not in blue_green
-    assert "lim=250 -v min=20" in blue_green and "-ge 120 ]" in blue_green
+    assert "lim=250 " in blue_green and "min=20 " in blue_green and "-ge 120 ]" in blue_green
     restart = replace(S, release_strategy="restart")
     probes = command(restart, method_for(restart), "the backup (pg_dump)")
     assert "curl" in probes and "show events" not in probes and "min=1 " in probes
@@ -47,3 +47,29 @@ def test_a_wait_is_said_and_kept_in_the_report_and_an_instant_pass_is_not(capsys
     said = capsys.readouterr().err
     assert "[app1] guard: waited 4s before migration 003, CREATE INDEX b" in said
     assert "CREATE INDEX a" not in said and "still over" in said
+
+
+def test_the_limit_follows_a_release_that_was_slow_before_the_deploy_and_never_drops():
+    assert limit_ms(S, None) == 250  # too few requests to know
+    assert limit_ms(S, 40.0) == 250  # 2 x 40 ms is under the fixed limit
+    assert limit_ms(S, 4486.0) == 8972
+    assert limit_ms(replace(S, deploy_guard_over_baseline=0), 4486.0) == 250
+
+
+def test_the_baseline_is_read_once_per_run_and_its_limit_is_in_every_wait(monkeypatch):
+    sent = []
+
+    def fake_sh(h, cmd, timeout=60, what=None, check=True):
+        sent.append(cmd)
+        return True, "4486 480\n", ""
+
+    monkeypatch.setattr("tasks.guard.sh", fake_sh)
+    run = Run(host="app1", env="t")
+    gate = Gate(run, HOST, S, method_for(S))
+    first, second = gate.command("the backup (pg_dump)"), gate.command("migration 003")
+    assert len(sent) == 1 and "show events access" in sent[0]
+    assert "lim=8972 " in first and "lim=8972 " in second
+    assert run.facts["guard_baseline"] == {"p99_ms": 4486.0, "requests": 480, "limit_ms": 8972}
+    quiet = Gate(Run(host="app1", env="t"), HOST, S, method_for(S))
+    monkeypatch.setattr("tasks.guard.sh", lambda *a, **k: (True, "- 3\n", ""))
+    assert "lim=250 " in quiet.command("the backup (pg_dump)")
