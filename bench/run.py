@@ -4,6 +4,7 @@ Medians of several runs, each with a baseline measured in the same run:
 - a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations);
 - quick rollback: seconds from the restart to a healthy answer, and the whole command;
 - `lab up` on a running lab (warm) vs bringing staging up from the cached base (cold);
+- `lab reset staging` vs `lab down staging` + `lab up staging`;
 - memory each lab host uses.
 """
 
@@ -72,14 +73,23 @@ def main() -> None:
     rows.append(("quick rollback: whole command", statistics.median(rollback_cmd), floor))
 
     warm = median_of([PY, "-m", "lab", "up", "staging"], runs)
-    cold = []
+    cold, down_up, reset = [], [], []
     for _ in range(3):
-        timed([PY, "-m", "lab", "down", "staging"])
+        down = timed([PY, "-m", "lab", "down", "staging"])
         cold.append(timed([PY, "-m", "lab", "up", "staging"]))
+        down_up.append(down + cold[-1])
+        reset.append(timed([PY, "-m", "lab", "reset", "staging"]))
     rows.append(
         ("lab up staging, cold (cached base, seeds 1M rows)", statistics.median(cold), warm)
     )
     rows.append(("lab up staging, warm (already running)", warm, None))
+    rows.append(
+        (
+            "lab reset staging (vs lab down + lab up staging)",
+            statistics.median(reset),
+            statistics.median(down_up),
+        )
+    )
 
     print(f"{'figure':<58} {'median s':>9} {'baseline s':>11} {'ratio':>7}")
     for name, value, base in rows:
@@ -97,7 +107,7 @@ def main() -> None:
     )
     print(
         "baselines: pyinfra's floor (15 idempotent operations on the same host); "
-        "for cold lab up, warm lab up"
+        "for cold lab up, warm lab up; for lab reset, lab down + lab up"
     )
 
 

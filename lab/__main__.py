@@ -1,4 +1,4 @@
-"""`python -m lab up|down|status` - the lab's command line."""
+"""`python -m lab up|reset|down|status` - the lab's command line."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help=f"production: number of app hosts, 1 to {MAX_APP_HOSTS} (default {DEFAULT_APP_HOSTS})",
     )
+    p_reset = sub.add_parser(
+        "reset", help="an environment as `up` first left it (quicker than down and up)"
+    )
+    p_reset.add_argument("env", nargs="?", default="staging", choices=ENVS)
     p_down = sub.add_parser("down", help="stop and remove hosts, leaving nothing behind")
     p_down.add_argument("env", nargs="?", choices=ENVS, help="default: every environment")
     p_status = sub.add_parser("status", help="what runs, and how to reach it")
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.app_hosts is not None and args.env != "production":
                 parser.error("--app-hosts applies to production only")
             core.up(args.env, echo, app_hosts=args.app_hosts)
+        elif args.command == "reset":
+            core.reset(args.env, echo)
         elif args.command == "down":
             core.down(args.env, echo)
         else:

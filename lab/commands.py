@@ -196,3 +196,12 @@ def lb_config(app_hosts: list[LabHost], port: int, app_port: int) -> str:
         "    default-server inter 500ms fall 2 rise 1\n"
         f"{servers}"
     )
+
+
+def database_from_copy_sql(name: str, copy: str, owner: str) -> str:
+    """psql input: database NAME again as its copy COPY (a file copy: no WAL to write), every
+    session on it ended first."""
+    return (
+        f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n"
+        f"CREATE DATABASE {name} TEMPLATE {copy} OWNER {owner} STRATEGY FILE_COPY;\n"
+    )

@@ -22,8 +22,7 @@ from tasks.commands import postgres, shell
 def fresh_staging(lab):
     """The lab's staging as the team's staging is today: v1.9.0's schema applied by hand, no
     history table, nothing deployed on app1."""
-    core.down("staging", echo=lambda _m: None)
-    core.up("staging", echo=lambda _m: None)
+    core.reset("staging", echo=lambda _m: None)
     app1 = topology("staging")[0]
     return core, app1, lab_settings()
 

@@ -99,8 +99,7 @@ class Staging:
 @pytest.fixture(scope="module")
 def st(lab) -> Staging:
     """A fresh staging serving v1.9.0: migration 003 is pending for the faults below."""
-    core.down("staging", echo=lambda _m: None)
-    core.up("staging", echo=lambda _m: None)
+    core.reset("staging", echo=lambda _m: None)
     hosts = {h.name: h for h in topology("staging")}
     s = lab_settings()
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)

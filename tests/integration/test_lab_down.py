@@ -1,5 +1,6 @@
-"""`lab down` leaves nothing behind, and `up` after `down` works. Runs last: it takes the lab
-down and brings staging back up for anything that runs after the suite."""
+"""`lab reset` brings an environment back as `up` left it, `lab down` leaves nothing behind,
+and `up` after `down` works. Runs last: it undoes what the suite deployed, takes the lab down
+and brings staging back up for anything that runs after the suite."""
 
 from __future__ import annotations
 
@@ -30,6 +31,61 @@ def _leftovers() -> list[str]:
             f"dir {core.host_dir(h)}" for h in core.every_host(env) if core.host_dir(h).exists()
         ]
     return found
+
+
+def _staging_as_a_user_and_a_dba_see_it() -> dict:
+    app1, db1 = core.hosts_of("staging")
+    psql = f"cd / && runuser -u postgres -- psql -tA -d {core.DB_NAME} -c"
+    return {
+        "metrics": core.ssh(
+            db1,
+            f"{psql} 'SELECT count(*), md5(string_agg(m::text, \",\" ORDER BY id)) FROM metrics m'",
+        )
+        .stdout.decode()
+        .strip(),
+        "tables": core.ssh(
+            db1,
+            f"{psql} \"SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class "
+            "WHERE relnamespace = 'public'::regnamespace\"",
+        )
+        .stdout.decode()
+        .strip(),
+        "role settings": core.ssh(
+            db1,
+            f'{psql} "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r '
+            f"ON r.oid = s.setrole WHERE rolname = '{core.DB_USER}'\"",
+        )
+        .stdout.decode()
+        .strip(),
+        "app1": core.ssh(
+            app1, "ls -A /app /etc/systemd/system; docker ps -aq | wc -l; docker images -q | wc -l"
+        ).stdout.decode(),
+    }
+
+
+@pytest.mark.last
+def test_reset_takes_away_what_a_deploy_and_a_dba_changed(lab):
+    core.reset("staging", echo=lambda _m: None)
+    fresh = _staging_as_a_user_and_a_dba_see_it()
+    assert fresh["metrics"].startswith("1000000|") and fresh["role settings"] == "0"
+    app1, db1 = core.hosts_of("staging")
+    psql = f"cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d {core.DB_NAME}"
+    core.ssh(
+        db1,
+        psql,
+        input=(
+            "DELETE FROM metrics WHERE id % 3 = 0; UPDATE metrics SET value = 0 WHERE id < 100;"
+            "CREATE TABLE leftover (id int); CREATE INDEX leftover_idx ON metrics (host);"
+            f"ALTER ROLE {core.DB_USER} SET work_mem = '64MB';"
+        ).encode(),
+    )
+    core.ssh(
+        app1,
+        "mkdir -p /app/leftover && docker run -d --name leftover mdd-lab/redis:7 >/dev/null",
+    )
+    assert _staging_as_a_user_and_a_dba_see_it() != fresh
+    core.reset("staging", echo=lambda _m: None)
+    assert _staging_as_a_user_and_a_dba_see_it() == fresh
 
 
 @pytest.mark.last

@@ -29,8 +29,7 @@ def staging(lab):
     """Fresh lab staging where v1.9.0 runs without Redis (as the team's staging did before the
     checklist), then the checklist's v2.0.0-perf deployed over it (neither runs the load test
     or the monitoring window: test_deploy.py's deploys do)."""
-    core.down("staging", echo=lambda _m: None)
-    core.up("staging", echo=lambda _m: None)
+    core.reset("staging", echo=lambda _m: None)
     app1 = topology("staging")[0]
     settings = lab_settings()
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
@@ -215,8 +214,7 @@ def test_a_lock_left_by_a_killed_run_is_stale_and_broken_only_by_unlock(staging)
 
 @pytest.fixture(scope="module")
 def production(lab):
-    core.down("production", echo=lambda _m: None)
-    core.up("production", echo=lambda _m: None)
+    core.reset("production", echo=lambda _m: None)
     return {h.name: h for h in topology("production") if h.is_app}
 
 

@@ -89,3 +89,11 @@ def test_lb1_logs_every_request_with_the_server_that_answered_into_a_ring():
     assert "ring access\n    format raw\n" in config
     assert "    log ring@access local0 info\n" in config
     assert '    log-format "%Ts.%ms %ST %Ta %s"\n' in config
+
+
+def test_the_database_comes_back_from_its_copy_with_every_session_ended_first():
+    sql = commands.database_from_copy_sql("monitoring", "monitoring_seed_5", "monitoring")
+    drop, create = sql.splitlines()
+    assert drop == "DROP DATABASE IF EXISTS monitoring WITH (FORCE);"
+    assert create.startswith("CREATE DATABASE monitoring TEMPLATE monitoring_seed_5 ")
+    assert "OWNER monitoring" in create and "STRATEGY FILE_COPY" in create
