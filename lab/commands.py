@@ -205,3 +205,12 @@ def database_from_copy_sql(name: str, copy: str, owner: str) -> str:
         f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n"
         f"CREATE DATABASE {name} TEMPLATE {copy} OWNER {owner} STRATEGY FILE_COPY;\n"
     )
+
+
+def forget_neighbour_commands(address: str, namespaces: list[str]) -> list[list[str]]:
+    """Drop what this machine and the hosts in NAMESPACES know of ADDRESS's MAC: a host booted
+    again under it gets a new one, and an entry still marked reachable would send to the old
+    MAC for up to 30 s."""
+    return [["ip", "neigh", "flush", "to", address]] + [
+        ["ip", "-n", ns, "neigh", "flush", "to", address] for ns in namespaces
+    ]

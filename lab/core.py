@@ -135,11 +135,21 @@ def ssh(
 
 
 def _pid(host: LabHost) -> int | None:
+    """The host's systemd-nspawn, while it runs. One this process started and that has ended
+    is reaped here: until then its pid would still answer as a zombie."""
     path = host_dir(host) / "pid"
     try:
         pid = int(path.read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
+        return None
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass  # started by another process
+    try:
+        os.kill(pid, 0)
+    except OSError:
         return None
     return pid
 
@@ -281,14 +291,14 @@ def _provision(host: LabHost) -> None:
         _provision_database(host)
 
 
-def _seed_copy() -> str:
-    """The database `up` keeps on the db host as it seeded it, for reset() to copy back."""
-    return f"{DB_NAME}_seed_{int(os.environ.get('MDD_LAB_ROWS', seed.DEFAULT_ROWS))}"
+def _seed_rows() -> int:
+    return int(os.environ.get("MDD_LAB_ROWS", seed.DEFAULT_ROWS))
 
 
 def _provision_database(host: LabHost) -> None:
-    """The service's role with the lab's password, and its database seeded; the seeded
-    database is kept as a copy (reachable by no one but postgres) that reset() copies back."""
+    """The service's role with the lab's password and no settings of its own, and its
+    database as the lab seeds it: a copy of a database seeded once per db host (under a name
+    the service cannot reach), so that reset() gets the same database back in seconds."""
     password = _ensure_secret("db_password")
     sql = (
         f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') "
@@ -299,20 +309,16 @@ def _provision_database(host: LabHost) -> None:
     psql = "cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1"
     # The password goes over stdin, never on a command line.
     ssh(host, psql, input=sql.encode())
-    copy = _seed_copy()
+    copy = f"{DB_NAME}_seed_{_seed_rows()}"
     kept = ssh(host, f"{psql} -tAc \"SELECT 1 FROM pg_database WHERE datname='{copy}'\"")
-    if kept.stdout.strip():
-        ssh(host, psql, input=commands.database_from_copy_sql(DB_NAME, copy, DB_USER).encode())
-        return
-    ssh(
-        host,
-        f"{psql} -tAc \"SELECT 1 FROM pg_database WHERE datname='{DB_NAME}'\" | grep -q 1 || "
-        f"runuser -u postgres -- createdb -O {DB_USER} {DB_NAME}",
-    )
-    rows = int(os.environ.get("MDD_LAB_ROWS", seed.DEFAULT_ROWS))
-    data = f"SET ROLE {DB_USER};\n{seed.legacy_schema_sql()}\n{seed.seed_sql(rows)}"
-    ssh(host, f"{psql} -d {DB_NAME}", input=data.encode(), timeout=600)
-    ssh(host, f"{psql} -c 'CREATE DATABASE {copy} TEMPLATE {DB_NAME} STRATEGY FILE_COPY'")
+    if not kept.stdout.strip():  # seeded under another name first: a copy is whole or absent
+        partial = f"{copy}_partial"
+        ssh(host, f"{psql} -c 'DROP DATABASE IF EXISTS {partial}'")
+        ssh(host, f"cd / && runuser -u postgres -- createdb -O {DB_USER} {partial}")
+        data = f"SET ROLE {DB_USER};\n{seed.legacy_schema_sql()}\n{seed.seed_sql(_seed_rows())}"
+        ssh(host, f"{psql} -d {partial}", input=data.encode(), timeout=600)
+        ssh(host, f"{psql} -c 'ALTER DATABASE {partial} RENAME TO {copy}'")
+    ssh(host, psql, input=commands.database_from_copy_sql(DB_NAME, copy, DB_USER).encode())
 
 
 def _lb_config(hosts: list[LabHost]) -> str:
@@ -474,6 +480,9 @@ def _teardown_host(host: LabHost) -> None:
         _run(["ip", "netns", "del", host.netns], check=False)
     if _link_exists(host.veth):
         _run(["ip", "link", "del", host.veth], check=False)
+    others = [h.netns for e in ENVS for h in every_host(e) if h != host and _netns_exists(h)]
+    for cmd in commands.forget_neighbour_commands(host.address, others):
+        _run(cmd, check=False)
     _remove_cgroups(host)
     if d.exists() and not os.path.ismount(root):
         shutil.rmtree(d)

@@ -39,7 +39,7 @@ def _staging_as_a_user_and_a_dba_see_it() -> dict:
     return {
         "metrics": core.ssh(
             db1,
-            f"{psql} 'SELECT count(*), md5(string_agg(m::text, \",\" ORDER BY id)) FROM metrics m'",
+            f"{psql} 'SELECT count(*), md5(array_agg(m ORDER BY id)::text) FROM metrics m'",
         )
         .stdout.decode()
         .strip(),

@@ -97,3 +97,11 @@ def test_the_database_comes_back_from_its_copy_with_every_session_ended_first():
     assert drop == "DROP DATABASE IF EXISTS monitoring WITH (FORCE);"
     assert create.startswith("CREATE DATABASE monitoring TEMPLATE monitoring_seed_5 ")
     assert "OWNER monitoring" in create and "STRATEGY FILE_COPY" in create
+
+
+def test_a_host_torn_down_is_forgotten_by_this_machine_and_every_other_host():
+    cmds = commands.forget_neighbour_commands("10.231.7.11", ["mdd-s-db1"])
+    assert cmds == [
+        ["ip", "neigh", "flush", "to", "10.231.7.11"],
+        ["ip", "-n", "mdd-s-db1", "neigh", "flush", "to", "10.231.7.11"],
+    ]
