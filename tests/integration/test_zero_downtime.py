@@ -66,7 +66,14 @@ def test_the_deploy_waits_while_the_serving_release_is_slow_and_stops_when_told(
     bounded time, says so, and deploys."""
     slow = pyinfra("--data", "app_version=v2.0.2-slow", *QUICK)
     assert slow.returncode == 0, output(slow)[-3000:]
-    guard = ("--data", "deploy_guard_p99_ms=10", "--data", "deploy_guard_max_wait=3s")
+    guard = (
+        "--data",
+        "deploy_guard_p99_ms=10",
+        "--data",
+        "deploy_guard_max_wait=3s",
+        "--data",
+        "deploy_guard_over_baseline=0",  # the fixed limit only: the test below lifts it
+    )
     before = _backups(app1)
     stopped, traffic = on_staging(
         "--data", "app_version=v2.0.0-perf", *guard, "--data", "deploy_guard_on_timeout=stop"
@@ -83,5 +90,30 @@ def test_the_deploy_waits_while_the_serving_release_is_slow_and_stops_when_told(
     waits = report(went_on)["facts"]["guard"]
     assert waits[0]["before"] == "the backup (pg_dump)" and waits[0]["state"] == "over"
     assert waits[0]["waited_s"] >= 3 and float(waits[0]["p99_ms"]) > 10
+    assert traffic.unserved == 0, traffic
+    assert served_version(app1) == '{"version":"2.0.0-perf"}'
+
+
+def test_a_release_slow_before_the_deploy_raises_the_guards_limit_and_costs_no_wait(app1):
+    """The same slow release and 10 ms limit, with deploy_guard_over_baseline at its default
+    (2): the guard reads the serving p99 once before the backup and pauses only above twice
+    that, so the deploy does not wait out its bound before the backup."""
+    slow = pyinfra("--data", "app_version=v2.0.2-slow", *QUICK)
+    assert slow.returncode == 0, output(slow)[-3000:]
+    result, traffic = on_staging(
+        "--data",
+        "app_version=v2.0.0-perf",
+        "--data",
+        "deploy_guard_p99_ms=10",
+        "--data",
+        "deploy_guard_max_wait=3s",
+    )
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    facts = report(result)["facts"]
+    baseline = facts["guard_baseline"]
+    assert baseline["p99_ms"] > 10 and baseline["limit_ms"] >= 2 * baseline["p99_ms"] - 1
+    assert f"pausing only above {baseline['limit_ms']} ms" in text
+    assert [w for w in facts.get("guard", []) if w["before"] == "the backup (pg_dump)"] == []
     assert traffic.unserved == 0, traffic
     assert served_version(app1) == '{"version":"2.0.0-perf"}'
