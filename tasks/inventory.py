@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 GROUP_VARS_DIR = REPO_DIR / "group_vars"
 
 HostSpec = tuple[str, dict[str, Any]]
+
+
+def host_order(name: str) -> tuple[Any, ...]:
+    """Sort key of host names in the order people count them: app2 before app10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def read_vars(name: str) -> dict[str, Any]:

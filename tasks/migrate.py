@@ -29,6 +29,7 @@ from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, Run, RunContext
 from tasks.guard import Gate
+from tasks.inventory import host_order
 from tasks.method import Method
 from tasks.migrations import (
     Migration,
@@ -200,7 +201,7 @@ def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
             return h, current.strip().rsplit("/", 1)[-1]
         return None
 
-    hosts = sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name)
+    hosts = sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: host_order(h.name))
     return [found for found in Pool(PROBES_AT_ONCE).imap(ask, hosts) if found]
 
 
@@ -369,7 +370,7 @@ def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> li
     """Why a contract migration cannot run yet: every app host of the inventory (those
     `--limit` left out included) must serve PLAN's release, and no host of this run failed."""
     problems = []
-    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: h.name):
+    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: host_order(h.name)):
         run = ctx.runs.get(h.name)
         if run is not None:
             if run.outcome.startswith("failed"):

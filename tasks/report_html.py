@@ -10,6 +10,8 @@ import math
 from html import escape
 from typing import Any
 
+from tasks.inventory import host_order
+
 COLORS = {
     "preflight": "#8da0cb",
     "build": "#66c2a5",
@@ -74,7 +76,7 @@ def _hosts(records: dict[str, dict[str, Any]]) -> list[str]:
     def batch(name: str) -> int:
         return records[name].get("facts", {}).get("rollout", {}).get("batch", 0)
 
-    return sorted(records, key=lambda name: (batch(name), name))
+    return sorted(records, key=lambda name: (batch(name), host_order(name)))
 
 
 def timeline(records: dict[str, dict[str, Any]], width: int = 900) -> str:

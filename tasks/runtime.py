@@ -22,6 +22,7 @@ from pyinfra.api.host import Host
 
 from tasks.commands import haproxy, http, shell
 from tasks.config import Settings, check_or_exit
+from tasks.inventory import host_order
 
 
 class DeployError(Exception):
@@ -85,14 +86,14 @@ def read_overrides(h: Host, s: Settings) -> dict[str, Any]:
 def app_hosts() -> list[Host]:
     """The app hosts still in this run (a host that failed has left it)."""
     hosts = inventory.get_active_hosts() or list(inventory)
-    return sorted((h for h in hosts if APP_GROUP in h.groups), key=lambda h: h.name)
+    return sorted((h for h in hosts if APP_GROUP in h.groups), key=lambda h: host_order(h.name))
 
 
 def outside_the_run() -> list[Host]:
     """The app hosts of the inventory that `--limit` left out of this run."""
     return sorted(
         (h for h in inventory.get_group(APP_GROUP, None) or [] if not h.state.is_host_in_limit(h)),
-        key=lambda h: h.name,
+        key=lambda h: host_order(h.name),
     )
 
 

@@ -24,3 +24,15 @@ def test_a_missing_layer_is_empty_and_a_non_mapping_is_an_error(tmp_path, monkey
 def test_the_repos_lab_layer_names_a_local_redis_image():
     assert inventory.layered_vars("staging")["redis_image"] == "redis:7-alpine"
     assert inventory.layered_vars("staging", "lab")["redis_image"] == "mdd-lab/redis:7"
+
+
+def test_hosts_are_taken_in_the_order_people_count_them():
+    names = ["app10", "app2", "app1", "web-02.b", "web-10.a", "lb1"]
+    assert sorted(names, key=inventory.host_order) == [
+        "app1",
+        "app2",
+        "app10",
+        "lb1",
+        "web-02.b",
+        "web-10.a",
+    ]
