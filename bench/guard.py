@@ -4,12 +4,13 @@
 v1.9.0 (no cache: every request reads PostgreSQL) serves RATE requests/s from k6 (open loop)
 while v2.0.0-perf is deployed over it: backup (pg_dump of 1M rows), migration 003 (three
 covering indexes built CONCURRENTLY and a materialized view), then the switch. Runs alternate
-between the guard off (`deploy_guard_p99_ms=0`) and on (the default, 250 ms); after each, a
+between the guard off (`deploy_guard_p99_ms=0`) and on (the defaults: 250 ms, or twice the
+p99 the serving release had before the first heavy step, whichever is higher); after each, a
 full rollback takes the schema back to 002 and v1.9.0 serves again (no load).
 
 Per run, from k6's own samples and summary: p99 and max in the 15 s before the deploy (the
 baseline, same k6 run) and during it; failed and dropped requests; the deploy's seconds, and
-how long the guard waited (the deploy's report).
+how long the guard waited and the limit it paused above (the deploy's report).
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from lab import core  # noqa: E402
 from lab.load import Load  # noqa: E402
 
 
-def waited(text: str) -> int:
-    """The seconds the guard waited in all, from the deploy's report."""
-    return sum(w["waited_s"] for w in report_of(text)["app1"]["facts"].get("guard", []))
+def guard_facts(text: str) -> tuple[int, int]:
+    """The seconds the guard waited in all, and the limit it paused above (ms; 0: the guard
+    was off), from the deploy's report."""
+    facts = report_of(text)["app1"]["facts"]
+    waited = sum(w["waited_s"] for w in facts.get("guard", []))
+    return waited, facts.get("guard_baseline", {}).get("limit_ms", 0)
 
 
 def one_run(url: str, rate: int, guard_on: bool) -> dict[str, float]:
@@ -47,9 +51,11 @@ def one_run(url: str, rate: int, guard_on: bool) -> dict[str, float]:
         baseline = load.durations(started - BASELINE, started)
         during = load.durations(started, ended)
     pyinfra("--data", "rollback_mode=full", script="rollback.py")  # v1.9.0 and schema 002 again
+    waited, limit = guard_facts(text)
     return {
         "deploy_s": ended - started,
-        "waited_s": waited(text),
+        "waited_s": waited,
+        "limit_ms": limit,
         "p99_base": p99(baseline),
         "p99": p99(during),
         "max": max(during),
@@ -71,16 +77,17 @@ def main() -> None:
     pyinfra("--data", "rollback_mode=full", script="rollback.py")  # v1.9.0, schema 002
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     print(
-        "| run | guard | deploy s | guard waited s | p99 before / during ms | max ms | failed | "
-        "dropped | requests |"
+        "| run | guard | limit ms | deploy s | guard waited s | p99 before / during ms | max ms | "
+        "failed | dropped | requests |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for i in range(args.runs * 2):
         on = bool(i % 2)
         r = one_run(url, args.rate, on)
         runs[on].append(r)
         print(
-            f"| {i + 1} | {'on' if on else 'off'} | {r['deploy_s']:.1f} | {r['waited_s']} | "
+            f"| {i + 1} | {'on' if on else 'off'} | {r['limit_ms'] or '-'} | {r['deploy_s']:.1f} | "
+            f"{r['waited_s']} | "
             f"{r['p99_base']:.1f} / {r['p99']:.1f} | {r['max']:.0f} | {r['failed']} | "
             f"{r['dropped']} | {r['requests']:,} |",
             flush=True,
