@@ -291,7 +291,8 @@ def _provision(host: LabHost) -> None:
         _provision_database(host)
 
 
-def _seed_rows() -> int:
+def seed_rows() -> int:
+    """How many rows of metrics the lab seeds (MDD_LAB_ROWS)."""
     return int(os.environ.get("MDD_LAB_ROWS", seed.DEFAULT_ROWS))
 
 
@@ -309,13 +310,13 @@ def _provision_database(host: LabHost) -> None:
     psql = "cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1"
     # The password goes over stdin, never on a command line.
     ssh(host, psql, input=sql.encode())
-    copy = f"{DB_NAME}_seed_{_seed_rows()}"
+    copy = f"{DB_NAME}_seed_{seed_rows()}"
     kept = ssh(host, f"{psql} -tAc \"SELECT 1 FROM pg_database WHERE datname='{copy}'\"")
     if not kept.stdout.strip():  # seeded under another name first: a copy is whole or absent
         partial = f"{copy}_partial"
         ssh(host, f"{psql} -c 'DROP DATABASE IF EXISTS {partial}'")
         ssh(host, f"cd / && runuser -u postgres -- createdb -O {DB_USER} {partial}")
-        data = f"SET ROLE {DB_USER};\n{seed.legacy_schema_sql()}\n{seed.seed_sql(_seed_rows())}"
+        data = f"SET ROLE {DB_USER};\n{seed.legacy_schema_sql()}\n{seed.seed_sql(seed_rows())}"
         ssh(host, f"{psql} -d {partial}", input=data.encode(), timeout=600)
         ssh(host, f"{psql} -c 'ALTER DATABASE {partial} RENAME TO {copy}'")
     ssh(host, psql, input=commands.database_from_copy_sql(DB_NAME, copy, DB_USER).encode())

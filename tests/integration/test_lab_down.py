@@ -33,33 +33,30 @@ def _leftovers() -> list[str]:
     return found
 
 
+def _on(host, command: str) -> str:
+    return core.ssh(host, command).stdout.decode().strip()
+
+
 def _staging_as_a_user_and_a_dba_see_it() -> dict:
     app1, db1 = core.hosts_of("staging")
     psql = f"cd / && runuser -u postgres -- psql -tA -d {core.DB_NAME} -c"
     return {
-        "metrics": core.ssh(
-            db1,
-            f"{psql} 'SELECT count(*), md5(array_agg(m ORDER BY id)::text) FROM metrics m'",
-        )
-        .stdout.decode()
-        .strip(),
-        "tables": core.ssh(
+        "metrics": _on(
+            db1, f"{psql} 'SELECT count(*), md5(array_agg(m ORDER BY id)::text) FROM metrics m'"
+        ),
+        "tables": _on(
             db1,
             f"{psql} \"SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class "
             "WHERE relnamespace = 'public'::regnamespace\"",
-        )
-        .stdout.decode()
-        .strip(),
-        "role settings": core.ssh(
+        ),
+        "role settings": _on(
             db1,
             f'{psql} "SELECT count(*) FROM pg_db_role_setting s JOIN pg_roles r '
             f"ON r.oid = s.setrole WHERE rolname = '{core.DB_USER}'\"",
-        )
-        .stdout.decode()
-        .strip(),
-        "app1": core.ssh(
+        ),
+        "app1": _on(
             app1, "ls -A /app /etc/systemd/system; docker ps -aq | wc -l; docker images -q | wc -l"
-        ).stdout.decode(),
+        ),
     }
 
 
@@ -67,7 +64,7 @@ def _staging_as_a_user_and_a_dba_see_it() -> dict:
 def test_reset_takes_away_what_a_deploy_and_a_dba_changed(lab):
     core.reset("staging", echo=lambda _m: None)
     fresh = _staging_as_a_user_and_a_dba_see_it()
-    assert fresh["metrics"].startswith("1000000|") and fresh["role settings"] == "0"
+    assert fresh["metrics"].startswith(f"{core.seed_rows()}|") and fresh["role settings"] == "0"
     app1, db1 = core.hosts_of("staging")
     psql = f"cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d {core.DB_NAME}"
     core.ssh(
