@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from gevent.pool import Pool
-from pyinfra import host, inventory
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
@@ -29,7 +29,6 @@ from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, Run, RunContext
 from tasks.guard import Gate
-from tasks.inventory import host_order
 from tasks.method import Method
 from tasks.migrations import (
     Migration,
@@ -44,10 +43,10 @@ from tasks.migrations import (
 )
 from tasks.outcome import phase_check
 from tasks.runtime import (
-    APP_GROUP,
     DeployError,
     connected,
     deployed_by,
+    inventory_app_hosts,
     put_text,
     say,
     sh,
@@ -201,8 +200,7 @@ def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
             return h, current.strip().rsplit("/", 1)[-1]
         return None
 
-    hosts = sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: host_order(h.name))
-    return [found for found in Pool(PROBES_AT_ONCE).imap(ask, hosts) if found]
+    return [found for found in Pool(PROBES_AT_ONCE).imap(ask, inventory_app_hosts()) if found]
 
 
 def _still_answering(
@@ -370,7 +368,7 @@ def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> li
     """Why a contract migration cannot run yet: every app host of the inventory (those
     `--limit` left out included) must serve PLAN's release, and no host of this run failed."""
     problems = []
-    for h in sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: host_order(h.name)):
+    for h in inventory_app_hosts():
         run = ctx.runs.get(h.name)
         if run is not None:
             if run.outcome.startswith("failed"):

@@ -89,21 +89,21 @@ def app_hosts() -> list[Host]:
     return sorted((h for h in hosts if APP_GROUP in h.groups), key=lambda h: host_order(h.name))
 
 
+def inventory_app_hosts() -> list[Host]:
+    """Every app host of the inventory, those `--limit` left out included, in host order."""
+    return sorted(inventory.get_group(APP_GROUP, None) or [], key=lambda h: host_order(h.name))
+
+
 def outside_the_run() -> list[Host]:
     """The app hosts of the inventory that `--limit` left out of this run."""
-    return sorted(
-        (h for h in inventory.get_group(APP_GROUP, None) or [] if not h.state.is_host_in_limit(h)),
-        key=lambda h: host_order(h.name),
-    )
+    return [h for h in inventory_app_hosts() if not h.state.is_host_in_limit(h)]
 
 
 def unreachable_app_hosts() -> list[str]:
     """App hosts of this run (within `--limit`) that pyinfra could not connect to."""
-    return sorted(
-        h.name
-        for h in inventory.get_group(APP_GROUP, None) or []
-        if h.state.is_host_in_limit(h) and not h.connected
-    )
+    return [
+        h.name for h in inventory_app_hosts() if h.state.is_host_in_limit(h) and not h.connected
+    ]
 
 
 def connected(h: Host, reason: str) -> Host:
