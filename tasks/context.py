@@ -19,6 +19,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import State
 
 from tasks.batches import Rollout
+from tasks.runtime import send_at_once_on_every_connection
 
 KEPT_AS = "monitoring_dashboard_run"  # the attribute of pyinfra's State that holds the context
 
@@ -111,6 +112,7 @@ class RunContext:
         if found is None:
             found = cls(kind, argv)
             setattr(state, KEPT_AS, found)
+            send_at_once_on_every_connection(state)
         return found
 
     def run(self, h: Host) -> Run:

@@ -19,6 +19,7 @@ from gevent.lock import BoundedSemaphore
 from paramiko.ssh_exception import ChannelException, SSHException
 from pyinfra import host, inventory
 from pyinfra.api.host import Host
+from pyinfra.api.state import BaseStateCallback, State
 
 from tasks.commands import haproxy, http, shell
 from tasks.config import Settings, check_or_exit
@@ -145,6 +146,35 @@ def _channel_slots(h: Host) -> BoundedSemaphore:
         slots = BoundedSemaphore(CHANNELS_PER_HOST)
         setattr(h, CHANNELS_KEPT_AS, slots)
     return slots
+
+
+def send_at_once(h: Host) -> bool:
+    """Make H's SSH connection send each packet at once (TCP_NODELAY); whether it could.
+
+    paramiko leaves Nagle's algorithm on. A command's request then waits for the host's
+    delayed ACK before it leaves, about 40 ms on Linux: 47 ms a command where 3 ms is the
+    work (measured on the lab). OpenSSH's own client turns it off the same way."""
+    client = getattr(h.connector, "client", None)  # pyinfra's SSH connector: a paramiko client
+    transport = client.get_transport() if client is not None else None
+    sock = getattr(transport, "sock", None)
+    if not isinstance(sock, socket.socket):
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return True
+
+
+class _SendAtOnce(BaseStateCallback):
+    @staticmethod
+    def host_connect(state: State, host: Host) -> None:
+        send_at_once(host)
+
+
+def send_at_once_on_every_connection(state: State) -> None:
+    """Every SSH connection of the run STATE, opened already or later, sends at once."""
+    for h in state.inventory:
+        if h.connected:
+            send_at_once(h)
+    state.add_callback_handler(_SendAtOnce())
 
 
 def _run_once_a_channel_opens(h: Host, command: str, timeout: int) -> tuple[bool, Any]:

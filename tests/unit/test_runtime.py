@@ -3,6 +3,7 @@ The host here is a stand-in that records calls; no command runs anywhere."""
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 
 import gevent
@@ -73,3 +74,20 @@ def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch)
     gevent.joinall(greenlets, timeout=10, raise_error=True)
     assert lb1.calls == 20 and lb1.most == runtime.CHANNELS_PER_HOST
     assert app1.most == 3  # another host's commands do not wait on lb1's
+
+
+def test_a_connection_set_to_send_at_once_has_nagle_off():
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as sock:
+        transport = SimpleNamespace(sock=sock)
+        ssh = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: transport))
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert runtime.send_at_once(SimpleNamespace(connector=ssh)) is True
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_connection_without_a_socket_is_left_as_it_is():
+    """pyinfra's @local connector, or an SSH client whose transport is closed."""
+    assert runtime.send_at_once(SimpleNamespace(connector=SimpleNamespace())) is False
+    closed = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: None))
+    assert runtime.send_at_once(SimpleNamespace(connector=closed)) is False
