@@ -1,16 +1,12 @@
-"""The deploy's care for the serving release, measured: `.venv/bin/python bench/guard.py
-[--rate 1000] [--runs 3] [--compare guard|workers]` (as root, on this machine; it brings the
-lab's staging up itself).
+"""The deploy's guard on its own load, measured: `.venv/bin/python bench/guard.py [--rate 1000]
+[--runs 3]` (as root, on this machine; it brings the lab's staging up itself).
 
 v1.9.0 (no cache: every request reads PostgreSQL) serves RATE requests/s from k6 (open loop)
 while v2.0.0-perf is deployed over it: backup (pg_dump of 1M rows), migration 003 (three
 covering indexes built CONCURRENTLY and a materialized view), then the switch. Runs alternate
-between two settings; after each, a full rollback takes the schema back to 002 and v1.9.0
-serves again (no load).
-- `--compare guard`: the guard off (`deploy_guard_p99_ms=0`) and on (the defaults: 250 ms, or
-  twice the p99 the serving release had before the first heavy step, whichever is higher);
-- `--compare workers`: the migration's statements with PostgreSQL's default of 2 parallel
-  workers (`migrate_parallel_workers=2`) and with none (the default, 0); the guard off in both.
+between the guard off (`deploy_guard_p99_ms=0`) and on (the defaults: 250 ms, or twice the
+p99 the serving release had before the first heavy step, whichever is higher); after each, a
+full rollback takes the schema back to 002 and v1.9.0 serves again (no load).
 
 Per run, from k6's own samples and summary: p99 and max in the 15 s before the deploy (the
 baseline, same k6 run) and during it; failed and dropped requests; the deploy's seconds, and
@@ -44,18 +40,12 @@ def guard_facts(text: str) -> tuple[int, int]:
     return waited, facts.get("guard_baseline", {}).get("limit_ms", 0)
 
 
-GUARD_OFF = ["--data", "deploy_guard_p99_ms=0"]
-COMPARED = {  # --compare: (label, pyinfra's data) of the baseline, then of the setting
-    "guard": (("off", GUARD_OFF), ("on", [])),
-    "workers": (("2", ["--data", "migrate_parallel_workers=2", *GUARD_OFF]), ("0", GUARD_OFF)),
-}
-
-
-def one_run(url: str, rate: int, data: list[str]) -> dict[str, float]:
+def one_run(url: str, rate: int, guard_on: bool) -> dict[str, float]:
+    guard = [] if guard_on else ["--data", "deploy_guard_p99_ms=0"]
     with Load(url, rate, "900s", samples=True) as load:
         time.sleep(BASELINE)
         started = time.time()
-        text = pyinfra("--data", "app_version=v2.0.0-perf", *data)
+        text = pyinfra("--data", "app_version=v2.0.0-perf", *guard)
         ended = time.time()
         traffic = load.result(stop_early=True)
         baseline = load.durations(started - BASELINE, started)
@@ -79,9 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--compare", choices=sorted(COMPARED), default="guard")
     args = parser.parse_args()
-    what, settings = args.compare, COMPARED[args.compare]
     core.up("staging", echo=lambda _m: None)
     url = f"http://{core.topology('staging')[0].address}:8080"
     pyinfra("--data", "app_version=v1.9.0")  # both releases built and on the host
@@ -89,16 +77,16 @@ def main() -> None:
     pyinfra("--data", "rollback_mode=full", script="rollback.py")  # v1.9.0, schema 002
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     print(
-        f"| run | {what} | limit ms | deploy s | guard waited s | p99 before / during ms "
-        "| max ms | failed | dropped | requests |"
+        "| run | guard | limit ms | deploy s | guard waited s | p99 before / during ms | max ms | "
+        "failed | dropped | requests |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i in range(args.runs * 2):
         on = bool(i % 2)
-        r = one_run(url, args.rate, settings[on][1])
+        r = one_run(url, args.rate, on)
         runs[on].append(r)
         print(
-            f"| {i + 1} | {settings[on][0]} | {r['limit_ms'] or '-'} | {r['deploy_s']:.1f} | "
+            f"| {i + 1} | {'on' if on else 'off'} | {r['limit_ms'] or '-'} | {r['deploy_s']:.1f} | "
             f"{r['waited_s']} | "
             f"{r['p99_base']:.1f} / {r['p99']:.1f} | {r['max']:.0f} | {r['failed']} | "
             f"{r['dropped']} | {r['requests']:,} |",
@@ -107,7 +95,7 @@ def main() -> None:
     for on in (False, True):
         median = {k: statistics.median(r[k] for r in runs[on]) for k in runs[on][0]}
         print(
-            f"{what} {settings[on][0]}: deploy {median['deploy_s']:.1f} s (waited "
+            f"guard {'on ' if on else 'off'}: deploy {median['deploy_s']:.1f} s (waited "
             f"{median['waited_s']:.0f} s), p99 {median['p99']:.1f} ms during / "
             f"{median['p99_base']:.1f} ms before ({median['p99'] / median['p99_base']:.2f}x), max "
             f"{median['max']:.0f} ms, dropped {sum(r['dropped'] for r in runs[on])}, failed "

@@ -473,15 +473,6 @@ VARIABLES: list[Var] = [
         "duration",
     ),
     Var("migrate_maintenance_work_mem", "256MB", "maintenance_work_mem for index builds", "size"),
-    Var(
-        "migrate_parallel_workers",
-        0,
-        "parallel workers a migration statement may use (max_parallel_maintenance_workers and "
-        "max_parallel_workers_per_gather of its session); 0 keeps each index build and "
-        "materialized view to one core of the database server, the others serving",
-        "int",
-        minimum=0,
-    ),
     # redis_: the cache
     Var(
         "redis_mode",

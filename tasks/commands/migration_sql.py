@@ -237,8 +237,6 @@ def migration_script(
         f"SET lock_timeout = {sql_literal(pg_duration(s.migrate_lock_timeout))};",
         f"SET statement_timeout = {sql_literal(pg_duration(s.migrate_statement_timeout))};",
         f"SET maintenance_work_mem = {sql_literal(s.migrate_maintenance_work_mem)};",
-        f"SET max_parallel_maintenance_workers = {s.migrate_parallel_workers};",
-        f"SET max_parallel_workers_per_gather = {s.migrate_parallel_workers};",
         *(st + ";" for st in history_table_sql()),
     ]
     out += [f"DROP INDEX CONCURRENTLY IF EXISTS {name};" for name in drop_invalid]

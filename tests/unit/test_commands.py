@@ -891,13 +891,3 @@ def test_recent_events_keeps_the_lines_of_the_hosts_last_seconds(tmp_path):
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
     assert [line.split()[2] for line in done.stdout.splitlines()] == ["20", "1"]
-
-
-def test_migration_script_keeps_each_statement_to_the_parallel_workers_asked():
-    one_core = migration_sql.migration_script(S, [], [], "me@here").splitlines()
-    assert "SET max_parallel_maintenance_workers = 0;" in one_core
-    assert "SET max_parallel_workers_per_gather = 0;" in one_core
-    four = replace(S, migrate_parallel_workers=4)
-    lines = migration_sql.migration_script(four, [], [], "me@here").splitlines()
-    assert "SET max_parallel_maintenance_workers = 4;" in lines
-    assert "SET max_parallel_workers_per_gather = 4;" in lines
