@@ -1,7 +1,8 @@
 """Figures for the README: `.venv/bin/python bench/run.py [--runs 5]` (as root, on this machine).
 
 Medians of several runs, each with a baseline measured in the same run:
-- a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations);
+- a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations), and vs
+  that floor on the deploy's transport (bench/floor_at_once.py: SSH packets sent at once);
 - quick rollback: seconds from the restart to a healthy answer, and the whole command;
 - `lab up` on a running lab (warm) vs bringing staging up from the cached base (cold);
 - `lab reset staging` vs `lab down staging` + `lab up staging`;
@@ -55,8 +56,10 @@ def main() -> None:
     deploy = [PYINFRA, "-y", "inventories/lab.py", "deploy.py"]
     timed(deploy)  # bring the lab to v2.0.0-perf first
     floor = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor.py"], runs)
+    floor_at_once = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor_at_once.py"], runs)
     noop = median_of(deploy, runs)
     rows.append(("no-change deploy (pyinfra inventories/lab.py deploy.py)", noop, floor))
+    rows.append(("no-change deploy vs the floor on the same transport", noop, floor_at_once))
 
     rollback_cmd, healthy = [], []
     for _ in range(3):
@@ -106,7 +109,8 @@ def main() -> None:
         + ", ".join(f"{n} {b / 2**20:.0f}" for n, b in memory.items() if b is not None)
     )
     print(
-        "baselines: pyinfra's floor (15 idempotent operations on the same host); "
+        "baselines: pyinfra's floor (15 idempotent operations on the same host; the second "
+        "row: with TCP_NODELAY, as the deploy's connections); "
         "for cold lab up, warm lab up; for lab reset, lab down + lab up"
     )
 
