@@ -5,9 +5,10 @@ lab's staging up and deploys v1.9.0 itself).
 v1.9.0 (no cache: every request reads PostgreSQL) serves RATE requests/s from k6 (open loop)
 while app1 builds, with CREATE INDEX CONCURRENTLY, a covering index of `metrics` like migration
 003's (1M rows), in a session that sets max_parallel_maintenance_workers to 2 (PostgreSQL's
-default: two workers and the leader) or to 0 (the leader alone), in turn. Per run, from k6's samples and summary: the build's seconds, p99 and max during the build
-against p99 in the 5 s before it (the baseline, same k6 run), dropped requests. The deploy
-sets neither: this measures whether it should (on this machine, it made no difference).
+default: two workers and the leader) or to 0 (the leader alone), in turn. Per run, from k6's
+samples and summary: the build's seconds, p99 and max during the build against p99 in the 5 s
+before it (the baseline, same k6 run), dropped requests. The deploy sets neither: this
+measures whether it should (on this machine, it made no difference).
 """
 
 from __future__ import annotations
