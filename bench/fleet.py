@@ -10,6 +10,9 @@ For each number of app hosts behind lb1, medians of RUNS runs:
 - a rolling deploy in quarter batches (`rollout_batch=25%`, after the lab's one-host canary)
   while k6 sends 100 requests/s through lb1 (open loop): failed, dropped and unsent requests
   from k6's own summary, and p99 during the rollout against p99 with no deploy;
+- pyinfra's own floor (bench/floor_at_once.py: 15 idempotent operations a host, on the
+  deploy's transport) on every host against app1 alone: how pyinfra itself grows with the
+  number of hosts it runs on, one Python process on one core;
 - memory each app host uses (its cgroup), and lb1's.
 Deploys alternate between v2.0.0-perf and `main` (the same commit in a release folder of its
 own: every host starts a new instance and switches to it), both built once per size before
@@ -21,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from availability import idle_p99, pyinfra, under_load  # noqa: E402
+from availability import PYINFRA, idle_p99, pyinfra, under_load  # noqa: E402
 
 from lab import core  # noqa: E402
 
@@ -48,6 +53,19 @@ def memory_mib(names: set[str]) -> list[float]:
     ]
 
 
+def floor_seconds(*limit: str) -> float:
+    """Wall seconds of pyinfra's floor on the fleet's inventory (every host, or LIMIT)."""
+    started = time.monotonic()
+    subprocess.run(
+        [PYINFRA, "-y", INVENTORY, "bench/floor_at_once.py", *limit],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return time.monotonic() - started
+
+
 def size(app_hosts: int, runs: int) -> dict[str, float]:
     core.up("production", echo=lambda _m: None, app_hosts=app_hosts)
     apps = {h.name for h in core.hosts_of("production") if h.is_app}
@@ -57,6 +75,7 @@ def size(app_hosts: int, runs: int) -> dict[str, float]:
         pyinfra(INVENTORY, "--data", f"app_version={version}")
     window = 40 + 3 * app_hosts
     one_batch, alone, unserved, requests, p99 = [], [], [], [], []
+    floor_all, floor_one = [], []
     base_p99 = [idle_p99(url) for _ in range(runs)]
     for i in range(runs):
         load, _ = under_load(
@@ -72,15 +91,20 @@ def size(app_hosts: int, runs: int) -> dict[str, float]:
             INVENTORY, "--data", f"app_version={VERSIONS[1]}", "--limit", "app1", *HEALTH
         )
         alone.append(seconds)
+        floor_all.append(floor_seconds())
+        floor_one.append(floor_seconds("--limit", "app1"))
         print(
             f"  {app_hosts} app hosts, run {i + 1}: one batch {one_batch[-1]:.1f} s, app1 alone "
-            f"{alone[-1]:.1f} s",
+            f"{alone[-1]:.1f} s; pyinfra's floor on every host {floor_all[-1]:.1f} s, on app1 "
+            f"{floor_one[-1]:.1f} s",
             flush=True,
         )
     return {
         "hosts": app_hosts,
         "one_batch": statistics.median(one_batch),
         "alone": statistics.median(alone),
+        "floor_all": statistics.median(floor_all),
+        "floor_one": statistics.median(floor_one),
         "unserved": sum(unserved),
         "requests": sum(requests),
         "p99": statistics.median(p99),
@@ -97,14 +121,16 @@ def main() -> None:
     args = parser.parse_args()
     rows = [size(n, args.runs) for n in args.sizes]
     print(
-        "\n| app hosts | one batch, wall | app1 alone | ratio | rolling in quarters: failed+"
-        "dropped+unsent / requests | p99 during / idle | memory per app host | lb1 |"
+        "\n| app hosts | one batch, wall | app1 alone | ratio | pyinfra's floor, every host / "
+        "app1 | rolling in quarters: failed+dropped+unsent / requests | p99 during / idle | "
+        "memory per app host | lb1 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['hosts']} | {r['one_batch']:.1f} s | {r['alone']:.1f} s | "
-            f"{r['one_batch'] / r['alone']:.2f}x | {r['unserved']} / {r['requests']:,} | "
+            f"{r['one_batch'] / r['alone']:.2f}x | {r['floor_all']:.1f} / {r['floor_one']:.1f} s "
+            f"({r['floor_all'] / r['floor_one']:.2f}x) | {r['unserved']} / {r['requests']:,} | "
             f"{r['p99']:.1f} / {r['base_p99']:.1f} ms | {r['memory']:.0f} MiB | "
             f"{r['lb1_memory']:.0f} MiB |"
         )
