@@ -2,13 +2,9 @@
 sent at once, TCP_NODELAY: tasks/runtime.send_at_once), so that the ratio against it counts
 the deploy's work, not the connection setting it gains over pyinfra's default."""
 
-from pyinfra import host
-from pyinfra.operations import files
+from pyinfra import host, local
 
 from tasks.runtime import send_at_once
 
 send_at_once(host)
-for i in range(15):
-    files.directory(
-        name=f"Ensure /tmp/mdd-bench-floor/{i} exists", path=f"/tmp/mdd-bench-floor/{i}"
-    )
+local.include("bench/floor.py")
