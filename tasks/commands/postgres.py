@@ -23,8 +23,27 @@ def pgpass_line(s: Settings, password: str) -> str:
     return ":".join(esc(v) for v in (s.db_host, s.db_port, s.db_name, s.db_user, password)) + "\n"
 
 
+CLIENTS = "/usr/lib/postgresql"  # Debian's and Ubuntu's: one <version>/bin per client version
+
+
+def client_path(clients: str) -> str:
+    """A PATH assignment that puts the newest PostgreSQL client's bin folder under CLIENTS
+    first (PATH unchanged when there is none): psql and pg_dump then start as themselves, not
+    through Debian's Perl wrapper, which picks that same newest client for a remote server and
+    costs about 15 ms a call (33 ms a psql, 18 ms without it, on the lab)."""
+    pick = (
+        f"b= m=0; for d in {q(clients)}/*/bin; do v=${{d#{q(clients)}/}}; v=${{v%%[!0-9]*}}; "
+        '[ -x "$d/psql" ] && [ "$v" -ge "$m" ] 2>/dev/null && m=$v b=$d; done; '
+        '[ -n "$b" ] && echo "$b:"'
+    )
+    return f'PATH="$({pick})$PATH"'
+
+
 def _pg_env(s: Settings) -> str:
-    return f"PGPASSFILE={q(paths(s)['pgpass'])} PGSSLMODE={q(s.db_sslmode)} PGCONNECT_TIMEOUT=5"
+    return (
+        f"{client_path(CLIENTS)} PGPASSFILE={q(paths(s)['pgpass'])} PGSSLMODE={q(s.db_sslmode)} "
+        "PGCONNECT_TIMEOUT=5"
+    )
 
 
 def _pg_target(s: Settings) -> str:

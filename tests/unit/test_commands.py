@@ -33,6 +33,7 @@ S, _ = validate(
 
 def test_psql_reads_a_pgpass_file_and_stops_on_errors():
     assert postgres.psql(S, "SELECT 1") == (
+        f"{postgres.client_path(postgres.CLIENTS)} "
         "PGPASSFILE=/var/lib/monitoring-dashboard-deploy/pgpass PGSSLMODE=disable "
         "PGCONNECT_TIMEOUT=5 psql -X -q -At -v ON_ERROR_STOP=1 -h db1 -p 5432 -U monitoring "
         "-d monitoring -c 'SELECT 1'"
@@ -65,10 +66,28 @@ def test_pgpass_line_escapes_colons_and_backslashes():
     assert postgres.pgpass_line(S, "a:b\\c") == "db1:5432:monitoring:monitoring:a\\:b\\\\c\n"
 
 
+def test_the_newest_postgresql_client_comes_first_in_path(tmp_path):
+    """Run by a real shell: 9.6 sorts after 15 as text, 16 has no psql, and `b` and `m` in the
+    environment change nothing."""
+    for version in ("9.6", "10", "15", "16"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        if version != "16":
+            (tmp_path / version / "bin" / "psql").write_text("#!/bin/sh\n")
+            (tmp_path / version / "bin" / "psql").chmod(0o755)
+    script = f'{postgres.client_path(str(tmp_path))}; echo "$PATH"'
+    env = {"PATH": "/usr/bin:/bin", "b": "/elsewhere", "m": "99"}
+    done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == f"{tmp_path}/15/bin:/usr/bin:/bin" and not done.stderr
+    none = postgres.client_path(str(tmp_path / "none"))
+    done = subprocess.run(["sh", "-c", f'{none}; echo "$PATH"'], env=env, capture_output=True)
+    assert done.stdout.strip() == b"/usr/bin:/bin"  # no empty entry: not the current folder
+
+
 @pytest.mark.parametrize("exit_code", [0, 1, 28])
-def test_a_failed_pg_dump_leaves_no_file_and_keeps_its_exit_code(tmp_path, exit_code):
+def test_a_failed_pg_dump_leaves_no_file_and_keeps_its_exit_code(tmp_path, exit_code, monkeypatch):
     """The command as built, run by a real shell against a pg_dump that writes half a dump
     and then fails (as on a full disk)."""
+    monkeypatch.setattr(postgres, "CLIENTS", str(tmp_path / "no-clients"))  # the fake runs
     fake = tmp_path / "bin" / "pg_dump"
     fake.parent.mkdir()
     fake.write_text(f'#!/bin/sh\nfor a; do f="$a"; done\necho half > "$f"\nexit {exit_code}\n')
