@@ -54,7 +54,8 @@ def main() -> None:
     rows = []
     core.up("staging", echo=lambda _m: None)
     deploy = [PYINFRA, "-y", "inventories/lab.py", "deploy.py"]
-    timed(deploy)  # bring the lab to v2.0.0-perf first
+    timed([*deploy, "--data", "app_version=v1.9.0"])  # a release for the rollbacks to go back to
+    timed(deploy)  # then v2.0.0-perf
     floor = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor.py"], runs)
     floor_at_once = median_of([PYINFRA, "-y", "inventories/lab.py", "bench/floor_at_once.py"], runs)
     noop = median_of(deploy, runs)
