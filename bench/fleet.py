@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from availability import PYINFRA, idle_p99, pyinfra, under_load  # noqa: E402
+from run import timed  # noqa: E402
 
 from lab import core  # noqa: E402
 
@@ -55,15 +54,7 @@ def memory_mib(names: set[str]) -> list[float]:
 
 def floor_seconds(*limit: str) -> float:
     """Wall seconds of pyinfra's floor on the fleet's inventory (every host, or LIMIT)."""
-    started = time.monotonic()
-    subprocess.run(
-        [PYINFRA, "-y", INVENTORY, "bench/floor_at_once.py", *limit],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return time.monotonic() - started
+    return timed([PYINFRA, "-y", INVENTORY, "bench/floor_at_once.py", *limit])
 
 
 def size(app_hosts: int, runs: int) -> dict[str, float]:

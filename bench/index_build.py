@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,12 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from schema import p99  # noqa: E402
+from schema import p99, pyinfra  # noqa: E402
 
 from lab import core  # noqa: E402
 from lab.load import Load  # noqa: E402
 
-PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 BASELINE = 5  # seconds of load before the build starts
 INDEX = "idx_bench_parallel_workers"
 WORKERS = (2, 0)
@@ -79,13 +77,7 @@ def main() -> None:
     core.up("staging", echo=lambda _m: None)
     app1 = core.hosts_of("staging")[0]
     url = f"http://{app1.address}:8080"
-    subprocess.run(
-        [PYINFRA, "-y", "inventories/lab.py", "deploy.py", "--data", "app_version=v1.9.0"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
+    pyinfra("--data", "app_version=v1.9.0")
     print("| rate | workers | run | build s | p99 before / during ms | max ms | failed | dropped |")
     print("|---|---|---|---|---|---|---|---|")
     summary = []
