@@ -19,6 +19,18 @@ SIZE = re.compile(r"^\d+(kb|mb|gb|KB|MB|GB)$")
 NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
 BATCH = re.compile(r"^([1-9]\d*|([1-9]\d?|100)%)$")
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# an HTTP path with its query: nothing a shell, HAProxy's configuration or an ACL reads as a
+# separator, a quote or a comment (no space, quote, backslash, `#`, `$`, braces but `{n}`)
+URL_PATH = re.compile(r"^/([A-Za-z0-9._~!&()*+,;=:@%/?-]|\{n\})*$")
+# a host name (RFC 1123) or an IPv4 / IPv6 address
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$")
+# what the tools that read a value accept: a TCP port; PostgreSQL's largest timeout (INT_MAX
+# milliseconds, about 24.8 days); a whole number the service's Go and PostgreSQL read as int32
+MAX_PORT = 65535
+MAX_DURATION_SECONDS = (2**31 - 1) / 1000
+MAX_INT = 2**31 - 1
+MAX_SIZE_BYTES = 2**40  # 1 TB: Redis maxmemory and PostgreSQL's memory settings
 # printable, nothing HAProxy's double quotes interpret (the maintenance message); fullmatch
 MESSAGE = re.compile(r'[^"\\$\x00-\x1f\x7f]{1,200}')
 # a Kubernetes name (RFC 1123 label) and an image tag
@@ -60,7 +72,8 @@ class Var:
     name: str
     default: Any
     doc: str
-    kind: str = "str"  # str, int, bool, duration, size, path, choice, ref, name, number
+    # str, int, port, bool, duration, size, path, urlpath, host, choice, ref, name, number
+    kind: str = "str"
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     required: bool = False
@@ -151,7 +164,7 @@ VARIABLES: list[Var] = [
     ),
     Var("app_service", "monitoring-dashboard", "systemd unit name", "name"),
     Var("app_user", "monitoring-dashboard", "non-root user the service runs as", "name"),
-    Var("app_port", 8080, "port the service listens on", "int", minimum=1),
+    Var("app_port", 8080, "port the service listens on", "port"),
     Var("app_log_file", "/var/log/monitoring-dashboard/app.log", "the service's log file", "path"),
     Var("app_keep_releases", 3, "releases kept on each host (current included)", "int", minimum=2),
     Var(
@@ -163,13 +176,14 @@ VARIABLES: list[Var] = [
         choices=("once", "each"),
     ),
     Var("app_build_timeout", 600, "seconds allowed for fetch + go build", "int", minimum=10),
-    Var("app_health_path", "/api/v1/auth/status", "health check path"),
+    Var("app_health_path", "/api/v1/auth/status", "health check path", "urlpath"),
     Var(
         "app_liveness_path",
         "/api/v1/version",
         "a path that answers while the process does, whatever the database does: the local "
         "proxy's check of each slot, the pods' startup and liveness probes (app_health_path "
         "stays the readiness check)",
+        "urlpath",
     ),
     Var(
         "app_health_timeout",
@@ -230,8 +244,8 @@ VARIABLES: list[Var] = [
         "choice",
         choices=("blue_green", "restart"),
     ),
-    Var("app_blue_port", 8081, "blue_green: loopback port of slot blue", "int", minimum=1),
-    Var("app_green_port", 8082, "blue_green: loopback port of slot green", "int", minimum=1),
+    Var("app_blue_port", 8081, "blue_green: loopback port of slot blue", "port"),
+    Var("app_green_port", 8082, "blue_green: loopback port of slot green", "port"),
     Var(
         "release_drain_timeout",
         30,
@@ -365,8 +379,8 @@ VARIABLES: list[Var] = [
         minimum=0,
     ),
     # db_: PostgreSQL
-    Var("db_host", None, "PostgreSQL host", required=True),
-    Var("db_port", 5432, "PostgreSQL port", "int", minimum=1),
+    Var("db_host", None, "PostgreSQL host", "host", required=True),
+    Var("db_port", 5432, "PostgreSQL port", "port"),
     Var("db_name", "monitoring", "database name", "name"),
     Var("db_user", "postgres", "database user (owner of table metrics)", "name"),
     Var(
@@ -437,7 +451,7 @@ VARIABLES: list[Var] = [
         "/api/v1/metrics/history?type=cpu&duration={n}s",
         "after the expand migrations, asked of every host still serving the old release (with "
         "the health check); {n} becomes a number new to each probe, so that no cache answers",
-        "path",
+        "urlpath",
     ),
     Var(
         "migrate_backfill_batch",
@@ -492,9 +506,9 @@ VARIABLES: list[Var] = [
         "int",
         minimum=0,
     ),
-    Var("redis_bind", "127.0.0.1", "address the container's port is published on"),
-    Var("redis_host", "localhost", "REDIS_HOST (the endpoint in external mode)"),
-    Var("redis_port", 6379, "REDIS_PORT", "int", minimum=1),
+    Var("redis_bind", "127.0.0.1", "address the container's port is published on", "host"),
+    Var("redis_host", "localhost", "REDIS_HOST (the endpoint in external mode)", "host"),
+    Var("redis_port", 6379, "REDIS_PORT", "port"),
     Var("redis_tls", False, "external endpoint speaks TLS", "bool"),
     Var("redis_db", 0, "REDIS_DB", "int", minimum=0),
     Var("redis_maxmemory", "1gb", "container --maxmemory", "size"),
@@ -520,6 +534,7 @@ VARIABLES: list[Var] = [
         "verify_history_path",
         "/api/v1/metrics/history?type=cpu&duration=1h",
         "endpoint timed and cached",
+        "urlpath",
     ),
     Var("verify_latency_ms", 500, "history endpoint must answer faster (ms)", "int", minimum=1),
     Var(
@@ -648,7 +663,7 @@ VARIABLES: list[Var] = [
     Var("report_notes", "", "free text for the deployment record"),
 ]
 BY_NAME = {v.name: v for v in VARIABLES}
-PYTHON_TYPES = {"int": int, "number": float, "bool": bool}
+PYTHON_TYPES = {"int": int, "port": int, "number": float, "bool": bool}
 
 # One host's checked settings: one attribute per variable of VARIABLES, typed by its kind
 # (`s.app_port` is an int); frozen, so a phase never changes what the next one reads
@@ -669,16 +684,28 @@ def seconds(duration: str) -> float:
     return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+def size_bytes(size: str) -> int:
+    """A validated size (512mb, 1GB) in bytes."""
+    match = re.match(r"^(\d+)(kb|mb|gb)$", size.lower())
+    if not match:
+        raise ValueError(f"not a size: {size!r}")
+    return int(match.group(1)) * 1024 ** ("kmg".index(match.group(2)[0]) + 1)
+
+
 def _check(var: Var, value: Any) -> str | None:
     """The problem with one value, or None."""
     kind = var.kind
-    if kind == "int":
+    if kind in ("int", "port"):
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.isdigit():
-                return None
             return f"must be a whole number, got {value!r}"
+        if kind == "port" and not 1 <= value <= MAX_PORT:
+            return f"must be a TCP port, 1 to {MAX_PORT}, got {value}"
         if var.minimum is not None and value < var.minimum:
             return f"must be at least {var.minimum:g}, got {value}"
+        if value > MAX_INT:
+            return f"must be at most {MAX_INT}, got {value}"
     elif kind == "number":
         try:
             number = float(value)
@@ -693,10 +720,22 @@ def _check(var: Var, value: Any) -> str | None:
         return f"must be a string, got {value!r}"
     elif kind == "duration" and not DURATION.match(str(value)):
         return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"
+    elif kind == "duration" and seconds(str(value)) > MAX_DURATION_SECONDS:
+        return f"must be at most 24 days (what PostgreSQL's timeouts take), got {value!r}"
     elif kind == "size" and not SIZE.match(str(value)):
         return f"must be a size like 512mb or 1gb, got {value!r}"
+    elif kind == "size" and size_bytes(str(value)) > MAX_SIZE_BYTES:
+        return f"must be at most 1024gb, got {value!r}"
     elif kind == "choice" and value not in var.choices:
-        return f"must be one of {', '.join(var.choices)}, got {value!r}"
+        named = ", ".join(c or "(empty)" for c in var.choices)
+        return f"must be one of {named}, got {value!r}"
+    elif kind == "urlpath" and not URL_PATH.match(value):
+        return (
+            "must be an HTTP path starting with / (letters, digits and ._~!&()*+,;=:@%/?- "
+            f"only), got {value!r}"
+        )
+    elif kind == "host" and not HOST.match(value):
+        return f"must be a host name or an IP address, got {value!r}"
     elif kind == "image" and not IMAGE.match(value):
         return f"must be an image repository like registry.example.com/team/app, got {value!r}"
     elif kind == "name" and not NAME.match(value):
@@ -713,7 +752,7 @@ def _check(var: Var, value: Any) -> str | None:
 def _coerce(var: Var, value: Any) -> Any:
     if var.kind == "batch":
         return str(value)
-    if var.kind == "int":
+    if var.kind in ("int", "port"):
         return int(value)
     if var.kind == "number":
         return float(value)
@@ -756,6 +795,14 @@ def validate(
             problems.append(
                 "app_blue_port, app_green_port: must differ from each other and from app_port"
             )
+    listening = [settings.get("app_port")]
+    if settings.get("release_strategy") == "blue_green":
+        listening += ports[1:]
+    if settings.get("redis_mode") == "container" and settings.get("redis_port") in listening:
+        problems.append(
+            "redis_port: the redis-cache container publishes it on the app host, where the "
+            "service already listens on it (app_port, or a blue_green slot's port)"
+        )
     if settings.get("lb_mode") == "health_check" and settings.get("release_strategy") == "restart":
         problems.append(
             "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "

@@ -29,14 +29,30 @@ def host_order(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
+def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """What is wrong with the YAML file PATH, as `file:line:column: problem`."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return f"{where}: {problem}" + (f" ({context})" if context else "")
+
+
 def read_vars(name: str) -> dict[str, Any]:
-    """One group_vars file (`group_vars/<name>.yml`); a missing file is an empty layer."""
+    """One group_vars file (`group_vars/<name>.yml`); a missing file is an empty layer. A file
+    that is not a YAML mapping stops the run, naming the file, the line and the problem."""
     path = GROUP_VARS_DIR / f"{name}.yml"
     if not path.exists():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"{yaml_problem(path, exc)}\nNothing was changed.") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of variables, got {type(data).__name__}")
+        raise SystemExit(
+            f"{path}: expected a mapping of variables (name: value), got "
+            f"{type(data).__name__}\nNothing was changed."
+        )
     return data
 
 

@@ -122,3 +122,42 @@ def test_maintenance_needs_the_local_proxy():
         "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
         "blue_green, release_method systemd or docker): it answers the 503"
     ]
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"app_port": 99999}, "app_port: must be a TCP port, 1 to 65535, got 99999"),
+        ({"app_port": "0"}, "app_port: must be a TCP port, 1 to 65535, got 0"),
+        ({"db_port": 70000}, "db_port: must be a TCP port"),
+        ({"app_port": 8081}, "app_blue_port, app_green_port: must differ"),
+        ({"redis_port": 8082}, "redis_port: the redis-cache container publishes it"),
+        ({"app_health_timeout": 2**31}, "app_health_timeout: must be at most 2147483647"),
+        ({"redis_cache_ttl": "600h"}, "redis_cache_ttl: must be at most 24 days"),
+        ({"redis_maxmemory": "2048gb"}, "redis_maxmemory: must be at most 1024gb"),
+        ({"app_health_path": "/a b"}, "app_health_path: must be an HTTP path"),
+        ({"app_liveness_path": "/x#y"}, "app_liveness_path: must be an HTTP path"),
+        ({"verify_history_path": "history"}, "verify_history_path: must be an HTTP path"),
+        ({"db_host": "db;reboot"}, "db_host: must be a host name or an IP address"),
+        ({"redis_host": "a b"}, "redis_host: must be a host name or an IP address"),
+        ({"runbook": "nope"}, "runbook: must be one of (empty), redis-disable, redis-enable"),
+    ],
+)
+def test_a_value_the_tools_would_refuse_is_refused_here(data, problem):
+    s, problems = config.validate({**BASE, **data}, ENV)
+    assert s is None and any(p.startswith(problem) for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"app_port": 80, "redis_port": 8080, "release_strategy": "restart", "app_blue_port": 6379},
+        {"app_port": "65535", "db_port": 1},
+        {"db_host": "10.0.0.5"},
+        {"db_host": "::1", "redis_mode": "external", "redis_host": "cache.example.com"},
+        {"migrate_probe_path": "/api/v1/metrics/history?type=cpu&duration={n}s"},
+        {"migrate_statement_timeout": "24h", "redis_maxmemory": "1024gb"},
+    ],
+)
+def test_values_the_tools_take_are_accepted(data):
+    assert config.validate({**BASE, **data}, ENV)[1] == []

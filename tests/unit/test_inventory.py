@@ -1,3 +1,5 @@
+import pytest
+
 from tasks import inventory
 
 
@@ -13,12 +15,31 @@ def test_a_missing_layer_is_empty_and_a_non_mapping_is_an_error(tmp_path, monkey
     monkeypatch.setattr(inventory, "GROUP_VARS_DIR", tmp_path)
     assert inventory.read_vars("nope") == {}
     (tmp_path / "bad.yml").write_text("- a\n- b\n")
-    try:
+    with pytest.raises(SystemExit) as exc:
         inventory.read_vars("bad")
-    except ValueError as exc:
-        assert "expected a mapping" in str(exc)
-    else:
-        raise AssertionError("a list file was accepted")
+    assert "bad.yml: expected a mapping" in str(exc.value)
+    assert "Nothing was changed." in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "text, where, problem",
+    [
+        ("app_port: 8080\napp_user: [a, b\n", ":3:1:", "expected ',' or ']'"),
+        ("a: 1\n  b: 2\n", ":2:4:", "mapping values are not allowed here"),
+        ("a: 'open\n", ":2:1:", "found unexpected end of stream"),
+        ("a: 1\nb: *nothing\n", ":2:4:", "found undefined alias"),
+    ],
+)
+def test_a_malformed_file_names_itself_its_line_and_the_problem(
+    tmp_path, monkeypatch, text, where, problem
+):
+    monkeypatch.setattr(inventory, "GROUP_VARS_DIR", tmp_path)
+    (tmp_path / "staging.yml").write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        inventory.layered_vars("staging")
+    message = str(exc.value)
+    assert message.startswith(f"{tmp_path / 'staging.yml'}{where} ")
+    assert problem in message and "Traceback" not in message
 
 
 def test_the_repos_lab_layer_names_a_local_redis_image():
