@@ -30,7 +30,7 @@ from tasks import (
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.method import Method, method_for
-from tasks.outcome import ended
+from tasks.outcome import deploy_ends_on_any_failure, ended
 from tasks.records import start_phase
 from tasks.runtime import DeployError, settings
 from tasks.strategy import strategy_for
@@ -62,6 +62,8 @@ def checklist(ctx: RunContext, s: Settings) -> None:
     method = method_for(s)
     p = plan(ctx, s, method)
     run = ctx.run(host)
+    strategy = strategy_for(method) if method.on_hosts else None
+    deploy_ends_on_any_failure(ctx, host, s, p, strategy)
 
     start_phase(ctx, "preflight")
     preflight.preflight(ctx, s, p, method)
@@ -74,12 +76,11 @@ def checklist(ctx: RunContext, s: Settings) -> None:
     backup.backup(ctx, s, p, method)
     start_phase(ctx, "migrate")
     migrate.migrate(ctx, s, p, method)
-    if not method.on_hosts:  # Kubernetes runs the service: its readiness probe is the gate
+    if strategy is None:  # Kubernetes runs the service: its readiness probe is the gate
         start_phase(ctx, "release")
         helm.release(ctx, s, p)
         release.prune(s, p)
     else:
-        strategy = strategy_for(method)
         start_phase(ctx, "redis")
         redis_op = redis.redis(ctx, s, p)
         if redis_op is not None:

@@ -9,14 +9,16 @@ gets the same object, and every host's callbacks share it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
 from gevent.event import AsyncResult
 from gevent.lock import BoundedSemaphore
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
-from pyinfra.api.state import State
+from pyinfra.api.state import BaseStateCallback, State
 
 from tasks.batches import Rollout
 from tasks.runtime import send_at_once_on_every_connection
@@ -104,6 +106,8 @@ class RunContext:
         self.end_told = False  # the run's end was told to the team
         self.keep_migrations: dict[str, set[str]] = {}  # rollback: each target's migrations
         self.runbook_records: dict[str, dict[str, Any]] = {}  # runbook: each host's record
+        # how each host's part ends when any operation fails on it (see operation_failed)
+        self.endings: dict[str, Callable[[str], Any]] = {}
 
     @classmethod
     def of(cls, state: State, kind: str, argv: list[str]) -> RunContext:
@@ -113,10 +117,43 @@ class RunContext:
             found = cls(kind, argv)
             setattr(state, KEPT_AS, found)
             send_at_once_on_every_connection(state)
+            state.add_callback_handler(_FailurePath(found))
         return found
+
+    def on_failure(self, h: Host, ending: Callable[[str], Any]) -> None:
+        """ENDING(what failed) ends host H's part of the run when an operation fails on it."""
+        self.endings[h.name] = ending
+
+    def operation_failed(self, h: Host, operation: str) -> None:
+        """OPERATION failed on host H: pyinfra skips the host's later operations, so the host
+        ends here through the run's failure path (its record, the team told, the lock released
+        after the last host), unless it already did (a check of ours that failed went down
+        that path itself) or the run does not hold the lock yet (nothing was changed)."""
+        ending = self.endings.get(h.name)
+        if ending is None or h.name in self.failed_hosts or not self.lock_holder:
+            return
+        try:
+            ending(f"operation '{operation}' failed (its output is above)")
+        except Exception as exc:  # noqa: BLE001 - pyinfra calls this inside its executor
+            message = f"the failure path itself failed on {h.name}: {type(exc).__name__}: {exc}"
+            click.echo(click.style(message, fg="red"), err=True)
 
     def run(self, h: Host) -> Run:
         """Host H's record in this run."""
         if h.name not in self.runs:
             self.runs[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
         return self.runs[h.name]
+
+
+class _FailurePath(BaseStateCallback):
+    """Tells the run context of every operation that failed on a host, whatever failed: an
+    operation of ours or of pyinfra's, a command, a timeout, a lost connection."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def operation_host_error(
+        self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
+    ) -> None:
+        names = ", ".join(state.get_op_meta(op_hash).names) or "an operation"
+        self.ctx.operation_failed(host, names)

@@ -24,4 +24,5 @@ def env_file(s: Settings) -> OperationMeta:
         content=content,
         user=s.app_user,
         group=s.app_user,
+        keep_in=p["replaced"],
     )

@@ -54,7 +54,7 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
         return result.returncode, json.loads(Path(summary).read_text())["metrics"]
 
 
-@phase_check("loadtest", roll_back=True)
+@phase_check("loadtest")
 def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     run = ctx.run(host)
     if not run.all_changes():

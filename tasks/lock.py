@@ -18,7 +18,7 @@ import gevent
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks.commands import postgres
+from tasks.commands import postgres, replaced, shell
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.runtime import DeployError, app_hosts, append_record, deployed_by, now_iso, say, sh
@@ -136,11 +136,13 @@ def _acquire(state, host, ctx: RunContext, s: Settings) -> bool:
     return False
 
 
-def _confirm(state, host, ctx: RunContext) -> bool:
-    if ctx.lock_holder:
-        return True
-    say(host, "stopping: this run does not hold the deploy lock (see above)")
-    return False
+def _confirm(state, host, ctx: RunContext, s: Settings) -> bool:
+    if not ctx.lock_holder:
+        say(host, "stopping: this run does not hold the deploy lock (see above)")
+        return False
+    # the copies a killed run left are not this run's: a failure puts back what this run found
+    sh(host, replaced.forget_previous(shell.paths(s)["replaced"]), what="starting the run")
+    return True
 
 
 def acquire(ctx: RunContext, s: Settings, on_this_host: bool) -> None:
@@ -149,7 +151,12 @@ def acquire(ctx: RunContext, s: Settings, on_this_host: bool) -> None:
         python.call(
             name=f"Take the deploy lock for {s.deploy_env}", function=_acquire, ctx=ctx, s=s
         )
-    python.call(name="Ensure this run holds the deploy lock", function=_confirm, ctx=ctx)
+    python.call(
+        name="Ensure this run holds the deploy lock (and keeps no earlier run's replaced files)",
+        function=_confirm,
+        ctx=ctx,
+        s=s,
+    )
 
 
 def release_when_last(ctx: RunContext, host, s: Settings) -> None:

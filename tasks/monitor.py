@@ -30,7 +30,7 @@ def _error_lines(h, path: str, offset: int) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-@phase_check("monitor", roll_back=True)
+@phase_check("monitor")
 def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     run = ctx.run(host)
     if not run.all_changes():

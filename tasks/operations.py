@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.facts.server import Command
 
-from tasks.commands import docker, git, rediscli, shell
+from tasks.commands import docker, git, rediscli, replaced, shell
 from tasks.config import Settings
 
 q = shell.q
@@ -74,9 +74,20 @@ def folders(wanted: tuple[tuple[str, int, str, str], ...]):
         yield StringCommand(f"{make}chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
 
 
-def _content(path: str, content: str, user: str, group: str, mode: int, what: str):
+def _content(
+    path: str,
+    content: str,
+    user: str,
+    group: str,
+    mode: int,
+    what: str,
+    check: str | None = None,
+    keep_in: str | None = None,
+):
     """The commands that make PATH hold CONTENT with its owner and MODE (none when it does);
-    the new content goes through a file of mode 0600 renamed into place."""
+    the new content goes through a candidate file of mode 0600 beside PATH, checked by CHECK
+    (a command that reads the candidate) and renamed into place only when it passes. With
+    KEEP_IN, the content PATH had is kept there first (tasks/commands/replaced.py)."""
     state = host.get_fact(FileState, path=path)
     same_content = (
         state is not None and state["sha256"] == hashlib.sha256(content.encode()).hexdigest()
@@ -84,20 +95,30 @@ def _content(path: str, content: str, user: str, group: str, mode: int, what: st
     if same_content and (state["mode"], state["user"], state["group"]) == (mode, user, group):
         host.noop(f"{path} is up to date{what}")
         return
-    tmp = f"{path}.upload"
+    keep = replaced.keep_previous(path, keep_in) + " && " if keep_in and state is not None else ""
+    tmp = replaced.candidate(path)
     if not same_content:
         yield StringCommand(f"umask 077 && rm -f {q(tmp)} && touch {q(tmp)}")
         yield FileUploadCommand(StringIO(content), tmp)
+        if check:
+            yield StringCommand(replaced.checked(check, tmp))
         yield StringCommand(
             f"chown {q(user)}:{q(group)} {q(tmp)} && chmod {mode} {q(tmp)} && "
-            f"mv -f {q(tmp)} {q(path)}"
+            f"{keep}mv -f {q(tmp)} {q(path)}"
         )
     else:
-        yield StringCommand(f"chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
+        yield StringCommand(f"{keep}chown {q(user)}:{q(group)} {q(path)} && chmod {mode} {q(path)}")
 
 
 @operation()
-def secret_file(path: str, content: str, user: str = "root", group: str = "root", mode: int = 600):
+def secret_file(
+    path: str,
+    content: str,
+    user: str = "root",
+    group: str = "root",
+    mode: int = 600,
+    keep_in: str | None = None,
+):
     """
     Ensure a file holds a secret, with its owner and mode; its content is never printed
     (not with ``--diff`` either) and never readable by others, even while uploading.
@@ -105,14 +126,23 @@ def secret_file(path: str, content: str, user: str = "root", group: str = "root"
     + path: file on the host
     + content: what the file must hold
     + user, group, mode: owner and permissions (mode 600 unless told)
+    + keep_in: a root-only folder where the content it replaces is kept, for the failure path
 
     **Example:** ``secret_file(path="/app/.env", content=text, user="svc")``
     """
-    yield from _content(path, content, user, group, mode, " (content not shown)")
+    yield from _content(path, content, user, group, mode, " (content not shown)", None, keep_in)
 
 
 @operation()
-def text_file(path: str, content: str, user: str = "root", group: str = "root", mode: int = 644):
+def text_file(
+    path: str,
+    content: str,
+    user: str = "root",
+    group: str = "root",
+    mode: int = 644,
+    check: str | None = None,
+    keep_in: str | None = None,
+):
     """
     Ensure a file holds a text, with its owner and mode: one remote check (mode, owner and
     checksum together) where ``files.put`` makes three, for the units and configuration
@@ -121,10 +151,13 @@ def text_file(path: str, content: str, user: str = "root", group: str = "root", 
     + path: file on the host
     + content: what the file must hold
     + user, group, mode: owner and permissions (mode 644 unless told)
+    + check: a command that checks the new content, written to ``replaced.candidate(path)``,
+      before it replaces the file (``haproxy -c``, ``systemd-analyze verify``)
+    + keep_in: a root-only folder where the content it replaces is kept, for the failure path
 
     **Example:** ``text_file(path="/etc/systemd/system/x.service", content=unit)``
     """
-    yield from _content(path, content, user, group, mode, "")
+    yield from _content(path, content, user, group, mode, "", check, keep_in)
 
 
 @operation()

@@ -8,6 +8,8 @@
 - `ended()`: the last operation of every run that went well on a host.
 - `phase_check()`: makes a phase's execution-time check a pyinfra callback whose DeployError
   goes down deploy_failed().
+- `deploy_ends_on_any_failure()`: any other operation that fails on a host (pyinfra's own, a
+  command, a lost connection) goes down deploy_failed() too.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks import lock, notify
+from tasks import lock, notify, slots
+from tasks.commands import replaced, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.records import mark_phase, print_table, write_records
-from tasks.runtime import DeployError, say
+from tasks.runtime import DeployError, say, sh
 from tasks.strategy import Strategy
+
+# the phases that run once the host serves the new release: a failure there switches back
+SWITCH_BACK = ("verify", "loadtest", "monitor")
 
 
 def failed(
@@ -67,6 +73,25 @@ def switch_back(ctx: RunContext, h, plan: Plan, release: Strategy, reason: str) 
     return f"switched back to {plan.previous_version}, which answers healthy"
 
 
+def restore_replaced(h, s: Settings) -> list[str]:
+    """Put back on host H every file this run replaced (.env, the units, the proxy
+    configuration: tasks/commands/replaced.py), then have systemd and the running proxy read
+    them again. Returns the files put back."""
+    restored = sh(
+        h,
+        replaced.restore_previous(shell.paths(s)["replaced"]),
+        what="putting back the files this run replaced",
+    )[1].split()
+    after = []
+    if any(path.endswith(".service") for path in restored):
+        after.append("systemctl daemon-reload")
+    if slots.config_path(s) in restored:
+        after.append(slots.reload_proxy_command(s))
+    if after:
+        sh(h, " && ".join(after), what="reloading what was put back")
+    return restored
+
+
 def deploy_failed(
     ctx: RunContext,
     h,
@@ -77,13 +102,24 @@ def deploy_failed(
     release: Strategy | None = None,
 ) -> bool:
     """Stop host H's deploy in PHASE. With RELEASE (the phase ran after the switch), switch
-    back first when auto_rollback allows; then write the record and the report, and end
-    through failed()."""
+    back first when auto_rollback allows. While the previous release serves (nothing was
+    switched here, or it is switched back), the files this run replaced go back first. Then
+    write the record and the report, and end through failed()."""
     run = ctx.run(h)
     run.outcome, run.failure = "failed", f"{phase}: {error}"
     run.completed = time.time()
     state = "the previous release keeps serving (nothing was switched)"
-    if release is not None and s.auto_rollback:
+    switched = ctx.rollout is not None and h.name in ctx.rollout.switched
+    switching_back = release is not None and s.auto_rollback
+    restored: list[str] = []
+    if not switched or switching_back:
+        try:
+            restored = restore_replaced(h, s)
+        except DeployError as exc:
+            run.not_rolled_back.append(f"the files this run replaced: {exc}")
+    if restored:
+        run.facts["files_put_back"] = restored
+    if switching_back:
         try:
             state = switch_back(ctx, h, plan, release, f"{phase} failed")
             run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
@@ -101,6 +137,8 @@ def deploy_failed(
         path = f"(could not write the record: {exc})"
     print_table(run)
     lines = [f"    state now:   {state}"]
+    if restored:
+        lines.append(f"    put back:    {', '.join(restored)} (as they were before this run)")
     if run.not_rolled_back:
         lines.append(f"    not rolled back: {'; '.join(run.not_rolled_back)}")
     if run.rolled_back:
@@ -115,12 +153,13 @@ def deploy_failed(
     return failed(ctx, h, s, plan.ref, phase, error, lines, bool(run.rolled_back))
 
 
-def phase_check(phase: str, roll_back: bool = False) -> Callable:
+def phase_check(phase: str) -> Callable:
     """Make BODY(ctx, host, s, plan, **kwargs) the execution-time callback of PHASE: a
     DeployError it raises fails the host through deploy_failed(), switching back first when
-    ROLL_BACK (the operation is then given `release=`, the run's strategy). pyinfra passes
-    state and host to a callback that names them, and fails the operation when it returns
-    False."""
+    PHASE is one of SWITCH_BACK (the operation is then given `release=`, the run's strategy).
+    pyinfra passes state and host to a callback that names them, and fails the operation when
+    it returns False."""
+    roll_back = phase in SWITCH_BACK
 
     def wrap(body: Callable) -> Callable:
         def callback(
@@ -142,6 +181,23 @@ def phase_check(phase: str, roll_back: bool = False) -> Callable:
         return callback
 
     return wrap
+
+
+def deploy_ends_on_any_failure(
+    ctx: RunContext, h, s: Settings, plan: Plan, release: Strategy | None
+) -> None:
+    """Any operation that fails on host H (after the lock is taken) ends H's deploy through
+    deploy_failed(), in the phase it was in, switching back (RELEASE) in a phase of
+    SWITCH_BACK: the same end as a failed check."""
+
+    def ending(error: str) -> bool:
+        run = ctx.run(h)
+        phase = run.phases[-1]["phase"] if run.phases else "preflight"
+        return deploy_failed(
+            ctx, h, s, plan, phase, error, release if phase in SWITCH_BACK else None
+        )
+
+    ctx.on_failure(h, ending)
 
 
 def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:

@@ -420,7 +420,9 @@ def rollback(
     env_op: OperationMeta | None,
 ) -> None:
     """Go back to TARGET: the contract reverted first (full), then the switch (RELEASE; None
-    when the service runs on Kubernetes: Helm's previous revision), then the expand (full)."""
+    when the service runs on Kubernetes: Helm's previous revision), then the expand (full).
+    Any operation that fails ends the host's rollback the way a failed step does."""
+    ctx.on_failure(host, lambda error: _fail(ctx, host, s, target, "rollback", error))
     full = s.rollback_mode == "full"
     if full:
         if target.is_migration_host:

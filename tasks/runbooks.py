@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
@@ -222,13 +223,18 @@ def _run(
         if env_op is not None and env_op.did_change():
             done.append(f".env updated; {_restart(host, s, release)}")
     except DeployError as exc:
-        lines = [
-            f"    done before: {'; '.join(done) or 'nothing'}",
-            "    next:        fix the cause and run the runbook again: each step is safe to repeat",
-        ]
-        return failed(ctx, host, s, name, f"runbook {name}", exc, lines)
+        return _fail(ctx, host, s, exc, done)
     _record(ctx, host, s, name, done)
     return True
+
+
+def _fail(ctx: RunContext, h, s: Settings, error: Exception | str, done: list[str] | None) -> bool:
+    """Host H's runbook failed; DONE: its steps done before (None: not known)."""
+    lines = [f"    done before: {'; '.join(done) or 'nothing'}"] if done is not None else []
+    lines.append(
+        "    next:        fix the cause and run the runbook again: each step is safe to repeat"
+    )
+    return failed(ctx, h, s, s.runbook, f"runbook {s.runbook}", error, lines)
 
 
 @deploy("Runbook overrides")
@@ -246,7 +252,9 @@ def keep_overrides(s: Settings, values: dict[str, Any]) -> None:
 @deploy("Runbook")
 def runbook(ctx: RunContext, s: Settings, release: Strategy, env_op: OperationMeta | None) -> None:
     """Runbook `runbook` on this host, S the settings with the overrides it leaves; RELEASE
-    restarts the service when the .env changed (ENV_OP)."""
+    restarts the service when the .env changed (ENV_OP). Any operation that fails ends the
+    host's runbook the way a failed step does."""
+    ctx.on_failure(host, lambda error: _fail(ctx, host, s, error, None))
     python.call(
         name=f"Runbook {s.runbook}: {RUNBOOKS[s.runbook]}",
         function=_run,

@@ -26,7 +26,7 @@ from pyinfra.operations import apt, files, systemd
 from pyinfra.operations.util import any_changed
 
 from tasks import operations, service
-from tasks.commands import git, guard, haproxy, http, shell, units
+from tasks.commands import git, guard, haproxy, http, replaced, shell, units
 from tasks.config import Settings
 from tasks.method import Method
 from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
@@ -120,23 +120,32 @@ def ensure_units(s: Settings) -> OperationMeta:
             mode=644,
         )
     files.file(name=f"Ensure {p['drain_map']} exists", path=p["drain_map"], mode="644")
+    keep_in = shell.paths(s)["replaced"]
     config = operations.text_file(
-        name=f"Ensure the proxy configuration {p['config']} is current",
+        name=f"Ensure the proxy configuration {p['config']} is current (haproxy -c)",
         path=p["config"],
         content=proxy_config_text(s),
         mode=644,
+        check=replaced.haproxy_check(replaced.candidate(p["config"])),
+        keep_in=keep_in,
     )
     proxy_unit = operations.text_file(
         name=f"Ensure systemd unit {proxy_service(s)} is installed",
         path=p["proxy_unit"],
         content=proxy_unit_text(s),
         mode=644,
+        check=replaced.unit_verify(
+            replaced.candidate(p["proxy_unit"]), f"{proxy_service(s)}.service"
+        ),
+        keep_in=keep_in,
     )
     unit = operations.text_file(
         name=f"Ensure systemd unit {s.app_service}@.service (slots) is installed",
         path=p["slot_unit"],
         content=slot_unit_text(s),
         mode=644,
+        check=replaced.unit_verify(replaced.candidate(p["slot_unit"]), f"{s.app_service}@.service"),
+        keep_in=keep_in,
     )
     systemd.daemon_reload(name="Reload systemd (units changed)", _if=any_changed(proxy_unit, unit))
     # A running proxy reloads without closing its port; a stopped one starts in activate().
@@ -360,6 +369,17 @@ def set_maintenance(h, s: Settings, on: bool) -> bool:
     command = haproxy.map_flag(p["socket"], p["drain_map"], "maintenance", on)
     _, out, _ = sh(h, command, what="maintenance mode in the proxy's map")
     return out.strip() == "changed"
+
+
+def config_path(s: Settings) -> str:
+    """The local proxy's configuration file."""
+    return _paths(s)["config"]
+
+
+def reload_proxy_command(s: Settings) -> str:
+    """The running local proxy reads its configuration again (nothing when it is stopped)."""
+    proxy = q(proxy_service(s))
+    return f"if systemctl is-active -q {proxy}; then systemctl reload {proxy}; fi"
 
 
 def is_active_command(s: Settings) -> str:

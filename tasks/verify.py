@@ -32,7 +32,7 @@ def log_since_start(h, s: Settings) -> str:
     return out
 
 
-@phase_check("verify", roll_back=True)
+@phase_check("verify")
 def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     run = ctx.run(host)
     failures: list[str] = []

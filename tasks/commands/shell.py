@@ -32,5 +32,7 @@ def paths(s: Settings) -> dict[str, str]:
         "manifests": f"{state}/manifests",
         "records": f"{state}/deployments.jsonl",
         "overrides": f"{state}/runbook-overrides.json",
+        # what the running deploy, rollback or runbook replaced (tasks/commands/replaced.py)
+        "replaced": f"{state}/replaced",
         "unit": f"/etc/systemd/system/{s.app_service}.service",
     }
