@@ -409,3 +409,50 @@ def test_a_database_that_stalls_for_seconds_makes_no_request_fail(st):
         "| grep -c ' is DOWN' || true"
     )
     assert downs == "0"
+
+
+# /usr/sbin/haproxy made to fail its configuration check (`-c`) and nothing else: the running
+# proxy and everything else on the host see the real binary
+FAILING_HAPROXY_CHECK = (
+    "mv /usr/sbin/haproxy /usr/sbin/haproxy.real && printf '%s\\n' '#!/bin/sh' "
+    '\'for a; do [ "$a" = -c ] && { echo "[ALERT] check made to fail by the test" >&2; '
+    "exit 1; }; done' 'exec /usr/sbin/haproxy.real \"$@\"' > /usr/sbin/haproxy "
+    "&& chmod 755 /usr/sbin/haproxy"
+)
+
+
+def test_a_proxy_configuration_that_fails_its_check_fails_the_step_and_changes_no_file(st):
+    """The deploy changes .env (db_max_idle_conns) and the proxy configuration (the maintenance
+    message); the host's `haproxy -c` refuses the new configuration. The deploy fails in the
+    release step through the product's failure path, the service answers throughout, .env and
+    proxy.cfg are byte for byte what they were, and the next deploy is not refused a lock."""
+    files = "/etc/monitoring-dashboard/proxy.cfg /app/monitoring-dashboard-api/.env"
+    look = f"sha256sum {files} && stat -c '%n %a %U %G' {files}"
+    before, serving = st.sh(look), st.version()
+    st.sh(FAILING_HAPROXY_CHECK)
+    try:
+        with Load(st.url(), 50, "60s") as load:
+            result = pyinfra(
+                *QUICK,
+                "--data",
+                "db_max_idle_conns=40",
+                "--data",
+                "runbook_maintenance_message=back at noon",
+            )
+            traffic = load.result(stop_early=True)
+    finally:
+        st.sh("mv -f /usr/sbin/haproxy.real /usr/sbin/haproxy")
+    text = output(result)
+    assert result.returncode != 0
+    assert "--> DEPLOY FAILED on app1 in release" in text
+    assert "Ensure the proxy configuration /etc/monitoring-dashboard/proxy.cfg" in text
+    assert "[ALERT] check made to fail by the test" in text
+    assert "put back:    /app/monitoring-dashboard-api/.env" in text
+    assert report(result)["failure"].startswith("release: operation 'Ensure the proxy")
+    assert traffic.unserved == 0, traffic
+    assert st.sh(look) == before
+    assert st.sh("ls -A /etc/monitoring-dashboard") == "drain.map\nproxy.cfg"  # no candidate
+    assert st.version() == serving
+    after = pyinfra(*QUICK, "--data", "lock_wait=0")
+    assert after.returncode == 0, output(after)[-3000:]
+    assert "REFUSED" not in output(after)
