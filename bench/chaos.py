@@ -110,7 +110,7 @@ def killed(argv: list[str], after: float) -> tuple[bool, str, str]:
 
 
 def rows() -> str:
-    data = dict(lab_group("production", "app_servers", ("production", "lab"))[0][1])
+    data = dict(lab_group("production", "app_servers", ("production", "lab"), [])[0][1])
     db_name = data.get("db_name", BY_NAME["db_name"].default)
     psql = f"psql -X -At -d {shell.q(db_name)} -c {shell.q(postgres.table_fingerprint_sql())}"
     return sh("db1", f"su postgres -c {shell.q(psql)}")

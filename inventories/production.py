@@ -5,6 +5,7 @@ production run always names its hosts on purpose.
 """
 
 import os
+import sys
 
 from tasks.inventory import checked_vars
 
@@ -14,5 +15,5 @@ if not _names:
         "PRODUCTION_APP_HOSTS is not set: name the production app hosts, "
         "comma separated (e.g. PRODUCTION_APP_HOSTS=app1.prod,app2.prod)"
     )
-_data = checked_vars("production")
+_data = checked_vars("production", argv=sys.argv)
 app_servers = [(name, _data) for name in _names]

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(debootstrap systemd-container iproute2 openssh-client git make python3-venv)
+packages=(debootstrap systemd-container iproute2 openssh-client git make python3-venv haproxy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -12,6 +12,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}"
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    # haproxy is here for `haproxy -c` (the tests check every configuration the deploy can
+    # write); the machine's own proxy service is not wanted
+    if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+        systemctl disable --now haproxy >/dev/null 2>&1 || true
+    fi
 fi
 
 stamp=.venv/.installed

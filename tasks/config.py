@@ -22,6 +22,9 @@ GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 # an HTTP path with its query: nothing a shell, HAProxy's configuration or an ACL reads as a
 # separator, a quote or a comment (no space, quote, backslash, `#`, `$`, braces but `{n}`)
 URL_PATH = re.compile(r"^/([A-Za-z0-9._~!&()*+,;=:@%/?-]|\{n\})*$")
+# an absolute path on a host, as a unit file and HAProxy's configuration hold it literally
+# (no `%`, which systemd expands, no space, quote or `#`)
+HOST_PATH = re.compile(r"^(/[A-Za-z0-9._+-]+)+$")
 # a host name (RFC 1123) or an IPv4 / IPv6 address
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$")
@@ -72,7 +75,8 @@ class Var:
     name: str
     default: Any
     doc: str
-    # str, int, port, bool, duration, size, path, urlpath, host, choice, ref, name, number
+    # str, int, port, bool, duration, size, path, hostpath, urlpath, host, choice, ref, name,
+    # number
     kind: str = "str"
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -88,7 +92,7 @@ VARIABLES: list[Var] = [
         "deploy_state_dir",
         "/var/lib/monitoring-dashboard-deploy",
         "on each app host: manifests, deployment records, deploy-only secrets (0700)",
-        "path",
+        "hostpath",
     ),
     Var(
         "auto_rollback",
@@ -160,12 +164,17 @@ VARIABLES: list[Var] = [
         "app_dir",
         "/app/monitoring-dashboard-api",
         "application directory (releases/, current, .env)",
-        "path",
+        "hostpath",
     ),
     Var("app_service", "monitoring-dashboard", "systemd unit name", "name"),
     Var("app_user", "monitoring-dashboard", "non-root user the service runs as", "name"),
     Var("app_port", 8080, "port the service listens on", "port"),
-    Var("app_log_file", "/var/log/monitoring-dashboard/app.log", "the service's log file", "path"),
+    Var(
+        "app_log_file",
+        "/var/log/monitoring-dashboard/app.log",
+        "the service's log file",
+        "hostpath",
+    ),
     Var("app_keep_releases", 3, "releases kept on each host (current included)", "int", minimum=2),
     Var(
         "app_build",
@@ -355,7 +364,7 @@ VARIABLES: list[Var] = [
         "lb_haproxy_socket",
         "/run/haproxy/admin.sock",
         "haproxy: admin socket on the lb_servers host",
-        "path",
+        "hostpath",
     ),
     Var(
         "lb_haproxy_backend",
@@ -404,7 +413,7 @@ VARIABLES: list[Var] = [
         "backup_dir",
         "/var/backups/monitoring-dashboard",
         "where backups are kept (on the migration host)",
-        "path",
+        "hostpath",
     ),
     Var(
         "backup_keep",
@@ -734,6 +743,11 @@ def _check(var: Var, value: Any) -> str | None:
             "must be an HTTP path starting with / (letters, digits and ._~!&()*+,;=:@%/?- "
             f"only), got {value!r}"
         )
+    elif kind == "hostpath" and not HOST_PATH.match(value):
+        return (
+            "must be an absolute path on the host (letters, digits and ._+- between the "
+            f"slashes), got {value!r}"
+        )
     elif kind == "host" and not HOST.match(value):
         return f"must be a host name or an IP address, got {value!r}"
     elif kind == "image" and not IMAGE.match(value):
@@ -793,7 +807,9 @@ def validate(
     if settings.get("release_strategy") == "blue_green" and None not in ports:
         if len(set(ports)) != 3:
             problems.append(
-                "app_blue_port, app_green_port: must differ from each other and from app_port"
+                "app_port, app_blue_port, app_green_port: must differ from each other (the "
+                f"local proxy listens on app_port, the slots on theirs), got {ports[0]}, "
+                f"{ports[1]}, {ports[2]}"
             )
     listening = [settings.get("app_port")]
     if settings.get("release_strategy") == "blue_green":

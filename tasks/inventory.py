@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyinfra_cli.util import parse_cli_arg
 
 from tasks.config import check_or_exit
 
@@ -56,10 +57,33 @@ def read_vars(name: str) -> dict[str, Any]:
     return data
 
 
-def checked_vars(*layers: str) -> dict[str, Any]:
-    """layered_vars(), validated: every problem is listed before pyinfra connects anywhere."""
+def cli_data(argv: list[str]) -> dict[str, Any]:
+    """The `--data KEY=VALUE` of the pyinfra command line ARGV, read as pyinfra reads them."""
+    found: dict[str, Any] = {}
+    for i, arg in enumerate(argv):
+        if arg == "--data" and i + 1 < len(argv):
+            pair = argv[i + 1]
+        elif arg.startswith("--data="):
+            pair = arg.removeprefix("--data=")
+        else:
+            continue
+        key, sep, value = pair.partition("=")
+        if sep:
+            found[key] = parse_cli_arg(value)
+    return found
+
+
+def check_before_connecting(data: dict[str, Any], argv: list[str], where: str) -> None:
+    """DATA with the command line's --data applied, validated: every problem is listed before
+    pyinfra connects to any host (deploy.py checks each host's own data again)."""
+    check_or_exit({**data, **cli_data(argv)}, where)
+
+
+def checked_vars(*layers: str, argv: list[str]) -> dict[str, Any]:
+    """layered_vars(), validated with the command line ARGV's --data: every problem is listed
+    before pyinfra connects anywhere."""
     data = layered_vars(*layers)
-    check_or_exit(data, f"group_vars ({', '.join(('all', *layers))})")
+    check_before_connecting(data, argv, f"group_vars ({', '.join(('all', *layers))})")
     return data
 
 
@@ -84,8 +108,9 @@ def lab_status() -> dict[str, Any]:
     return json.loads(out)
 
 
-def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
-    """The lab's hosts of one group as pyinfra (name, data) pairs, with group_vars applied.
+def lab_group(env: str, group: str, layers: tuple[str, ...], argv: list[str]) -> list[HostSpec]:
+    """The lab's hosts of one group as pyinfra (name, data) pairs, with group_vars applied
+    and checked with the command line ARGV's --data.
 
     The lab's own secrets are put in the environment, where the deploy reads every secret
     (a password meant for the team's servers never reaches a lab host).
@@ -114,7 +139,7 @@ def lab_group(env: str, group: str, layers: tuple[str, ...]) -> list[HostSpec]:
         os.environ["REDIS_PASSWORD"] = Path(redis["password_file"]).read_text().strip()
         lab_data.update({"redis_host": redis["host"], "redis_port": redis["port"]})
     base = {**layered_vars(*layers), **lab_data}
-    check_or_exit(base, f"lab {env} inventory")
+    check_before_connecting(base, argv, f"lab {env} inventory")
     return [
         (
             h["name"],

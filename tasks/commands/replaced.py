@@ -54,7 +54,7 @@ def checked(check: str, candidate_path: str) -> str:
 
 def haproxy_check(config: str) -> str:
     """HAProxy's own check of the configuration file CONFIG (`haproxy -c`)."""
-    return f"haproxy -c -q -f {q(config)}"
+    return f"haproxy -c -f {q(config)}"
 
 
 # systemd-analyze verify also requires each ExecStart= program to exist; a slot's or the

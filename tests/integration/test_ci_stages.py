@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
-from pyinfra_cli import REPO, RUN_TIMEOUT, report_path
+from pyinfra_runs import REPO, RUN_TIMEOUT, report_path
 
 COMMIT = "0" * 40
 

@@ -10,8 +10,8 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from pyinfra_cli import QUICK, REPO, lab_settings, output, pyinfra, report_path
-from pyinfra_cli import report as last_report
+from pyinfra_runs import QUICK, REPO, lab_settings, output, pyinfra, report_path
+from pyinfra_runs import report as last_report
 
 from lab import core
 from lab.topology import topology
@@ -58,6 +58,25 @@ def test_broken_variables_fail_before_any_change_and_list_every_problem(fresh_st
     ):
         assert expected in text
     assert on_app1(app1, "test -e /app/monitoring-dashboard-api && echo yes || echo no") == "no"
+
+
+@pytest.mark.parametrize(
+    "port, problem",
+    [
+        ("99999", "app_port: must be a TCP port, 1 to 65535, got 99999"),
+        ("8081", "app_port, app_blue_port, app_green_port: must differ from each other"),
+    ],
+)
+def test_a_port_no_host_can_serve_on_is_refused_before_any_host_is_contacted(
+    fresh_staging, port, problem
+):
+    result = pyinfra("--data", f"app_port={port}", "--data", "app_verison=v2.0.0-perf")
+    text = output(result)
+    assert result.returncode != 0
+    assert "lab staging inventory: 2 problem(s) in the deploy variables" in text
+    assert problem in text
+    assert "app_verison: unknown variable (did you mean app_version?)" in text
+    assert "Connecting to hosts" not in text and "Traceback" not in text
 
 
 def test_an_unknown_version_is_refused_before_any_change(fresh_staging):

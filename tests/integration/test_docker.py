@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from pyinfra_cli import (
+from pyinfra_runs import (
     OBJECTS,
     QUICK,
     REPO,

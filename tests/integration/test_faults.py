@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from pyinfra_cli import (
+from pyinfra_runs import (
     OBJECTS,
     QUICK,
     lab_settings,

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report, start, under_load, wait_for_line
+from pyinfra_runs import QUICK, output, pyinfra, report, start, under_load, wait_for_line
 
 from lab import core
 from lab.load import Load

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra, report
+from pyinfra_runs import QUICK, output, pyinfra, report
 
 from lab import core
 

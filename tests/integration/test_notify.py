@@ -11,7 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from pyinfra_cli import QUICK, output, pyinfra
+from pyinfra_runs import QUICK, output, pyinfra
 
 from lab import core
 from lab.topology import BRIDGE_ADDRESS

@@ -6,7 +6,7 @@ itself."""
 from __future__ import annotations
 
 import pytest
-from pyinfra_cli import QUICK, output, pushed_release, pyinfra
+from pyinfra_runs import QUICK, output, pushed_release, pyinfra
 
 from lab import core
 from lab.topology import topology

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from pyinfra_cli import OBJECTS, QUICK, REPO, lab_settings, output, pyinfra, report, start
+from pyinfra_runs import OBJECTS, QUICK, REPO, lab_settings, output, pyinfra, report, start
 
 from lab import core
 from lab.topology import topology

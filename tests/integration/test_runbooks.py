@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from pyinfra_cli import QUICK, SINGLE_HOST_WINDOW, lab_settings, output, pyinfra, under_load
+from pyinfra_runs import QUICK, SINGLE_HOST_WINDOW, lab_settings, output, pyinfra, under_load
 
 from lab import core
 from lab.load import Load

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from pyinfra_cli import (
+from pyinfra_runs import (
     QUICK,
     lab_settings,
     output,

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from pyinfra_cli import QUICK, REPO, lab_settings, output, pyinfra
+from pyinfra_runs import QUICK, REPO, lab_settings, output, pyinfra
 
 from lab import core
 from lab.topology import topology

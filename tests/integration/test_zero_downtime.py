@@ -4,7 +4,7 @@ on the lab's staging during each kind of switch; failed requests come from k6's 
 from __future__ import annotations
 
 import pytest
-from pyinfra_cli import QUICK, on_staging, output, pyinfra, report, served_version, staging_app1
+from pyinfra_runs import QUICK, on_staging, output, pyinfra, report, served_version, staging_app1
 
 from lab import core
 

@@ -130,7 +130,7 @@ def test_maintenance_needs_the_local_proxy():
         ({"app_port": 99999}, "app_port: must be a TCP port, 1 to 65535, got 99999"),
         ({"app_port": "0"}, "app_port: must be a TCP port, 1 to 65535, got 0"),
         ({"db_port": 70000}, "db_port: must be a TCP port"),
-        ({"app_port": 8081}, "app_blue_port, app_green_port: must differ"),
+        ({"app_port": 8081}, "app_port, app_blue_port, app_green_port: must differ"),
         ({"redis_port": 8082}, "redis_port: the redis-cache container publishes it"),
         ({"app_health_timeout": 2**31}, "app_health_timeout: must be at most 2147483647"),
         ({"redis_cache_ttl": "600h"}, "redis_cache_ttl: must be at most 24 days"),

@@ -57,3 +57,26 @@ def test_hosts_are_taken_in_the_order_people_count_them():
         "web-02.b",
         "web-10.a",
     ]
+
+
+def test_the_command_lines_data_is_read_as_pyinfra_reads_it():
+    argv = ["pyinfra", "-y", "inventories/lab.py", "deploy.py", "--data", "app_port=99999"]
+    argv += ["--data=auto_rollback=false", "--data", "report_notes=a=b", "--limit", "app1"]
+    assert inventory.cli_data(argv) == {
+        "app_port": 99999,
+        "auto_rollback": False,
+        "report_notes": "a=b",
+    }
+    assert inventory.cli_data(["pyinfra", "inv.py", "deploy.py", "--data"]) == {}
+
+
+def test_a_bad_data_value_stops_before_pyinfra_connects(monkeypatch, tmp_path):
+    monkeypatch.setattr(inventory, "GROUP_VARS_DIR", tmp_path)
+    (tmp_path / "all.yml").write_text("deploy_env: t\napp_repo_url: x\ndb_host: db\n")
+    monkeypatch.setenv("DB_PASSWORD", "pw")
+    assert inventory.checked_vars(argv=["--data", "app_port=8080"])["db_host"] == "db"
+    with pytest.raises(SystemExit) as exc:
+        inventory.checked_vars(argv=["--data", "app_port=99999", "--data", "app_verison=x"])
+    message = str(exc.value)
+    assert "2 problem(s)" in message and "app_port: must be a TCP port" in message
+    assert "app_verison: unknown variable (did you mean app_version?)" in message

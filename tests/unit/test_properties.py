@@ -152,5 +152,5 @@ def test_validation_reports_a_bad_value_and_never_crashes(name, value):
     assert all(isinstance(p, str) for p in problems)
     if not any(p.startswith(f"{name}:") for p in problems) and settings_ is not None:
         kind = next(v.kind for v in VARIABLES if v.name == name)
-        if kind in ("path", "name", "ref", "duration", "size"):
+        if kind in ("path", "hostpath", "name", "ref", "duration", "size"):
             assert "\n" not in str(getattr(settings_, name))
