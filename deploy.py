@@ -32,7 +32,8 @@ from tasks.context import Plan, RunContext
 from tasks.method import Method, method_for
 from tasks.outcome import deploy_ends_on_any_failure, ended
 from tasks.records import start_phase
-from tasks.runtime import DeployError, settings
+from tasks.remote import DeployError
+from tasks.settings import settings
 from tasks.strategy import strategy_for
 
 

@@ -4,7 +4,8 @@
 from pyinfra import host
 
 from tasks import releases
-from tasks.runtime import APP_GROUP, settings
+from tasks.hosts import APP_GROUP
+from tasks.settings import settings
 
 if APP_GROUP in host.groups:
     releases.show(settings())

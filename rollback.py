@@ -19,9 +19,11 @@ from pyinfra import host, state
 from tasks import env_file, lock, notify, preflight, rollback
 from tasks.config import Settings
 from tasks.context import RunContext
+from tasks.hosts import APP_GROUP
 from tasks.method import method_for
 from tasks.outcome import ended
-from tasks.runtime import APP_GROUP, DeployError, settings
+from tasks.remote import DeployError
+from tasks.settings import settings
 from tasks.strategy import strategy_for
 
 

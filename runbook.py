@@ -17,9 +17,10 @@ from pyinfra import host, state
 
 from tasks import env_file, lock, preflight, runbooks
 from tasks.context import RunContext
+from tasks.hosts import APP_GROUP, migration_host_name
 from tasks.method import method_for
 from tasks.outcome import ended
-from tasks.runtime import APP_GROUP, migration_host_name, settings_and_overrides
+from tasks.settings import settings_and_overrides
 from tasks.strategy import strategy_for
 
 context = RunContext.of(state, "runbook", sys.argv[1:])

@@ -3,7 +3,8 @@
 from pyinfra import host
 
 from tasks import lock, preflight
-from tasks.runtime import migration_host_name, settings
+from tasks.hosts import migration_host_name
+from tasks.settings import settings
 
 s = settings()
 if host.name == migration_host_name(s):

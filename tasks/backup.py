@@ -22,10 +22,12 @@ from tasks import guard
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.hosts import connected
 from tasks.method import Method
 from tasks.migrations import pending_migrations
 from tasks.outcome import phase_check
-from tasks.runtime import DeployError, connected, health_url, say, sh
+from tasks.remote import DeployError, health_url
+from tasks.transport import say, sh
 
 q = shell.q
 

@@ -8,7 +8,7 @@ import math
 
 import gevent.event
 
-from tasks.runtime import DeployError
+from tasks.remote import DeployError
 
 
 def batch_plan(hosts: list[str], batch: str, canary: int) -> list[list[str]]:

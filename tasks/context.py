@@ -21,7 +21,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, State
 
 from tasks.batches import Rollout
-from tasks.runtime import send_at_once_on_every_connection
+from tasks.transport import send_at_once_on_every_connection
 
 KEPT_AS = "monitoring_dashboard_run"  # the attribute of pyinfra's State that holds the context
 

@@ -10,7 +10,7 @@ from pyinfra.operations import files
 from tasks import operations
 from tasks.commands import dotenv, shell
 from tasks.config import Settings
-from tasks.runtime import secret
+from tasks.settings import secret
 
 
 @deploy("Environment file")

@@ -22,8 +22,9 @@ from tasks.commands import guard
 from tasks.config import Settings, seconds
 from tasks.context import Run
 from tasks.method import Method
-from tasks.runtime import DeployError, say, sh
+from tasks.remote import DeployError
 from tasks.strategy import strategy_for
+from tasks.transport import say, sh
 
 MIN_REQUESTS = 20  # fewer in the window: too little load to judge, or to protect
 PROBES = 5  # without a proxy: GETs of the history endpoint, the slowest judged

@@ -44,7 +44,9 @@ from tasks.commands import dotenv, git, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
-from tasks.runtime import DeployError, say, secret, sh
+from tasks.remote import DeployError
+from tasks.settings import secret
+from tasks.transport import say, sh
 
 REPO = Path(__file__).resolve().parent.parent
 MASK = "(not shown)"

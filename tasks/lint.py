@@ -30,7 +30,7 @@ from tasks.migrations import (
     read_history,
     release_migrations,
 )
-from tasks.runtime import DeployError
+from tasks.remote import DeployError
 
 SQUAWK_VERSION = "2.70.0"  # pinned in pyproject.toml (PyPI squawk-cli)
 

@@ -19,8 +19,9 @@ from tasks.commands import k6
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
-from tasks.runtime import DeployError, say
+from tasks.remote import DeployError
 from tasks.strategy import Strategy
+from tasks.transport import say
 
 SCRIPT = Path(__file__).resolve().parent.parent / "files" / "k6" / "loadtest.js"
 

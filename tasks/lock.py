@@ -21,7 +21,11 @@ from pyinfra.operations import python
 from tasks.commands import postgres, replaced, shell
 from tasks.config import Settings
 from tasks.context import RunContext
-from tasks.runtime import DeployError, app_hosts, append_record, deployed_by, now_iso, say, sh
+from tasks.hosts import app_hosts
+from tasks.records import append_record, now_iso
+from tasks.remote import DeployError
+from tasks.settings import deployed_by
+from tasks.transport import say, sh
 
 TABLE = "deploy_lock"
 HEARTBEAT = 5  # seconds between two refreshes by the holder

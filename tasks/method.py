@@ -23,7 +23,7 @@ from tasks import operations, service
 from tasks.commands import docker, git, replaced, shell, units
 from tasks.config import Settings
 from tasks.context import Plan
-from tasks.runtime import sh
+from tasks.transport import sh
 
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 q = shell.q

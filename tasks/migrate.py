@@ -29,6 +29,7 @@ from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import Plan, Run, RunContext
 from tasks.guard import Gate
+from tasks.hosts import connected, inventory_app_hosts
 from tasks.method import Method
 from tasks.migrations import (
     Migration,
@@ -42,16 +43,9 @@ from tasks.migrations import (
     revert_migration,
 )
 from tasks.outcome import phase_check
-from tasks.runtime import (
-    DeployError,
-    connected,
-    deployed_by,
-    inventory_app_hosts,
-    put_text,
-    say,
-    sh,
-    timed_get,
-)
+from tasks.remote import DeployError, timed_get
+from tasks.settings import deployed_by
+from tasks.transport import remote, say, sh
 
 
 def _invalid_indexes(h, s: Settings, names: list[str]) -> list[str]:
@@ -119,7 +113,7 @@ def _run_script(gate: Gate, pending: list[Migration], by: str) -> tuple[bool, st
         gate.command,
     )
     path = f"{shell.paths(s)['state']}/migration.sql"
-    put_text(h, script, path)
+    remote(h).put_text(script, path)
     say(
         h,
         f"applying {len(pending)} {pending[0].phase} migration(s): "
@@ -181,7 +175,7 @@ def _probe(h, s: Settings) -> str | None:
     base = f"http://127.0.0.1:{s.app_port}"
     probe = s.migrate_probe_path.replace("{n}", str(random.randrange(3600, 86400)))
     for path in (s.app_health_path, probe):
-        code, _, body = timed_get(h, base + path)
+        code, _, body = timed_get(remote(h), base + path)
         if code != 200:
             return f"{path} answered {code or 'nothing'} {body.strip()[:160]}".strip()
     return None
@@ -256,7 +250,7 @@ def _backfill(gate: Gate, m: Migration) -> int:
     lo, end, rows = int(lo), int(end), int(rows)
     path = f"{shell.paths(s)['state']}/backfill_{m.version}.sql"
     script = migration_sql.backfill_batch_script(s, m.version, fill.statement, gate.command)
-    put_text(host, script, path)
+    remote(host).put_text(script, path)
     size, pause = s.migrate_backfill_batch, seconds(s.migrate_backfill_pause)
     resumed = f", resuming after {rows} rows" if rows else ""
     say(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from tasks.commands import git, migration_sql, postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan
-from tasks.runtime import DeployError, sh
+from tasks.remote import DeployError
+from tasks.transport import sh
 
 VERSION = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
 FILE_MARK = "@@@ migration file "

@@ -14,8 +14,9 @@ from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, redis_stats
-from tasks.runtime import DeployError, say, sh, timed_get
+from tasks.remote import DeployError, timed_get
 from tasks.strategy import Strategy
+from tasks.transport import remote, say, sh
 
 q = shell.q
 
@@ -44,7 +45,7 @@ def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     say(host, f"monitoring for {s.monitor_duration}s, every {s.monitor_interval}s")
     breach = None
     while breach is None:
-        code, seconds, _ = timed_get(host, url)
+        code, seconds, _ = timed_get(remote(host), url)
         connections: int | None = None
         try:
             connections = db_connections(host, s)

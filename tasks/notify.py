@@ -16,7 +16,8 @@ from pyinfra.operations import python
 
 from tasks.config import Settings
 from tasks.context import RunContext
-from tasks.runtime import app_hosts, deployed_by, migration_host_name, secret
+from tasks.hosts import app_hosts, migration_host_name
+from tasks.settings import deployed_by, secret
 
 TIMEOUT = 5  # seconds a notification may take
 

@@ -26,8 +26,9 @@ from tasks.commands import replaced, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.records import mark_phase, print_table, write_records
-from tasks.runtime import DeployError, say, sh
+from tasks.remote import DeployError
 from tasks.strategy import Strategy
+from tasks.transport import say, sh
 
 # the phases that run once the host serves the new release: a failure there switches back
 SWITCH_BACK = ("verify", "loadtest", "monitor")

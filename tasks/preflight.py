@@ -17,7 +17,9 @@ from tasks.context import Plan, Run, RunContext
 from tasks.method import Method
 from tasks.outcome import phase_check
 from tasks.probes import ping
-from tasks.runtime import DeployError, at_once, say, secret, sh
+from tasks.remote import DeployError, at_once
+from tasks.settings import secret
+from tasks.transport import say, sh
 
 BACKUP_SIZE_MARGIN = 1.2  # a custom-format dump is smaller than the database; keep margin
 INDEX_SIZE_RATIO = 0.6  # new covering indexes, estimated from the table's size

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.commands import postgres, rediscli
 from tasks.config import Settings
-from tasks.runtime import sh
+from tasks.transport import sh
 
 
 def cache_address(s: Settings) -> tuple[str, int]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,30 @@ from pyinfra.operations import python
 from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
+from tasks.remote import DeployError
 from tasks.report_html import html_report
-from tasks.runtime import append_record, deployed_by, now_iso, put_text, sh
+from tasks.settings import deployed_by
+from tasks.transport import remote, sh
+
+
+def now_iso(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def append_record(h, s: Settings, record: dict[str, Any]) -> None:
+    """Append one JSON line to host H's deployment records (root only, mode 0600). The line
+    goes through a file in the state folder (0700: no one else can reach it, so it needs no
+    mode of its own while it is uploaded)."""
+    records = shell.paths(s)["records"]
+    tmp = f"{shell.paths(s)['state']}/record.tmp"
+    if not h.put_file(StringIO(json.dumps(record, default=str) + "\n"), tmp):
+        raise DeployError(f"could not upload the deployment record to {h.name}")
+    sh(
+        h,
+        f"umask 077 && cat {shell.q(tmp)} >> {shell.q(records)} && rm -f {shell.q(tmp)} "
+        f"&& chmod 600 {shell.q(records)}",
+        what="appending the deployment record",
+    )
 
 
 def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
@@ -162,7 +186,7 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
         path = f"{p['manifests']}/{ctx.stamp}.json"
-        put_text(host, text, path)
+        remote(host).put_text(text, path)
         sh(host, f"ln -sfn {shell.q(path)} {shell.q(p['manifests'] + '/latest.json')}")
     ctx.plans[host.name] = plan
     return write_local(ctx, s)

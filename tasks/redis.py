@@ -16,7 +16,9 @@ from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
 from tasks.probes import cache_address, ping
-from tasks.runtime import DeployError, say, secret
+from tasks.remote import DeployError
+from tasks.settings import secret
+from tasks.transport import say
 
 PING_TIMEOUT = 15
 

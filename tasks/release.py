@@ -22,9 +22,11 @@ from tasks import ledger, operations
 from tasks.commands import docker, git, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.hosts import migration_host_name
 from tasks.method import Method
 from tasks.outcome import phase_check
-from tasks.runtime import DeployError, migration_host_name, say, sh
+from tasks.remote import DeployError
+from tasks.transport import say, sh
 
 NO_LOGIN = "/usr/sbin/nologin"
 UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"

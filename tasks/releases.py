@@ -12,7 +12,7 @@ from pyinfra.operations import python
 from tasks import ledger
 from tasks.commands import shell
 from tasks.config import Settings
-from tasks.runtime import sh
+from tasks.transport import sh
 
 q = shell.q
 

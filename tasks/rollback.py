@@ -33,6 +33,7 @@ from tasks import releases as releases_on_host
 from tasks.commands import docker, git, migration_sql, postgres, shell
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
+from tasks.hosts import connected, migration_host_name, outside_the_run
 from tasks.method import Method
 from tasks.migrations import (
     CONTRACT,
@@ -43,19 +44,11 @@ from tasks.migrations import (
     revert_migration,
 )
 from tasks.outcome import failed
-from tasks.runtime import (
-    DeployError,
-    append_record,
-    connected,
-    deployed_by,
-    migration_host_name,
-    now_iso,
-    outside_the_run,
-    say,
-    sh,
-    wait_healthy,
-)
+from tasks.records import append_record, now_iso
+from tasks.remote import DeployError, wait_healthy
+from tasks.settings import deployed_by
 from tasks.strategy import Strategy
+from tasks.transport import remote, say, sh
 
 q = shell.q
 
@@ -345,7 +338,7 @@ def _remove_container(state, host, ctx: RunContext, s: Settings, target: Target)
 def _verify_and_record(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
     started = time.time()
     try:
-        answer = wait_healthy(host, s)
+        answer = wait_healthy(remote(host), s)
         _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s.app_port}/api/v1/version")
     except DeployError as exc:
         return _fail(ctx, host, s, target, "verify", exc)

@@ -30,19 +30,11 @@ from tasks.batches import Rollout, batch_plan
 from tasks.commands import haproxy
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.hosts import app_hosts, connected, migration_host_name, unreachable_app_hosts
 from tasks.outcome import deploy_failed
-from tasks.runtime import (
-    DeployError,
-    app_hosts,
-    connected,
-    haproxy_wait,
-    migration_host_name,
-    say,
-    sh,
-    timed_get,
-    unreachable_app_hosts,
-)
+from tasks.remote import DeployError, haproxy_wait, timed_get
 from tasks.strategy import Strategy
+from tasks.transport import remote, say, sh
 
 LB_GROUP = "lb_servers"
 
@@ -77,14 +69,14 @@ def _balancer(s: Settings):
 
 def _on_balancer(h, s: Settings, state: str, until: str, timeout: float) -> str:
     """Set H's server on the balancer to STATE, then wait until it is UNTIL (see
-    runtime.haproxy_wait)."""
+    remote.haproxy_wait)."""
     lb, socket, backend = _balancer(s), s.lb_haproxy_socket, s.lb_haproxy_backend
     sh(
         lb,
         haproxy.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
         what=f"setting {h.name} to {state} on {lb.name}",
     )
-    return haproxy_wait(lb, socket, backend, h.name, until, timeout)
+    return haproxy_wait(remote(lb), socket, backend, h.name, until, timeout)
 
 
 def _others_in_service(s: Settings, batch: list[str]) -> list[str]:
@@ -258,10 +250,10 @@ def _gate(h, s: Settings) -> None:
     """The host's own check before it takes the balancer's traffic again: the history
     endpoint and the version, through app_port."""
     base = f"http://127.0.0.1:{s.app_port}"
-    code, seconds, _ = timed_get(h, base + s.verify_history_path)
+    code, seconds, _ = timed_get(remote(h), base + s.verify_history_path)
     if code != 200:
         raise DeployError(f"the history endpoint answered {code} through port {s.app_port}")
-    code, _, body = timed_get(h, base + "/api/v1/version")
+    code, _, body = timed_get(remote(h), base + "/api/v1/version")
     if code != 200:
         raise DeployError(f"/api/v1/version answered {code} through port {s.app_port}")
     say(h, f"gate passed: history 200 in {seconds * 1000:.0f} ms, {body.strip()}")

@@ -23,19 +23,14 @@ from tasks import slots
 from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings
 from tasks.context import RunContext
+from tasks.hosts import migration_host_name
 from tasks.outcome import failed
 from tasks.probes import cache_address
-from tasks.runtime import (
-    DeployError,
-    append_record,
-    deployed_by,
-    migration_host_name,
-    now_iso,
-    put_text,
-    say,
-    sh,
-)
+from tasks.records import append_record, now_iso
+from tasks.remote import DeployError
+from tasks.settings import deployed_by
 from tasks.strategy import Strategy
+from tasks.transport import remote, say, sh
 
 q = shell.q
 
@@ -110,7 +105,7 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
     path = shell.paths(s)["overrides"]
     if values:
         document = {"runbook": runbook, "at": now_iso(), "by": deployed_by(s), "values": values}
-        put_text(host, json.dumps(document, indent=2) + "\n", path)
+        remote(host).put_text(json.dumps(document, indent=2) + "\n", path)
     else:
         sh(host, f"rm -f {q(path)}")
     return True

@@ -18,7 +18,7 @@ from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
-from tasks.runtime import put_text, say, sh
+from tasks.transport import remote, say, sh
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "files" / "Dockerfile"
 q = shell.q
@@ -88,7 +88,7 @@ def ensure_image(h, s: Settings, release_dir: str) -> None:
     _, out, _ = sh(h, _image_exists_command(s, release_dir))
     if out.strip() == "yes":
         return
-    put_text(h, DOCKERFILE.read_text(), _dockerfile_on_host(s), mode="644")
+    remote(h).put_text(DOCKERFILE.read_text(), _dockerfile_on_host(s), mode="644")
     sh(h, _build(s, release_dir), timeout=300, what=f"building image {image(s, release_dir)}")
     say(h, f"built image {image(s, release_dir)}")
 

@@ -29,7 +29,8 @@ from tasks import operations, service
 from tasks.commands import git, guard, haproxy, http, replaced, shell, units
 from tasks.config import Settings
 from tasks.method import Method
-from tasks.runtime import HEALTHY, DeployError, haproxy_wait, say, sh
+from tasks.remote import HEALTHY, DeployError, haproxy_wait
+from tasks.transport import remote, say, sh
 
 FILES = Path(__file__).resolve().parent.parent / "files"
 SLOTS = ("blue", "green")
@@ -230,7 +231,7 @@ def _api(h, s: Settings, *lines: str) -> None:
 
 
 def _wait(h, s: Settings, slot: str, until: str, timeout: float) -> str:
-    return haproxy_wait(h, _paths(s)["socket"], BACKEND, slot, until, timeout)
+    return haproxy_wait(remote(h), _paths(s)["socket"], BACKEND, slot, until, timeout)
 
 
 def proxy_statuses(h, s: Settings) -> dict[str, str]:

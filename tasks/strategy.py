@@ -18,7 +18,8 @@ from pyinfra.operations import server
 from tasks import service, slots
 from tasks.commands import git, shell
 from tasks.method import Method
-from tasks.runtime import sh, wait_healthy
+from tasks.remote import wait_healthy
+from tasks.transport import remote, sh
 
 
 class BlueGreen:
@@ -99,7 +100,7 @@ class Restart:
         p = shell.paths(self.s)
         sh(h, git.switch_current(p["current"], release_dir), what="switching current")
         started = self.method.start(h, release_dir)
-        answer = wait_healthy(h, self.s)
+        answer = wait_healthy(remote(h), self.s)
         return f"{started} restarted on {release_dir.rsplit('/', 1)[-1]}, healthy: {answer}"
 
     def stop(self, h) -> None:

@@ -15,8 +15,9 @@ from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, metrics_keys, redis_stats
-from tasks.runtime import DeployError, at_once, health_url, say, sh, timed_get
+from tasks.remote import DeployError, at_once, health_url, timed_get
 from tasks.strategy import Strategy
+from tasks.transport import remote, say, sh
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
 q = shell.q
@@ -43,7 +44,7 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             failures.append(f"{name}: {measured} (wanted {threshold})")
 
     (code, _, body), log = at_once(
-        lambda: timed_get(host, health_url(s)), lambda: log_since_start(host, s)
+        lambda: timed_get(remote(host), health_url(s)), lambda: log_since_start(host, s)
     )
     try:
         answer = json.loads(body)

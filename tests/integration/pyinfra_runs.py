@@ -110,7 +110,7 @@ def under_load(
 
 def lab_settings(env: str = "staging") -> dict:
     """The validated settings a deploy to the lab's ENV gets (its app hosts' group_vars)."""
-    settings, problems = validate(dict(lab_group(env, "app_servers", (env, "lab"))[0][1]))
+    settings, problems = validate(dict(lab_group(env, "app_servers", (env, "lab"), [])[0][1]))
     assert problems == [], problems
     return settings
 

@@ -9,8 +9,8 @@ from tasks.migrations import (
     parse_migration_files,
     plan_migrations,
 )
+from tasks.remote import DeployError
 from tasks.rollback import named_release
-from tasks.runtime import DeployError
 
 M1 = Migration("001", "create_metrics", "CREATE TABLE metrics (id int);\n")
 M2 = Migration("002", "time_index", "CREATE INDEX i ON metrics (id);\n")

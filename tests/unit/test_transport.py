@@ -10,8 +10,9 @@ import gevent
 import pytest
 from paramiko.ssh_exception import ChannelException, SSHException
 
-from tasks import runtime
-from tasks.runtime import DeployError, sh
+from tasks import transport
+from tasks.remote import DeployError
+from tasks.transport import sh
 
 
 class Host:
@@ -47,10 +48,10 @@ def test_a_refused_channel_is_asked_again_and_the_command_runs_once():
 
 
 def test_a_channel_refused_every_time_is_an_error_naming_the_host():
-    h = Host("lb1", refusals=runtime.CHANNEL_TRIES)
+    h = Host("lb1", refusals=transport.CHANNEL_TRIES)
     with pytest.raises(DeployError, match="draining on lb1 lost its connection"):
         sh(h, "true", what="draining")
-    assert h.calls == runtime.CHANNEL_TRIES
+    assert h.calls == transport.CHANNEL_TRIES
 
 
 class Lost(Host):
@@ -72,22 +73,22 @@ def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch)
     greenlets = [gevent.spawn(sh, lb1, f"c{i}") for i in range(20)]
     greenlets += [gevent.spawn(sh, app1, f"c{i}") for i in range(3)]
     gevent.joinall(greenlets, timeout=10, raise_error=True)
-    assert lb1.calls == 20 and lb1.most == runtime.CHANNELS_PER_HOST
+    assert lb1.calls == 20 and lb1.most == transport.CHANNELS_PER_HOST
     assert app1.most == 3  # another host's commands do not wait on lb1's
 
 
 def test_a_connection_set_to_send_at_once_has_nagle_off():
     listener = socket.create_server(("127.0.0.1", 0))
     with listener, socket.create_connection(listener.getsockname()) as sock:
-        transport = SimpleNamespace(sock=sock)
-        ssh = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: transport))
+        paramiko_transport = SimpleNamespace(sock=sock)
+        ssh = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: paramiko_transport))
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
-        assert runtime.send_at_once(SimpleNamespace(connector=ssh)) is True
+        assert transport.send_at_once(SimpleNamespace(connector=ssh)) is True
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_a_connection_without_a_socket_is_left_as_it_is():
     """pyinfra's @local connector, or an SSH client whose transport is closed."""
-    assert runtime.send_at_once(SimpleNamespace(connector=SimpleNamespace())) is False
+    assert transport.send_at_once(SimpleNamespace(connector=SimpleNamespace())) is False
     closed = SimpleNamespace(client=SimpleNamespace(get_transport=lambda: None))
-    assert runtime.send_at_once(SimpleNamespace(connector=closed)) is False
+    assert transport.send_at_once(SimpleNamespace(connector=closed)) is False
