@@ -113,7 +113,8 @@ def test_the_chart_is_complete_and_keeps_no_secret_in_its_values():
     templates = {p.name: p.read_text() for p in (CHART / "templates").iterdir()}
     assert {"deployment.yaml", "service.yaml", "configmap.yaml"} <= set(templates)
     deployment = templates["deployment.yaml"]
-    assert "readinessProbe:" in deployment and "path: {{ .Values.healthPath | quote }}" in deployment
+    assert "readinessProbe:" in deployment
+    assert "path: {{ .Values.healthPath | quote }}" in deployment
     assert "secretRef:" in deployment and "maxUnavailable: 0" in deployment
     used = set(re.findall(r"\.Values\.([A-Za-z]+)", "".join(templates.values())))
     assert used <= set(values), used - set(values)  # every value a template reads has a default
