@@ -21,6 +21,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, State
 
 from tasks.batches import Rollout
+from tasks.remote import Remote
 from tasks.transport import send_at_once_on_every_connection
 
 KEPT_AS = "monitoring_dashboard_run"  # the attribute of pyinfra's State that holds the context
@@ -138,10 +139,11 @@ class RunContext:
             message = f"the failure path itself failed on {h.name}: {type(exc).__name__}: {exc}"
             click.echo(click.style(message, fg="red"), err=True)
 
-    def run(self, h: Host) -> Run:
-        """Host H's record in this run."""
+    def run(self, h: Host | Remote) -> Run:
+        """Host H's record in this run (pyinfra's Host, or the Remote of one)."""
         if h.name not in self.runs:
-            self.runs[h.name] = Run(host=h.name, env=h.data.get("deploy_env", "?"))
+            data = getattr(h, "data", None)
+            self.runs[h.name] = Run(host=h.name, env=data.get("deploy_env", "?") if data else "?")
         return self.runs[h.name]
 
 

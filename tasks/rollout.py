@@ -14,8 +14,9 @@ kept in order by events that each host's callback waits on, every wait bounded.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import click
 import gevent
@@ -32,14 +33,33 @@ from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.hosts import app_hosts, connected, migration_host_name, unreachable_app_hosts
 from tasks.outcome import deploy_failed
-from tasks.remote import DeployError, haproxy_wait, timed_get
+from tasks.remote import DeployError, Remote, haproxy_wait, timed_get
 from tasks.strategy import Strategy
 from tasks.transport import remote, say, sh
 
 LB_GROUP = "lb_servers"
 
+# what the failure path is handed: (phase, error, the strategy to switch back with or None)
+Fail = Callable[[str, "DeployError | str", "Strategy | None"], bool]
 
-def _rollout(ctx: RunContext, s: Settings) -> Rollout:
+
+@dataclass
+class Fleet:
+    """The hosts a rollout works on, as Remotes: the app hosts still in the run (in host
+    order), those pyinfra could not reach, and the balancer (lb_mode haproxy), connected
+    only when first asked."""
+
+    hosts: list[Remote]
+    unreachable: list[str] = field(default_factory=list)
+    balancer: Callable[[], Remote] | None = None
+
+    def lb(self) -> Remote:
+        if self.balancer is None:
+            raise DeployError(f"lb_mode haproxy needs a host in group {LB_GROUP}")
+        return self.balancer()
+
+
+def planned(ctx: RunContext, s: Settings, fleet: Fleet) -> Rollout:
     """This run's rollout, planned by the first host that gets here, from the app hosts still
     in the run (a host that failed earlier takes no part)."""
     if ctx.rollout is None:
@@ -48,10 +68,10 @@ def _rollout(ctx: RunContext, s: Settings) -> Rollout:
         batch = s.release_drain_timeout + s.app_health_timeout + 2 * s.lb_health_wait
         judging = s.rollout_analysis_seconds if s.rollout_analysis else 0
         ctx.rollout = Rollout(
-            batch_plan([h.name for h in app_hosts()], s.rollout_batch, s.rollout_canary),
+            batch_plan([h.name for h in fleet.hosts], s.rollout_batch, s.rollout_canary),
             s.rollout_max_fail,
             bound=2 * batch + 120 + judging,
-            unreachable=unreachable_app_hosts(),
+            unreachable=fleet.unreachable,
         )
     return ctx.rollout
 
@@ -59,87 +79,79 @@ def _rollout(ctx: RunContext, s: Settings) -> Rollout:
 # ----------------------------------------------------------------------------- the balancer
 
 
-def _balancer(s: Settings):
-    """The lb_servers host, connected (a `--limit` to app hosts leaves it out of the run)."""
-    hosts = inventory.get_group(LB_GROUP, None) or []
-    if not hosts:
-        raise DeployError(f"lb_mode haproxy needs a host in group {LB_GROUP}")
-    return connected(hosts[0], "to drain the app hosts")
-
-
-def _on_balancer(h, s: Settings, state: str, until: str, timeout: float) -> str:
-    """Set H's server on the balancer to STATE, then wait until it is UNTIL (see
+def _on_balancer(h: Remote, s: Settings, lb: Remote, state: str, until: str, t: float) -> str:
+    """Set H's server on the balancer LB to STATE, then wait until it is UNTIL (see
     remote.haproxy_wait)."""
-    lb, socket, backend = _balancer(s), s.lb_haproxy_socket, s.lb_haproxy_backend
-    sh(
-        lb,
+    socket, backend = s.lb_haproxy_socket, s.lb_haproxy_backend
+    lb.run(
         haproxy.haproxy_api(socket, f"set server {backend}/{h.name} state {state}"),
         what=f"setting {h.name} to {state} on {lb.name}",
     )
-    return haproxy_wait(remote(lb), socket, backend, h.name, until, timeout)
+    return haproxy_wait(lb, socket, backend, h.name, until, t)
 
 
-def _others_in_service(s: Settings, batch: list[str]) -> list[str]:
+def _others_in_service(s: Settings, lb: Remote, batch: list[str]) -> list[str]:
     """The servers the balancer sends requests to now, BATCH's hosts left out."""
     command = haproxy.server_statuses(s.lb_haproxy_socket, s.lb_haproxy_backend)
-    _, out, _ = sh(_balancer(s), command, what="reading the balancer's servers")
+    _, out, _ = lb.run(command, what="reading the balancer's servers")
     return haproxy.in_service(out, batch)
 
 
-def _drain(h, s: Settings, batch: list[str], release: Strategy) -> bool:
+def _drain(h: Remote, s: Settings, fleet: Fleet, batch: list[str], release: Strategy) -> bool:
     """Take H out of the balancer; False when it stays in (see out_of_service)."""
     if s.lb_mode == "haproxy":
-        lb = _balancer(s).name
-        if not _others_in_service(s, batch):
+        lb = fleet.lb()
+        if not _others_in_service(s, lb, batch):
             if release.seamless:
-                say(
-                    h,
-                    f"stays in service on {lb}: no other server is in service there, and "
+                h.say(
+                    f"stays in service on {lb.name}: no other server is in service there, and "
                     f"{release.name} switches without a failed request",
                 )
                 return False
-            say(
-                h,
-                f"WARNING: no other server is in service on {lb}: requests fail while "
+            h.say(
+                f"WARNING: no other server is in service on {lb.name}: requests fail while "
                 f"{h.name} restarts (release_strategy blue_green switches without)",
             )
-        left = _on_balancer(h, s, "drain", "drained", s.release_drain_timeout)
-        say(h, f"drained on {lb} (status, sessions, queued: {left})")
+        left = _on_balancer(h, s, lb, "drain", "drained", s.release_drain_timeout)
+        h.say(f"drained on {lb.name} (status, sessions, queued: {left})")
     elif s.lb_mode == "health_check":
         slots.set_draining(h, s, True)
-        say(h, f"failing the balancer's health check; waiting {s.lb_health_wait}s")
-        time.sleep(s.lb_health_wait)
+        h.say(f"failing the balancer's health check; waiting {s.lb_health_wait}s")
+        gevent.sleep(s.lb_health_wait)
     return True
 
 
-def _put_back(h, s: Settings) -> None:
+def _put_back(h: Remote, s: Settings, fleet: Fleet) -> None:
     if s.lb_mode == "haproxy":
-        _on_balancer(h, s, "ready", "up", 15)
-        say(h, f"back in service on {_balancer(s).name}")
+        lb = fleet.lb()
+        _on_balancer(h, s, lb, "ready", "up", 15)
+        h.say(f"back in service on {lb.name}")
     elif s.lb_mode == "health_check":
         slots.set_draining(h, s, False)
-        say(h, f"passing the balancer's health check again; waiting {s.lb_health_wait}s")
-        time.sleep(s.lb_health_wait)
+        h.say(f"passing the balancer's health check again; waiting {s.lb_health_wait}s")
+        gevent.sleep(s.lb_health_wait)
 
 
 @contextmanager
-def out_of_service(h, s: Settings, batch: list[str], release: Strategy) -> Iterator[None]:
+def out_of_service(
+    h: Remote, s: Settings, fleet: Fleet, batch: list[str], release: Strategy
+) -> Iterator[None]:
     """The host out of the balancer for the block, back in afterwards whatever happened. With
     lb_mode haproxy, a host whose BATCH holds every server in service stays in when RELEASE
     switches without a failed request: draining it would leave the balancer nothing to send
     requests to."""
-    drained = _drain(h, s, batch, release)
+    drained = _drain(h, s, fleet, batch, release)
     try:
         yield
     finally:
         if drained:
-            _put_back(h, s)
+            _put_back(h, s, fleet)
 
 
 # ----------------------------------------------------------------------------- the canary
 
 
-def _read_side(hosts, release: Strategy, seconds: float) -> analysis.Sample:
+def _read_side(hosts: list[Remote], release: Strategy, seconds: float) -> analysis.Sample:
     """The requests HOSTS served in the last SECONDS, read from every host at once."""
     texts = gevent.pool.Group().map(lambda h: release.recent_requests(h, seconds) or "", hosts)
     sample = analysis.Sample()
@@ -149,13 +161,13 @@ def _read_side(hosts, release: Strategy, seconds: float) -> analysis.Sample:
 
 
 def _analyse(
-    ctx: RunContext, s: Settings, r: Rollout, release: Strategy, release_dir: str
+    ctx: RunContext, s: Settings, fleet: Fleet, r: Rollout, release: Strategy, release_dir: str
 ) -> str | None:
     """Let the canary batch take real traffic beside the hosts still on the old release for
     rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
     rejected, None when it goes on."""
-    canary = [h for h in app_hosts() if h.name in r.batches[0]]
-    baseline = [h for h in app_hosts() if r.batch_of.get(h.name, 0) > 0]
+    canary = [h for h in fleet.hosts if h.name in r.batches[0]]
+    baseline = [h for h in fleet.hosts if r.batch_of.get(h.name, 0) > 0]
     first = canary[0]
     if not set(r.switched) & set(r.batches[0]) and all(
         release.serves(h, release_dir) for h in baseline
@@ -167,15 +179,14 @@ def _analyse(
             if baseline
             else "no host left on the old release to compare with"
         )
-        say(first, f"canary analysis skipped: {why}")
+        first.say(f"canary analysis skipped: {why}")
         return None
     if release.in_maintenance(first):
-        say(first, "canary analysis skipped: maintenance mode (no real traffic to judge)")
+        first.say("canary analysis skipped: maintenance mode (no real traffic to judge)")
         return None
     seconds = s.rollout_analysis_seconds
     names = ", ".join(h.name for h in canary)
-    say(
-        first,
+    first.say(
         f"canary analysis: {names} take real traffic beside {len(baseline)} host(s) on the old "
         f"release for {seconds}s",
     )
@@ -185,7 +196,7 @@ def _analyse(
     try:
         if from_balancer:
             command = haproxy.recent_events(s.lb_haproxy_socket, s.lb_haproxy_ring, seconds)
-            _, text, _ = sh(_balancer(s), command, what="reading the balancer's request log")
+            _, text, _ = fleet.lb().run(command, what="reading the balancer's request log")
             canary_side = analysis.parse_events(text, {h.name for h in canary})
             baseline_side = analysis.parse_events(text, {h.name for h in baseline})
         else:
@@ -217,22 +228,28 @@ def _analyse(
     for line in [f"canary analysis: {verdict.result} ({verdict.reason}; from {source})"] + [
         f"  {j.line()}" for j in verdict.judgements
     ]:
-        say(first, line)
+        first.say(line)
     if verdict.result == "inconclusive":
         goes = "the canary goes back" if rejected else "the rollout goes on"
-        say(first, f"rollout_analysis_inconclusive is {s.rollout_analysis_inconclusive}: {goes}")
+        first.say(f"rollout_analysis_inconclusive is {s.rollout_analysis_inconclusive}: {goes}")
     return verdict.summary() if rejected else None
 
 
 def _judge_canary(
-    ctx: RunContext, s: Settings, r: Rollout, release: Strategy, release_dir: str, ok: bool
+    ctx: RunContext,
+    s: Settings,
+    fleet: Fleet,
+    r: Rollout,
+    release: Strategy,
+    release_dir: str,
+    ok: bool,
 ) -> None:
     """A canary host is back in service (OK: its switch went well) with RELEASE_DIR, the same
     folder on every host. The last one judges the batch; the others wait for the verdict
     (bounded)."""
     if r.canary_back(ok):
         try:
-            rejection = _analyse(ctx, s, r, release, release_dir)
+            rejection = _analyse(ctx, s, fleet, r, release, release_dir)
         except Exception as exc:  # noqa: BLE001 - the other canary hosts wait on the verdict
             rejection = f"canary analysis failed: {type(exc).__name__}: {exc}"
         if rejection:
@@ -246,17 +263,168 @@ def _judge_canary(
 # ----------------------------------------------------------------------------- one host
 
 
-def _gate(h, s: Settings) -> None:
+def _gate(h: Remote, s: Settings) -> None:
     """The host's own check before it takes the balancer's traffic again: the history
     endpoint and the version, through app_port."""
     base = f"http://127.0.0.1:{s.app_port}"
-    code, seconds, _ = timed_get(remote(h), base + s.verify_history_path)
+    code, seconds, _ = timed_get(h, base + s.verify_history_path)
     if code != 200:
         raise DeployError(f"the history endpoint answered {code} through port {s.app_port}")
-    code, _, body = timed_get(remote(h), base + "/api/v1/version")
+    code, _, body = timed_get(h, base + "/api/v1/version")
     if code != 200:
         raise DeployError(f"/api/v1/version answered {code} through port {s.app_port}")
-    say(h, f"gate passed: history 200 in {seconds * 1000:.0f} ms, {body.strip()}")
+    h.say(f"gate passed: history 200 in {seconds * 1000:.0f} ms, {body.strip()}")
+
+
+def wait_for_turn(r: Rollout, h: Remote, plan: Plan) -> DeployError | None:
+    """Wait until the batches before H's have ended; why H must not switch, or None. A host
+    that may not go on is finished in the bookkeeping here."""
+    index = r.batch_of[h.name]
+    try:
+        if index > 0:
+            r.wait(index - 1)
+    except DeployError as exc:
+        r.finish(h.name, False)
+        return exc
+    if r.stopped_at is not None:
+        r.finish(h.name, True)
+        return DeployError(
+            f"the rollout stopped at {r.label(r.stopped_at)}"
+            + (" (the canary analysis rejected it)" if r.rejection else "")
+            + f"; this host was not touched and keeps {plan.previous_version}"
+        )
+    return None
+
+
+def switch(
+    ctx: RunContext,
+    s: Settings,
+    plan: Plan,
+    release: Strategy,
+    fleet: Fleet,
+    h: Remote,
+    restart: bool,
+) -> DeployError | None:
+    """Host H's turn: out of the balancer, RELEASE puts the new release in service (RESTART:
+    even if it serves, .env or a unit changed), the gate, back in; what went wrong, or None."""
+    r, run = ctx.rollout, ctx.run(h)
+    assert r is not None  # planned() before the first host's turn
+    index = r.batch_of[h.name]
+    if not restart and release.serves(h, plan.release_dir):
+        h.say(f"{r.label(index)}: {plan.release} already serves, nothing to switch")
+        return None
+    why = " (restart: .env or unit changed)" if restart else ""
+    h.say(f"{r.label(index)}: switching to {plan.release}{why}")
+    try:
+        with out_of_service(h, s, fleet, r.batches[index], release):
+            try:
+                done = release.put_in_service(h, plan.release_dir, restart)
+            except DeployError as exc:
+                threshold = f"200 within {s.app_health_timeout}s"
+                run.metric(release.health_metric, threshold, str(exc), False)
+                raise
+            if done is None:
+                h.say(f"{plan.release} already serves: nothing to switch")
+            else:
+                r.switched.append(h.name)
+                run.changed.append(f"switch: {done}")
+                h.say(done)
+            _gate(h, s)
+    except DeployError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - the batch must end whatever happened here
+        return DeployError(f"unexpected {type(exc).__name__}: {exc}")
+    return None
+
+
+def judge(
+    ctx: RunContext,
+    s: Settings,
+    plan: Plan,
+    release: Strategy,
+    fleet: Fleet,
+    h: Remote,
+    error: DeployError | None,
+) -> tuple[DeployError | None, str]:
+    """Host H's switch ended (ERROR: how it went wrong); in the canary batch, the verdict.
+    Returns (what went wrong, in which phase)."""
+    r = ctx.rollout
+    assert r is not None
+    if r.batch_of[h.name] == 0 and len(r.batches) > 1 and s.rollout_analysis:
+        _judge_canary(ctx, s, fleet, r, release, plan.release_dir, error is None)
+        if error is None and r.rejection:
+            return DeployError(r.rejection), "analysis"
+    return error, "release"
+
+
+def settle(r: Rollout, h: Remote, error: DeployError | None) -> DeployError | None:
+    """Host H's batch finished (ERROR: how H went wrong), then the wait for the whole
+    rollout: a host whose switch went well goes back when a later batch failed."""
+    r.finish(h.name, error is None)
+    try:
+        r.wait(len(r.batches) - 1)
+    except DeployError as exc:
+        error = error or exc
+    if error is None and r.stopped_at is not None and h.name in r.switched:
+        failed = ", ".join(r.failed)
+        error = DeployError(
+            f"{r.label(r.stopped_at)} failed ({failed}): every host this run switched goes back"
+        )
+    return error
+
+
+def switch_in_turn(
+    ctx: RunContext,
+    s: Settings,
+    plan: Plan,
+    release: Strategy,
+    fleet: Fleet,
+    h: Remote,
+    restart: bool,
+    fail: Fail,
+) -> bool:
+    """Host H's part of the rollout: its turn, its switch, the batch settled; a failure goes
+    to FAIL (the run's failure path), switching back while out of service when H serves the
+    new release. Returns what FAIL returned, True when all went well."""
+    r, run = planned(ctx, s, fleet), ctx.run(h)
+    refused = wait_for_turn(r, h, plan)
+    if refused is not None:
+        if r.stopped_at is not None and h.name not in r.failed:
+            run.facts["serving"] = plan.previous_version
+        return fail("rollout", refused, None)
+    started = time.monotonic()
+    error = switch(ctx, s, plan, release, fleet, h, restart)
+    error, phase = judge(ctx, s, plan, release, fleet, h, error)
+    run.facts["rollout"] = {
+        "batch": r.batch_of[h.name] + 1,
+        "batches": len(r.batches),
+        "seconds": round(time.monotonic() - started, 2),  # drain, switch, gate, back in service
+    }
+    error = settle(r, h, error)
+    if error is None:
+        run.facts["serving"] = plan.release
+        return True
+    run.facts["serving"] = plan.previous_version
+    if h.name not in r.switched:  # the new release never took a request here
+        return fail(phase, error, release)
+    ended = False
+    try:
+        with out_of_service(h, s, fleet, r.batches[r.batch_of[h.name]], release):
+            ended = fail(phase, error, release)
+    except DeployError as exc:  # the failure path ran; the balancer did not take the host back
+        h.say(f"WARNING: {exc}: {h.name} is left out of the balancer, put it back by hand")
+    return ended
+
+
+# ----------------------------------------------------------------------------- pyinfra
+
+
+def _balancer(s: Settings) -> Remote:
+    """The lb_servers host, connected (a `--limit` to app hosts leaves it out of the run)."""
+    hosts = inventory.get_group(LB_GROUP, None) or []
+    if not hosts:
+        raise DeployError(f"lb_mode haproxy needs a host in group {LB_GROUP}")
+    return remote(connected(hosts[0], "to drain the app hosts"))
 
 
 def _switch_host(
@@ -269,94 +437,17 @@ def _switch_host(
     restart_if_changed: list[OperationMeta],
     migration_host: str,
 ) -> bool:
-    if migration_host not in {h.name for h in inventory.get_active_hosts()}:
-        return deploy_failed(
-            ctx,
-            host,
-            s,
-            plan,
-            "rollout",
-            f"the database work on {migration_host} failed (see above): no host is switched",
-        )
-    r = _rollout(ctx, s)
-    index = r.batch_of[host.name]
-    run = ctx.run(host)
-    try:
-        if index > 0:
-            r.wait(index - 1)
-    except DeployError as exc:
-        r.finish(host.name, False)
-        return deploy_failed(ctx, host, s, plan, "rollout", exc)
-    if r.stopped_at is not None:
-        r.finish(host.name, True)
-        run.facts["serving"] = plan.previous_version
-        return deploy_failed(
-            ctx,
-            host,
-            s,
-            plan,
-            "rollout",
-            f"the rollout stopped at {r.label(r.stopped_at)}"
-            + (" (the canary analysis rejected it)" if r.rejection else "")
-            + f"; this host was not touched and keeps {plan.previous_version}",
-        )
-    error: DeployError | None = None
-    started = time.monotonic()
+    def fail(phase: str, error: DeployError | str, strategy: Strategy | None) -> bool:
+        return deploy_failed(ctx, host, s, plan, phase, error, strategy)
+
+    active = app_hosts()
+    if migration_host not in {h.name for h in active}:
+        error = f"the database work on {migration_host} failed (see above): no host is switched"
+        return fail("rollout", error, None)
+    fleet = Fleet([remote(h) for h in active], unreachable_app_hosts(), lambda: _balancer(s))
     # read now, once they ran (asking before the run makes each check its file twice)
     restart = any(op.did_change() for op in restart_if_changed)
-    if not restart and release.serves(host, plan.release_dir):
-        say(host, f"{r.label(index)}: {plan.release} already serves, nothing to switch")
-    else:
-        why = " (restart: .env or unit changed)" if restart else ""
-        say(host, f"{r.label(index)}: switching to {plan.release}{why}")
-        try:
-            with out_of_service(host, s, r.batches[index], release):
-                try:
-                    done = release.put_in_service(host, plan.release_dir, restart)
-                except DeployError as exc:
-                    threshold = f"200 within {s.app_health_timeout}s"
-                    run.metric(release.health_metric, threshold, str(exc), False)
-                    raise
-                if done is None:
-                    say(host, f"{plan.release} already serves: nothing to switch")
-                else:
-                    r.switched.append(host.name)
-                    run.changed.append(f"switch: {done}")
-                    say(host, done)
-                _gate(host, s)
-        except DeployError as exc:
-            error = exc
-        except Exception as exc:  # noqa: BLE001 - the batch must end whatever happened here
-            error = DeployError(f"unexpected {type(exc).__name__}: {exc}")
-    phase = "release"
-    if index == 0 and len(r.batches) > 1 and s.rollout_analysis:
-        _judge_canary(ctx, s, r, release, plan.release_dir, error is None)
-        if error is None and r.rejection:
-            error, phase = DeployError(r.rejection), "analysis"
-    run.facts["rollout"] = {
-        "batch": index + 1,
-        "batches": len(r.batches),
-        "seconds": round(time.monotonic() - started, 2),  # drain, switch, gate, back in service
-    }
-    r.finish(host.name, error is None)
-    try:
-        r.wait(len(r.batches) - 1)
-    except DeployError as exc:
-        error = error or exc
-    switched = host.name in r.switched
-    if error is None and r.stopped_at is not None and switched:
-        failed = ", ".join(r.failed)
-        error = DeployError(
-            f"{r.label(r.stopped_at)} failed ({failed}): every host this run switched goes back"
-        )
-    if error is None:
-        run.facts["serving"] = plan.release
-        return True
-    run.facts["serving"] = plan.previous_version
-    if not switched:  # the new release never took a request here
-        return deploy_failed(ctx, host, s, plan, phase, error, release)
-    with out_of_service(host, s, r.batches[index], release):
-        return deploy_failed(ctx, host, s, plan, phase, error, release)
+    return switch_in_turn(ctx, s, plan, release, fleet, remote(host), restart, fail)
 
 
 @deploy("Rollout")

@@ -16,7 +16,7 @@ from pyinfra.api.state import BaseStateCallback, State
 from pyinfra.context import ContextObject
 
 from tasks.commands import shell
-from tasks.remote import DeployError
+from tasks.remote import DeployError, Remote
 
 # Commands open one SSH channel each on the host's one connection, and sshd refuses more than
 # MaxSessions (10 by default) at once: the balancer serves every host of a batch of eight. A
@@ -84,12 +84,15 @@ class PyinfraRemote:
         say(self, message)
 
 
-def remote(h: Host) -> PyinfraRemote:
-    """Host H as a Remote (the same one for the whole run). pyinfra's `host` is a proxy to the
-    host whose deploy file runs now; the Remote holds the host itself, which other greenlets
-    (the callbacks of other hosts, `at_once`) reach as well."""
+def remote(h: Host | Remote) -> Remote:
+    """Host H as a Remote (the same one for the whole run); H itself when it is one already
+    (the in-memory fake of the unit tests). pyinfra's `host` is a proxy to the host whose
+    deploy file runs now; the Remote holds the host itself, which other greenlets (the
+    callbacks of other hosts, `at_once`) reach as well."""
     if isinstance(h, ContextObject):
         h = h._get_module()
+    if not isinstance(h, Host):
+        return h
     found = getattr(h, KEPT_AS, None)
     if found is None:
         found = PyinfraRemote(h)
@@ -98,9 +101,9 @@ def remote(h: Host) -> PyinfraRemote:
 
 
 def sh(
-    h: Host, command: str, timeout: int = 60, what: str | None = None, check: bool = True
+    h: Host | Remote, command: str, timeout: int = 60, what: str | None = None, check: bool = True
 ) -> tuple[bool, str, str]:
-    """remote(h).run(...), for code that holds pyinfra's Host."""
+    """remote(h).run(...): COMMAND on H, pyinfra's Host or a Remote."""
     return remote(h).run(command, timeout, what, check)
 
 

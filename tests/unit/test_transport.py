@@ -1,5 +1,6 @@
-"""How remote commands are run: at most a few channels per host, a refused channel asked again.
-The host here is a stand-in that records calls; no command runs anywhere."""
+"""How remote commands are run over pyinfra (transport.PyinfraRemote): at most a few channels
+per host, a refused channel asked again. The pyinfra host here is a stand-in that records
+calls; no command runs anywhere."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from paramiko.ssh_exception import ChannelException, SSHException
 
 from tasks import transport
 from tasks.remote import DeployError
-from tasks.transport import sh
+from tasks.transport import PyinfraRemote
 
 
 class Host:
-    """What sh() asks of a pyinfra host: a name and run_shell_command."""
+    """What PyinfraRemote asks of a pyinfra host: a name and run_shell_command."""
 
     def __init__(self, name: str, refusals: int = 0, seconds: float = 0.0) -> None:
         self.name, self.refusals, self.seconds = name, refusals, seconds
@@ -43,14 +44,14 @@ def quick_retries(monkeypatch):
 
 def test_a_refused_channel_is_asked_again_and_the_command_runs_once():
     h = Host("lb1", refusals=3)
-    assert sh(h, "true") == (True, "ran true", "")
+    assert PyinfraRemote(h).run("true") == (True, "ran true", "")
     assert h.calls == 4
 
 
 def test_a_channel_refused_every_time_is_an_error_naming_the_host():
     h = Host("lb1", refusals=transport.CHANNEL_TRIES)
     with pytest.raises(DeployError, match="draining on lb1 lost its connection"):
-        sh(h, "true", what="draining")
+        PyinfraRemote(h).run("true", what="draining")
     assert h.calls == transport.CHANNEL_TRIES
 
 
@@ -63,15 +64,16 @@ class Lost(Host):
 def test_a_connection_lost_is_not_asked_again():
     h = Lost("lb1")
     with pytest.raises(DeployError, match="lost its connection"):
-        sh(h, "true")
+        PyinfraRemote(h).run("true")
     assert h.calls == 1
 
 
 def test_no_more_commands_run_on_one_host_at_once_than_its_channels(monkeypatch):
     monkeypatch.undo()  # real sleeps: the commands overlap
     lb1, app1 = Host("lb1", seconds=0.05), Host("app1", seconds=0.05)
-    greenlets = [gevent.spawn(sh, lb1, f"c{i}") for i in range(20)]
-    greenlets += [gevent.spawn(sh, app1, f"c{i}") for i in range(3)]
+    on_lb1, on_app1 = PyinfraRemote(lb1), PyinfraRemote(app1)
+    greenlets = [gevent.spawn(on_lb1.run, f"c{i}") for i in range(20)]
+    greenlets += [gevent.spawn(on_app1.run, f"c{i}") for i in range(3)]
     gevent.joinall(greenlets, timeout=10, raise_error=True)
     assert lb1.calls == 20 and lb1.most == transport.CHANNELS_PER_HOST
     assert app1.most == 3  # another host's commands do not wait on lb1's
