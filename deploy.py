@@ -27,6 +27,7 @@ from tasks import (
     rollout,
     verify,
 )
+from tasks.commands import helm as helm_commands
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.method import Method, method_for
@@ -50,7 +51,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
             migrate.preview(s, found)
             if method.name == "helm" and found.is_migration_host:
                 click.echo("--> release_method helm: on the deploying machine, would run:")
-                lines = helm.plan_text(s, helm.helm_major())
+                lines = helm_commands.plan_text(s, helm.helm_major())
                 click.echo("\n".join(f"    {line}" for line in lines))
     except DeployError as exc:
         raise SystemExit(f"{exc}\nNothing was changed.") from None

@@ -41,8 +41,8 @@ def roll_back(ctx: RunContext, s: Settings) -> None:
     env_op = None
     if s.rollback_disable_redis:
         env_op = env_file.env_file(replace(s, redis_enabled=False))
-    release = strategy_for(method) if method.on_hosts else None
-    rollback.rollback(ctx, s, target, release, env_op)
+    strategy = strategy_for(method) if method.on_hosts else None
+    rollback.rollback(ctx, s, target, strategy, env_op)
     ended(ctx, s, target.name)
 
 

@@ -738,17 +738,17 @@ def _check(var: Var, value: Any) -> str | None:
     elif kind == "choice" and value not in var.choices:
         named = ", ".join(c or "(empty)" for c in var.choices)
         return f"must be one of {named}, got {value!r}"
-    elif kind == "urlpath" and not URL_PATH.match(value):
+    elif kind == "urlpath" and not URL_PATH.fullmatch(value):
         return (
             "must be an HTTP path starting with / (letters, digits and ._~!&()*+,;=:@%/?- "
             f"only), got {value!r}"
         )
-    elif kind == "hostpath" and not HOST_PATH.match(value):
+    elif kind == "hostpath" and not HOST_PATH.fullmatch(value):
         return (
             "must be an absolute path on the host (letters, digits and ._+- between the "
             f"slashes), got {value!r}"
         )
-    elif kind == "host" and not HOST.match(value):
+    elif kind == "host" and not HOST.fullmatch(value):
         return f"must be a host name or an IP address, got {value!r}"
     elif kind == "image" and not IMAGE.match(value):
         return f"must be an image repository like registry.example.com/team/app, got {value!r}"

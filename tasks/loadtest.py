@@ -131,8 +131,8 @@ def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Load test")
-def loadtest(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
-    """k6 against each app host; a failed threshold switches the host back (RELEASE)."""
+def loadtest(ctx: RunContext, s: Settings, plan: Plan, strategy: Strategy) -> None:
+    """k6 against each app host; a failed threshold switches the host back (STRATEGY)."""
     if s.loadtest_enabled:
         python.call(
             name="Load test with k6 (smoke, then step)",
@@ -140,5 +140,5 @@ def loadtest(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> Non
             ctx=ctx,
             s=s,
             plan=plan,
-            release=release,
+            strategy=strategy,
         )

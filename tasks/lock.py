@@ -18,7 +18,7 @@ import gevent
 from pyinfra.api import deploy
 from pyinfra.operations import python
 
-from tasks.commands import postgres, replaced, shell
+from tasks.commands import deploy_lock, postgres, replaced, shell
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.hosts import app_hosts
@@ -27,37 +27,12 @@ from tasks.remote import DeployError
 from tasks.settings import deployed_by
 from tasks.transport import say, sh
 
-TABLE = "deploy_lock"
 HEARTBEAT = 5  # seconds between two refreshes by the holder
 STALE = 60  # seconds without a refresh after which the holder is taken for dead
 
 
 def holder(ctx: RunContext, s: Settings) -> str:
     return f"{deployed_by(s)} pid {os.getpid()} run {ctx.stamp}"
-
-
-def create_sql() -> list[str]:
-    return [
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (env text PRIMARY KEY, holder text NOT NULL, "
-        "since timestamptz NOT NULL DEFAULT now(), command text NOT NULL, "
-        "heartbeat timestamptz NOT NULL DEFAULT now())",
-        f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS heartbeat timestamptz NOT NULL "
-        "DEFAULT now()",
-    ]
-
-
-def heartbeat_sql(env: str, who: str) -> str:
-    lit = postgres.sql_literal
-    return f"UPDATE {TABLE} SET heartbeat = now() WHERE env = {lit(env)} AND holder = {lit(who)}"
-
-
-def holder_sql(env: str) -> str:
-    """seconds since its last heartbeat | holder | since | command (which may hold `|`)."""
-    return (
-        "SELECT extract(epoch FROM now() - heartbeat)::int, holder, "
-        f"to_char(since, 'YYYY-MM-DD HH24:MI:SS TZ'), command FROM {TABLE} "
-        f"WHERE env = {postgres.sql_literal(env)}"
-    )
 
 
 def describe(held_by: str, since: str, command: str, silent: int) -> str:
@@ -70,20 +45,12 @@ def describe(held_by: str, since: str, command: str, silent: int) -> str:
     return f"held by {held_by} since {since}, running `{command}`; {state}"
 
 
-def acquire_sql(env: str, who: str, command: str) -> str:
-    lit = postgres.sql_literal
-    return (
-        f"INSERT INTO {TABLE} (env, holder, command) VALUES ({lit(env)}, {lit(who)}, "
-        f"{lit(command)}) ON CONFLICT (env) DO NOTHING RETURNING 'acquired'"
-    )
-
-
 def unlock_command(inventory: str) -> str:
     return f"pyinfra -y {inventory} unlock.py"
 
 
 def _read_holder(host, s: Settings) -> tuple[str, str, str, int] | None:
-    _, out, _ = sh(host, postgres.psql(s, holder_sql(s.deploy_env)))
+    _, out, _ = sh(host, postgres.psql(s, deploy_lock.holder_sql(s.deploy_env)))
     if not out.strip():
         return None
     silent, held_by, since, command = out.strip().split("|", 3)
@@ -96,7 +63,7 @@ def _beat(ctx: RunContext, host, s: Settings, who: str) -> None:
         gevent.sleep(HEARTBEAT)
         if ctx.lock_holder == who:
             try:
-                sh(host, postgres.psql(s, heartbeat_sql(s.deploy_env, who)), timeout=20)
+                sh(host, postgres.psql(s, deploy_lock.heartbeat_sql(s.deploy_env, who)), timeout=20)
             except DeployError as exc:  # the next beat tries again; a stale lock only informs
                 say(host, f"lock heartbeat missed: {exc}")
 
@@ -108,7 +75,9 @@ def _acquire(state, host, ctx: RunContext, s: Settings) -> bool:
     while True:
         _, out, _ = sh(
             host,
-            postgres.psql(s, None, None, *create_sql(), acquire_sql(env, who, command)),
+            postgres.psql(
+                s, None, None, *deploy_lock.create_sql(), deploy_lock.acquire_sql(env, who, command)
+            ),
             what="taking the lock",
         )
         if out.strip() == "acquired":
@@ -177,11 +146,7 @@ def release(ctx: RunContext, host, s: Settings) -> None:
     if held:
         sh(
             host,
-            postgres.psql(
-                s,
-                f"DELETE FROM {TABLE} WHERE env = {postgres.sql_literal(env)} "
-                f"AND holder = {postgres.sql_literal(held)}",
-            ),
+            postgres.psql(s, deploy_lock.release_sql(env, held)),
             check=False,
         )
         ctx.lock_holder = ""
@@ -189,18 +154,14 @@ def release(ctx: RunContext, host, s: Settings) -> None:
 
 
 def _force_unlock(state, host, s: Settings) -> bool:
-    env = postgres.sql_literal(s.deploy_env)
-    sh(host, postgres.psql(s, None, None, *create_sql()), what="unlocking")
+    sh(host, postgres.psql(s, None, None, *deploy_lock.create_sql()), what="unlocking")
     held = _read_holder(host, s)
     if held is None:
         say(host, f"the deploy lock of {s.deploy_env} was not held: nothing to do")
         return True
     sh(
         host,
-        postgres.psql(
-            s,
-            f"DELETE FROM {TABLE} WHERE env = {env} AND holder = {postgres.sql_literal(held[0])}",
-        ),
+        postgres.psql(s, deploy_lock.release_sql(s.deploy_env, held[0])),
         what="unlocking",
     )
     append_record(

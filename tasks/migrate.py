@@ -189,7 +189,7 @@ def _answering(s: Settings, method: Method) -> list[tuple[Any, str]]:
 
     def ask(h) -> tuple[Any, str] | None:
         connected(h, "to ask the release it serves")
-        _, current, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true")
+        _, current, _ = sh(h, shell.read_link(shell.paths(s)["current"]))
         if current.strip() and _probe(h, s) is None:
             return h, current.strip().rsplit("/", 1)[-1]
         return None
@@ -372,7 +372,7 @@ def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> li
             continue
         try:
             connected(h, "to check which release it serves")
-            _, current, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true")
+            _, current, _ = sh(h, shell.read_link(shell.paths(s)["current"]))
         except Exception as exc:  # noqa: BLE001 - an unreachable host is a reason, not a crash
             problems.append(f"{h.name} could not be checked ({exc})")
             continue

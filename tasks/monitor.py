@@ -104,8 +104,8 @@ def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Monitor")
-def monitor(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
-    """The monitoring window; a failure in it switches the host back (RELEASE)."""
+def monitor(ctx: RunContext, s: Settings, plan: Plan, strategy: Strategy) -> None:
+    """The monitoring window; a failure in it switches the host back (STRATEGY)."""
     if s.monitor_duration > 0:
         python.call(
             name="Watch the service for the monitoring window",
@@ -113,5 +113,5 @@ def monitor(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None
             ctx=ctx,
             s=s,
             plan=plan,
-            release=release,
+            strategy=strategy,
         )

@@ -53,19 +53,19 @@ def failed(
     return False
 
 
-def switch_back(ctx: RunContext, h, plan: Plan, release: Strategy, reason: str) -> str:
-    """Quick rollback of host H to the release that served before this run (RELEASE switches
+def switch_back(ctx: RunContext, h, plan: Plan, strategy: Strategy, reason: str) -> str:
+    """Quick rollback of host H to the release that served before this run (STRATEGY switches
     it); returns the state it left."""
     run = ctx.run(h)
     if not plan.release_changes:
         run.not_rolled_back.append("release: this run did not change it")
         return "the release was not changed by this run, nothing to switch back"
     if not plan.previous_dir:
-        release.stop(h)
+        strategy.stop(h)
         run.not_rolled_back.append("release: first deploy, no previous release; service stopped")
         return "first deploy on this host: no previous release, the service was stopped"
     say(h, f"rolling back to {plan.previous_version} ({reason})")
-    if release.put_in_service(h, plan.previous_dir, restart=False) is None:
+    if strategy.put_in_service(h, plan.previous_dir, restart=False) is None:
         run.not_rolled_back.append(
             f"release: {plan.release} never took a request, {plan.previous_version} kept serving"
         )
@@ -100,9 +100,9 @@ def deploy_failed(
     plan: Plan,
     phase: str,
     error: Exception | str,
-    release: Strategy | None = None,
+    strategy: Strategy | None = None,
 ) -> bool:
-    """Stop host H's deploy in PHASE. With RELEASE (the phase ran after the switch), switch
+    """Stop host H's deploy in PHASE. With STRATEGY (the phase ran after the switch), switch
     back first when auto_rollback allows. While the previous release serves (nothing was
     switched here, or it is switched back), the files this run replaced go back first. Then
     write the record and the report, and end through failed()."""
@@ -111,7 +111,7 @@ def deploy_failed(
     run.completed = time.time()
     state = "the previous release keeps serving (nothing was switched)"
     switched = ctx.rollout is not None and h.name in ctx.rollout.switched
-    switching_back = release is not None and s.auto_rollback
+    switching_back = strategy is not None and s.auto_rollback
     restored: list[str] = []
     if not switched or switching_back:
         try:
@@ -122,11 +122,11 @@ def deploy_failed(
         run.facts["files_put_back"] = restored
     if switching_back:
         try:
-            state = switch_back(ctx, h, plan, release, f"{phase} failed")
+            state = switch_back(ctx, h, plan, strategy, f"{phase} failed")
             run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
         except DeployError as exc:
             state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
-    elif release is not None:
+    elif strategy is not None:
         state = f"auto_rollback is off: {plan.release} stays current"
     applied = run.facts.get("migrations", {}).get("applied", [])
     if applied:
@@ -157,7 +157,7 @@ def deploy_failed(
 def phase_check(phase: str) -> Callable:
     """Make BODY(ctx, host, s, plan, **kwargs) the execution-time callback of PHASE: a
     DeployError it raises fails the host through deploy_failed(), switching back first when
-    PHASE is one of SWITCH_BACK (the operation is then given `release=`, the run's strategy).
+    PHASE is one of SWITCH_BACK (the operation is then given `strategy=`, the run's strategy).
     pyinfra passes state and host to a callback that names them, and fails the operation when
     it returns False."""
     roll_back = phase in SWITCH_BACK
@@ -169,13 +169,15 @@ def phase_check(phase: str) -> Callable:
             ctx: RunContext,
             s: Settings,
             plan: Plan,
-            release: Strategy | None = None,
+            strategy: Strategy | None = None,
             **kwargs: Any,
         ) -> bool:
             try:
                 body(ctx, host, s, plan, **kwargs)
             except DeployError as exc:
-                return deploy_failed(ctx, host, s, plan, phase, exc, release if roll_back else None)
+                return deploy_failed(
+                    ctx, host, s, plan, phase, exc, strategy if roll_back else None
+                )
             return True
 
         callback.__name__ = body.__name__
@@ -185,17 +187,17 @@ def phase_check(phase: str) -> Callable:
 
 
 def deploy_ends_on_any_failure(
-    ctx: RunContext, h, s: Settings, plan: Plan, release: Strategy | None
+    ctx: RunContext, h, s: Settings, plan: Plan, strategy: Strategy | None
 ) -> None:
     """Any operation that fails on host H (after the lock is taken) ends H's deploy through
-    deploy_failed(), in the phase it was in, switching back (RELEASE) in a phase of
+    deploy_failed(), in the phase it was in, switching back (STRATEGY) in a phase of
     SWITCH_BACK: the same end as a failed check."""
 
     def ending(error: str) -> bool:
         run = ctx.run(h)
         phase = run.phases[-1]["phase"] if run.phases else "preflight"
         return deploy_failed(
-            ctx, h, s, plan, phase, error, release if phase in SWITCH_BACK else None
+            ctx, h, s, plan, phase, error, strategy if phase in SWITCH_BACK else None
         )
 
     ctx.on_failure(h, ending)

@@ -29,7 +29,6 @@ from tasks.remote import DeployError
 from tasks.transport import say, sh
 
 NO_LOGIN = "/usr/sbin/nologin"
-UNIT_TEMPLATE = Path(__file__).resolve().parent.parent / "files" / "monitoring-dashboard.service"
 
 
 def _commit(ctx: RunContext, s: Settings) -> str:
@@ -70,7 +69,7 @@ def make_plan(ctx: RunContext, s: Settings) -> Plan:
     release = git.release_id(s.app_version, commit)
     release_dir = f"{p['releases']}/{release}"
     _, out = host.run_shell_command(
-        command=f"readlink {shell.q(p['current'])} || true; echo =; "
+        command=f"{shell.read_link(p['current'])}; echo =; "
         f"grep -F {shell.q(release)} {shell.q(p['records'])} 2>/dev/null | tail -n 200 || true"
     )
     lines = out.stdout.splitlines()

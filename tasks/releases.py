@@ -27,7 +27,7 @@ def state_command(s: Settings) -> str:
         f'm=$(ls -1 {q(p["releases"])}/"$r"/{q(s.migrate_dir)} 2>/dev/null '
         "| grep '^[0-9].*\\.sql$' | grep -v '\\.down\\.sql$' | sort | tail -n 1); "
         'echo "$r ${m%%_*}"; done; '
-        f"echo =; readlink {q(p['current'])} || true; "
+        f"echo =; {shell.read_link(p['current'])}; "
         f"echo =; tail -n {ledger.RECORDS_READ} {q(p['records'])} 2>/dev/null || true"
     )
 

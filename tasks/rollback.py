@@ -31,6 +31,7 @@ from pyinfra.operations import python
 from tasks import helm, ledger
 from tasks import releases as releases_on_host
 from tasks.commands import docker, git, migration_sql, postgres, shell
+from tasks.commands import helm as helm_commands
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
 from tasks.hosts import connected, migration_host_name, outside_the_run
@@ -195,7 +196,7 @@ def _refuse_if_others_need(s: Settings, to_revert: set[str]) -> None:
     users = []
     for other in outside_the_run() if to_revert else []:
         connected(other, "to check which schema it needs")
-        _, current, _ = sh(other, f"readlink {q(shell.paths(s)['current'])} || true")
+        _, current, _ = sh(other, shell.read_link(shell.paths(s)["current"]))
         if current.strip():
             needs = to_revert & {m.version for m in read_migrations(other, s, current.strip())}
             if needs:
@@ -350,9 +351,9 @@ def _helm_rollback(state, host, ctx: RunContext, s: Settings, target: Target) ->
     started = time.time()
     limit = seconds(s.helm_timeout) + 60
     try:
-        say(host, f"$ {shlex.join(helm.rollback_command(s))}")
-        helm.run(helm.rollback_command(s), timeout=limit)
-        status = helm.run(helm.rollout_status_command(s), timeout=limit)
+        say(host, f"$ {shlex.join(helm_commands.rollback_command(s))}")
+        helm.run(helm_commands.rollback_command(s), timeout=limit)
+        status = helm.run(helm_commands.rollout_status_command(s), timeout=limit)
         current = shell.paths(s)["current"]  # the release the cluster runs, on this host
         sh(host, git.switch_current(current, target.release_dir), what="switching current")
     except DeployError as exc:
@@ -393,11 +394,11 @@ def _record(host, s: Settings, target: Target, version: str, answer: str, starte
 
 
 def _switch(
-    state, host, ctx: RunContext, s: Settings, target: Target, release: Strategy, restart: bool
+    state, host, ctx: RunContext, s: Settings, target: Target, strategy: Strategy, restart: bool
 ) -> bool:
     try:
-        if restart or not release.serves(host, target.release_dir):
-            done = release.put_in_service(host, target.release_dir, restart)
+        if restart or not strategy.serves(host, target.release_dir):
+            done = strategy.put_in_service(host, target.release_dir, restart)
             say(host, done or f"{target.name} already serves")
     except DeployError as exc:
         return _fail(ctx, host, s, target, "switch", exc)
@@ -409,10 +410,10 @@ def rollback(
     ctx: RunContext,
     s: Settings,
     target: Target,
-    release: Strategy | None,
+    strategy: Strategy | None,
     env_op: OperationMeta | None,
 ) -> None:
-    """Go back to TARGET: the contract reverted first (full), then the switch (RELEASE; None
+    """Go back to TARGET: the contract reverted first (full), then the switch (STRATEGY; None
     when the service runs on Kubernetes: Helm's previous revision), then the expand (full).
     Any operation that fails ends the host's rollback the way a failed step does."""
     ctx.on_failure(host, lambda error: _fail(ctx, host, s, target, "rollback", error))
@@ -433,7 +434,7 @@ def rollback(
             s=s,
             target=target,
         )
-    if release is None:
+    if strategy is None:
         if target.is_migration_host:
             python.call(
                 name=f"Ensure Helm release {s.helm_release} is back at its previous revision",
@@ -444,12 +445,12 @@ def rollback(
             )
         return
     python.call(
-        name=f"Ensure {target.name} serves ({release.how})",
+        name=f"Ensure {target.name} serves ({strategy.how})",
         function=_switch,
         ctx=ctx,
         s=s,
         target=target,
-        release=release,
+        strategy=strategy,
         restart=env_op is not None and env_op.will_change,
     )
     if full and target.is_migration_host:

@@ -97,15 +97,15 @@ def _others_in_service(s: Settings, lb: Remote, batch: list[str]) -> list[str]:
     return haproxy.in_service(out, batch)
 
 
-def _drain(h: Remote, s: Settings, fleet: Fleet, batch: list[str], release: Strategy) -> bool:
+def _drain(h: Remote, s: Settings, fleet: Fleet, batch: list[str], strategy: Strategy) -> bool:
     """Take H out of the balancer; False when it stays in (see out_of_service)."""
     if s.lb_mode == "haproxy":
         lb = fleet.lb()
         if not _others_in_service(s, lb, batch):
-            if release.seamless:
+            if strategy.seamless:
                 h.say(
                     f"stays in service on {lb.name}: no other server is in service there, and "
-                    f"{release.name} switches without a failed request",
+                    f"{strategy.name} switches without a failed request",
                 )
                 return False
             h.say(
@@ -134,13 +134,13 @@ def _put_back(h: Remote, s: Settings, fleet: Fleet) -> None:
 
 @contextmanager
 def out_of_service(
-    h: Remote, s: Settings, fleet: Fleet, batch: list[str], release: Strategy
+    h: Remote, s: Settings, fleet: Fleet, batch: list[str], strategy: Strategy
 ) -> Iterator[None]:
     """The host out of the balancer for the block, back in afterwards whatever happened. With
-    lb_mode haproxy, a host whose BATCH holds every server in service stays in when RELEASE
+    lb_mode haproxy, a host whose BATCH holds every server in service stays in when STRATEGY
     switches without a failed request: draining it would leave the balancer nothing to send
     requests to."""
-    drained = _drain(h, s, fleet, batch, release)
+    drained = _drain(h, s, fleet, batch, strategy)
     try:
         yield
     finally:
@@ -151,9 +151,9 @@ def out_of_service(
 # ----------------------------------------------------------------------------- the canary
 
 
-def _read_side(hosts: list[Remote], release: Strategy, seconds: float) -> analysis.Sample:
+def _read_side(hosts: list[Remote], strategy: Strategy, seconds: float) -> analysis.Sample:
     """The requests HOSTS served in the last SECONDS, read from every host at once."""
-    texts = gevent.pool.Group().map(lambda h: release.recent_requests(h, seconds) or "", hosts)
+    texts = gevent.pool.Group().map(lambda h: strategy.recent_requests(h, seconds) or "", hosts)
     sample = analysis.Sample()
     for text in texts:
         sample.add(analysis.parse_events(text))
@@ -161,7 +161,7 @@ def _read_side(hosts: list[Remote], release: Strategy, seconds: float) -> analys
 
 
 def _analyse(
-    ctx: RunContext, s: Settings, fleet: Fleet, r: Rollout, release: Strategy, release_dir: str
+    ctx: RunContext, s: Settings, fleet: Fleet, r: Rollout, strategy: Strategy, release_dir: str
 ) -> str | None:
     """Let the canary batch take real traffic beside the hosts still on the old release for
     rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
@@ -170,18 +170,18 @@ def _analyse(
     baseline = [h for h in fleet.hosts if r.batch_of.get(h.name, 0) > 0]
     first = canary[0]
     if not set(r.switched) & set(r.batches[0]) and all(
-        release.serves(h, release_dir) for h in baseline
+        strategy.serves(h, release_dir) for h in baseline
     ):
         return None  # nothing changes anywhere (a run again of a finished deploy)
-    if not baseline or not release.logs_requests:
+    if not baseline or not strategy.logs_requests:
         why = (
-            f"release_strategy {release.name}: nothing logs the requests"
+            f"release_strategy {strategy.name}: nothing logs the requests"
             if baseline
             else "no host left on the old release to compare with"
         )
         first.say(f"canary analysis skipped: {why}")
         return None
-    if release.in_maintenance(first):
+    if strategy.in_maintenance(first):
         first.say("canary analysis skipped: maintenance mode (no real traffic to judge)")
         return None
     seconds = s.rollout_analysis_seconds
@@ -200,8 +200,8 @@ def _analyse(
             canary_side = analysis.parse_events(text, {h.name for h in canary})
             baseline_side = analysis.parse_events(text, {h.name for h in baseline})
         else:
-            canary_side = _read_side(canary, release, seconds)
-            baseline_side = _read_side(baseline, release, seconds)
+            canary_side = _read_side(canary, strategy, seconds)
+            baseline_side = _read_side(baseline, strategy, seconds)
     except DeployError as exc:
         why = f"the request logs could not be read: {exc}"
         verdict = analysis.Verdict("inconclusive", (), why, analysis.Sample(), analysis.Sample())
@@ -240,7 +240,7 @@ def _judge_canary(
     s: Settings,
     fleet: Fleet,
     r: Rollout,
-    release: Strategy,
+    strategy: Strategy,
     release_dir: str,
     ok: bool,
 ) -> None:
@@ -249,7 +249,7 @@ def _judge_canary(
     (bounded)."""
     if r.canary_back(ok):
         try:
-            rejection = _analyse(ctx, s, fleet, r, release, release_dir)
+            rejection = _analyse(ctx, s, fleet, r, strategy, release_dir)
         except Exception as exc:  # noqa: BLE001 - the other canary hosts wait on the verdict
             rejection = f"canary analysis failed: {type(exc).__name__}: {exc}"
         if rejection:
@@ -300,28 +300,28 @@ def switch(
     ctx: RunContext,
     s: Settings,
     plan: Plan,
-    release: Strategy,
+    strategy: Strategy,
     fleet: Fleet,
     h: Remote,
     restart: bool,
 ) -> DeployError | None:
-    """Host H's turn: out of the balancer, RELEASE puts the new release in service (RESTART:
+    """Host H's turn: out of the balancer, STRATEGY puts the new release in service (RESTART:
     even if it serves, .env or a unit changed), the gate, back in; what went wrong, or None."""
     r, run = ctx.rollout, ctx.run(h)
     assert r is not None  # planned() before the first host's turn
     index = r.batch_of[h.name]
-    if not restart and release.serves(h, plan.release_dir):
+    if not restart and strategy.serves(h, plan.release_dir):
         h.say(f"{r.label(index)}: {plan.release} already serves, nothing to switch")
         return None
     why = " (restart: .env or unit changed)" if restart else ""
     h.say(f"{r.label(index)}: switching to {plan.release}{why}")
     try:
-        with out_of_service(h, s, fleet, r.batches[index], release):
+        with out_of_service(h, s, fleet, r.batches[index], strategy):
             try:
-                done = release.put_in_service(h, plan.release_dir, restart)
+                done = strategy.put_in_service(h, plan.release_dir, restart)
             except DeployError as exc:
                 threshold = f"200 within {s.app_health_timeout}s"
-                run.metric(release.health_metric, threshold, str(exc), False)
+                run.metric(strategy.health_metric, threshold, str(exc), False)
                 raise
             if done is None:
                 h.say(f"{plan.release} already serves: nothing to switch")
@@ -341,7 +341,7 @@ def judge(
     ctx: RunContext,
     s: Settings,
     plan: Plan,
-    release: Strategy,
+    strategy: Strategy,
     fleet: Fleet,
     h: Remote,
     error: DeployError | None,
@@ -351,7 +351,7 @@ def judge(
     r = ctx.rollout
     assert r is not None
     if r.batch_of[h.name] == 0 and len(r.batches) > 1 and s.rollout_analysis:
-        _judge_canary(ctx, s, fleet, r, release, plan.release_dir, error is None)
+        _judge_canary(ctx, s, fleet, r, strategy, plan.release_dir, error is None)
         if error is None and r.rejection:
             return DeployError(r.rejection), "analysis"
     return error, "release"
@@ -377,7 +377,7 @@ def switch_in_turn(
     ctx: RunContext,
     s: Settings,
     plan: Plan,
-    release: Strategy,
+    strategy: Strategy,
     fleet: Fleet,
     h: Remote,
     restart: bool,
@@ -393,8 +393,8 @@ def switch_in_turn(
             run.facts["serving"] = plan.previous_version
         return fail("rollout", refused, None)
     started = time.monotonic()
-    error = switch(ctx, s, plan, release, fleet, h, restart)
-    error, phase = judge(ctx, s, plan, release, fleet, h, error)
+    error = switch(ctx, s, plan, strategy, fleet, h, restart)
+    error, phase = judge(ctx, s, plan, strategy, fleet, h, error)
     run.facts["rollout"] = {
         "batch": r.batch_of[h.name] + 1,
         "batches": len(r.batches),
@@ -406,11 +406,11 @@ def switch_in_turn(
         return True
     run.facts["serving"] = plan.previous_version
     if h.name not in r.switched:  # the new release never took a request here
-        return fail(phase, error, release)
+        return fail(phase, error, strategy)
     ended = False
     try:
-        with out_of_service(h, s, fleet, r.batches[r.batch_of[h.name]], release):
-            ended = fail(phase, error, release)
+        with out_of_service(h, s, fleet, r.batches[r.batch_of[h.name]], strategy):
+            ended = fail(phase, error, strategy)
     except DeployError as exc:  # the failure path ran; the balancer did not take the host back
         h.say(f"WARNING: {exc}: {h.name} is left out of the balancer, put it back by hand")
     return ended
@@ -433,7 +433,7 @@ def _switch_host(
     ctx: RunContext,
     s: Settings,
     plan: Plan,
-    release: Strategy,
+    strategy: Strategy,
     restart_if_changed: list[OperationMeta],
     migration_host: str,
 ) -> bool:
@@ -447,7 +447,7 @@ def _switch_host(
     fleet = Fleet([remote(h) for h in active], unreachable_app_hosts(), lambda: _balancer(s))
     # read now, once they ran (asking before the run makes each check its file twice)
     restart = any(op.did_change() for op in restart_if_changed)
-    return switch_in_turn(ctx, s, plan, release, fleet, remote(host), restart, fail)
+    return switch_in_turn(ctx, s, plan, strategy, fleet, remote(host), restart, fail)
 
 
 @deploy("Rollout")
@@ -455,7 +455,7 @@ def roll_out(
     ctx: RunContext,
     s: Settings,
     plan: Plan,
-    release: Strategy,
+    strategy: Strategy,
     restart_if_changed: list[OperationMeta],
 ) -> None:
     """Switch the app hosts batch by batch (see the module's docstring)."""
@@ -465,7 +465,7 @@ def roll_out(
         ctx=ctx,
         s=s,
         plan=plan,
-        release=release,
+        strategy=strategy,
         restart_if_changed=restart_if_changed,
         migration_host=migration_host_name(s),
     )

@@ -111,11 +111,11 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
     return True
 
 
-def _restart(h, s: Settings, release: Strategy) -> str:
+def _restart(h, s: Settings, strategy: Strategy) -> str:
     """The release that serves now, started again with the new .env (with blue_green, no
     request failing)."""
     _, current, _ = sh(h, f"readlink {q(shell.paths(s)['current'])}")
-    return release.put_in_service(h, current.strip(), restart=True) or "restarted"
+    return strategy.put_in_service(h, current.strip(), restart=True) or "restarted"
 
 
 def _database_work(h, s: Settings, name: str) -> list[str]:
@@ -196,7 +196,7 @@ def _run(
     host,
     ctx: RunContext,
     s: Settings,
-    release: Strategy,
+    strategy: Strategy,
     env_op: OperationMeta | None,
 ) -> bool:
     name, done = s.runbook, []
@@ -216,7 +216,7 @@ def _run(
                 else "maintenance mode off: the service answers every path"
             )
         if env_op is not None and env_op.did_change():
-            done.append(f".env updated; {_restart(host, s, release)}")
+            done.append(f".env updated; {_restart(host, s, strategy)}")
     except DeployError as exc:
         return _fail(ctx, host, s, exc, done)
     _record(ctx, host, s, name, done)
@@ -245,8 +245,8 @@ def keep_overrides(s: Settings, values: dict[str, Any]) -> None:
 
 
 @deploy("Runbook")
-def runbook(ctx: RunContext, s: Settings, release: Strategy, env_op: OperationMeta | None) -> None:
-    """Runbook `runbook` on this host, S the settings with the overrides it leaves; RELEASE
+def runbook(ctx: RunContext, s: Settings, strategy: Strategy, env_op: OperationMeta | None) -> None:
+    """Runbook `runbook` on this host, S the settings with the overrides it leaves; STRATEGY
     restarts the service when the .env changed (ENV_OP). Any operation that fails ends the
     host's runbook the way a failed step does."""
     ctx.on_failure(host, lambda error: _fail(ctx, host, s, error, None))
@@ -255,6 +255,6 @@ def runbook(ctx: RunContext, s: Settings, release: Strategy, env_op: OperationMe
         function=_run,
         ctx=ctx,
         s=s,
-        release=release,
+        strategy=strategy,
         env_op=env_op,
     )

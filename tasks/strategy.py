@@ -90,8 +90,8 @@ class Restart:
         return self.method.ensure_ready(True, redis_op)
 
     def serves(self, h, release_dir: str) -> bool:
-        current = shell.q(shell.paths(self.s)["current"])
-        _, out, _ = sh(h, f"readlink {current} || true; {service.form_command(self.s)}")
+        current = shell.read_link(shell.paths(self.s)["current"])
+        _, out, _ = sh(h, f"{current}; {service.form_command(self.s)}")
         return out.split() == [release_dir, self.method.name]
 
     def put_in_service(self, h, release_dir: str, restart: bool) -> str:

@@ -115,13 +115,13 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
 
 
 @deploy("Verify")
-def verify(ctx: RunContext, s: Settings, plan: Plan, release: Strategy) -> None:
-    """The checklist's step 6 on each app host; a failure switches the host back (RELEASE)."""
+def verify(ctx: RunContext, s: Settings, plan: Plan, strategy: Strategy) -> None:
+    """The checklist's step 6 on each app host; a failure switches the host back (STRATEGY)."""
     python.call(
         name="Verify the deployment (checklist step 6)",
         function=_verify,
         ctx=ctx,
         s=s,
         plan=plan,
-        release=release,
+        strategy=strategy,
     )

@@ -18,6 +18,11 @@ def missing_tools(tools: list[str]) -> str:
     return f'for t in {names}; do command -v "$t" >/dev/null || echo "$t"; done'
 
 
+def read_link(path: str) -> str:
+    """Print where the link PATH points (nothing when there is no such link)."""
+    return f"readlink {q(path)} || true"
+
+
 def paths(s: Settings) -> dict[str, str]:
     """Where things live on an app host."""
     app, state = s.app_dir, s.deploy_state_dir

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from test_helm_commands import BASE, ENV, settings
 
-from tasks import helm
+from tasks.commands import helm
 from tasks.config import validate
 
 HELMS = runpy.run_path(str(Path(helm.REPO, "scripts/install_helm.py")))["HELMS"]

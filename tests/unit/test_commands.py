@@ -910,3 +910,15 @@ def test_recent_events_keeps_the_lines_of_the_hosts_last_seconds(tmp_path):
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
     done = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True, check=True)
     assert [line.split()[2] for line in done.stdout.splitlines()] == ["20", "1"]
+
+
+def test_a_link_is_read_and_a_missing_one_reads_as_nothing(tmp_path):
+    (tmp_path / "current").symlink_to(tmp_path / "releases" / "v2")
+    done = subprocess.run(
+        ["sh", "-c", shell.read_link(str(tmp_path / "current"))], text=True, capture_output=True
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, str(tmp_path / "releases" / "v2"))
+    missing = subprocess.run(
+        ["sh", "-c", shell.read_link(str(tmp_path / "nothing"))], capture_output=True
+    )
+    assert (missing.returncode, missing.stdout) == (0, b"")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks import helm
+from tasks.commands import helm
 from tasks.config import validate
 
 ENV = {"DB_PASSWORD": "pw,with=odd\\chars"}

@@ -11,8 +11,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import lock
-from tasks.commands import dotenv, git, haproxy, migration_sql, postgres, rediscli
+from tasks.commands import deploy_lock, dotenv, git, haproxy, migration_sql, postgres, rediscli
 from tasks.config import VARIABLES, validate
 
 BASE = {"deploy_env": "t", "app_repo_url": "git://h/r.git", "db_host": "db1"}
@@ -114,9 +113,9 @@ def test_values_in_generated_sql_never_change_its_shape(a, b, d):
     for build in (
         lambda v, w, u: migration_sql.record_migration_sql(v, w, u, v, w),
         lambda v, w, u: migration_sql.revert_migration_sql(v),
-        lambda v, w, u: lock.acquire_sql(v, w, u),
-        lambda v, w, u: lock.heartbeat_sql(v, w),
-        lambda v, w, u: lock.holder_sql(v),
+        lambda v, w, u: deploy_lock.acquire_sql(v, w, u),
+        lambda v, w, u: deploy_lock.heartbeat_sql(v, w),
+        lambda v, w, u: deploy_lock.holder_sql(v),
         lambda v, w, u: postgres.objects_state_sql([v, w, u]),
         lambda v, w, u: postgres.lock_holders_sql(v),
     ):

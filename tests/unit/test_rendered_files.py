@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_chart import NEWEST, template
 
-from tasks import helm, method, slots
-from tasks.commands import dotenv, replaced
+from tasks import method, slots
+from tasks.commands import dotenv, helm, replaced
 from tasks.config import VARIABLES, validate
 
 # release_method helm, so that the chart's own checks apply as well (the proxy and the units
