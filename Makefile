@@ -1,4 +1,5 @@
-# The project's commands. `make demo` is the README's main command, `make test` its test command.
+# The project's commands. `make demo` is the README's main command, `make test` its test
+# command.
 PY := .venv/bin/python
 PYTEST := .venv/bin/pytest
 

@@ -1,4 +1,5 @@
-"""Availability figures for the README: `.venv/bin/python bench/availability.py [--app-hosts N]
+"""Availability figures for docs/benchmarks.md:
+`.venv/bin/python bench/availability.py [--app-hosts N]
 [--rates 100 600 1000]` (as root, on this machine; it brings the lab up itself).
 
 k6 sends 100 requests/s (open loop) during each run; every failed-request count and latency

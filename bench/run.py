@@ -1,4 +1,5 @@
-"""Figures for the README: `.venv/bin/python bench/run.py [--runs 5]` (as root, on this machine).
+"""Figures for docs/benchmarks.md: `.venv/bin/python bench/run.py [--runs 5]` (as root, on
+this machine).
 
 Medians of several runs, each with a baseline measured in the same run:
 - a no-change deploy vs pyinfra's own floor (the same host, 15 idempotent operations), and vs

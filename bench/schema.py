@@ -1,4 +1,5 @@
-"""Figures for the README's schema section: `.venv/bin/python bench/schema.py [--runs 3]` (as
+"""Figures for docs/benchmarks.md's schema section:
+`.venv/bin/python bench/schema.py [--runs 3]` (as
 root, on this machine, the lab's staging up).
 
 - the lint: seconds per migration (squawk over v2.1.0's three migrations, median of 5);

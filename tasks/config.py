@@ -1,7 +1,7 @@
 """Every variable the deploy reads: type, default, meaning and check, in one schema.
 
 `validate()` reports every problem at once; the inventories call it before pyinfra connects to
-any host, and `deploy.py` calls it again with `--data` overrides applied. The README's
+any host, and `deploy.py` calls it again with `--data` overrides applied. docs/variables.md's
 variables table is generated from `VARIABLES` (`python -m tasks.config`).
 """
 
@@ -881,13 +881,13 @@ def check_or_exit(
         lines = "\n".join(f"  - {p}" for p in problems)
         raise exit(
             f"{where}: {len(problems)} problem(s) in the deploy variables, nothing was "
-            f"changed:\n{lines}\nSee group_vars/ and the README's variables table."
+            f"changed:\n{lines}\nSee group_vars/ and docs/variables.md."
         )
     return settings
 
 
 def markdown_table() -> str:
-    """The README's variables table."""
+    """The variables table of docs/variables.md."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for var in VARIABLES:
         default = "(required)" if var.required else f"`{var.default}`"

@@ -226,7 +226,7 @@ def _still_answering(
     run.facts["migrations"] = {"applied": [], "reverted": reverted}
     raise DeployError(
         f"{what}. Reverted with their down scripts: {names}; no host was switched. Write the "
-        "change as expand + contract (README: Schema changes the serving release survives)"
+        "change as expand + contract (docs/design.md: Schema changes the serving release survives)"
     )
 
 
