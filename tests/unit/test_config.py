@@ -167,3 +167,12 @@ def test_a_value_the_tools_would_refuse_is_refused_here(data, problem):
 )
 def test_values_the_tools_take_are_accepted(data):
     assert config.validate({**BASE, **data}, ENV)[1] == []
+
+
+def test_the_settings_class_has_one_typed_field_per_variable():
+    """tasks/settings_type.py is generated from VARIABLES (scripts/settings_type.py): a variable
+    added without regenerating it fails here."""
+    assert (ROOT / "tasks" / "settings_type.py").read_text() == config.settings_module()
+    fields = config.Settings.__dataclass_fields__
+    assert list(fields) == [v.name for v in config.VARIABLES]
+    assert fields["app_port"].type is int and fields["redis_enabled"].type is bool
