@@ -25,6 +25,7 @@ demo: deps
 lint: deps
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 unit: deps
 	$(PYTEST) -q tests/unit

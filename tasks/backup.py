@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyinfra import inventory
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import guard
@@ -25,6 +24,7 @@ from tasks.context import Plan, RunContext
 from tasks.hosts import connected
 from tasks.method import Method
 from tasks.migrations import pending_migrations
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.remote import DeployError, health_url
 from tasks.transport import say, sh

@@ -154,7 +154,9 @@ class _FailurePath(BaseStateCallback):
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
-    def operation_host_error(
+    # pyinfra declares its callbacks static and calls them on the handler: this one needs the
+    # run context the handler holds
+    def operation_host_error(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:
         names = ", ".join(state.get_op_meta(op_hash).names) or "an operation"

@@ -3,13 +3,13 @@ service user, its content never printed."""
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from tasks import operations
 from tasks.commands import dotenv, shell
 from tasks.config import Settings
+from tasks.operations import deploy
 from tasks.settings import secret
 
 

@@ -37,7 +37,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks.commands import git, shell
@@ -56,6 +55,7 @@ from tasks.commands.helm import (
 )
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.remote import DeployError
 from tasks.settings import secret

@@ -11,13 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import slots
 from tasks.commands import k6
 from tasks.config import Settings, seconds
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.remote import DeployError
 from tasks.strategy import Strategy

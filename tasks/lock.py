@@ -15,13 +15,13 @@ import os
 import time
 
 import gevent
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks.commands import deploy_lock, postgres, replaced, shell
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.hosts import app_hosts
+from tasks.operations import deploy
 from tasks.records import append_record, now_iso
 from tasks.remote import DeployError
 from tasks.settings import deployed_by

@@ -186,4 +186,9 @@ Method = Systemd | Docker | Helm
 
 def method_for(s: Settings) -> Method:
     """The release method S names."""
-    return {"systemd": Systemd, "docker": Docker, "helm": Helm}[s.release_method](s)
+    methods: dict[str, type[Systemd] | type[Helm]] = {
+        "systemd": Systemd,
+        "docker": Docker,
+        "helm": Helm,
+    }
+    return methods[s.release_method](s)

@@ -21,7 +21,6 @@ from typing import Any
 
 from gevent.pool import Pool
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import lint
@@ -42,6 +41,7 @@ from tasks.migrations import (
     release_migrations,
     revert_migration,
 )
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.remote import DeployError, timed_get
 from tasks.settings import deployed_by
@@ -244,10 +244,10 @@ def _backfill(gate: Gate, m: Migration) -> int:
         raise DeployError(f"{m.version}_{m.name}.backfill.sql: {exc}") from None
     start = migration_sql.backfill_start_sql(m.version, fill.table, fill.key)
     _, out, _ = sh(host, postgres.psql(s, None, None, *start), what="reading a backfill's state")
-    lo, end, rows, finished = out.split()[-1].split("|")
-    if finished == "t":
-        return int(rows)
-    lo, end, rows = int(lo), int(end), int(rows)
+    fields = out.split()[-1].split("|")
+    if fields[3] == "t":
+        return int(fields[2])
+    lo, end, rows = (int(x) for x in fields[:3])
     path = f"{shell.paths(s)['state']}/backfill_{m.version}.sql"
     script = migration_sql.backfill_batch_script(s, m.version, fill.statement, gate.command)
     remote(host).put_text(script, path)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, redis_stats
 from tasks.remote import DeployError, timed_get
@@ -51,7 +51,7 @@ def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             connections = db_connections(host, s)
         except DeployError as exc:  # down or restarting: a breach, even if the cache answers
             database_down = str(exc)[-200:]
-        sample = {
+        sample: dict[str, Any] = {
             "t": round(time.time(), 1),
             "status": code,
             "ms": round(seconds * 1000, 1),

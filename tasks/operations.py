@@ -4,17 +4,27 @@ difference (as pyinfra's built-in operations do)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from io import StringIO
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api import deploy as pyinfra_deploy
 from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, rediscli, replaced, shell
 from tasks.config import Settings
 
 q = shell.q
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def deploy(name: str) -> Callable[[F], F]:
+    """pyinfra's @deploy(NAME), typed as the function it decorates: pyinfra types a deploy's
+    call with its own global arguments first, so a type checker reads every positional call
+    of ours as wrong."""
+    return cast(Callable[[F], F], pyinfra_deploy(name))
 
 
 class FileState(FactBase):
@@ -66,7 +76,7 @@ def folders(wanted: tuple[tuple[str, int, str, str], ...]):
     **Example:** ``folders(wanted=(("/var/lib/x", 700, "root", "root"),))``
     """
     found = host.get_fact(FolderStates, paths=tuple(path for path, *_ in wanted))
-    wrong = [(path, *rest) for path, *rest in wanted if found.get(path) != tuple(rest)]
+    wrong = [w for w in wanted if found.get(w[0]) != w[1:]]
     if not wrong:
         host.noop("the folders exist with their modes and owners")
     for path, mode, user, group in wrong:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -111,18 +112,18 @@ def deploy_failed(
     run.completed = time.time()
     state = "the previous release keeps serving (nothing was switched)"
     switched = ctx.rollout is not None and h.name in ctx.rollout.switched
-    switching_back = strategy is not None and s.auto_rollback
+    switching_back = strategy if s.auto_rollback else None
     restored: list[str] = []
-    if not switched or switching_back:
+    if not switched or switching_back is not None:
         try:
             restored = restore_replaced(h, s)
         except DeployError as exc:
             run.not_rolled_back.append(f"the files this run replaced: {exc}")
     if restored:
         run.facts["files_put_back"] = restored
-    if switching_back:
+    if switching_back is not None:
         try:
-            state = switch_back(ctx, h, plan, strategy, f"{phase} failed")
+            state = switch_back(ctx, h, plan, switching_back, f"{phase} failed")
             run.outcome = "failed, rolled back" if run.rolled_back else run.outcome
         except DeployError as exc:
             state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
@@ -132,6 +133,7 @@ def deploy_failed(
     if applied:
         run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
     mark_phase(run, "done")
+    path: Path | str
     try:
         path = write_records(ctx, h, s, plan)
     except DeployError as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from pyinfra import inventory
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import lint, lock, operations
@@ -15,6 +14,7 @@ from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.method import Method
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.probes import ping
 from tasks.remote import DeployError, at_once

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
@@ -14,6 +13,7 @@ from tasks import operations
 from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.probes import cache_address, ping
 from tasks.remote import DeployError

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from gevent.event import AsyncResult
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import python, server
@@ -24,6 +23,7 @@ from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.hosts import migration_host_name
 from tasks.method import Method
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.remote import DeployError
 from tasks.transport import say, sh
@@ -105,7 +105,7 @@ def _account_is(h, s: Settings) -> bool:
 
 
 @deploy("Build the release")
-def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta:
+def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta | None:
     p = shell.paths(s)
     missing = functools.cache(lambda: not _account_is(host, s))
     server.group(

@@ -6,12 +6,12 @@ remote command per host, no lock."""
 from __future__ import annotations
 
 import click
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks import ledger
 from tasks.commands import shell
 from tasks.config import Settings
+from tasks.operations import deploy
 from tasks.transport import sh
 
 q = shell.q

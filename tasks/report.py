@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 import click
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.records import mark_phase, print_table, write_records
 
 

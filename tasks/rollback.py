@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
@@ -44,6 +43,7 @@ from tasks.migrations import (
     read_migrations,
     revert_migration,
 )
+from tasks.operations import deploy
 from tasks.outcome import failed
 from tasks.records import append_record, now_iso
 from tasks.remote import DeployError, wait_healthy
@@ -147,14 +147,15 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
         # what the newest successful deploy replaced, then what each deploy before it did
         since = [found for found, _ in manifests].index(path)
         candidates = [m.get("previous_release") for _, m in manifests[since:]]
-        release_dir, skipped = ledger.implicit_target(candidates, bad, current)
+        implicit, skipped = ledger.implicit_target(candidates, bad, current)
         for why in skipped:
             say(host, f"not going back to {why} (bad; rollback_to can still name it)")
-        if release_dir is None:
+        if implicit is None:
             raise DeployError(
                 f"[{host.name}] nothing to roll back to: every earlier release is marked bad "
                 f"({'; '.join(skipped)}); name one with --data rollback_to=RELEASE"
             )
+        release_dir = implicit
     else:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: the last deploy "
@@ -231,7 +232,9 @@ def _refuse_across_contract(ctx: RunContext, s: Settings, target: Target) -> Non
         )
 
 
-def _fail(ctx: RunContext, host, s: Settings, target: Target, step: str, error: Exception) -> bool:
+def _fail(
+    ctx: RunContext, host, s: Settings, target: Target, step: str, error: Exception | str
+) -> bool:
     lines = [
         f"    state now:   `current` is {target.current}; nothing after this step was done",
         "    next:        fix the cause and run the rollback again: every step is safe to repeat",

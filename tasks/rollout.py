@@ -22,7 +22,6 @@ import click
 import gevent
 import gevent.pool
 from pyinfra import host, inventory
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
@@ -32,6 +31,7 @@ from tasks.commands import haproxy
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.hosts import app_hosts, connected, migration_host_name, unreachable_app_hosts
+from tasks.operations import deploy
 from tasks.outcome import deploy_failed
 from tasks.remote import DeployError, Remote, haproxy_wait, timed_get
 from tasks.strategy import Strategy

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
@@ -24,6 +23,7 @@ from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.hosts import migration_host_name
+from tasks.operations import deploy
 from tasks.outcome import failed
 from tasks.probes import cache_address
 from tasks.records import append_record, now_iso

@@ -28,7 +28,7 @@ from pyinfra.operations.util import any_changed
 from tasks import operations, service
 from tasks.commands import git, guard, haproxy, http, replaced, shell, units
 from tasks.config import Settings
-from tasks.method import Method
+from tasks.method import Systemd
 from tasks.remote import HEALTHY, DeployError, haproxy_wait
 from tasks.transport import remote, say, sh
 
@@ -266,7 +266,7 @@ def _adopt_serving(h, s: Settings, state: SlotState) -> SlotState:
     return replace(state, active=slot, current=state.links[slot])
 
 
-def activate(h, method: Method, release_dir: str, restart: bool = False) -> str | None:
+def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str | None:
     """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
 
     Nothing happens (None is returned) when it already serves and RESTART is not asked;

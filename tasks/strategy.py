@@ -17,7 +17,7 @@ from pyinfra.operations import server
 
 from tasks import service, slots
 from tasks.commands import git, shell
-from tasks.method import Method
+from tasks.method import Method, Systemd
 from tasks.remote import wait_healthy
 from tasks.transport import remote, sh
 
@@ -29,7 +29,7 @@ class BlueGreen:
     logs_requests = True  # the local proxy: the canary analysis can read what each host served
     seamless = True  # a switch fails no request: the last server in service need not drain
 
-    def __init__(self, method: Method) -> None:
+    def __init__(self, method: Systemd) -> None:
         self.method = method
         self.s = method.s
 
@@ -76,7 +76,7 @@ class Restart:
     logs_requests = False  # no local proxy: no canary analysis
     seamless = False  # requests fail while the one instance restarts, drained or not
 
-    def __init__(self, method: Method) -> None:
+    def __init__(self, method: Systemd) -> None:
         self.method = method
         self.s = method.s
 
@@ -106,10 +106,25 @@ class Restart:
     def stop(self, h) -> None:
         self.method.stop(h)
 
+    def recent_requests(self, h, seconds: float) -> str:
+        """No local proxy logs the requests (logs_requests is False): none to read."""
+        return ""
+
+    def in_maintenance(self, h) -> bool:
+        """Maintenance mode needs the local proxy: never on with this strategy."""
+        return False
+
 
 Strategy = BlueGreen | Restart
 
 
 def strategy_for(method: Method) -> Strategy:
-    """The release strategy the method's settings name."""
-    return {"blue_green": BlueGreen, "restart": Restart}[method.s.release_strategy](method)
+    """The release strategy the method's settings name (a method that runs the service on the
+    app hosts: systemd or docker)."""
+    if not isinstance(method, Systemd):
+        raise ValueError(f"release_method {method.name} runs no instance on the app hosts")
+    strategies: dict[str, type[BlueGreen] | type[Restart]] = {
+        "blue_green": BlueGreen,
+        "restart": Restart,
+    }
+    return strategies[method.s.release_strategy](method)

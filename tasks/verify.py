@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 from gevent.lock import BoundedSemaphore
-from pyinfra.api import deploy
 from pyinfra.operations import python
 
 from tasks.commands import http, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, metrics_keys, redis_stats
 from tasks.remote import DeployError, at_once, health_url, timed_get

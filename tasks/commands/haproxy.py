@@ -67,7 +67,7 @@ def map_flag(socket: str, map_file: str, key: str, on: bool) -> str:
     if on:
         needed = f"! {{ {in_file} && {live}; }}"
         content = f"{{ {rest}; echo {q(key + ' 1')}; }}"
-        commands = (f"del map {map_file} {key}", f"add map {map_file} {key} 1")
+        commands: tuple[str, ...] = (f"del map {map_file} {key}", f"add map {map_file} {key} 1")
     else:
         needed = f"{{ {in_file} || {live}; }}"
         content = rest
