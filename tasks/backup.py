@@ -20,7 +20,7 @@ from pyinfra.operations import python
 from tasks import guard
 from tasks.commands import postgres, shell
 from tasks.config import Settings
-from tasks.context import Plan, RunContext
+from tasks.context import Backup, Plan, RunContext
 from tasks.hosts import connected
 from tasks.method import Method
 from tasks.migrations import pending_migrations
@@ -111,7 +111,7 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     pending = run.pending if run.pending is not None else pending_migrations(host, s, plan)
     if not pending and not plan.release_changes:
         say(host, "no backup: no migration pending and the release does not change")
-        run.facts["backup"] = {"taken": False, "reason": "nothing will change"}
+        run.backup = Backup(taken=False, reason="nothing will change")
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     base = f"{s.backup_dir}/backup_{stamp}"
@@ -144,20 +144,20 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     copy = _copy_off_host(host, s, dump, checksum) if s.backup_copy_to else ""
     if copy:
         say(host, f"backup copied to {copy}, sha256 checked")
-    run.facts["backup"] = {
-        "taken": True,
-        "verified": True,
-        "path": dump,
-        "sha256": checksum,
-        "bytes": size,
-        "seconds": seconds,
-        "entries": int(entries.strip() or 0),
-        "metrics_rows": int(rows),
-        "metrics_max_id": int(max_id),
-        "metrics_md5": table_md5,
-        "copy": copy,
-        "reason": "migrations pending" if pending else "release changes",
-    }
+    run.backup = Backup(
+        taken=True,
+        verified=True,
+        path=dump,
+        sha256=checksum,
+        bytes=size,
+        seconds=seconds,
+        entries=int(entries.strip() or 0),
+        metrics_rows=int(rows),
+        metrics_max_id=int(max_id),
+        metrics_md5=table_md5,
+        copy=copy,
+        reason="migrations pending" if pending else "release changes",
+    )
     run.changed.append(f"backup: {dump}")
     run.metric(
         "backup verified (pg_restore --list)", "readable", f"{size} bytes in {seconds}s", True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
@@ -41,6 +41,51 @@ class Plan:
     release_changes: bool
 
 
+def _present(fields: Any) -> dict[str, Any]:
+    """A hand-off as the report shows it: its fields that hold something."""
+    return {k: v for k, v in asdict(fields).items() if v is not None}
+
+
+@dataclass
+class Backup:
+    """What the backup phase hands on (to the migrate phase, the manifest and the report)."""
+
+    taken: bool
+    reason: str
+    verified: bool | None = None  # taken and read back with pg_restore --list
+    path: str | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    seconds: float | None = None
+    entries: int | None = None
+    metrics_rows: int | None = None
+    metrics_max_id: int | None = None
+    metrics_md5: str | None = None
+    copy: str | None = None
+
+
+@dataclass
+class Migrations:
+    """What the migrate phase hands on (to its contract step, the failure path, the manifest
+    and the report): migration versions, applied, adopted, held back or reverted."""
+
+    applied: list[str] = field(default_factory=list)
+    baseline: list[str] | None = None
+    contract_pending: list[str] = field(default_factory=list)
+    contract_applied: list[str] | None = None
+    reverted: list[str] | None = None
+    backfilled_rows: dict[str, int] | None = None
+    objects: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class Artifact:
+    """The release as the build phase shipped it (the manifest and the report)."""
+
+    sha256: str
+    built_on: str
+
+
 @dataclass
 class Run:
     """The record of one run on one host; the report and the manifest are written from it."""
@@ -62,6 +107,18 @@ class Run:
     # Migration); nothing writes the history before the migrate phase, so the backup decides
     # on them without reading it again. None: not read yet.
     pending: list[Any] | None = None
+    # what one phase hands the next (None: that phase did not run here)
+    backup: Backup | None = None
+    migrations: Migrations | None = None
+    artifact: Artifact | None = None
+
+    def report_facts(self) -> dict[str, Any]:
+        """The facts the report and the record show: each phase's, the hand-offs included."""
+        handed = {"backup": self.backup, "migrations": self.migrations, "artifact": self.artifact}
+        return {**self.facts, **{k: _present(v) for k, v in handed.items() if v is not None}}
+
+    def applied_migrations(self) -> list[str]:
+        return self.migrations.applied if self.migrations else []
 
     def all_changes(self) -> list[str]:
         """What this run changed so far: resource operations that did change, then what the

@@ -26,7 +26,7 @@ from pyinfra.operations import python
 from tasks import lint
 from tasks.commands import migration_sql, postgres, shell
 from tasks.config import Settings, seconds
-from tasks.context import Plan, Run, RunContext
+from tasks.context import Migrations, Plan, Run, RunContext
 from tasks.guard import Gate
 from tasks.hosts import connected, inventory_app_hosts
 from tasks.method import Method
@@ -223,7 +223,7 @@ def _still_answering(
                 "host was switched"
             ) from None
         reverted.append(m.version)
-    run.facts["migrations"] = {"applied": [], "reverted": reverted}
+    run.migrations = Migrations(applied=[], reverted=reverted)
     raise DeployError(
         f"{what}. Reverted with their down scripts: {names}; no host was switched. Write the "
         "change as expand + contract (docs/design.md: Schema changes the serving release survives)"
@@ -299,7 +299,7 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
         raise DeployError("nothing migrated: " + "; ".join(bad_backfills))
     held = [m for m in pending if m.contract]
     pending = [m for m in pending if not m.contract]
-    if pending and not run.facts.get("backup", {}).get("verified"):
+    if pending and not (run.backup and run.backup.verified):
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
     if adopt:
@@ -347,13 +347,13 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
             f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
             o["valid"],
         )
-    run.facts["migrations"] = {
-        "applied": [m.version for m in pending],
-        "baseline": [m.version for m in adopt],
-        "contract_pending": [m.version for m in held],
-        "backfilled_rows": backfilled,
-        "objects": objects,
-    }
+    run.migrations = Migrations(
+        applied=[m.version for m in pending],
+        baseline=[m.version for m in adopt],
+        contract_pending=[m.version for m in held],
+        backfilled_rows=backfilled,
+        objects=objects,
+    )
     if bad:
         raise DeployError(f"after migrating, these objects are missing or invalid: {bad}")
 
@@ -384,12 +384,14 @@ def _not_serving(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> li
 @phase_check("contract")
 def _contract(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
-    facts = run.facts.setdefault("migrations", {})
-    if not facts.get("contract_pending"):  # what the migrate phase held back, under this lock
+    if run.migrations is None:
+        run.migrations = Migrations()
+    handed = run.migrations
+    if not handed.contract_pending:  # what the migrate phase held back, under this lock
         say(host, "no contract migration pending")
         return
     migrations = read_migrations(host, s, plan.release_dir)
-    held = [m for m in migrations if m.version in facts["contract_pending"]]
+    held = [m for m in migrations if m.version in handed.contract_pending]
     names = ", ".join(m.filename for m in held)
     problems = _not_serving(ctx, s, plan, method)
     if problems:
@@ -399,12 +401,12 @@ def _contract(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) ->
             "the next deploy that brings every app host to this release runs them",
         )
         return
-    if not run.facts.get("backup", {}).get("verified"):
+    if not (run.backup and run.backup.verified):
         raise DeployError("no verified backup of this run: refusing to run contract migrations")
     applied = _apply(Gate(run, host, s, method), held, deployed_by(s))
     run.changed.append("contract migrations: " + ", ".join(applied))
-    facts["contract_applied"] = applied
-    facts["contract_pending"] = []
+    handed.contract_applied = applied
+    handed.contract_pending = []
     objects = verify_objects(host, s, migrations)
     bad = [o["object"] for o in objects if not o["valid"]]
     if bad:

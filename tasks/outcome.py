@@ -129,7 +129,7 @@ def deploy_failed(
             state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
     elif strategy is not None:
         state = f"auto_rollback is off: {plan.release} stays current"
-    applied = run.facts.get("migrations", {}).get("applied", [])
+    applied = run.applied_migrations()
     if applied:
         run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")
     mark_phase(run, "done")

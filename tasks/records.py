@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import asdict
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -68,13 +69,13 @@ def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
         "not_rolled_back": run.not_rolled_back,
         "phases": run.phases,
         "success_metrics": run.metrics,
-        "facts": run.facts,
+        "facts": run.report_facts(),
     }
 
 
 def manifest(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
     """What a rollback needs, and nothing it would have to guess."""
-    backup = run.facts.get("backup", {})
+    backup, migrations = run.backup, run.migrations
     return {
         "format": 1,
         "environment": run.env,
@@ -86,14 +87,17 @@ def manifest(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
         "version": plan.ref,
         "commit": plan.commit,
         "backup": {
-            k: backup.get(k)
-            for k in ("path", "sha256", "metrics_rows", "metrics_max_id", "metrics_md5")
+            "path": backup.path,
+            "sha256": backup.sha256,
+            "metrics_rows": backup.metrics_rows,
+            "metrics_max_id": backup.metrics_max_id,
+            "metrics_md5": backup.metrics_md5,
         }
-        if backup.get("taken")
+        if backup and backup.taken
         else None,
-        "artifact": run.facts.get("artifact"),
-        "migrations_applied": run.facts.get("migrations", {}).get("applied", []),
-        "contract_migrations_applied": run.facts.get("migrations", {}).get("contract_applied", []),
+        "artifact": asdict(run.artifact) if run.artifact else None,
+        "migrations_applied": run.applied_migrations(),
+        "contract_migrations_applied": (migrations.contract_applied or []) if migrations else [],
         "redis_container_created": _container_created(run),
     }
 

@@ -20,7 +20,7 @@ from pyinfra.operations import python, server
 from tasks import ledger, operations
 from tasks.commands import docker, git, shell
 from tasks.config import Settings
-from tasks.context import Plan, RunContext
+from tasks.context import Artifact, Plan, RunContext
 from tasks.hosts import migration_host_name
 from tasks.method import Method
 from tasks.operations import deploy
@@ -186,7 +186,7 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
     sh(host, f"rm -f {shell.q(remote)}")
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
     ctx.release_artifact = (str(local), digest)
-    ctx.run(host).facts["artifact"] = {"sha256": digest, "built_on": host.name}
+    ctx.run(host).artifact = Artifact(sha256=digest, built_on=host.name)
     say(host, f"packed {plan.release}: {local.stat().st_size} bytes, sha256 {digest[:16]}...")
     return True
 
@@ -205,7 +205,7 @@ def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> No
         timeout=300,
         what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
     )
-    ctx.run(host).facts["artifact"] = {"sha256": digest, "built_on": builder}
+    ctx.run(host).artifact = Artifact(sha256=digest, built_on=builder)
     say(host, f"received {plan.release}, sha256 {digest[:16]}... verified")
 
 

@@ -48,3 +48,19 @@ def test_junit_has_a_case_per_phase_and_metric_and_says_what_failed():
         ): "measured [200], max 900 ms, threshold 200, < 500 ms",
     }
     assert suites["staging.app2"].get("failures") == "0"
+
+
+def test_the_hand_offs_show_in_the_reports_facts_as_they_did():
+    from tasks.context import Artifact, Backup, Migrations, Run
+
+    run = Run(host="app1", env="lab")
+    run.facts["serving"] = "v2"
+    assert run.report_facts() == {"serving": "v2"} and run.applied_migrations() == []
+    run.backup = Backup(taken=False, reason="nothing will change")
+    run.migrations = Migrations(applied=["003"], contract_pending=["006"])
+    run.artifact = Artifact(sha256="ab" * 32, built_on="app1")
+    facts = run.report_facts()
+    assert facts["backup"] == {"taken": False, "reason": "nothing will change"}
+    assert facts["migrations"] == {"applied": ["003"], "contract_pending": ["006"]}
+    assert facts["artifact"] == {"sha256": "ab" * 32, "built_on": "app1"}
+    assert run.applied_migrations() == ["003"]
