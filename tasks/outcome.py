@@ -94,23 +94,12 @@ def restore_replaced(h, s: Settings) -> list[str]:
     return restored
 
 
-def deploy_failed(
-    ctx: RunContext,
-    h,
-    s: Settings,
-    plan: Plan,
-    phase: str,
-    error: Exception | str,
-    strategy: Strategy | None = None,
-) -> bool:
-    """Stop host H's deploy in PHASE. With STRATEGY (the phase ran after the switch), switch
-    back first when auto_rollback allows. While the previous release serves (nothing was
-    switched here, or it is switched back), the files this run replaced go back first. Then
-    write the record and the report, and end through failed()."""
+def _undo(ctx: RunContext, h, s: Settings, plan: Plan, phase: str, strategy: Strategy | None):
+    """What a failed deploy undoes on host H: the files it replaced, while the previous release
+    serves (nothing was switched here, or it is switched back now), and the switch when
+    STRATEGY is given and auto_rollback allows. Returns (the state it left, the files put
+    back)."""
     run = ctx.run(h)
-    run.outcome, run.failure = "failed", f"{phase}: {error}"
-    run.completed = time.time()
-    state = "the previous release keeps serving (nothing was switched)"
     switched = ctx.rollout is not None and h.name in ctx.rollout.switched
     switching_back = strategy if s.auto_rollback else None
     restored: list[str] = []
@@ -121,6 +110,7 @@ def deploy_failed(
             run.not_rolled_back.append(f"the files this run replaced: {exc}")
     if restored:
         run.facts["files_put_back"] = restored
+    state = "the previous release keeps serving (nothing was switched)"
     if switching_back is not None:
         try:
             state = switch_back(ctx, h, plan, switching_back, f"{phase} failed")
@@ -129,6 +119,24 @@ def deploy_failed(
             state = f"AUTOMATIC ROLLBACK FAILED: {exc}"
     elif strategy is not None:
         state = f"auto_rollback is off: {plan.release} stays current"
+    return state, restored
+
+
+def deploy_failed(
+    ctx: RunContext,
+    h,
+    s: Settings,
+    plan: Plan,
+    phase: str,
+    error: Exception | str,
+    strategy: Strategy | None = None,
+) -> bool:
+    """Stop host H's deploy in PHASE: undo what can be (_undo), write the record and the
+    report, and end through failed()."""
+    run = ctx.run(h)
+    run.outcome, run.failure = "failed", f"{phase}: {error}"
+    run.completed = time.time()
+    state, restored = _undo(ctx, h, s, plan, phase, strategy)
     applied = run.applied_migrations()
     if applied:
         run.not_rolled_back.append(f"migrations {', '.join(applied)}: never reverted automatically")

@@ -112,6 +112,67 @@ def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
     return manifests
 
 
+def _release_to_go_back_to(
+    s: Settings,
+    manifests: list[tuple[str, dict[str, Any]]],
+    path: str,
+    releases: list[str],
+    current: str | None,
+    bad: dict[str, Any],
+) -> str:
+    """The release folder a rollback goes back to: the one rollback_to names, or what the
+    newest successful deploy (its manifest at PATH) replaced, passing over the releases marked
+    BAD; DeployError when there is none."""
+    p, manifest = shell.paths(s), dict(manifests)[path]
+    if s.rollback_to:
+        release_dir = f"{p['releases']}/{named_release(releases, s.rollback_to)}"
+        if s.rollback_restore_backup == "yes" and release_dir != manifest["previous_release"]:
+            raise DeployError(
+                f"[{host.name}] rollback_restore_backup=yes restores the backup taken before "
+                f"the last deploy, which replaced {manifest['previous_release']}, not "
+                f"{release_dir}: restore it by hand or roll back to that release"
+            )
+        name = release_dir.rsplit("/", 1)[-1]
+        if name in bad:
+            say(host, f"WARNING: rollback_to names {name}, marked bad: {bad[name]}; as asked")
+        return release_dir
+    if not manifest.get("previous_release"):
+        raise DeployError(
+            f"[{host.name}] nothing to roll back to: the last deploy "
+            f"({manifest['version']}) was the first on this host"
+        )
+    # what the newest successful deploy replaced, then what each deploy before it did
+    since = [found for found, _ in manifests].index(path)
+    candidates = [m.get("previous_release") for _, m in manifests[since:]]
+    implicit, skipped = ledger.implicit_target(candidates, bad, current)
+    for why in skipped:
+        say(host, f"not going back to {why} (bad; rollback_to can still name it)")
+    if implicit is None:
+        raise DeployError(
+            f"[{host.name}] nothing to roll back to: every earlier release is marked bad "
+            f"({'; '.join(skipped)}); name one with --data rollback_to=RELEASE"
+        )
+    return implicit
+
+
+def _refuse_what_the_schema_forbids(ctx: RunContext, s: Settings, target: Target) -> None:
+    """A rollback never migrates forward, a full one reverts nothing another host needs, a
+    quick one does not cross a contract migration."""
+    if target.is_migration_host:
+        has_history, _, applied = read_history(host, s)
+        missing = target.migrations - set(applied) if has_history else set()
+        if missing:
+            raise DeployError(
+                f"[{host.name}] {target.name} needs migration(s) {', '.join(sorted(missing))}, "
+                "which the database does not have (a rollback never migrates forward): "
+                f"deploy it instead, with --data app_version=<its ref>"
+            )
+        if s.rollback_mode == "full":
+            _refuse_if_others_need(s, set(applied) - target.migrations)
+    if s.rollback_mode == "quick":
+        _refuse_across_contract(ctx, s, target)
+
+
 def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
     """The newest successful deploy's manifest on this host and the release to go back to; a
     clear error when there is nothing to go back to (no change is made then)."""
@@ -132,35 +193,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
             f"[{host.name}] rollback_to is not supported with release_method {method.name}: "
             "a rollback goes to the Helm release's previous revision"
         )
-    if s.rollback_to:
-        release_dir = f"{p['releases']}/{named_release(releases, s.rollback_to)}"
-        if s.rollback_restore_backup == "yes" and release_dir != manifest["previous_release"]:
-            raise DeployError(
-                f"[{host.name}] rollback_restore_backup=yes restores the backup taken before "
-                f"the last deploy, which replaced {manifest['previous_release']}, not "
-                f"{release_dir}: restore it by hand or roll back to that release"
-            )
-        name = release_dir.rsplit("/", 1)[-1]
-        if name in bad:
-            say(host, f"WARNING: rollback_to names {name}, marked bad: {bad[name]}; as asked")
-    elif manifest.get("previous_release"):
-        # what the newest successful deploy replaced, then what each deploy before it did
-        since = [found for found, _ in manifests].index(path)
-        candidates = [m.get("previous_release") for _, m in manifests[since:]]
-        implicit, skipped = ledger.implicit_target(candidates, bad, current)
-        for why in skipped:
-            say(host, f"not going back to {why} (bad; rollback_to can still name it)")
-        if implicit is None:
-            raise DeployError(
-                f"[{host.name}] nothing to roll back to: every earlier release is marked bad "
-                f"({'; '.join(skipped)}); name one with --data rollback_to=RELEASE"
-            )
-        release_dir = implicit
-    else:
-        raise DeployError(
-            f"[{host.name}] nothing to roll back to: the last deploy "
-            f"({manifest['version']}) was the first on this host"
-        )
+    release_dir = _release_to_go_back_to(s, manifests, path, releases, current, bad)
     if release_dir.rsplit("/", 1)[-1] not in releases:
         raise DeployError(
             f"[{host.name}] nothing to roll back to: release {release_dir} is no longer on "
@@ -174,19 +207,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Target:
         host.name == migration_host_name(s),
         {m.version for m in read_migrations(host, s, release_dir)},
     )
-    if target.is_migration_host:
-        has_history, _, applied = read_history(host, s)
-        missing = target.migrations - set(applied) if has_history else set()
-        if missing:
-            raise DeployError(
-                f"[{host.name}] {target.name} needs migration(s) {', '.join(sorted(missing))}, "
-                "which the database does not have (a rollback never migrates forward): "
-                f"deploy it instead, with --data app_version=<its ref>"
-            )
-        if s.rollback_mode == "full":
-            _refuse_if_others_need(s, set(applied) - target.migrations)
-    if s.rollback_mode == "quick":
-        _refuse_across_contract(ctx, s, target)
+    _refuse_what_the_schema_forbids(ctx, s, target)
     ctx.keep_migrations[host.name] = target.migrations  # a full rollback keeps what any needs
     return target
 

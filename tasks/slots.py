@@ -266,14 +266,9 @@ def _adopt_serving(h, s: Settings, state: SlotState) -> SlotState:
     return replace(state, active=slot, current=state.links[slot])
 
 
-def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str | None:
-    """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
-
-    Nothing happens (None is returned) when it already serves and RESTART is not asked;
-    otherwise returns what was done. Raises DeployError when the new instance is not healthy,
-    after stopping it: the slot that served before still serves, and got every request."""
-    s = method.s
-    state = read_state(h, s, method.name)
+def _settle_leftovers(h, s: Settings, state: SlotState) -> SlotState:
+    """What an earlier, killed run left: the slot the proxy serves from made the active one,
+    a stray idle slot drained and stopped. Returns the state after."""
     if state.proxy_running and not state.settled:
         state = _adopt_serving(h, s, state)
     if state.stray:  # drained first: it may have been taking requests when the run died
@@ -283,14 +278,13 @@ def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str
             _api(h, s, f"set server {BACKEND}/{state.stray} state maint")
         service.stop(h, s, state.stray)
         say(h, f"drained and stopped slot {state.stray}, left running by an earlier run")
-    if state.serving == release_dir and state.proxy_running and not restart:
-        if state.current != release_dir:  # left stale by hand or by an interrupted run
-            sh(h, git.switch_current(shell.paths(s)["current"], release_dir))
-        return None
-    p = _paths(s)
-    old = state.active if state.active and state.running[state.active] else None
-    new = "green" if old == "blue" else "blue"
-    port = service.port(s, new)
+    return state
+
+
+def _start_idle(h, method: Systemd, state: SlotState, new: str, release_dir: str) -> None:
+    """RELEASE_DIR started in slot NEW, held out of the proxy, health-checked and warmed up on
+    its own port; stopped again, and DeployError, when it is not healthy."""
+    s, p, port = method.s, _paths(method.s), service.port(method.s, new)
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state maint")
     sh(h, git.switch_current(f"{p['slots']}/{new}", release_dir), what=f"linking slot {new}")
@@ -304,6 +298,7 @@ def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str
     )
     if not ok:
         service.stop(h, s, new)
+        old = state.active if state.active and state.running[state.active] else None
         serving = f"slot {old} keeps serving" if old else "nothing served before"
         raise DeployError(
             f"the new instance (slot {new}, port {port}) is not healthy; it was stopped "
@@ -315,6 +310,11 @@ def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str
         command = http.warm_up(warm, s.release_warmup_requests, s.release_warmup_parallel)
         _, answered, _ = sh(h, command, timeout=60, what=f"warming slot {new} up")
         say(h, f"slot {new} warmed up before any traffic: {answered.strip()}")
+
+
+def _hand_over(h, s: Settings, state: SlotState, new: str, old: str | None) -> None:
+    """The proxy sends requests to slot NEW, then OLD drains; on a host's first switch the
+    proxy takes app_port over from the single instance."""
     if state.proxy_running:
         _api(h, s, f"set server {BACKEND}/{new} state ready")
         _wait(h, s, new, "up", 10)
@@ -324,10 +324,27 @@ def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str
             _api(h, s, f"set server {BACKEND}/{old} state maint")
             say(h, f"slot {old} drained ({left})")
     else:
-        # First switch on this host: the proxy takes app_port over from the single instance.
         service.stop(h, s)
         sh(h, f"systemctl enable --now {q(proxy_service(s))}", what="starting the proxy")
         _wait(h, s, new, "up", 10)
+
+
+def activate(h, method: Systemd, release_dir: str, restart: bool = False) -> str | None:
+    """Make RELEASE_DIR serve on app_port through the proxy, no request failing on the way.
+
+    Nothing happens (None is returned) when it already serves and RESTART is not asked;
+    otherwise returns what was done. Raises DeployError when the new instance is not healthy,
+    after stopping it: the slot that served before still serves, and got every request."""
+    s = method.s
+    state = _settle_leftovers(h, s, read_state(h, s, method.name))
+    if state.serving == release_dir and state.proxy_running and not restart:
+        if state.current != release_dir:  # left stale by hand or by an interrupted run
+            sh(h, git.switch_current(shell.paths(s)["current"], release_dir))
+        return None
+    old = state.active if state.active and state.running[state.active] else None
+    new = "green" if old == "blue" else "blue"
+    _start_idle(h, method, state, new, release_dir)
+    _hand_over(h, s, state, new, old)
     if old:
         service.stop(h, s, old)
     _make_active(h, s, new, release_dir)

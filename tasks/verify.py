@@ -11,7 +11,7 @@ from pyinfra.operations import python
 
 from tasks.commands import http, shell
 from tasks.config import Settings
-from tasks.context import Plan, RunContext
+from tasks.context import Plan, Run, RunContext
 from tasks.operations import deploy
 from tasks.outcome import phase_check
 from tasks.probes import db_connections, metrics_keys, redis_stats
@@ -33,16 +33,23 @@ def log_since_start(h, s: Settings) -> str:
     return out
 
 
-@phase_check("verify")
-def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
-    run = ctx.run(host)
-    failures: list[str] = []
+class Checks:
+    """The checklist's checks on one host: each a success metric of the run; the failed ones
+    kept, to fail the step once all were made."""
 
-    def check(name: str, threshold: str, measured: Any, passed: bool) -> None:
-        run.metric(name, threshold, measured, passed)
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.failures: list[str] = []
+
+    def __call__(self, name: str, threshold: str, measured: Any, passed: bool) -> None:
+        self.run.metric(name, threshold, measured, passed)
         if not passed:
-            failures.append(f"{name}: {measured} (wanted {threshold})")
+            self.failures.append(f"{name}: {measured} (wanted {threshold})")
 
+
+def _health_and_log(host, s: Settings, check: Checks) -> str:
+    """The health answer and, when the release uses Redis, its log line. Returns the log since
+    the instance started."""
     (code, _, body), log = at_once(
         lambda: timed_get(remote(host), health_url(s)), lambda: log_since_start(host, s)
     )
@@ -56,9 +63,7 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         f"{code} {json.dumps(answer) if answer is not None else body.strip()[:200]}",
         code == 200 and answer == EXPECTED_HEALTH,
     )
-
-    uses_redis = "Redis" in log
-    if s.redis_enabled and uses_redis:
+    if s.redis_enabled and "Redis" in log:
         check(
             "Redis connection (log since start)",
             "Redis cache initialized successfully",
@@ -67,6 +72,34 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             else "not initialized: " + next((x for x in log.splitlines() if "Redis" in x), ""),
             "Redis cache initialized successfully" in log,
         )
+    return log
+
+
+def _cache(s: Settings, check: Checks, before: dict, after: dict, keys: int) -> None:
+    """The hit ratio over the history requests (INFO stats before and after) and the keys."""
+    if before:
+        hits = after["keyspace_hits"] - before["keyspace_hits"]
+        misses = after["keyspace_misses"] - before["keyspace_misses"]
+        ratio = hits / (hits + misses) if hits + misses else 0.0
+        check(
+            "Redis hit ratio (INFO stats delta)",
+            f">= {s.verify_min_hit_ratio:.2f}",
+            f"{ratio:.2f} ({hits} hits, {misses} misses)",
+            ratio >= s.verify_min_hit_ratio,
+        )
+        check("Redis metrics:* keys (SCAN)", "> 0", keys, keys > 0)
+    elif not s.redis_enabled:
+        check.run.metric("Redis cache", "REDIS_ENABLED=false", "disabled by configuration", True)
+    else:
+        check.run.metric(
+            "Redis cache", "used by the release", "this release logs no Redis use", True
+        )
+
+
+@phase_check("verify")
+def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    check = Checks(ctx.run(host))
+    uses_redis = "Redis" in _health_and_log(host, s, check)
     url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
     if ctx.verifying is None:
         ctx.verifying = BoundedSemaphore(s.verify_concurrency)
@@ -88,29 +121,16 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
         f"{sorted(set(codes))}, max {slowest:.0f} ms, first {timings[0]:.0f} ms",
         set(codes) == {200} and slowest < s.verify_latency_ms,
     )
-    if before:
-        hits = after["keyspace_hits"] - before["keyspace_hits"]
-        misses = after["keyspace_misses"] - before["keyspace_misses"]
-        ratio = hits / (hits + misses) if hits + misses else 0.0
-        check(
-            "Redis hit ratio (INFO stats delta)",
-            f">= {s.verify_min_hit_ratio:.2f}",
-            f"{ratio:.2f} ({hits} hits, {misses} misses)",
-            ratio >= s.verify_min_hit_ratio,
-        )
-        check("Redis metrics:* keys (SCAN)", "> 0", keys, keys > 0)
-    elif not s.redis_enabled:
-        run.metric("Redis cache", "REDIS_ENABLED=false", "disabled by configuration", True)
-    else:
-        run.metric("Redis cache", "used by the release", "this release logs no Redis use", True)
+    _cache(s, check, before, after, keys)
     check(
         f"connections to {s.db_name}",
         f"< {s.verify_max_db_connections}",
         connections,
         connections < s.verify_max_db_connections,
     )
-    if failures:
-        raise DeployError("verification failed:\n" + "\n".join(f"  - {f}" for f in failures))
+    if check.failures:
+        failed = "\n".join(f"  - {f}" for f in check.failures)
+        raise DeployError(f"verification failed:\n{failed}")
     say(host, f"verified: history max {slowest:.0f} ms, {connections} database connections")
 
 
