@@ -55,19 +55,9 @@ def run_k6(mode: str, env: dict[str, Any], budget: float) -> tuple[int, dict[str
         return result.returncode, json.loads(Path(summary).read_text())["metrics"]
 
 
-@phase_check("loadtest")
-def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
-    run = ctx.run(host)
-    if not run.all_changes():
-        say(host, "load test skipped: this run changed nothing")
-        run.facts["loadtest"] = {"skipped": "nothing changed"}
-        return
-    if not s.loadtest_base_url and slots.in_maintenance(host, s):
-        say(host, "load test skipped: maintenance mode is on, app_port answers 503 to everyone")
-        run.facts["loadtest"] = {"skipped": "maintenance mode"}
-        return
-    url = base_url(host, s)
-    tests = [
+def _tests(s: Settings) -> list[tuple[str, dict[str, Any], float, int, float]]:
+    """The checklist's two k6 runs: (mode, its environment, seconds, p95 limit, error limit)."""
+    return [
         (
             "smoke",
             {
@@ -93,9 +83,23 @@ def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
             s.loadtest_max_error_rate,
         ),
     ]
+
+
+@phase_check("loadtest")
+def _loadtest(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
+    run = ctx.run(host)
+    if not run.all_changes():
+        say(host, "load test skipped: this run changed nothing")
+        run.facts["loadtest"] = {"skipped": "nothing changed"}
+        return
+    if not s.loadtest_base_url and slots.in_maintenance(host, s):
+        say(host, "load test skipped: maintenance mode is on, app_port answers 503 to everyone")
+        run.facts["loadtest"] = {"skipped": "maintenance mode"}
+        return
+    url = base_url(host, s)
     results: dict[str, Any] = {}
     run.facts["loadtest"] = results
-    for mode, env, budget, p95_limit, error_limit in tests:
+    for mode, env, budget, p95_limit, error_limit in _tests(s):
         say(host, f"k6 {mode} against {url} ({budget:.0f}s)")
         code, metrics = run_k6(mode, {"BASE_URL": url, **env}, budget=budget + 60)
         durations = metrics.get("http_req_duration{scenario:peak}", metrics["http_req_duration"])

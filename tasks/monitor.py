@@ -31,6 +31,40 @@ def _error_lines(h, path: str, offset: int) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
+def _sample(host, s: Settings, url: str, offset: int) -> tuple[dict[str, Any], str | None]:
+    """One look at the service: (the sample, the breach it shows or None)."""
+    code, seconds, _ = timed_get(remote(host), url)
+    connections: int | None = None
+    try:
+        connections = db_connections(host, s)
+    except DeployError as exc:  # down or restarting: a breach, even if the cache answers
+        database_down = str(exc)[-200:]
+    sample: dict[str, Any] = {
+        "t": round(time.time(), 1),
+        "status": code,
+        "ms": round(seconds * 1000, 1),
+        "connections": connections,
+        "errors": len(_error_lines(host, s.app_log_file, offset)),
+    }
+    if s.redis_enabled:
+        try:
+            sample.update(redis_stats(host, s))
+        except DeployError as exc:
+            sample["redis"] = str(exc)[-200:]
+    breach = None
+    if connections is None:
+        breach = f"the database did not answer ({database_down})"
+    elif code != 200:
+        breach = f"history endpoint answered {code}"
+    elif sample["ms"] >= s.monitor_latency_ms:
+        breach = f"history endpoint took {sample['ms']} ms (limit {s.monitor_latency_ms})"
+    elif sample["errors"] > s.monitor_max_error_lines:
+        breach = f"{sample['errors']} ERROR line(s) in the log during the window"
+    elif connections >= s.verify_max_db_connections:
+        breach = f"{connections} database connections"
+    return sample, breach
+
+
 @phase_check("monitor")
 def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     run = ctx.run(host)
@@ -45,35 +79,8 @@ def _monitor(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     say(host, f"monitoring for {s.monitor_duration}s, every {s.monitor_interval}s")
     breach = None
     while breach is None:
-        code, seconds, _ = timed_get(remote(host), url)
-        connections: int | None = None
-        try:
-            connections = db_connections(host, s)
-        except DeployError as exc:  # down or restarting: a breach, even if the cache answers
-            database_down = str(exc)[-200:]
-        sample: dict[str, Any] = {
-            "t": round(time.time(), 1),
-            "status": code,
-            "ms": round(seconds * 1000, 1),
-            "connections": connections,
-            "errors": len(_error_lines(host, s.app_log_file, offset)),
-        }
-        if s.redis_enabled:
-            try:
-                sample.update(redis_stats(host, s))
-            except DeployError as exc:
-                sample["redis"] = str(exc)[-200:]
+        sample, breach = _sample(host, s, url, offset)
         samples.append(sample)
-        if connections is None:
-            breach = f"the database did not answer ({database_down})"
-        elif code != 200:
-            breach = f"history endpoint answered {code}"
-        elif sample["ms"] >= s.monitor_latency_ms:
-            breach = f"history endpoint took {sample['ms']} ms (limit {s.monitor_latency_ms})"
-        elif sample["errors"] > s.monitor_max_error_lines:
-            breach = f"{sample['errors']} ERROR line(s) in the log during the window"
-        elif connections >= s.verify_max_db_connections:
-            breach = f"{connections} database connections"
         if time.monotonic() + s.monitor_interval > deadline:
             break
         time.sleep(s.monitor_interval)

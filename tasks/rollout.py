@@ -160,37 +160,40 @@ def _read_side(hosts: list[Remote], strategy: Strategy, seconds: float) -> analy
     return sample
 
 
-def _analyse(
-    ctx: RunContext, s: Settings, fleet: Fleet, r: Rollout, strategy: Strategy, release_dir: str
-) -> str | None:
-    """Let the canary batch take real traffic beside the hosts still on the old release for
-    rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
-    rejected, None when it goes on."""
+def _not_judged(
+    fleet: Fleet, r: Rollout, strategy: Strategy, release_dir: str
+) -> tuple[list[Remote], list[Remote], str | None]:
+    """(the canary hosts, the baseline hosts, why the canary is not judged): the reason is None
+    when it is judged, and empty when nothing changes anywhere (nothing to say)."""
     canary = [h for h in fleet.hosts if h.name in r.batches[0]]
     baseline = [h for h in fleet.hosts if r.batch_of.get(h.name, 0) > 0]
-    first = canary[0]
     if not set(r.switched) & set(r.batches[0]) and all(
         strategy.serves(h, release_dir) for h in baseline
     ):
-        return None  # nothing changes anywhere (a run again of a finished deploy)
+        return canary, baseline, ""  # a run again of a finished deploy
     if not baseline or not strategy.logs_requests:
         why = (
             f"release_strategy {strategy.name}: nothing logs the requests"
             if baseline
             else "no host left on the old release to compare with"
         )
-        first.say(f"canary analysis skipped: {why}")
-        return None
-    if strategy.in_maintenance(first):
-        first.say("canary analysis skipped: maintenance mode (no real traffic to judge)")
-        return None
-    seconds = s.rollout_analysis_seconds
-    names = ", ".join(h.name for h in canary)
-    first.say(
-        f"canary analysis: {names} take real traffic beside {len(baseline)} host(s) on the old "
-        f"release for {seconds}s",
-    )
-    gevent.sleep(seconds)
+        return canary, baseline, f"canary analysis skipped: {why}"
+    if strategy.in_maintenance(canary[0]):
+        why = "canary analysis skipped: maintenance mode (no real traffic to judge)"
+        return canary, baseline, why
+    return canary, baseline, None
+
+
+def _verdict(
+    s: Settings,
+    fleet: Fleet,
+    strategy: Strategy,
+    canary: list[Remote],
+    baseline: list[Remote],
+    seconds: float,
+) -> tuple[analysis.Verdict, str]:
+    """The two sides' requests of the last SECONDS, judged: (the verdict, where they came
+    from)."""
     from_balancer = s.lb_mode == "haproxy" and bool(s.lb_haproxy_ring)
     source = "the balancer's log" if from_balancer else "each host's local proxy log"
     try:
@@ -204,16 +207,39 @@ def _analyse(
             baseline_side = _read_side(baseline, strategy, seconds)
     except DeployError as exc:
         why = f"the request logs could not be read: {exc}"
-        verdict = analysis.Verdict("inconclusive", (), why, analysis.Sample(), analysis.Sample())
-    else:
-        verdict = analysis.judge(
-            canary_side,
-            baseline_side,
-            alpha=s.rollout_analysis_alpha,
-            min_requests=s.rollout_analysis_min_requests,
-            latency_margin_ms=s.rollout_analysis_latency_margin_ms,
-            latency_margin_pct=s.rollout_analysis_latency_margin_pct,
-        )
+        empty = analysis.Sample()
+        return analysis.Verdict("inconclusive", (), why, empty, analysis.Sample()), source
+    verdict = analysis.judge(
+        canary_side,
+        baseline_side,
+        alpha=s.rollout_analysis_alpha,
+        min_requests=s.rollout_analysis_min_requests,
+        latency_margin_ms=s.rollout_analysis_latency_margin_ms,
+        latency_margin_pct=s.rollout_analysis_latency_margin_pct,
+    )
+    return verdict, source
+
+
+def _analyse(
+    ctx: RunContext, s: Settings, fleet: Fleet, r: Rollout, strategy: Strategy, release_dir: str
+) -> str | None:
+    """Let the canary batch take real traffic beside the hosts still on the old release for
+    rollout_analysis_seconds, then judge it (tasks/analysis.py). Returns why the canary is
+    rejected, None when it goes on."""
+    canary, baseline, skipped = _not_judged(fleet, r, strategy, release_dir)
+    first = canary[0]
+    if skipped is not None:
+        if skipped:
+            first.say(skipped)
+        return None
+    seconds = s.rollout_analysis_seconds
+    names = ", ".join(h.name for h in canary)
+    first.say(
+        f"canary analysis: {names} take real traffic beside {len(baseline)} host(s) on the old "
+        f"release for {seconds}s",
+    )
+    gevent.sleep(seconds)
+    verdict, source = _verdict(s, fleet, strategy, canary, baseline, seconds)
     rejected = verdict.rejects(s.rollout_analysis_inconclusive)
     for h in canary:
         run = ctx.run(h)
