@@ -693,8 +693,8 @@ def size_bytes(size: str) -> int:
     return int(match.group(1)) * 1024 ** ("kmg".index(match.group(2)[0]) + 1)
 
 
-def _check(var: Var, value: Any) -> str | None:
-    """The problem with one value, or None."""
+def _check_number(var: Var, value: Any) -> str | None:
+    """The problem with a whole number, a port, a number or a boolean, or None."""
     kind = var.kind
     if kind in ("int", "port"):
         if isinstance(value, str) and value.isdigit():
@@ -714,10 +714,17 @@ def _check(var: Var, value: Any) -> str | None:
             return f"must be a number, got {value!r}"
         if var.minimum is not None and number < var.minimum:
             return f"must be at least {var.minimum:g}, got {value}"
-    elif kind == "bool":
-        if not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
-            return f"must be true or false, got {value!r}"
-    elif not isinstance(value, str) and kind not in ("duration", "size", "batch"):
+    elif not isinstance(value, bool) and str(value).lower() not in ("true", "false"):
+        return f"must be true or false, got {value!r}"
+    return None
+
+
+def _check(var: Var, value: Any) -> str | None:
+    """The problem with one value, or None."""
+    kind = var.kind
+    if kind in ("int", "port", "number", "bool"):
+        return _check_number(var, value)
+    if not isinstance(value, str) and kind not in ("duration", "size", "batch"):
         return f"must be a string, got {value!r}"
     elif kind == "duration" and not DURATION.match(str(value)):
         return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"
@@ -791,6 +798,16 @@ def validate(
             close = difflib.get_close_matches(key, BY_NAME, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"{key}: unknown variable{hint}")
+    problems += _relations(settings, environ)
+    if settings.get("release_method") == "helm":
+        problems += _helm_problems(settings)
+    return (None, problems) if problems else (Settings(**settings), [])
+
+
+def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """The problems between values each valid on its own (ports that collide, options that
+    need each other), and a missing DB_PASSWORD."""
+    problems: list[str] = []
     if not environ.get("DB_PASSWORD"):
         problems.append(f"DB_PASSWORD: required in the environment ({SECRETS['DB_PASSWORD']})")
     if settings.get("db_max_idle_conns", 0) > settings.get("db_max_open_conns", 1 << 30):
@@ -836,32 +853,35 @@ def validate(
             "db_host: a container cannot reach the app host's localhost; with release_method "
             "docker, name the database by an address the container can reach"
         )
-    if settings.get("release_method") == "helm":
-        for name in ("helm_kubeconfig", "helm_image"):
-            if not settings.get(name):
-                problems.append(f"{name}: required with release_method helm")
-        if settings.get("redis_mode") == "container":
-            problems.append(
-                "redis_mode: the chart runs no Redis; with release_method helm use external and "
-                "name the cache's service in redis_host (the checklist's redis.host=redis-cache)"
-            )
-        release = settings.get("helm_release", "x")  # absent: reported above
-        if not DNS_LABEL.match(release) or len(release) > 53:
-            problems.append(
-                "helm_release: Helm needs a DNS label of at most 53 characters (a-z, 0-9 and -)"
-            )
-        if not DNS_LABEL.match(settings.get("helm_namespace", "x")):
-            problems.append("helm_namespace: Kubernetes needs a DNS label (a-z, 0-9 and -)")
-        if not IMAGE_TAG.match(settings.get("app_version", "x")):
-            problems.append(
-                f"app_version: the chart's image.tag must be an image tag (A-Z, a-z, 0-9, _, . "
-                f"and -, at most 128), got {settings.get('app_version')!r}"
-            )
-        if settings.get("helm_image") and not IMAGE.match(settings["helm_image"]):
-            problems.append(
-                f"helm_image: must be an image repository, got {settings['helm_image']!r}"
-            )
-    return (None, problems) if problems else (Settings(**settings), [])
+    return problems
+
+
+def _helm_problems(settings: dict[str, Any]) -> list[str]:
+    """What release_method helm needs of the other values."""
+    problems: list[str] = []
+    for name in ("helm_kubeconfig", "helm_image"):
+        if not settings.get(name):
+            problems.append(f"{name}: required with release_method helm")
+    if settings.get("redis_mode") == "container":
+        problems.append(
+            "redis_mode: the chart runs no Redis; with release_method helm use external and "
+            "name the cache's service in redis_host (the checklist's redis.host=redis-cache)"
+        )
+    release = settings.get("helm_release", "x")  # absent: reported above
+    if not DNS_LABEL.match(release) or len(release) > 53:
+        problems.append(
+            "helm_release: Helm needs a DNS label of at most 53 characters (a-z, 0-9 and -)"
+        )
+    if not DNS_LABEL.match(settings.get("helm_namespace", "x")):
+        problems.append("helm_namespace: Kubernetes needs a DNS label (a-z, 0-9 and -)")
+    if not IMAGE_TAG.match(settings.get("app_version", "x")):
+        problems.append(
+            f"app_version: the chart's image.tag must be an image tag (A-Z, a-z, 0-9, _, . "
+            f"and -, at most 128), got {settings.get('app_version')!r}"
+        )
+    if settings.get("helm_image") and not IMAGE.match(settings["helm_image"]):
+        problems.append(f"helm_image: must be an image repository, got {settings['helm_image']!r}")
+    return problems
 
 
 def check_or_exit(
