@@ -216,5 +216,7 @@ class _FailurePath(BaseStateCallback):
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:
+        if state.get_op_data_for_host(host, op_hash).global_arguments["_ignore_errors"]:
+            return  # pyinfra tells of an error it was told to ignore too: the host goes on
         names = ", ".join(state.get_op_meta(op_hash).names) or "an operation"
         self.ctx.operation_failed(host, names)

@@ -288,6 +288,34 @@ def _backfill(gate: Gate, m: Migration) -> int:
     return rows
 
 
+def _adopt(host, s: Settings, adopt: list[Migration], by: str) -> None:
+    """Record ADOPT, the migrations a hand-migrated database has, as applied at the baseline."""
+    say(host, f"adopting a hand-migrated database at baseline {s.migrate_baseline}")
+    rows = [
+        migration_sql.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
+        for m in adopt
+    ]
+    sh(
+        host,
+        postgres.psql(s, None, None, *migration_sql.history_table_sql(), *rows),
+        what="recording the baseline",
+    )
+
+
+def _verified_objects(run: Run, host, s: Settings, migrations: list[Migration]) -> list[dict]:
+    """Every index and view MIGRATIONS create, checked to exist and be valid, each a success
+    metric of the run."""
+    objects = verify_objects(host, s, migrations)
+    for o in objects:
+        run.metric(
+            f"{o['kind']} {o['object']}",
+            "exists and valid",
+            f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
+            o["valid"],
+        )
+    return objects
+
+
 @phase_check("migrate")
 def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
@@ -303,16 +331,7 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
         raise DeployError("no verified backup of this run: refusing to migrate")
     by = deployed_by(s)
     if adopt:
-        say(host, f"adopting a hand-migrated database at baseline {s.migrate_baseline}")
-        rows = [
-            migration_sql.record_migration_sql(m.version, m.name, m.checksum, by, m.down, True)
-            for m in adopt
-        ]
-        sh(
-            host,
-            postgres.psql(s, None, None, *migration_sql.history_table_sql(), *rows),
-            what="recording the baseline",
-        )
+        _adopt(host, s, adopt, by)
     # a backfill an earlier run left unfinished (killed) resumes before anything newer runs
     backfilled = {
         m.version: _backfill(gate, m)
@@ -337,16 +356,8 @@ def _migrate(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> 
             f"held back until every app host serves {plan.release}: contract migration(s) "
             + ", ".join(m.filename for m in held),
         )
-    applied_now = [m for m in migrations if m not in held]
-    objects = verify_objects(host, s, applied_now)
+    objects = _verified_objects(run, host, s, [m for m in migrations if m not in held])
     bad = [o["object"] for o in objects if not o["valid"]]
-    for o in objects:
-        run.metric(
-            f"{o['kind']} {o['object']}",
-            "exists and valid",
-            f"{'valid' if o['valid'] else 'MISSING/INVALID'}, {o['bytes']} bytes",
-            o["valid"],
-        )
     run.migrations = Migrations(
         applied=[m.version for m in pending],
         baseline=[m.version for m in adopt],

@@ -15,7 +15,13 @@ from pyinfra.operations import server
 from tasks.context import RunContext
 
 
-def run(commands: list[str], lock_holder: str = "me", already_failed: bool = False, ending=None):
+def run(
+    commands: list[str],
+    lock_holder: str = "me",
+    already_failed: bool = False,
+    ending=None,
+    **arguments,
+):
     """Run one server.shell of COMMANDS on @local with a deploy's context; what the host's
     ending was told, in order."""
     state = State(Inventory((["@local"], {})), Config())
@@ -27,7 +33,7 @@ def run(commands: list[str], lock_holder: str = "me", already_failed: bool = Fal
     ctx.on_failure(local, ending or told.append)
     if already_failed:
         ctx.failed_hosts.add(local.name)
-    add_op(state, server.shell, name="Ensure the proxy answers", commands=commands)
+    add_op(state, server.shell, name="Ensure the proxy answers", commands=commands, **arguments)
     try:
         run_ops(state)
     except PyinfraError:  # "No hosts remaining!": the only host failed
@@ -74,3 +80,8 @@ def test_a_command_that_cannot_finish_is_a_failure_too(fails):
     with pytest.raises(PyinfraError):
         run_ops(state)
     assert told == ["operation 'Slow' failed (its output is above)"]
+
+
+def test_an_error_pyinfra_was_told_to_ignore_ends_nothing():
+    """The build runs with _ignore_errors: its own check reports a failed build."""
+    assert run(["false"], _ignore_errors=True) == []
