@@ -105,6 +105,33 @@ def _copy_off_host(host, s: Settings, dump: str, checksum: str) -> str:
         return _keep_on(target, fetched, copy_dir(s), checksum, s.backup_keep)
 
 
+def _verified(host, s: Settings, dump: str, seconds: float, reason: str) -> Backup:
+    """The dump read back (pg_restore --list), its checksum and size, and the fingerprint of
+    metrics it was taken with (row count, highest id, checksum of every row)."""
+    _, fingerprint, _ = sh(
+        host,
+        postgres.psql(s, postgres.table_fingerprint_sql()),
+        timeout=120,
+        what="fingerprinting metrics",
+    )
+    rows, max_id, table_md5 = fingerprint.strip().split("|")
+    _, entries, _ = sh(host, postgres.pg_restore_list(dump), what="pg_restore --list")
+    _, out, _ = sh(host, f"sha256sum {q(dump)} && stat -c %s {q(dump)}")
+    return Backup(
+        taken=True,
+        verified=True,
+        path=dump,
+        sha256=out.split()[0],
+        bytes=int(out.split()[-1]),
+        seconds=seconds,
+        entries=int(entries.strip() or 0),
+        metrics_rows=int(rows),
+        metrics_max_id=int(max_id),
+        metrics_md5=table_md5,
+        reason=reason,
+    )
+
+
 @phase_check("backup")
 def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
@@ -124,16 +151,9 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     sh(host, postgres.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)
     gate.wait("the backup's checksum of metrics")
-    _, fingerprint, _ = sh(
-        host,
-        postgres.psql(s, postgres.table_fingerprint_sql()),
-        timeout=120,
-        what="fingerprinting metrics",
+    taken = _verified(
+        host, s, dump, seconds, "migrations pending" if pending else "release changes"
     )
-    rows, max_id, table_md5 = fingerprint.strip().split("|")
-    _, entries, _ = sh(host, postgres.pg_restore_list(dump), what="pg_restore --list")
-    _, out, _ = sh(host, f"sha256sum {q(dump)} && stat -c %s {q(dump)}")
-    checksum, size = out.split()[0], int(out.split()[-1])
     sh(
         host,
         f"umask 077 && (tail -n 200 {q(s.app_log_file)} 2>/dev/null || true) "
@@ -141,23 +161,11 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         f"'no answer') > {q(base + '.health.json')}",
     )
     sh(host, postgres.prune_backups(s.backup_dir, s.backup_keep))
-    copy = _copy_off_host(host, s, dump, checksum) if s.backup_copy_to else ""
-    if copy:
-        say(host, f"backup copied to {copy}, sha256 checked")
-    run.backup = Backup(
-        taken=True,
-        verified=True,
-        path=dump,
-        sha256=checksum,
-        bytes=size,
-        seconds=seconds,
-        entries=int(entries.strip() or 0),
-        metrics_rows=int(rows),
-        metrics_max_id=int(max_id),
-        metrics_md5=table_md5,
-        copy=copy,
-        reason="migrations pending" if pending else "release changes",
-    )
+    taken.copy = _copy_off_host(host, s, dump, taken.sha256 or "") if s.backup_copy_to else ""
+    if taken.copy:
+        say(host, f"backup copied to {taken.copy}, sha256 checked")
+    run.backup = taken
+    checksum, size = taken.sha256 or "", taken.bytes
     run.changed.append(f"backup: {dump}")
     run.metric(
         "backup verified (pg_restore --list)", "readable", f"{size} bytes in {seconds}s", True

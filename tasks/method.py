@@ -20,7 +20,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import server, systemd
 
 from tasks import operations, service
-from tasks.commands import docker, git, replaced, shell, units
+from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
 from tasks.context import Plan
 from tasks.transport import sh
@@ -63,15 +63,11 @@ class Systemd:
         if not single:
             return {}
         p = shell.paths(self.s)
-        unit = operations.text_file(
-            name=f"Ensure systemd unit {self.s.app_service} is installed",
-            path=p["unit"],
-            content=unit_text(self.s),
-            mode=644,
-            check=replaced.unit_verify(
-                replaced.candidate(p["unit"]), f"{self.s.app_service}.service"
-            ),
-            keep_in=p["replaced"],
+        unit = operations.unit_file(
+            f"Ensure systemd unit {self.s.app_service} is installed",
+            p["unit"],
+            unit_text(self.s),
+            p["replaced"],
         )
         systemd.daemon_reload(name="Reload systemd (unit changed)", _if=unit.did_change)
         return {"systemd unit": unit}

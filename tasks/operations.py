@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from io import StringIO
+from pathlib import PurePosixPath
 from typing import Any, TypeVar, cast
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api import deploy as pyinfra_deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, rediscli, replaced, shell
@@ -209,3 +211,17 @@ def redis_container(settings: Settings, auth_conf: str | None):
         return
     yield docker.container_remove(name)
     yield rediscli.redis_run(settings, spec_hash, auth_conf)
+
+
+def unit_file(name: str, path: str, content: str, keep_in: str) -> OperationMeta:
+    """Ensure the systemd unit file PATH holds CONTENT (mode 644), verified by
+    `systemd-analyze verify` under its own name before it replaces the file; the content it
+    replaces is kept in KEEP_IN for the failure path. NAME: the operation's name."""
+    return text_file(
+        name=name,
+        path=path,
+        content=content,
+        mode=644,
+        check=replaced.unit_verify(replaced.candidate(path), PurePosixPath(path).name),
+        keep_in=keep_in,
+    )

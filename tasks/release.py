@@ -104,8 +104,8 @@ def _account_is(h, s: Settings) -> bool:
     return ok and out.split() == [f"{s.app_dir}:{NO_LOGIN}", s.app_user]
 
 
-@deploy("Build the release")
-def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta | None:
+def _account_and_folders(s: Settings) -> None:
+    """Operations: the service's user and group (no login), the releases and log folders."""
     p = shell.paths(s)
     missing = functools.cache(lambda: not _account_is(host, s))
     server.group(
@@ -126,6 +126,12 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
         name=f"Ensure {p['releases']} and {log_dir} exist",
         wanted=((p["releases"], 755, "root", "root"), (log_dir, 750, s.app_user, s.app_user)),
     )
+
+
+@deploy("Build the release")
+def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta | None:
+    p = shell.paths(s)
+    _account_and_folders(s)
     builder = migration_host_name(s)
     built = build = None
     if s.app_build == "each" or host.name == builder:

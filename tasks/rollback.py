@@ -429,6 +429,26 @@ def _switch(
     return True
 
 
+def _before_the_switch(ctx: RunContext, s: Settings, target: Target) -> None:
+    """A full rollback's first steps: the contract migrations TARGET lacks reverted (on the
+    migration host), the Redis container the deploy created removed."""
+    if target.is_migration_host:
+        python.call(
+            name=f"Ensure no contract migration {target.name} lacks is applied",
+            function=_revert_contract,
+            ctx=ctx,
+            s=s,
+            target=target,
+        )
+    python.call(
+        name=f"Ensure {s.redis_container} is gone if that deploy created it",
+        function=_remove_container,
+        ctx=ctx,
+        s=s,
+        target=target,
+    )
+
+
 @deploy("Rollback")
 def rollback(
     ctx: RunContext,
@@ -443,21 +463,7 @@ def rollback(
     ctx.on_failure(host, lambda error: _fail(ctx, host, s, target, "rollback", error))
     full = s.rollback_mode == "full"
     if full:
-        if target.is_migration_host:
-            python.call(
-                name=f"Ensure no contract migration {target.name} lacks is applied",
-                function=_revert_contract,
-                ctx=ctx,
-                s=s,
-                target=target,
-            )
-        python.call(
-            name=f"Ensure {s.redis_container} is gone if that deploy created it",
-            function=_remove_container,
-            ctx=ctx,
-            s=s,
-            target=target,
-        )
+        _before_the_switch(ctx, s, target)
     if strategy is None:
         if target.is_migration_host:
             python.call(

@@ -103,9 +103,9 @@ def proxy_unit_text(s: Settings) -> str:
     )
 
 
-def ensure_units(s: Settings) -> OperationMeta:
-    """The proxy, its configuration and the slots' units (operations; nothing starts here).
-    Returns the slots' unit, whose change means the instances must restart."""
+def _proxy_and_slot_folders(s: Settings) -> None:
+    """Operations: HAProxy and socat installed, the slots' folder with each slot's address,
+    the proxy's folder and its drain map."""
     p = _paths(s)
     apt.packages(name="Ensure haproxy and socat are installed", packages=["haproxy", "socat"])
     config_dir = str(Path(p["config"]).parent)
@@ -121,6 +121,13 @@ def ensure_units(s: Settings) -> OperationMeta:
             mode=644,
         )
     files.file(name=f"Ensure {p['drain_map']} exists", path=p["drain_map"], mode="644")
+
+
+def ensure_units(s: Settings) -> OperationMeta:
+    """The proxy, its configuration and the slots' units (operations; nothing starts here).
+    Returns the slots' unit, whose change means the instances must restart."""
+    p = _paths(s)
+    _proxy_and_slot_folders(s)
     keep_in = shell.paths(s)["replaced"]
     config = operations.text_file(
         name=f"Ensure the proxy configuration {p['config']} is current (haproxy -c)",
@@ -130,23 +137,17 @@ def ensure_units(s: Settings) -> OperationMeta:
         check=replaced.haproxy_check(replaced.candidate(p["config"])),
         keep_in=keep_in,
     )
-    proxy_unit = operations.text_file(
-        name=f"Ensure systemd unit {proxy_service(s)} is installed",
-        path=p["proxy_unit"],
-        content=proxy_unit_text(s),
-        mode=644,
-        check=replaced.unit_verify(
-            replaced.candidate(p["proxy_unit"]), f"{proxy_service(s)}.service"
-        ),
-        keep_in=keep_in,
+    proxy_unit = operations.unit_file(
+        f"Ensure systemd unit {proxy_service(s)} is installed",
+        p["proxy_unit"],
+        proxy_unit_text(s),
+        keep_in,
     )
-    unit = operations.text_file(
-        name=f"Ensure systemd unit {s.app_service}@.service (slots) is installed",
-        path=p["slot_unit"],
-        content=slot_unit_text(s),
-        mode=644,
-        check=replaced.unit_verify(replaced.candidate(p["slot_unit"]), f"{s.app_service}@.service"),
-        keep_in=keep_in,
+    unit = operations.unit_file(
+        f"Ensure systemd unit {s.app_service}@.service (slots) is installed",
+        p["slot_unit"],
+        slot_unit_text(s),
+        keep_in,
     )
     systemd.daemon_reload(name="Reload systemd (units changed)", _if=any_changed(proxy_unit, unit))
     # A running proxy reloads without closing its port; a stopped one starts in activate().
