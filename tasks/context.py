@@ -132,6 +132,18 @@ class Run:
         )
 
 
+@dataclass
+class DeployState:
+    """What a deploy keeps across its hosts, and no other kind of run."""
+
+    rollout: Rollout | None = None  # planned by the first host that gets there
+    commits: dict[tuple[str, str], AsyncResult] = field(default_factory=dict)  # repo, ref
+    verifying: BoundedSemaphore | None = None  # app hosts timing requests at once
+    awaiting_release: set[str] = field(default_factory=set)  # hosts receiving the build
+    release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
+    warned_unreachable: bool = False  # the operator was told which app hosts are missing
+
+
 def inventory_of(argv: list[str]) -> str:
     """The inventory file ARGV names, for the commands printed to the operator."""
     return next((a for a in argv if a.endswith(".py") and "inventor" in a), "inventories/<env>.py")
@@ -139,8 +151,9 @@ def inventory_of(argv: list[str]) -> str:
 
 class RunContext:
     """One run: its command line, each host's plan and record, the lock it holds, the hosts
-    that have finished, the rollout's batches, the release shipped to the app hosts, what the
-    team was told. Shared by every host's callbacks."""
+    that have finished, what the team was told, and what only a deploy keeps (the rollout's
+    batches, the release shipped to the app hosts: `deploy`). Shared by every host's
+    callbacks."""
 
     def __init__(self, kind: str, argv: list[str]) -> None:
         self.kind = kind  # deploy, rollback, runbook, unlock
@@ -153,12 +166,7 @@ class RunContext:
         self.plans: dict[str, Plan] = {}
         self.lock_holder = ""  # set while this run holds the environment's lock
         self.finished: set[str] = set()  # app hosts whose part of the run has ended
-        self.rollout: Rollout | None = None  # planned by the first host that gets there
-        self.commits: dict[tuple[str, str], AsyncResult] = {}  # (repository, ref): its commit
-        self.verifying: BoundedSemaphore | None = None  # app hosts timing requests at once
-        self.awaiting_release: set[str] = set()  # app hosts that receive the built release
-        self.release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
-        self.warned_unreachable = False  # the operator was told which app hosts are missing
+        self.deploy = DeployState()  # what only a deploy keeps
         self.failed_hosts: set[str] = set()  # hosts whose failure was told to the team
         self.ended_hosts: set[str] = set()  # hosts at the run's last operation
         self.end_told = False  # the run's end was told to the team

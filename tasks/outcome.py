@@ -100,7 +100,7 @@ def _undo(ctx: RunContext, h, s: Settings, plan: Plan, phase: str, strategy: Str
     STRATEGY is given and auto_rollback allows. Returns (the state it left, the files put
     back)."""
     run = ctx.run(h)
-    switched = ctx.rollout is not None and h.name in ctx.rollout.switched
+    switched = ctx.deploy.rollout is not None and h.name in ctx.deploy.rollout.switched
     switching_back = strategy if s.auto_rollback else None
     restored: list[str] = []
     if not switched or switching_back is not None:

@@ -36,10 +36,10 @@ def _commit(ctx: RunContext, s: Settings) -> str:
     to get here: every host deploys the same commit even if a branch moves meanwhile, and a
     fleet does not open one connection per host to the repository at once."""
     key = (s.app_repo_url, s.app_version)
-    asked = ctx.commits.get(key)
+    asked = ctx.deploy.commits.get(key)
     if asked is not None:
         return asked.get(timeout=90)
-    asked = ctx.commits[key] = AsyncResult()
+    asked = ctx.deploy.commits[key] = AsyncResult()
     try:
         ok, out = host.run_shell_command(
             command=git.ls_remote(s.app_repo_url, s.app_version), _timeout=60
@@ -157,7 +157,7 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
             builder=builder,
         )
     if built is None and not host.get_fact(File, path=f"{plan.release_dir}/{git.SERVICE_BINARY}"):
-        ctx.awaiting_release.add(host.name)
+        ctx.deploy.awaiting_release.add(host.name)
         built = python.call(
             name=f"Ensure release {plan.release} is here (built on {builder}, sha256 checked)",
             function=_receive,
@@ -181,7 +181,7 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
 def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -> bool:
     """On the builder: the built release as a tarball on the deploying machine, with its
     sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
-    if host.name != builder or not ctx.awaiting_release or not _binary_here(host, plan):
+    if host.name != builder or not ctx.deploy.awaiting_release or not _binary_here(host, plan):
         return True
     remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
     sh(host, git.pack_release(plan.release_dir, remote), timeout=300, what="packing")
@@ -191,7 +191,7 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
         raise DeployError(f"could not fetch {remote} from {host.name}")
     sh(host, f"rm -f {shell.q(remote)}")
     digest = hashlib.sha256(local.read_bytes()).hexdigest()
-    ctx.release_artifact = (str(local), digest)
+    ctx.deploy.release_artifact = (str(local), digest)
     ctx.run(host).artifact = Artifact(sha256=digest, built_on=host.name)
     say(host, f"packed {plan.release}: {local.stat().st_size} bytes, sha256 {digest[:16]}...")
     return True
@@ -199,9 +199,9 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
 
 @phase_check("build")
 def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> None:
-    if ctx.release_artifact is None:
+    if ctx.deploy.release_artifact is None:
         raise DeployError(f"release {plan.release} was not built on {builder}: nothing to receive")
-    local, digest = ctx.release_artifact
+    local, digest = ctx.deploy.release_artifact
     remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
     if not host.put_file(local, remote):
         raise DeployError(f"could not upload the release to {remote}")

@@ -62,18 +62,18 @@ class Fleet:
 def planned(ctx: RunContext, s: Settings, fleet: Fleet) -> Rollout:
     """This run's rollout, planned by the first host that gets here, from the app hosts still
     in the run (a host that failed earlier takes no part)."""
-    if ctx.rollout is None:
+    if ctx.deploy.rollout is None:
         # One batch: drain, start, health gate, check, back in service; twice that, plus
         # slack for the SSH round trips, before a wait gives up.
         batch = s.release_drain_timeout + s.app_health_timeout + 2 * s.lb_health_wait
         judging = s.rollout_analysis_seconds if s.rollout_analysis else 0
-        ctx.rollout = Rollout(
+        ctx.deploy.rollout = Rollout(
             batch_plan([h.name for h in fleet.hosts], s.rollout_batch, s.rollout_canary),
             s.rollout_max_fail,
             bound=2 * batch + 120 + judging,
             unreachable=fleet.unreachable,
         )
-    return ctx.rollout
+    return ctx.deploy.rollout
 
 
 # ----------------------------------------------------------------------------- the balancer
@@ -333,7 +333,7 @@ def switch(
 ) -> DeployError | None:
     """Host H's turn: out of the balancer, STRATEGY puts the new release in service (RESTART:
     even if it serves, .env or a unit changed), the gate, back in; what went wrong, or None."""
-    r, run = ctx.rollout, ctx.run(h)
+    r, run = ctx.deploy.rollout, ctx.run(h)
     assert r is not None  # planned() before the first host's turn
     index = r.batch_of[h.name]
     if not restart and strategy.serves(h, plan.release_dir):
@@ -374,7 +374,7 @@ def judge(
 ) -> tuple[DeployError | None, str]:
     """Host H's switch ended (ERROR: how it went wrong); in the canary batch, the verdict.
     Returns (what went wrong, in which phase)."""
-    r = ctx.rollout
+    r = ctx.deploy.rollout
     assert r is not None
     if r.batch_of[h.name] == 0 and len(r.batches) > 1 and s.rollout_analysis:
         _judge_canary(ctx, s, fleet, r, strategy, plan.release_dir, error is None)
@@ -534,8 +534,8 @@ def check_reachable(ctx: RunContext, s: Settings) -> None:
             f"them back, leave them out with --limit, or allow it with --data "
             f"rollout_max_fail={len(missing)}"
         )
-    if not ctx.warned_unreachable:
-        ctx.warned_unreachable = True
+    if not ctx.deploy.warned_unreachable:
+        ctx.deploy.warned_unreachable = True
         click.echo(
             click.style(
                 f"--> {names} unreachable: not deployed (within rollout_max_fail "

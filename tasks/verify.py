@@ -101,9 +101,9 @@ def _verify(ctx: RunContext, host, s: Settings, plan: Plan) -> None:
     check = Checks(ctx.run(host))
     uses_redis = "Redis" in _health_and_log(host, s, check)
     url = f"http://127.0.0.1:{s.app_port}{s.verify_history_path}"
-    if ctx.verifying is None:
-        ctx.verifying = BoundedSemaphore(s.verify_concurrency)
-    with ctx.verifying:
+    if ctx.deploy.verifying is None:
+        ctx.deploy.verifying = BoundedSemaphore(s.verify_concurrency)
+    with ctx.deploy.verifying:
         before = redis_stats(host, s) if uses_redis and s.redis_enabled else {}
         _, out, _ = sh(host, http.timed_gets(url, s.verify_requests), timeout=120)
         after, keys, connections = at_once(  # independent reads, at once
