@@ -26,11 +26,6 @@ CHANNEL_TRIES = 40  # 10 s
 KEPT_AS = "monitoring_dashboard_remote"  # the attribute of pyinfra's Host that holds its Remote
 
 
-def say(h: Host | Any, message: str) -> None:
-    """One progress line, as pyinfra prints its own: `[host] message`."""
-    click.echo(f"    [{h.name}] {message}", err=True)
-
-
 class PyinfraRemote:
     """A Remote (tasks/remote.py) over pyinfra's Host H: one per host and run, kept on it."""
 
@@ -81,7 +76,8 @@ class PyinfraRemote:
         self.run(f"chmod {mode} {q(tmp)} && mv -f {q(tmp)} {q(dest)}", what=f"install {dest}")
 
     def say(self, message: str) -> None:
-        say(self, message)
+        """One progress line, as pyinfra prints its own: `[host] message`."""
+        click.echo(f"    [{self.name}] {message}", err=True)
 
 
 def remote(h: Host | Remote) -> Remote:
@@ -105,6 +101,11 @@ def sh(
 ) -> tuple[bool, str, str]:
     """remote(h).run(...): COMMAND on H, pyinfra's Host or a Remote."""
     return remote(h).run(command, timeout, what, check)
+
+
+def say(h: Host | Remote, message: str) -> None:
+    """remote(h).say(...): one progress line about H."""
+    remote(h).say(message)
 
 
 def send_at_once(h: Host) -> bool:

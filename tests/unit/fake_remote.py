@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from tasks.remote import DeployError
 
-# an answer: (ok, stdout), or a function of the command giving one, or a DeployError to raise
-# (a command that timed out or lost its connection)
-Answer = tuple[bool, str] | Callable[[str], tuple[bool, str]] | DeployError
+# an answer: (ok, stdout) or (ok, stdout, stderr), or a function of the command giving one, or
+# a DeployError to raise (a command that timed out or lost its connection)
+Reply = tuple[bool, str] | tuple[bool, str, str]
+Answer = Reply | Callable[[str], Reply] | DeployError
 
 
 @dataclass
@@ -39,10 +40,11 @@ class FakeRemote:
                 break
         if isinstance(answer, DeployError):
             raise answer
-        ok, out = answer(command) if callable(answer) else answer
+        ok, out, err = (*(answer(command) if callable(answer) else answer), "")[:3]
         if check and not ok:
-            raise DeployError(f"{what or 'a command'} failed on {self.name}: {out.strip()}")
-        return ok, out, ""
+            detail = (err or out).strip()
+            raise DeployError(f"{what or 'a command'} failed on {self.name}: {detail}")
+        return ok, out, err
 
     def put_text(self, text: str, dest: str, mode: str = "600") -> None:
         self.files[dest] = text

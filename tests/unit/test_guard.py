@@ -2,7 +2,8 @@
 the lines the command prints (the command itself runs in tests/unit/test_commands.py)."""
 
 from dataclasses import replace
-from types import SimpleNamespace
+
+from fake_remote import FakeRemote
 
 from tasks.config import validate
 from tasks.context import Run
@@ -13,7 +14,6 @@ S, _ = validate(
     {"deploy_env": "t", "app_repo_url": "git://h/r.git", "db_host": "db1", "db_user": "monitoring"},
     {"DB_PASSWORD": "x"},
 )
-HOST = SimpleNamespace(name="app1")
 
 
 def test_the_guard_reads_the_local_proxy_with_blue_green_and_probes_without():
@@ -31,9 +31,9 @@ def test_the_guard_is_off_at_zero_and_for_a_cluster():
     assert command(helm, method_for(helm), "x") is None
 
 
-def test_a_wait_is_said_and_kept_in_the_report_and_an_instant_pass_is_not(capsys):
-    run = Run(host="app1", env="t")
-    gate = Gate(run, HOST, S, method_for(S))
+def test_a_wait_is_said_and_kept_in_the_report_and_an_instant_pass_is_not():
+    run, host = Run(host="app1", env="t"), FakeRemote("app1")
+    gate = Gate(run, host, S, method_for(S))
     gate.report(
         "guard: ok p99=12 requests=300 waited=0 before migration 003, CREATE INDEX a\n"
         "psql: something else\n"
@@ -44,8 +44,8 @@ def test_a_wait_is_said_and_kept_in_the_report_and_an_instant_pass_is_not(capsys
         {"before": "migration 003, CREATE INDEX b", "state": "ok", "p99_ms": "40", "waited_s": 4},
         {"before": "the backup (pg_dump)", "state": "over", "p99_ms": "612", "waited_s": 120},
     ]
-    said = capsys.readouterr().err
-    assert "[app1] guard: waited 4s before migration 003, CREATE INDEX b" in said
+    said = "\n".join(host.said)
+    assert said.startswith("guard: waited 4s before migration 003, CREATE INDEX b")
     assert "CREATE INDEX a" not in said and "still over" in said
 
 
@@ -65,11 +65,11 @@ def test_the_baseline_is_read_once_per_run_and_its_limit_is_in_every_wait(monkey
 
     monkeypatch.setattr("tasks.guard.sh", fake_sh)
     run = Run(host="app1", env="t")
-    gate = Gate(run, HOST, S, method_for(S))
+    gate = Gate(run, FakeRemote("app1"), S, method_for(S))
     first, second = gate.command("the backup (pg_dump)"), gate.command("migration 003")
     assert len(sent) == 1 and "show events access" in sent[0]
     assert "lim=8972 " in first and "lim=8972 " in second
     assert run.facts["guard_baseline"] == {"p99_ms": 4486.0, "requests": 480, "limit_ms": 8972}
-    quiet = Gate(Run(host="app1", env="t"), HOST, S, method_for(S))
+    quiet = Gate(Run(host="app1", env="t"), FakeRemote("app1"), S, method_for(S))
     monkeypatch.setattr("tasks.guard.sh", lambda *a, **k: (True, "- 3\n", ""))
     assert "lim=250 " in quiet.command("the backup (pg_dump)")
