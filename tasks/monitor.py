@@ -8,7 +8,7 @@ from typing import Any
 
 from pyinfra.operations import python
 
-from tasks.commands import shell
+from tasks.commands import logs
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.operations import deploy
@@ -18,16 +18,14 @@ from tasks.remote import DeployError, timed_get
 from tasks.strategy import Strategy
 from tasks.transport import remote, say, sh
 
-q = shell.q
-
 
 def _log_size(h, path: str) -> int:
-    _, out, _ = sh(h, f"stat -c %s {q(path)} 2>/dev/null || echo 0")
+    _, out, _ = sh(h, logs.size(path))
     return int(out.strip() or 0)
 
 
 def _error_lines(h, path: str, offset: int) -> list[str]:
-    _, out, _ = sh(h, f"tail -c +{offset + 1} {q(path)} 2>/dev/null | grep ERROR || true")
+    _, out, _ = sh(h, logs.errors_after(path, offset))
     return [line for line in out.splitlines() if line]
 
 

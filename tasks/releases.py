@@ -9,7 +9,7 @@ import click
 from pyinfra.operations import python
 
 from tasks import ledger
-from tasks.commands import shell
+from tasks.commands import host_state, shell
 from tasks.config import Settings
 from tasks.operations import deploy
 from tasks.transport import sh
@@ -18,17 +18,11 @@ q = shell.q
 
 
 def state_command(s: Settings) -> str:
-    """Prints `<release> <newest migration's number>` per release folder, `=`, where `current`
-    points, `=`, the newest deployment records."""
+    """Prints the releases with their schema, `=`, where `current` points, `=`, the newest
+    deployment records (parse_state reads it)."""
     p = shell.paths(s)
-    return (
-        f"for r in $(ls -1 {q(p['releases'])} 2>/dev/null); do "
-        f'case "$r" in *.partial) continue;; esac; '
-        f'm=$(ls -1 {q(p["releases"])}/"$r"/{q(s.migrate_dir)} 2>/dev/null '
-        "| grep '^[0-9].*\\.sql$' | grep -v '\\.down\\.sql$' | sort | tail -n 1); "
-        'echo "$r ${m%%_*}"; done; '
-        f"echo =; {shell.read_link(p['current'])}; "
-        f"echo =; tail -n {ledger.RECORDS_READ} {q(p['records'])} 2>/dev/null || true"
+    return host_state.releases_and_records(
+        p["releases"], s.migrate_dir, p["current"], p["records"], ledger.RECORDS_READ
     )
 
 

@@ -29,7 +29,7 @@ from pyinfra.operations import python
 
 from tasks import helm, ledger
 from tasks import releases as releases_on_host
-from tasks.commands import docker, git, migration_sql, postgres, shell
+from tasks.commands import docker, git, host_state, http, migration_sql, postgres, shell
 from tasks.commands import helm as helm_commands
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
@@ -97,11 +97,7 @@ def named_release(releases: list[str], wanted: str) -> str:
 def _manifests(s: Settings) -> list[tuple[str, dict[str, Any]]]:
     """(path, manifest) of every deploy recorded on this host, newest first."""
     p = shell.paths(s)
-    _, out = host.run_shell_command(
-        command=f"for f in $(ls -1 {q(p['manifests'])}/2*.json 2>/dev/null | sort -r); do "
-        'printf "%s\\t" "$f"; tr -d "\\n" < "$f"; echo; done',
-        _timeout=30,
-    )
+    _, out = host.run_shell_command(command=host_state.manifests(p["manifests"]), _timeout=30)
     manifests = []
     for line in out.stdout.splitlines():
         path, _, text = line.partition("\t")
@@ -364,7 +360,7 @@ def _verify_and_record(state, host, ctx: RunContext, s: Settings, target: Target
     started = time.time()
     try:
         answer = wait_healthy(remote(host), s)
-        _, version, _ = sh(host, f"curl -s -m 5 http://127.0.0.1:{s.app_port}/api/v1/version")
+        _, version, _ = sh(host, http.body(f"http://127.0.0.1:{s.app_port}/api/v1/version"))
     except DeployError as exc:
         return _fail(ctx, host, s, target, "verify", exc)
     return _record(host, s, target, version, answer, started)

@@ -9,7 +9,7 @@ from typing import Any
 from gevent.lock import BoundedSemaphore
 from pyinfra.operations import python
 
-from tasks.commands import http, shell
+from tasks.commands import http, logs
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.operations import deploy
@@ -20,16 +20,11 @@ from tasks.strategy import Strategy
 from tasks.transport import remote, say, sh
 
 EXPECTED_HEALTH = {"auth_enabled": False, "authenticated": True}
-q = shell.q
 
 
 def log_since_start(h, s: Settings) -> str:
     """The service's log lines since its most recent start."""
-    _, out, _ = sh(
-        h,
-        f"tac {q(s.app_log_file)} 2>/dev/null | sed '/Starting monitoring-dashboard-api/q' | tac",
-        check=False,
-    )
+    _, out, _ = sh(h, logs.since_start(s.app_log_file), check=False)
     return out
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from tasks.commands.shell import q
 
 
+def body(url: str, timeout: float = 5) -> str:
+    """curl printing the body URL answers (nothing when there is no answer)."""
+    return f"curl -s -m {timeout:g} {q(url)}"
+
+
 def http_probe(url: str, timeout: float = 5) -> str:
     """curl printing `<status> <seconds>` then the body on the next line."""
     return (

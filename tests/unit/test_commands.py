@@ -1,3 +1,4 @@
+import json
 import subprocess
 import threading
 import time
@@ -15,8 +16,10 @@ from tasks.commands import (
     git,
     guard,
     haproxy,
+    host_state,
     http,
     k6,
+    logs,
     migration_sql,
     postgres,
     rediscli,
@@ -922,3 +925,39 @@ def test_a_link_is_read_and_a_missing_one_reads_as_nothing(tmp_path):
         ["sh", "-c", shell.read_link(str(tmp_path / "nothing"))], capture_output=True
     )
     assert (missing.returncode, missing.stdout) == (0, b"")
+
+
+def test_the_manifests_are_listed_newest_first_one_line_each(tmp_path):
+    for stamp, version in (("20261201-100000", "v1"), ("20261203-090000", "v2")):
+        (tmp_path / f"{stamp}.json").write_text(f'{{\n  "version": "{version}"\n}}\n')
+    (tmp_path / "latest.json").write_text("{}")  # a link name, not a deploy's
+    done = subprocess.run(
+        ["sh", "-c", host_state.manifests(str(tmp_path))], capture_output=True, text=True
+    )
+    lines = [line.split("\t") for line in done.stdout.splitlines()]
+    assert [(Path(p).name, json.loads(j)["version"]) for p, j in lines] == [
+        ("20261203-090000.json", "v2"),
+        ("20261201-100000.json", "v1"),
+    ]
+
+
+def test_the_log_is_read_from_an_offset_and_since_the_last_start(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text(
+        "Starting monitoring-dashboard-api\nERROR old\nStarting monitoring-dashboard-api\n"
+    )
+    offset = log.stat().st_size
+    with log.open("a") as f:
+        f.write("INFO ok\nERROR new\n")
+
+    def run(command: str) -> str:
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
+
+    assert run(logs.size(str(log))).strip() == str(log.stat().st_size)
+    assert run(logs.size(str(tmp_path / "none"))).strip() == "0"
+    assert run(logs.errors_after(str(log), offset)).splitlines() == ["ERROR new"]
+    assert run(logs.since_start(str(log))).splitlines() == [
+        "Starting monitoring-dashboard-api",
+        "INFO ok",
+        "ERROR new",
+    ]
