@@ -322,19 +322,24 @@ def wait_for_turn(r: Rollout, h: Remote, plan: Plan) -> DeployError | None:
     return None
 
 
-def switch(
-    ctx: RunContext,
-    s: Settings,
-    plan: Plan,
-    strategy: Strategy,
-    fleet: Fleet,
-    h: Remote,
-    restart: bool,
-) -> DeployError | None:
-    """Host H's turn: out of the balancer, STRATEGY puts the new release in service (RESTART:
-    even if it serves, .env or a unit changed), the gate, back in; what went wrong, or None."""
-    r, run = ctx.deploy.rollout, ctx.run(h)
-    assert r is not None  # planned() before the first host's turn
+@dataclass
+class Switching:
+    """What every host's switch in one rollout shares: the run, its settings and plan, the
+    strategy that switches, the hosts, and the batches' bookkeeping."""
+
+    ctx: RunContext
+    s: Settings
+    plan: Plan
+    strategy: Strategy
+    fleet: Fleet
+    r: Rollout
+
+
+def switch(w: Switching, h: Remote, restart: bool) -> DeployError | None:
+    """Host H's turn: out of the balancer, the strategy puts the new release in service
+    (RESTART: even if it serves, .env or a unit changed), the gate, back in; what went wrong,
+    or None."""
+    s, plan, strategy, r, run = w.s, w.plan, w.strategy, w.r, w.ctx.run(h)
     index = r.batch_of[h.name]
     if not restart and strategy.serves(h, plan.release_dir):
         h.say(f"{r.label(index)}: {plan.release} already serves, nothing to switch")
@@ -342,7 +347,7 @@ def switch(
     why = " (restart: .env or unit changed)" if restart else ""
     h.say(f"{r.label(index)}: switching to {plan.release}{why}")
     try:
-        with out_of_service(h, s, fleet, r.batches[index], strategy):
+        with out_of_service(h, s, w.fleet, r.batches[index], strategy):
             try:
                 done = strategy.put_in_service(h, plan.release_dir, restart)
             except DeployError as exc:
@@ -363,21 +368,13 @@ def switch(
     return None
 
 
-def judge(
-    ctx: RunContext,
-    s: Settings,
-    plan: Plan,
-    strategy: Strategy,
-    fleet: Fleet,
-    h: Remote,
-    error: DeployError | None,
-) -> tuple[DeployError | None, str]:
+def judge(w: Switching, h: Remote, error: DeployError | None) -> tuple[DeployError | None, str]:
     """Host H's switch ended (ERROR: how it went wrong); in the canary batch, the verdict.
     Returns (what went wrong, in which phase)."""
-    r = ctx.deploy.rollout
-    assert r is not None
-    if r.batch_of[h.name] == 0 and len(r.batches) > 1 and s.rollout_analysis:
-        _judge_canary(ctx, s, fleet, r, strategy, plan.release_dir, error is None)
+    r = w.r
+    if r.batch_of[h.name] == 0 and len(r.batches) > 1 and w.s.rollout_analysis:
+        release_dir = w.plan.release_dir
+        _judge_canary(w.ctx, w.s, w.fleet, r, w.strategy, release_dir, error is None)
         if error is None and r.rejection:
             return DeployError(r.rejection), "analysis"
     return error, "release"
@@ -413,14 +410,14 @@ def switch_in_turn(
     to FAIL (the run's failure path), switching back while out of service when H serves the
     new release. Returns what FAIL returned, True when all went well."""
     r, run = planned(ctx, s, fleet), ctx.run(h)
+    w = Switching(ctx, s, plan, strategy, fleet, r)
     refused = wait_for_turn(r, h, plan)
     if refused is not None:
         if r.stopped_at is not None and h.name not in r.failed:
             run.facts["serving"] = plan.previous_version
         return fail("rollout", refused, None)
     started = time.monotonic()
-    error = switch(ctx, s, plan, strategy, fleet, h, restart)
-    error, phase = judge(ctx, s, plan, strategy, fleet, h, error)
+    error, phase = judge(w, h, switch(w, h, restart))
     run.facts["rollout"] = {
         "batch": r.batch_of[h.name] + 1,
         "batches": len(r.batches),
