@@ -5,7 +5,7 @@ kube_standin.py) that record their arguments and stdin and answer as Helm 3 and 
 This proves the deploy's side: the database work runs for real on the lab, the commands run
 are exactly those `--dry` printed, the passwords reach kubectl's stdin and nothing else, a
 second run changes nothing, a rollback asks Helm for the previous revision. It cannot prove
-that a cluster accepts the chart: the README says so."""
+that a cluster accepts the chart: docs/design.md says so."""
 
 from __future__ import annotations
 
