@@ -686,7 +686,8 @@ def seconds(duration: str) -> float:
 
 
 def size_bytes(size: str) -> int:
-    """A validated size (512mb, 1GB) in bytes."""
+    """A validated size (512mb, 1GB) in bytes, as Redis and PostgreSQL count them: kb, mb, gb
+    are powers of 1024."""
     match = re.match(r"^(\d+)(kb|mb|gb)$", size.lower())
     if not match:
         raise ValueError(f"not a size: {size!r}")

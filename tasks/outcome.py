@@ -94,7 +94,9 @@ def restore_replaced(h, s: Settings) -> list[str]:
     return restored
 
 
-def _undo(ctx: RunContext, h, s: Settings, plan: Plan, phase: str, strategy: Strategy | None):
+def _undo(
+    ctx: RunContext, h, s: Settings, plan: Plan, phase: str, strategy: Strategy | None
+) -> tuple[str, list[str]]:
     """What a failed deploy undoes on host H: the files it replaced, while the previous release
     serves (nothing was switched here, or it is switched back now), and the switch when
     STRATEGY is given and auto_rollback allows. Returns (the state it left, the files put

@@ -20,7 +20,7 @@ from pyinfra.operations import python
 
 from tasks import slots
 from tasks.commands import postgres, rediscli, shell
-from tasks.config import Settings
+from tasks.config import Settings, size_bytes
 from tasks.context import RunContext
 from tasks.hosts import migration_host_name
 from tasks.operations import deploy
@@ -168,19 +168,13 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     ]
 
 
-def redis_bytes(size: str) -> int:
-    """A validated size (512mb, 1gb) as Redis counts it: kb, mb, gb are powers of 1024."""
-    number, unit = int(size[:-2]), size[-2:].lower()
-    return number * {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30}[unit]
-
-
 def _set_maxmemory(h, s: Settings) -> list[str]:
     """CONFIG SET maxmemory to what S says, live (no restart, the cache is kept), unless the
     cache already has it."""
     address, port = cache_address(s)
     maxmemory = s.redis_maxmemory
     _, now, _ = sh(h, rediscli.redis_cli(s, "config", "get", "maxmemory", host=address, port=port))
-    if now.split()[-1:] == [str(redis_bytes(maxmemory))]:
+    if now.split()[-1:] == [str(size_bytes(maxmemory))]:
         return []
     sh(h, rediscli.redis_cli(s, "config", "set", "maxmemory", maxmemory, host=address, port=port))
     if s.redis_mode == "external":

@@ -1,8 +1,8 @@
 from dataclasses import replace
 
 from tasks.commands import postgres
-from tasks.config import validate
-from tasks.runbooks import new_overrides, redis_bytes, terminate_idle_sql
+from tasks.config import size_bytes, validate
+from tasks.runbooks import new_overrides, terminate_idle_sql
 
 BASE, _ = validate(
     {"deploy_env": "t", "app_repo_url": "git://h/r.git", "db_host": "db1"}, {"DB_PASSWORD": "x"}
@@ -48,4 +48,4 @@ def test_terminate_idle_sql_spares_its_own_session_and_quotes_the_database():
 
 
 def test_sizes_are_counted_as_redis_counts_them():
-    assert redis_bytes("512mb") == 536870912 and redis_bytes("1GB") == 1 << 30
+    assert size_bytes("512mb") == 536870912 and size_bytes("1GB") == 1 << 30
