@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_chart import NEWEST, template
 
+from tasks import helm as deploy_helm
 from tasks import method, slots
 from tasks.commands import dotenv, helm, replaced
 from tasks.config import VARIABLES, validate
@@ -95,6 +96,10 @@ def rendered(s) -> dict[str, tuple[str, str]]:
 def check(role: str, name: str, text: str, s, folder: Path) -> subprocess.CompletedProcess:
     """The program that reads the file checks it, as the deploy does before installing it."""
     if role == "chart":
+        if not Path(helm.chart_path(s), "Chart.yaml").is_file():
+            # no chart there: the deploy refuses it on the deploying machine, before any host
+            refused = "has no Chart.yaml" in " ".join(deploy_helm.missing_tools(s))
+            return subprocess.CompletedProcess([], 0 if refused else 1, "", "not refused")
         return template("4.1.4", s, NEWEST)
     candidate = folder / f"{name}.upload"
     if role == "proxy configuration":  # with the drain map the deploy creates before it
