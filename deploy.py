@@ -5,6 +5,7 @@ before the backup (its migrations decide whether one is needed) and goes live on
 database, Redis and .env are ready, batch by batch across the app hosts (tasks/rollout.py).
 Migrations headed `-- deploy: contract` run last, once every app host serves the release.
 A load balancer host (group lb_servers) gets no deploy: the rollout drains the app hosts on it.
+The database server and the backup repository (db_servers, backup_servers) get none either.
 """
 
 import sys
@@ -30,6 +31,7 @@ from tasks import (
 from tasks.commands import helm as helm_commands
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
+from tasks.hosts import APP_GROUP
 from tasks.method import Method, method_for
 from tasks.outcome import deploy_ends_on_any_failure, ended
 from tasks.records import start_phase
@@ -110,5 +112,5 @@ context = RunContext.of(state, "deploy", sys.argv[1:])
 host_settings = settings()
 if rollout.LB_GROUP in host.groups:
     rollout.check_balancer(host_settings)  # nothing is deployed on the load balancer
-else:
+elif APP_GROUP in host.groups:  # the database and repository hosts: reached by pgBackRest
     checklist(context, host_settings)

@@ -8,6 +8,9 @@ terminate-idle                idle connections terminated (--data runbook_idle_m
 reduce-memory                 Redis maxmemory lowered live, pool sizes halved
 maintenance-on, -off          every path but the health path answers 503 (Retry-After)
 reset                         every runbook override removed
+backup-setup                  pgBackRest: WAL archiving to backup_repo_host, a first backup
+restore-drill                 a backup restored into a scratch cluster and checked (drill_target)
+restore-latest                a lost database data directory restored from the archive
 """
 
 import sys
@@ -33,7 +36,8 @@ if APP_GROUP in host.groups:
     values = runbooks.new_overrides(s.runbook, base, overrides)
     after = replace(base, **values)  # the settings once the runbook is done
     preflight.secret_files(s)
-    lock.acquire(context, s, host.name == migration_host_name(s))
+    if s.runbook != "restore-latest":  # the lock lives in the database being restored
+        lock.acquire(context, s, host.name == migration_host_name(s))
     env_op = None
     if values != overrides:
         runbooks.keep_overrides(s, values)

@@ -1,7 +1,11 @@
-"""The lab's staging-shaped environment: `pyinfra inventories/lab.py deploy.py`."""
+"""The lab's staging-shaped environment: `pyinfra inventories/lab.py deploy.py`. db1 and
+repo1 get no deploy: pgBackRest (`backup_method: pgbackrest`) reaches them over SSH."""
 
 import sys
 
 from tasks.inventory import lab_group
 
-app_servers = lab_group("staging", "app_servers", ("staging", "lab"), sys.argv)
+_LAYERS = ("staging", "lab")
+app_servers = lab_group("staging", "app_servers", _LAYERS, sys.argv)
+db_servers = lab_group("staging", "db_servers", _LAYERS, sys.argv)
+backup_servers = lab_group("staging", "backup_servers", _LAYERS, sys.argv)

@@ -8,3 +8,5 @@ from tasks.inventory import lab_group
 _LAYERS = ("production", "lab", "lab_production")
 app_servers = lab_group("production", "app_servers", _LAYERS, sys.argv)
 lb_servers = lab_group("production", "lb_servers", _LAYERS, sys.argv)
+db_servers = lab_group("production", "db_servers", _LAYERS, sys.argv)
+backup_servers = lab_group("production", "backup_servers", _LAYERS, sys.argv)

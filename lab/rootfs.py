@@ -35,6 +35,7 @@ ROLE_PACKAGES = [
     "golang-github-gomodule-redigo-dev",
     "postgresql",
     "postgresql-client",
+    "pgbackrest",
     "redis-server",
     "redis-tools",
     "haproxy",

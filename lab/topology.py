@@ -17,6 +17,7 @@ LAYOUT: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "staging": [
         ("app1", ("app_servers",)),
         ("db1", ("db_servers",)),
+        ("repo1", ("backup_servers",)),
     ],
     "production": [
         ("app1", ("app_servers",)),
@@ -26,7 +27,8 @@ LAYOUT: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("cache1", ("cache_servers",)),
         ("lb1", ("lb_servers",)),
     ]
-    + [(f"app{n}", ("app_servers",)) for n in range(4, 33)],
+    + [(f"app{n}", ("app_servers",)) for n in range(4, 33)]
+    + [("repo1", ("backup_servers",))],
 }
 # Production's app hosts: app1..appN (`lab up production --app-hosts N`).
 DEFAULT_APP_HOSTS = 3

@@ -17,7 +17,7 @@ from pathlib import Path
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import guard
+from tasks import archive, guard
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Backup, Plan, RunContext
@@ -120,6 +120,7 @@ def _verified(host, s: Settings, dump: str, seconds: float, reason: str) -> Back
     return Backup(
         taken=True,
         verified=True,
+        method="pg_dump",
         path=dump,
         sha256=out.split()[0],
         bytes=int(out.split()[-1]),
@@ -132,6 +133,33 @@ def _verified(host, s: Settings, dump: str, seconds: float, reason: str) -> Back
     )
 
 
+def _restore_point(ctx: RunContext, host, s: Settings, reason: str) -> Backup:
+    """backup_method pgbackrest: the deploy's backup is a restore point named after the run,
+    its WAL archived in the repository; with the backup pre-flight chose, a full rollback
+    restores the cluster to it. Nothing grows with the data: one WAL segment moves."""
+    started = time.monotonic()
+    name = archive.point_name(s.deploy_env, ctx.stamp)
+    max_id, segment, waited = archive.restore_point(archive.servers(s).db, s, name)
+    seconds = round(time.monotonic() - started, 2)
+    backup_set = ctx.run(host).facts.get("preflight", {}).get("backup_set", "")
+    ctx.run(host).changed.append(f"backup: restore point {name}")
+    ctx.run(host).metric(
+        "backup: restore point archived (pgbackrest)", "archived", f"{segment} in {waited}s", True
+    )
+    say(host, f"restore point {name} archived ({segment}, from backup {backup_set}, {seconds}s)")
+    return Backup(
+        taken=True,
+        verified=True,
+        reason=reason,
+        method="pgbackrest",
+        restore_point=name,
+        backup_set=backup_set,
+        wal_segment=segment,
+        seconds=seconds,
+        metrics_max_id=max_id,
+    )
+
+
 @phase_check("backup")
 def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     run = ctx.run(host)
@@ -139,6 +167,10 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     if not pending and not plan.release_changes:
         say(host, "no backup: no migration pending and the release does not change")
         run.backup = Backup(taken=False, reason="nothing will change")
+        return
+    reason = "migrations pending" if pending else "release changes"
+    if s.backup_method == "pgbackrest":
+        run.backup = _restore_point(ctx, host, s, reason)
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     base = f"{s.backup_dir}/backup_{stamp}"
@@ -151,9 +183,7 @@ def _backup(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
     sh(host, postgres.pg_dump(s, dump), timeout=s.backup_timeout, what="pg_dump")
     seconds = round(time.monotonic() - started, 2)
     gate.wait("the backup's checksum of metrics")
-    taken = _verified(
-        host, s, dump, seconds, "migrations pending" if pending else "release changes"
-    )
+    taken = _verified(host, s, dump, seconds, reason)
     sh(
         host,
         f"umask 077 && (tail -n 200 {q(s.app_log_file)} 2>/dev/null || true) "

@@ -43,6 +43,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # an image repository without tag: [registry[:port]/]path, lowercase components
 IMAGE = re.compile(r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
+# restore drills: a restore point's name (ours: mdd_<env>_<stamp>) or a time PostgreSQL reads
+RESTORE_POINT = re.compile(r"[A-Za-z0-9_.:-]{1,63}")
+DRILL_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?([+-]\d\d(:?\d\d)?| UTC)?")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 PREFIXES = (
     "app_",
@@ -64,6 +67,7 @@ PREFIXES = (
     "runbook",
     "docker_",
     "helm_",
+    "drill_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -436,6 +440,80 @@ VARIABLES: list[Var] = [
         "folder for the copies (default: backups/<deploy_env> locally, backup_dir on a host)",
     ),
     Var("backup_timeout", 1800, "seconds allowed for pg_dump", "int", minimum=10),
+    Var(
+        "backup_method",
+        "pg_dump",
+        "pg_dump: a full dump before each change (the checklist's way); pgbackrest: WAL archived "
+        "continuously to backup_repo_host, each deploy's backup a named restore point",
+        "choice",
+        choices=("pg_dump", "pgbackrest"),
+    ),
+    Var(
+        "backup_repo_host",
+        "",
+        "pgbackrest: the host of the inventory keeping the repository (not the database "
+        "server); the database server is the inventory's host in group db_servers",
+    ),
+    Var("backup_stanza", "monitoring", "pgbackrest: the stanza (the cluster's name)", "name"),
+    Var("backup_repo_path", "/var/lib/pgbackrest", "pgbackrest: the repository folder", "hostpath"),
+    Var(
+        "backup_pg_data",
+        "/var/lib/postgresql/15/main",
+        "pgbackrest: the cluster's data directory on the database server",
+        "hostpath",
+    ),
+    Var(
+        "backup_pg_version",
+        15,
+        "pgbackrest: PostgreSQL's major version on the database and repository hosts",
+        "int",
+        minimum=10,
+    ),
+    Var(
+        "backup_pg_service",
+        "postgresql@15-main",
+        "pgbackrest: the cluster's systemd unit on the database server",
+    ),
+    Var(
+        "backup_max_age",
+        "24h",
+        "pgbackrest: pre-flight takes an incremental backup first when the newest is older",
+        "duration",
+    ),
+    Var(
+        "backup_retention_full",
+        2,
+        "pgbackrest: full backups kept (repo1-retention-full; WAL older than the oldest goes)",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "backup_archive_timeout",
+        60,
+        "pgbackrest: seconds after which PostgreSQL archives a WAL segment even when it is "
+        "not full (archive_timeout): the most writes a lost database server can take along",
+        "int",
+        minimum=1,
+    ),
+    Var(
+        "backup_archive_wait",
+        120,
+        "pgbackrest: seconds the backup phase waits for the restore point's WAL to be archived",
+        "int",
+        minimum=5,
+    ),
+    Var(
+        "drill_target",
+        "latest",
+        "restore drills: latest, a time (2026-12-05 10:00:00+00) or a restore point's name",
+    ),
+    Var("drill_port", 5499, "restore drills: the scratch cluster's port", "port"),
+    Var(
+        "drill_dir",
+        "/var/lib/mdd-drill",
+        "restore drills: the scratch cluster's folder on the repository host",
+        "hostpath",
+    ),
     # migrate_: schema migrations
     Var(
         "migrate_dir",
@@ -637,6 +715,9 @@ VARIABLES: list[Var] = [
             "maintenance-on",
             "maintenance-off",
             "reset",
+            "backup-setup",
+            "restore-drill",
+            "restore-latest",
         ),
     ),
     Var(
@@ -846,6 +927,17 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
         problems.append(
             "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
             "blue_green, release_method systemd or docker): it answers the 503"
+        )
+    if settings.get("backup_method") == "pgbackrest" and not settings.get("backup_repo_host"):
+        problems.append(
+            "backup_repo_host: backup_method pgbackrest needs the host of the inventory that "
+            "keeps the repository"
+        )
+    target = settings.get("drill_target", "latest")
+    if not (DRILL_TIME.fullmatch(target) or RESTORE_POINT.fullmatch(target)):
+        problems.append(
+            "drill_target: must be latest, a time like 2026-12-05 10:00:00+00 or a restore "
+            f"point's name (letters, digits and ._:-), got {target!r}"
         )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in LOOPBACK:
         problems.append("redis_host: external mode needs the endpoint's address, not localhost")

@@ -62,6 +62,12 @@ class Backup:
     metrics_max_id: int | None = None
     metrics_md5: str | None = None
     copy: str | None = None
+    method: str | None = None  # pg_dump or pgbackrest, when taken
+    # pgbackrest: the named restore point, the backup a restore starts from, the WAL segment
+    # holding the point (archived before the phase ended)
+    restore_point: str | None = None
+    backup_set: str | None = None
+    wal_segment: str | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ Every inventory file in `inventories/` calls these, so that a bare
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -95,8 +96,9 @@ def layered_vars(*layers: str) -> dict[str, Any]:
     return merged
 
 
+@functools.cache
 def lab_status() -> dict[str, Any]:
-    """The running lab's `lab status --json`."""
+    """The running lab's `lab status --json` (read once per run)."""
     out = subprocess.run(
         [sys.executable, "-m", "lab", "status", "--json"],
         cwd=REPO_DIR,

@@ -464,7 +464,11 @@ def _preview(s: Settings, plan: Plan) -> None:
         say(host, f"--dry: the deploy would stop before the backup: {exc}")
         return
     backup = (
-        f"a backup would be taken first (pg_dump of a {size.strip()} database)"
+        (
+            f"a backup would be taken first (pg_dump of a {size.strip()} database)"
+            if s.backup_method == "pg_dump"
+            else "a named restore point would be archived first (pgbackrest)"
+        )
         if pending or plan.release_changes
         else "no backup (nothing would change)"
     )

@@ -9,7 +9,7 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import lint, lock, operations
+from tasks import archive, lint, lock, operations
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
@@ -97,21 +97,32 @@ def _cache(host, s: Settings, method: Method) -> tuple[list[str], dict[str, Any]
     return [], {}
 
 
+def _archiving(s: Settings) -> tuple[list[str], dict[str, Any]]:
+    """backup_method pgbackrest: archiving proven and a recent backup (taken now if needed),
+    the one a restore of this deploy's restore point starts from."""
+    try:
+        return [], {"backup_set": archive.ready(archive.servers(s), s)}
+    except DeployError as exc:
+        return [str(exc)], {}
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     # The checks only read, and none needs another's answer: they run at once, each on its
     # own SSH channel (the lint's result counts only when the database answered).
     migration_host = plan.is_migration_host
-    tools, on_method, database, cache, free, lint_found = at_once(
+    dumps = s.backup_method == "pg_dump"
+    tools, on_method, database, cache, free, lint_found, archiving = at_once(
         lambda: _tools(host, ["git", "go", "psql", "pg_dump", *method.tools]),
         lambda: method.problems(host),
         lambda: _database(host, s),
         lambda: _cache(host, s, method),
-        lambda: _free_bytes(host, s.backup_dir) if migration_host else None,
+        lambda: _free_bytes(host, s.backup_dir) if migration_host and dumps else None,
         lambda: _lint_problems(ctx.run(host), host, s, plan) if migration_host else [],
+        lambda: _archiving(s) if migration_host and not dumps else ([], {}),
     )
-    problems: list[str] = tools + on_method[0] + database[0]
-    facts: dict[str, Any] = {**on_method[1], **database[1]}
+    problems: list[str] = tools + on_method[0] + database[0] + archiving[0]
+    facts: dict[str, Any] = {**on_method[1], **database[1], **archiving[1]}
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
         processes, clients = method.clients(app_hosts)
@@ -123,7 +134,7 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
                 f"(DB_MAX_OPEN_CONNS {s.db_max_open_conns} x {clients} + "
                 f"{s.db_connections_headroom} headroom): raise it or lower db_max_open_conns"
             )
-    if migration_host and "database_bytes" in facts:
+    if migration_host and dumps and "database_bytes" in facts:
         need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
         facts.update(
             {

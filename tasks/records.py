@@ -87,6 +87,9 @@ def manifest(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
         "version": plan.ref,
         "commit": plan.commit,
         "backup": {
+            "method": backup.method,
+            "restore_point": backup.restore_point,
+            "backup_set": backup.backup_set,
             "path": backup.path,
             "sha256": backup.sha256,
             "metrics_rows": backup.metrics_rows,

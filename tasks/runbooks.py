@@ -18,7 +18,7 @@ from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import slots
+from tasks import recovery, slots
 from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings, size_bytes
 from tasks.context import RunContext
@@ -45,7 +45,14 @@ RUNBOOKS = {
     "proxy; a deploy keeps it)",
     "maintenance-off": "maintenance mode ended: the service answers again",
     "reset": "every runbook override removed, .env back to group_vars, zero-downtime restart",
+    "backup-setup": "pgBackRest: WAL archived to backup_repo_host, the stanza, a first full "
+    "backup (a PostgreSQL restart when archive_mode needs one, said first)",
+    "restore-drill": "the backup restored to drill_target into a scratch cluster on the "
+    "repository host, checked, removed: verdict, RTO and RPO recorded",
+    "restore-latest": "a database server that lost its data directory restored to the newest "
+    "archived WAL, the service held in maintenance meanwhile",
 }
+ARCHIVE_RUNBOOKS = ("backup-setup", "restore-drill", "restore-latest")
 
 
 def new_overrides(name: str, base: Settings, current: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +88,11 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     )
 
 
-def _record(ctx: RunContext, h, s: Settings, name: str, done: list[str]) -> None:
-    """A deployment record on the host (when something changed) and the run's local report."""
+def _record(
+    ctx: RunContext, h, s: Settings, name: str, done: list[str], found: dict[str, Any]
+) -> None:
+    """A deployment record on the host (when something changed or FOUND holds a finding,
+    a drill's verdict) and the run's local report."""
     entry = {
         "status": "runbook",
         "runbook": name,
@@ -90,8 +100,9 @@ def _record(ctx: RunContext, h, s: Settings, name: str, done: list[str]) -> None
         "completed": now_iso(),
         "by": deployed_by(s),
         "changed": done,
+        **found,
     }
-    if done:
+    if done or found:
         append_record(h, s, entry)
     ctx.runbook_records[h.name] = entry
     folder = Path(s.report_dir)
@@ -194,10 +205,13 @@ def _run(
     env_op: OperationMeta | None,
 ) -> bool:
     name, done = s.runbook, []
+    found: dict[str, Any] = {}
     try:
         once = host.name == migration_host_name(s)  # the database and an external cache
         if once:
             done += _database_work(host, s, name)
+        if once and name in ARCHIVE_RUNBOOKS:
+            done, found = _archive_work(host, s, name)
         if name in ("reduce-memory", "reset") and (once or s.redis_mode == "container"):
             done += _set_maxmemory(host, s)
         if name.startswith("maintenance-") and slots.set_maintenance(
@@ -213,8 +227,21 @@ def _run(
             done.append(f".env updated; {_restart(host, s, strategy)}")
     except DeployError as exc:
         return _fail(ctx, host, s, exc, done)
-    _record(ctx, host, s, name, done)
+    _record(ctx, host, s, name, done, found)
+    drill = found.get("drill")
+    if drill and not drill["passed"]:
+        return _fail(ctx, host, s, f"the restore drill failed: {drill['problem']}", done)
     return True
+
+
+def _archive_work(h, s: Settings, name: str) -> tuple[list[str], dict[str, Any]]:
+    """The backup and restore runbooks (tasks/recovery.py): what they did, what they found."""
+    r = remote(h)
+    if name == "backup-setup":
+        return recovery.backup_setup(r, s), {}
+    if name == "restore-drill":
+        return recovery.restore_drill(r, s)
+    return recovery.restore_latest(r, s), {}
 
 
 def _fail(ctx: RunContext, h, s: Settings, error: Exception | str, done: list[str] | None) -> bool:

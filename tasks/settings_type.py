@@ -80,6 +80,20 @@ class Settings:
     backup_copy_to: str
     backup_copy_dir: str
     backup_timeout: int
+    backup_method: str
+    backup_repo_host: str
+    backup_stanza: str
+    backup_repo_path: str
+    backup_pg_data: str
+    backup_pg_version: int
+    backup_pg_service: str
+    backup_max_age: str
+    backup_retention_full: int
+    backup_archive_timeout: int
+    backup_archive_wait: int
+    drill_target: str
+    drill_port: int
+    drill_dir: str
     migrate_dir: str
     migrate_baseline: str
     migrate_lint: str

@@ -41,3 +41,9 @@ def holder_sql(env: str) -> str:
 def release_sql(env: str, who: str) -> str:
     """The lock of ENV deleted, if WHO holds it."""
     return f"DELETE FROM {TABLE} WHERE env = {lit(env)} AND holder = {lit(who)}"
+
+
+def take_over_sql(env: str, who: str, command: str) -> list[str]:
+    """The lock of ENV held by WHO again, whoever the table says holds it: after a restore
+    brought the table back to a moment another run held it."""
+    return [f"DELETE FROM {TABLE} WHERE env = {lit(env)}", acquire_sql(env, who, command)]

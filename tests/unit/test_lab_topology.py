@@ -5,16 +5,17 @@ import pytest
 from lab.topology import BRIDGE_ADDRESS, ENVS, SUBNET, topology
 
 
-def test_staging_has_one_app_host_and_a_database():
+def test_staging_has_one_app_host_a_database_and_a_backup_repository():
     hosts = {h.name: h for h in topology("staging")}
-    assert set(hosts) == {"app1", "db1"}
+    assert set(hosts) == {"app1", "db1", "repo1"}
     assert hosts["app1"].groups == ("app_servers",)
     assert hosts["db1"].groups == ("db_servers",)
+    assert hosts["repo1"].groups == ("backup_servers",)
 
 
-def test_production_has_three_app_hosts_a_database_a_cache_and_a_load_balancer():
+def test_production_has_app_hosts_a_database_a_cache_a_balancer_and_a_repository():
     names = [h.name for h in topology("production")]
-    assert names == ["app1", "app2", "app3", "db1", "cache1", "lb1"]
+    assert names == ["app1", "app2", "app3", "db1", "cache1", "lb1", "repo1"]
     assert next(h for h in topology("production") if h.name == "lb1").groups == ("lb_servers",)
 
 
