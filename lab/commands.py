@@ -207,6 +207,18 @@ def database_from_copy_sql(name: str, copy: str, owner: str) -> str:
     )
 
 
+# The database host is kept across `lab reset`: what backup-setup gave it goes (its repository
+# host boots again empty), PostgreSQL restarting only when archive_mode was on.
+UNARCHIVE_SCRIPT = """
+psql="runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1"
+cd / && mode=$($psql -c 'SHOW archive_mode')
+$psql -c 'ALTER SYSTEM RESET archive_mode' -c 'ALTER SYSTEM RESET archive_command' \\
+  -c 'ALTER SYSTEM RESET archive_timeout' -c 'SELECT pg_reload_conf()' >/dev/null
+if [ "$mode" = on ]; then systemctl restart postgresql; fi
+rm -rf /etc/pgbackrest.conf ~postgres/.ssh /var/lib/postgresql/*/main.lost-*
+"""
+
+
 def forget_neighbour_commands(address: str, namespaces: list[str]) -> list[list[str]]:
     """Drop what this machine and the hosts in NAMESPACES know of ADDRESS's MAC: a host booted
     again under it gets a new one, and an entry still marked reachable would send to the old

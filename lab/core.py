@@ -435,6 +435,7 @@ def reset(env: str, echo: Echo = print) -> list[LabHost]:
         _teardown_host(host)
     for host in (h for h in hosts if h not in again):
         ssh(host, "systemctl start postgresql", timeout=60)  # a test may have stopped it
+        ssh(host, commands.UNARCHIVE_SCRIPT, timeout=120)
     echo(f"lab {env}: resetting {len(hosts)} hosts ({len(again)} boot again)")
     _start(env, hosts, hosts, echo)
     return hosts

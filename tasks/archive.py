@@ -10,6 +10,7 @@ maintenance while the database is down.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -76,8 +77,8 @@ def servers(s: Settings) -> Servers:
 def _install_config(r: Remote, text: str) -> bool:
     """/etc/pgbackrest.conf on R as TEXT (0640 root:postgres, as pgBackRest reads it); True
     when it changed."""
-    _, now, _ = sh(r, f"cat {pgb.CONFIG} 2>/dev/null || true")
-    if now == text:
+    _, now, _ = sh(r, f"sha256sum {pgb.CONFIG} 2>/dev/null || true")
+    if now.split()[:1] == [hashlib.sha256(text.encode()).hexdigest()]:
         return False
     r.put_text(text, pgb.CONFIG, mode="640")
     sh(r, f"chgrp {pgb.PG_USER} {pgb.CONFIG}")

@@ -20,6 +20,7 @@ from tasks.commands import postgres
 from tasks.commands.shell import paths, q
 from tasks.config import Settings
 from tasks.hosts import app_hosts
+from tasks.migrations import read_history
 from tasks.remote import DeployError, Remote, wait_healthy
 from tasks.transport import remote, say, sh
 
@@ -69,6 +70,11 @@ def maintenance(s: Settings, why: str) -> Iterator[None]:
     """Every app host of the run answers the maintenance 503 (its health path still answers)
     while the database is down; let back in after, and only the hosts this turned on."""
     hosts = [remote(h) for h in app_hosts()]
+    if s.release_strategy != "blue_green":
+        for h in hosts:
+            say(h, f"no local proxy to answer 503 (release_strategy restart): {why}")
+        yield
+        return
     turned_on = [h for h in hosts if slots.set_maintenance(h, s, True)]
     for h in turned_on:
         say(h, f"maintenance mode on: {why}")
@@ -154,13 +160,20 @@ def restore_latest(h: Remote, s: Settings) -> list[str]:
     ]
 
 
-def restore_to_point(h: Remote, s: Settings, backup: dict[str, Any], take_lock: Callable) -> str:
+def restore_to_point(
+    h: Remote, s: Settings, backup: dict[str, Any], migrated: list[str], take_lock: Callable
+) -> str:
     """Full rollback: the cluster back to the deploy's restore point (point-in-time recovery),
     the app hosts in maintenance while it is down; TAKE_LOCK puts this run's lock back (the
-    lock table went back in time too). Says how many rows written since are lost first."""
+    lock table went back in time too). Says how many rows written since are lost first.
+    Nothing to do when no row is newer than the point and none of the deploy's migrations
+    (MIGRATED) is in the history: the cluster is at the point already."""
     point, backup_set = backup["restore_point"], backup["backup_set"]
     since = f"SELECT count(*) FROM metrics WHERE id > {int(backup['metrics_max_id'])}"
     _, newer, _ = sh(h, postgres.psql(s, since))
+    _, _, applied = read_history(h, s)
+    if int(newer) == 0 and not set(migrated) & set(applied):
+        return f"the database has nothing newer than restore point {point}: nothing to restore"
     say(
         h,
         f"restoring the cluster to restore point {point} (from {backup_set}): {int(newer)} "

@@ -27,9 +27,18 @@ from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import helm, ledger
+from tasks import helm, ledger, recovery
 from tasks import releases as releases_on_host
-from tasks.commands import docker, git, host_state, http, migration_sql, postgres, shell
+from tasks.commands import (
+    deploy_lock,
+    docker,
+    git,
+    host_state,
+    http,
+    migration_sql,
+    postgres,
+    shell,
+)
 from tasks.commands import helm as helm_commands
 from tasks.config import Settings, seconds
 from tasks.context import RunContext
@@ -287,10 +296,22 @@ def _revert_migrations(ctx: RunContext, host, s: Settings, target: Target, phase
         target.reverted.append(version)
 
 
-def _restore_backup(host, s: Settings, target: Target) -> None:
+def _restore_backup(ctx: RunContext, host, s: Settings, target: Target) -> None:
     backup = target.manifest.get("backup")
     if not backup:
         raise DeployError("the deploy took no backup, there is nothing to restore")
+    if backup.get("method") == "pgbackrest":
+
+        def take_lock() -> None:
+            statements = deploy_lock.take_over_sql(s.deploy_env, ctx.lock_holder, ctx.command)
+            sh(host, postgres.psql(s, None, None, *statements), what="taking the lock back")
+
+        migrated = [
+            *target.manifest.get("migrations_applied", []),
+            *target.manifest.get("contract_migrations_applied", []),
+        ]
+        say(host, recovery.restore_to_point(remote(host), s, backup, migrated, take_lock))
+        return
     _, now, _ = sh(host, postgres.psql(s, postgres.table_fingerprint_sql()), timeout=120)
     rows, _, md5 = now.strip().split("|")
     if md5 == backup["metrics_md5"] and int(rows) == backup["metrics_rows"]:
@@ -333,10 +354,14 @@ def _revert_contract(state, host, ctx: RunContext, s: Settings, target: Target) 
 
 def _schema_after_switch(ctx: RunContext, host, s: Settings, target: Target) -> None:
     """Once every host serves the target: the expand migrations it lacks, then the backup
-    (taken before the last deploy, so of the target's schema) if asked."""
-    _revert_migrations(ctx, host, s, target, EXPAND)
-    if s.rollback_restore_backup == "yes":
-        _restore_backup(host, s, target)
+    (taken before the last deploy, so of the target's schema) if asked. A restore point
+    brings the whole cluster back, schema and history included: nothing to revert first."""
+    backup = target.manifest.get("backup") or {}
+    restore = s.rollback_restore_backup == "yes"
+    if not (restore and backup.get("method") == "pgbackrest"):
+        _revert_migrations(ctx, host, s, target, EXPAND)
+    if restore:
+        _restore_backup(ctx, host, s, target)
 
 
 def _database(state, host, ctx: RunContext, s: Settings, target: Target) -> bool:
