@@ -1,7 +1,9 @@
 """The team's production: `pyinfra inventories/production.py deploy.py`.
 
 Host names come from PRODUCTION_APP_HOSTS (comma separated); there is no default, so a
-production run always names its hosts on purpose.
+production run always names its hosts on purpose. With `backup_method: pgbackrest`,
+PRODUCTION_DB_HOST names the database server and PRODUCTION_BACKUP_HOST the repository host
+(backup_repo_host), both reached over SSH and given no deploy.
 """
 
 import os
@@ -17,3 +19,5 @@ if not _names:
     )
 _data = checked_vars("production", argv=sys.argv)
 app_servers = [(name, _data) for name in _names]
+db_servers = [(n, _data) for n in [os.environ.get("PRODUCTION_DB_HOST", "")] if n]
+backup_servers = [(n, _data) for n in [os.environ.get("PRODUCTION_BACKUP_HOST", "")] if n]

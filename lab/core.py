@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from lab import apprepo, commands, seed
 from lab.image import ensure_redis_image, load_redis_image_script
-from lab.paths import STATE_DIR
+from lab.paths import REPO_DIR, STATE_DIR
 from lab.rootfs import ensure_base_root
 from lab.topology import (
     BRIDGE,
@@ -36,6 +37,9 @@ DB_PORT = 5432
 REDIS_PORT = 6379
 LB_PORT = 80
 APP_PORT = 8080
+# Environments whose database archives to repo1 (`backup_method: pgbackrest` in their
+# group_vars), and their inventory.
+ARCHIVED = {"production": "inventories/lab_production.py"}
 
 Echo = Callable[[str], None]
 
@@ -421,7 +425,29 @@ def _start(env: str, hosts: list[LabHost], todo: list[LabHost], echo: Echo) -> N
         raise LabError(
             f"lab {env} did not come up: {exc}\n{logs}\nThe lab {env} was taken down again."
         ) from exc
+    if env in ARCHIVED and any(
+        "db_servers" in h.groups or "backup_servers" in h.groups for h in booted
+    ):
+        _set_up_archiving(env, echo)
     echo(f"lab {env}: up in {time.monotonic() - started:.1f} s")
+
+
+def _set_up_archiving(env: str, echo: Echo) -> None:
+    """The environment's database archiving to its repo1, by the project's own runbook (the
+    way a team sets it up), whenever its database or repository host booted afresh."""
+    echo(f"lab {env}: runbook=backup-setup (pgBackRest archiving from db1 to repo1)")
+    inventory = ARCHIVED[env]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "pyinfra"), "-y", inventory, "runbook.py"]
+        + ["--data", "runbook=backup-setup"],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise LabError(f"backup-setup failed on lab {env}:\n{(done.stdout + done.stderr)[-3000:]}")
 
 
 def reset(env: str, echo: Echo = print) -> list[LabHost]:

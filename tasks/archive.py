@@ -269,6 +269,15 @@ def wait_promoted(db: Remote, s: Settings, psql: Callable[[str], str], limit: in
         time.sleep(0.5)
 
 
+def promoted(db: Remote, s: Settings) -> None:
+    """Wait until the live cluster restored on DB is out of recovery, then have it checkpoint:
+    its checkpointer slept through the recovery on checkpoint_timeout and would not switch
+    WAL on archive_timeout until its next checkpoint (seen with PostgreSQL 15 after a
+    promotion at a restore point: no segment archived for minutes of writes)."""
+    wait_promoted(db, s, pgb.superuser_psql, s.backup_timeout)
+    sh(db, pgb.superuser_psql("CHECKPOINT"), timeout=300, what="the first checkpoint")
+
+
 def restore_cluster(db: Remote, s: Settings, options: Sequence[str]) -> float:
     """The live cluster stopped, restored by pgBackRest with OPTIONS (a target, a set), started
     and out of recovery; seconds it took."""
@@ -276,7 +285,7 @@ def restore_cluster(db: Remote, s: Settings, options: Sequence[str]) -> float:
     sh(db, f"systemctl stop {q(s.backup_pg_service)}", timeout=120, what="stopping PostgreSQL")
     sh(db, pgb.restore(s, *options), timeout=s.backup_timeout, what="pgbackrest restore")
     sh(db, f"systemctl start {q(s.backup_pg_service)}", timeout=120, what="starting PostgreSQL")
-    wait_promoted(db, s, pgb.superuser_psql, s.backup_timeout)
+    promoted(db, s)
     return round(time.monotonic() - started, 2)
 
 
@@ -331,6 +340,7 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
     started = time.monotonic()
     result = Drill(target=target)
     scratch, log = f"{s.drill_dir}/cluster", f"{s.drill_dir}/server.log"
+    config = f"{s.drill_dir}/pgbackrest.conf"
     _clear_scratch(repo, s, scratch)
     try:
         when = point_time(target) if target != "latest" else None
@@ -348,13 +358,13 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
         if problems:
             raise DeployError("; ".join(problems))
         sh(repo, f"install -d -o {pgb.PG_USER} -m 0700 {q(s.drill_dir)} {q(scratch)}")
-        repo.put_text(pgb.drill_config(s, scratch), pgb.DRILL_CONFIG, mode="640")
-        sh(repo, f"chgrp {pgb.PG_USER} {pgb.DRILL_CONFIG}")
+        repo.put_text(pgb.drill_config(s, scratch), config, mode="640")
+        sh(repo, f"chgrp {pgb.PG_USER} {q(config)}")
         options = pgb.target_options(target, result.backup_set)
         say(repo, f"drill: restoring {result.backup_set} + WAL to {target} into {scratch}")
         sh(
             repo,
-            pgb.restore(s, *options, config=pgb.DRILL_CONFIG, delta=False),
+            pgb.restore(s, *options, config=config, delta=False),
             timeout=s.backup_timeout,
             what="pgbackrest restore (drill)",
         )

@@ -144,7 +144,7 @@ def restore_latest(h: Remote, s: Settings) -> list[str]:
         started = time.monotonic()
         sh(sv.db, pgb.restore(s), timeout=s.backup_timeout, what="pgbackrest restore")
         sh(sv.db, f"systemctl start {q(s.backup_pg_service)}", timeout=120)
-        archive.wait_promoted(sv.db, s, pgb.superuser_psql, s.backup_timeout)
+        archive.promoted(sv.db, s)
         seconds = round(time.monotonic() - started, 2)
     rows, max_id = _metrics(h, s)
     for app in app_hosts():

@@ -13,7 +13,6 @@ from tasks.config import Settings
 
 PG_USER = "postgres"
 CONFIG = "/etc/pgbackrest.conf"  # where Debian's package keeps it, and pgbackrest looks
-DRILL_CONFIG = "/etc/pgbackrest/drill.conf"
 ARCHIVE_SETTINGS = ("archive_mode", "archive_command", "archive_timeout")
 
 
@@ -235,13 +234,14 @@ def archive_listing(s: Settings) -> str:
     corrupt when the file does not decompress to the SHA-1 its name carries; then
     `newest <seconds since the newest segment was archived>`."""
     folder = f"{s.backup_repo_path}/archive/{s.backup_stanza}"
+    segments = "find . -type f -name '[0-9A-F]*-*' ! -name '*.backup' ! -name '*.tmp'"
     script = (
-        f"cd {q(folder)} && find . -type f -name '[0-9A-F]*-*' ! -name '*.backup' | sort -t/ -k4 | "
+        f"cd {q(folder)} && {segments} | sort -t/ -k4 | "
         "while read -r f; do b=${f##*/}; seg=${b%%-*}; sum=${b#*-}; sum=${sum%%.*}; "
         'case "$b" in *.gz) got=$(gzip -dc "$f" 2>/dev/null | sha1sum) ;; '
         '*) got=$(sha1sum < "$f") ;; esac; '
         '[ "${got%% *}" = "$sum" ] && echo "$seg ok $f" || echo "$seg corrupt $f"; done; '
-        "newest=$(find . -type f -name '[0-9A-F]*-*' -printf '%T@\\n' | sort -n | tail -1); "
+        f"newest=$({segments} -printf '%T@\\n' | sort -n | tail -1); "
         'echo "newest $(( $(date +%s) - ${newest%.*} ))"'
     )
     return as_postgres("sh -c " + q(script))
