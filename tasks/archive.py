@@ -1,7 +1,9 @@
 """Continuous archiving with pgBackRest (`backup_method: pgbackrest`): what the backup-setup
 runbook sets up, what pre-flight and the backup phase ask of it (archiving proven, a backup
 recent enough, a named restore point archived), and the restores: a cluster brought back to a
-restore point or to the newest archived WAL, and restore drills into a scratch cluster.
+restore point or to the newest archived WAL; and restore drills of either method into a
+scratch cluster (pgBackRest's repository on its host, the newest pg_dump on the migration
+host).
 
 Every function takes Remotes (tasks/remote.py): the database server (the inventory's host in
 group db_servers), the repository host (backup_repo_host), the app hosts to hold in
@@ -302,12 +304,42 @@ class Drill:
     problem: str = ""
 
 
-DRILL_CHECKS_SQL = (
-    "SELECT (SELECT coalesce(max(version), 'none') FROM schema_migrations "
-    "WHERE reverted_at IS NULL), count(*), coalesce(max(id), 0), "
+# what a drill checks in the restored database (the last column: compared with the live one)
+METRICS_SQL = (
+    "SELECT count(*), coalesce(max(id), 0), "
     "(SELECT md5(coalesce(string_agg(id::text || ':' || value::text, ',' ORDER BY id), '')) "
     "FROM (SELECT id, value FROM metrics ORDER BY id LIMIT 1000) AS sample) FROM metrics"
 )
+HISTORY_SQL = (
+    "SELECT coalesce(max(version), 'none') FROM schema_migrations WHERE reverted_at IS NULL"
+)
+
+
+def _checks(
+    r: Remote, s: Settings, scratch: str, live: Callable[[], str | None], history: bool
+) -> dict[str, str]:
+    """What the restored database in SCRATCH holds (with HISTORY, its newest migration: a
+    restore whose history is gone fails here), its sample compared with LIVE's."""
+    psql = _scratch_psql(s, scratch)
+    _, out, _ = sh(r, psql(METRICS_SQL), timeout=600, what="checking the drill's metrics")
+    rows, max_id, sample = out.strip().split("|")
+    live_sample = live()
+    compared = (
+        ""
+        if live_sample is None
+        else " (matches the live database)"
+        if live_sample == sample
+        else " (differs from the live database)"
+    )
+    found = {
+        "metrics rows": rows,
+        "metrics highest id": max_id,
+        "sample checksum (1000 oldest rows)": sample + compared,
+    }
+    if history:
+        _, version, _ = sh(r, psql(HISTORY_SQL), what="checking the drill's migration history")
+        found["migration history"] = f"newest {version.strip()}"
+    return found
 
 
 def _scratch_psql(s: Settings, scratch: str) -> Callable[[str], str]:
@@ -371,30 +403,51 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
         ok, _, _ = sh(repo, pgb.scratch_start(s, scratch, log), timeout=660, check=False)
         if not ok:
             raise DeployError(f"the scratch cluster did not start: {_log_errors(repo, log)}")
-        psql = _scratch_psql(s, scratch)
-        wait_promoted(repo, s, psql, s.backup_timeout)
-        _, out, _ = sh(repo, psql(DRILL_CHECKS_SQL), timeout=600, what="checking the drill")
-        version, rows, max_id, sample = out.strip().split("|")
-        live_sample = live()
-        result.checks = {
-            "migration history": f"newest {version}",
-            "metrics rows": rows,
-            "metrics highest id": max_id,
-            "sample checksum (1000 oldest rows)": sample
-            + (
-                ""
-                if live_sample is None
-                else " (matches the live database)"
-                if live_sample == sample
-                else " (differs from the live database)"
-            ),
-        }
-        result.passed = version != "none"
+        wait_promoted(repo, s, _scratch_psql(s, scratch), s.backup_timeout)
+        result.checks = _checks(repo, s, scratch, live, history=True)
+        result.passed = result.checks["migration history"] != "newest none"
         if not result.passed:
             result.problem = "the restored database has no migration history"
     except DeployError as exc:
         result.problem = str(exc)
     finally:
         _clear_scratch(repo, s, scratch)
+    result.rto_seconds = round(time.monotonic() - started, 2)
+    return result
+
+
+def dump_drill(h: Remote, s: Settings, live: Callable[[], str | None]) -> Drill:
+    """backup_method pg_dump: the newest dump in backup_dir on H (the migration host)
+    restored into a scratch cluster there (initdb, drill_port, PostgreSQL's server binaries
+    needed), checked like a pgBackRest drill but for the migration history, which dumps leave
+    out; stopped and deleted. RPO: the dump's age."""
+    started = time.monotonic()
+    _, newest, _ = sh(h, f"ls -1t {q(s.backup_dir)}/backup_*.dump 2>/dev/null | head -n 1 || true")
+    result = Drill(target="latest", backup_set=newest.strip())
+    scratch, log = f"{s.drill_dir}/cluster", f"{s.drill_dir}/server.log"
+    _clear_scratch(h, s, scratch)
+    try:
+        if not result.backup_set:
+            raise DeployError(f"no dump in {s.backup_dir} on {h.name}: nothing to drill")
+        _, age, _ = sh(h, f"echo $(( $(date +%s) - $(stat -c %Y {q(result.backup_set)}) ))")
+        result.rpo_seconds = int(age)
+        sh(h, f"install -d -o {pgb.PG_USER} -m 0700 {q(s.drill_dir)}")
+        say(h, f"drill: restoring {result.backup_set} into a scratch cluster in {scratch}")
+        sh(h, pgb.scratch_init(s, scratch), timeout=300, what="initdb (drill)")
+        ok, _, _ = sh(h, pgb.scratch_start(s, scratch, log), timeout=660, check=False)
+        if not ok:
+            raise DeployError(f"the scratch cluster did not start: {_log_errors(h, log)}")
+        sh(
+            h,
+            pgb.dump_restore(s, scratch, result.backup_set),
+            timeout=s.backup_timeout,
+            what="pg_restore (drill)",
+        )
+        result.checks = _checks(h, s, scratch, live, history=False)
+        result.passed = True
+    except DeployError as exc:
+        result.problem = str(exc)
+    finally:
+        _clear_scratch(h, s, scratch)
     result.rto_seconds = round(time.monotonic() - started, 2)
     return result

@@ -94,19 +94,15 @@ def _metrics(h: Remote, s: Settings) -> tuple[int, int]:
 
 def restore_drill(h: Remote, s: Settings) -> tuple[list[str], dict[str, Any]]:
     """The drill of the configured method; its lines and its record (verdict, RTO, RPO)."""
-    if s.backup_method != "pgbackrest":
-        raise DeployError(
-            "runbook restore-drill restores pgBackRest's repository: with backup_method "
-            "pg_dump, each deploy reads its dump back (pg_restore --list) and a full "
-            "rollback restores it"
-        )
-    sv = archive.servers(s)
 
     def live_sample() -> str | None:
-        ok, out, _ = sh(h, postgres.psql(s, archive.DRILL_CHECKS_SQL), timeout=120, check=False)
+        ok, out, _ = sh(h, postgres.psql(s, archive.METRICS_SQL), timeout=120, check=False)
         return out.strip().split("|")[-1] if ok else None
 
-    result = archive.drill(sv.repo, s, s.drill_target, live_sample)
+    if s.backup_method == "pg_dump":
+        result = archive.dump_drill(h, s, live_sample)
+    else:
+        result = archive.drill(archive.servers(s).repo, s, s.drill_target, live_sample)
     lines = [
         f"drill to {result.target} from {result.backup_set or 'no backup'}: "
         f"{'PASSED' if result.passed else 'FAILED'}, RTO {result.rto_seconds}s, "

@@ -217,6 +217,23 @@ def scratch_start(s: Settings, scratch: str, log: str) -> str:
     )
 
 
+def scratch_init(s: Settings, scratch: str) -> str:
+    """An empty scratch cluster in SCRATCH (a pg_dump drill restores its dump into it)."""
+    bin_dir = f"/usr/lib/postgresql/{s.backup_pg_version}/bin"
+    return as_postgres(f"{bin_dir}/initdb -A peer -U {PG_USER} -D {q(scratch)}")
+
+
+def dump_restore(s: Settings, scratch: str, dump: str) -> str:
+    """The custom-format dump DUMP (root's, 0600) restored into database db_name of the
+    scratch server in SCRATCH, read through a pipe: postgres never reads the file itself."""
+    where = f"-h {q(scratch)} -p {int(s.drill_port)}"
+    restore = (
+        f"createdb {where} {q(s.db_name)} && "
+        f"pg_restore --no-owner --no-acl --exit-on-error {where} -d {q(s.db_name)}"
+    )
+    return f"cd / && cat {q(dump)} | runuser -u {PG_USER} -- sh -c {q(restore)}"
+
+
 def scratch_stop(s: Settings, scratch: str) -> str:
     """Stop a scratch server in SCRATCH if one runs (nothing when none does)."""
     bin_dir = f"/usr/lib/postgresql/{s.backup_pg_version}/bin"

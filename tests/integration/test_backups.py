@@ -13,6 +13,7 @@ import pytest
 from pyinfra_runs import QUICK, lab_settings, output, pyinfra, report
 
 from lab import core
+from lab.load import Load
 from lab.topology import topology
 from tasks.commands import postgres
 from tasks.commands.pgbackrest import superuser_psql
@@ -53,6 +54,8 @@ def archived(lab):
     app1, db1, repo1 = topology("staging")
     first = pyinfra("--data", "app_version=v1.9.0", *QUICK)
     assert first.returncode == 0, output(first)[-3000:]
+    refused = pyinfra("--data", "app_version=v2.0.0-perf", *PGB, *QUICK)
+    assert refused.returncode != 0 and "runbook=backup-setup" in output(refused)
     setup = runbook("backup-setup")
     assert setup.returncode == 0, output(setup)[-3000:]
     yield app1, db1, repo1, lab_settings(), output(setup)
@@ -64,6 +67,11 @@ def info(repo1) -> dict:
         repo1, "cd / && runuser -u postgres -- pgbackrest --stanza=monitoring info --output=json"
     )
     return json.loads(out)[0]
+
+
+def test_a_server_that_does_not_archive_was_refused_before_any_change(archived):
+    app1 = archived[0]
+    assert sh(app1, "curl -s -m 5 localhost:8080/api/v1/version") == '{"version":"1.9.0"}'
 
 
 def test_backup_setup_archives_restarts_once_measured_and_then_changes_nothing(archived):
@@ -143,16 +151,23 @@ def test_a_full_rollback_restores_the_cluster_to_the_deploy_restore_point(archiv
         "INSERT INTO metrics (type, host, value) SELECT 'cpu', 'late', 1 FROM generate_series(1, 7)"
     )
     sh(app1, postgres.psql(s, late))
-    result = pyinfra(
-        "--data",
-        "rollback_mode=full",
-        "--data",
-        "rollback_restore_backup=yes",
-        *PGB,
-        script="rollback.py",
-    )
+    with Load(f"http://{app1.address}:8080", 50, "300s", samples=True) as load:
+        time.sleep(2)
+        result = pyinfra(
+            "--data",
+            "rollback_mode=full",
+            "--data",
+            "rollback_restore_backup=yes",
+            *PGB,
+            script="rollback.py",
+        )
+        load.result(stop_early=True)
     text = output(result)
     assert result.returncode == 0, text[-3000:]
+    # k6's own samples: every request answered; those that were not served got the
+    # maintenance 503 while the database was down, none failed otherwise
+    statuses = [status for _, status in load.timed_answers()]
+    assert 503 in statuses and set(statuses) <= {200, 503}, sorted(set(statuses))
     assert "row(s) written since will be lost" in text and "maintenance mode on" in text
     assert sh(app1, "curl -s -m 5 localhost:8080/api/v1/version") == '{"version":"1.9.0"}'
     applied = f"SELECT version FROM {postgres.HISTORY_TABLE} WHERE reverted_at IS NULL"

@@ -61,8 +61,15 @@ def fleet(lab):
 
 
 def test_a_rolling_deploy_through_lb1_fails_no_request(fleet):
+    """With the checklist's pg_dump, copied to another host (the lab's production archives
+    with pgBackRest otherwise: the other deploys through lb1 take restore points)."""
     result, traffic = through_lb1(
-        "--data", "app_version=v2.0.0-perf", "--data", "backup_copy_to=lb1"
+        "--data",
+        "app_version=v2.0.0-perf",
+        "--data",
+        "backup_method=pg_dump",
+        "--data",
+        "backup_copy_to=lb1",
     )
     text = output(result)
     assert result.returncode == 0, text[-3000:]
@@ -143,6 +150,8 @@ def test_a_rolling_deploy_behind_a_health_check_only_balancer_fails_no_request(f
     assert traffic.unserved == 0, traffic
     assert versions() == dict.fromkeys(APPS, "1.9.0")
     assert "failing the balancer's health check" in text and "drained on lb1" not in text
+    backup = report(result, "app1")["facts"]["backup"]  # a restore point, under the same load
+    assert backup["method"] == "pgbackrest" and backup["restore_point"].startswith("mdd_")
 
 
 def test_one_host_of_the_fleet_alone_is_drained_on_lb1(fleet):

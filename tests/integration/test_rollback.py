@@ -54,6 +54,21 @@ def psql(app1, s, sql: str) -> str:
     return sh(app1, postgres.psql(s, sql))
 
 
+def test_a_restore_drill_restores_the_newest_dump_into_a_scratch_cluster(staging):
+    app1, s, upgrade = staging
+    backup = upgrade["facts"]["backup"]
+    result = pyinfra("--data", "runbook=restore-drill", script="runbook.py")
+    text = output(result)
+    assert result.returncode == 0, text[-3000:]
+    assert f"drill to latest from {backup['path']}: PASSED" in text
+    assert f"metrics rows: {backup['metrics_rows']}" in text
+    assert "(matches the live database)" in text
+    # the scratch cluster is stopped and gone; app1 runs no PostgreSQL of its own
+    assert (
+        sh(app1, "ls /var/lib/mdd-drill 2>/dev/null; pgrep -u postgres -x postgres || true") == ""
+    )
+
+
 def test_full_rollback_reverts_migrations_removes_the_container_and_restores(staging):
     app1, s, upgrade = staging
     backup = upgrade["facts"]["backup"]

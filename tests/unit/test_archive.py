@@ -173,3 +173,20 @@ def test_a_drill_with_a_corrupted_segment_fails_naming_it_and_leaves_no_scratch_
     assert result.rpo_seconds == 3
     assert not repo.ran("pgbackrest .*restore")
     assert repo.ran("rm -rf /var/lib/mdd-drill")[-1] == repo.commands[-1]
+
+
+def test_a_dump_drill_without_a_dump_says_so_and_leaves_nothing():
+    app1 = FakeRemote("app1")
+    result = archive.dump_drill(app1, settings(backup_method="pg_dump"), lambda: None)
+    assert not result.passed
+    assert result.problem == (
+        "no dump in /var/backups/monitoring-dashboard on app1: nothing to drill"
+    )
+    assert not app1.ran("initdb")
+    assert app1.ran("rm -rf /var/lib/mdd-drill")[-1] == app1.commands[-1]
+
+
+def test_a_dump_reaches_the_scratch_server_through_a_pipe_root_reads():
+    command = pgb.dump_restore(settings(), "/d/cluster", "/var/backups/x/backup_1.dump")
+    assert command.startswith("cd / && cat /var/backups/x/backup_1.dump | runuser -u postgres")
+    assert "pg_restore --no-owner --no-acl --exit-on-error -h /d/cluster -p 5499" in command
