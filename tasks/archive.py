@@ -134,12 +134,16 @@ def _archive_on(sv: Servers, s: Settings, watch: Callable[[Callable[[], Any]], s
     return done
 
 
-def newest_backup(repo: Remote, s: Settings) -> dict | None:
-    """The newest backup of the stanza in the repository (pgBackRest's own JSON), or None."""
+def backups(repo: Remote, s: Settings) -> list[dict[str, Any]]:
+    """The stanza's backups in the repository, oldest first (pgBackRest's own JSON)."""
     _, out, _ = sh(repo, pgb.info(s), what="pgbackrest info")
     stanzas = json.loads(out or "[]")
-    backups = stanzas[0].get("backup", []) if stanzas else []
-    return backups[-1] if backups else None
+    return list(stanzas[0].get("backup", [])) if stanzas else []
+
+
+def newest_backup(repo: Remote, s: Settings) -> dict[str, Any] | None:
+    found = backups(repo, s)
+    return found[-1] if found else None
 
 
 def setup(sv: Servers, s: Settings, watch: Callable[[Callable[[], Any]], str]) -> list[str]:
@@ -243,20 +247,17 @@ def restore_point(db: Remote, s: Settings, name: str) -> tuple[int, str, float]:
 # ----------------------------------------------------------------------------- restores
 
 
-def backup_before(repo: Remote, s: Settings, when: datetime | None) -> str:
-    """The newest backup that ended before WHEN (all of them when None); its label. A
-    restore to a named point must start from a backup taken before the point."""
-    _, out, _ = sh(repo, pgb.info(s), what="pgbackrest info")
-    stanzas = json.loads(out or "[]")
-    backups = stanzas[0].get("backup", []) if stanzas else []
+def backup_before(found: list[dict[str, Any]], when: datetime | None) -> dict[str, Any]:
+    """Of the backups FOUND, the newest that ended before WHEN (any when None): a restore to
+    a named point must start from a backup taken before the point."""
     limit = when.timestamp() if when else float("inf")
-    before = [b for b in backups if int(b["timestamp"]["stop"]) < limit]
+    before = [b for b in found if int(b["timestamp"]["stop"]) < limit]
     if not before:
         raise DeployError(
-            f"no backup in {repo.name}'s repository ended before "
+            f"no backup in the repository ended before "
             f"{when.isoformat() if when else 'now'}: nothing to restore from"
         )
-    return str(before[-1]["label"])
+    return before[-1]
 
 
 def wait_promoted(db: Remote, s: Settings, psql: Callable[[str], str], limit: int) -> float:
@@ -378,15 +379,10 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
         when = point_time(target) if target != "latest" else None
         if target != "latest" and when is None and target[:4].isdigit():
             when = datetime.fromisoformat(target.replace(" UTC", "+00:00"))
-        result.backup_set = backup_before(repo, s, when)
-        _, out, _ = sh(repo, pgb.info(s), what="pgbackrest info")
-        start = next(
-            b["archive"]["start"]
-            for b in json.loads(out)[0]["backup"]
-            if b["label"] == result.backup_set
-        )
+        chosen = backup_before(backups(repo, s), when)
+        result.backup_set = str(chosen["label"])
         _, listing, _ = sh(repo, pgb.archive_listing(s), timeout=600, what="reading the archive")
-        problems, result.rpo_seconds = pgb.wal_problems(listing, start)
+        problems, result.rpo_seconds = pgb.wal_problems(listing, chosen["archive"]["start"])
         if problems:
             raise DeployError("; ".join(problems))
         sh(repo, f"install -d -o {pgb.PG_USER} -m 0700 {q(s.drill_dir)} {q(scratch)}")

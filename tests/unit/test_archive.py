@@ -190,3 +190,11 @@ def test_a_dump_reaches_the_scratch_server_through_a_pipe_root_reads():
     command = pgb.dump_restore(settings(), "/d/cluster", "/var/backups/x/backup_1.dump")
     assert command.startswith("cd / && cat /var/backups/x/backup_1.dump | runuser -u postgres")
     assert "pg_restore --no-owner --no-acl --exit-on-error -h /d/cluster -p 5499" in command
+
+
+def test_a_restore_to_a_point_starts_from_the_newest_backup_taken_before_it():
+    found = json.loads(info_json(1000, 2000, 3000))[0]["backup"]
+    assert archive.backup_before(found, datetime.fromtimestamp(2500, UTC))["label"] == "set1"
+    assert archive.backup_before(found, None)["label"] == "set2"
+    with pytest.raises(DeployError, match="no backup in the repository ended before"):
+        archive.backup_before(found, datetime.fromtimestamp(500, UTC))
