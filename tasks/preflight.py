@@ -134,17 +134,15 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
                 f"(DB_MAX_OPEN_CONNS {s.db_max_open_conns} x {clients} + "
                 f"{s.db_connections_headroom} headroom): raise it or lower db_max_open_conns"
             )
-    if migration_host and dumps and "database_bytes" in facts:
-        need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
-        facts.update(
-            {
-                "backup_free_bytes": free,
-                "backup_needed_bytes": need,
-                "index_estimate_bytes": int(facts["metrics_table_bytes"] * INDEX_SIZE_RATIO),
-            }
-        )
-        if free < need:
-            problems.append(f"{s.backup_dir} has {free} bytes free, the backup needs about {need}")
+    if migration_host and "database_bytes" in facts:
+        if dumps:  # a restore point needs no room on the migration host
+            need = int(facts["database_bytes"] * BACKUP_SIZE_MARGIN)
+            facts.update({"backup_free_bytes": free, "backup_needed_bytes": need})
+            if free < need:
+                problems.append(
+                    f"{s.backup_dir} has {free} bytes free, the backup needs about {need}"
+                )
+        facts["index_estimate_bytes"] = int(facts["metrics_table_bytes"] * INDEX_SIZE_RATIO)
         problems += lint_found
     problems += cache[0]
     facts.update(cache[1])
