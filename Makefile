@@ -44,3 +44,4 @@ bench: deps
 	$(PY) bench/schema.py
 	$(PY) bench/guard.py
 	$(PY) bench/fleet.py
+	$(PY) bench/backup.py
