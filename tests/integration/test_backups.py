@@ -162,11 +162,11 @@ def test_a_full_rollback_restores_the_cluster_to_the_deploy_restore_point(archiv
             script="rollback.py",
         )
         load.result(stop_early=True)
+        # k6's own samples: every request answered; those that were not served got the
+        # maintenance 503 while the database was down, none failed otherwise
+        statuses = [status for _, status in load.timed_answers()]
     text = output(result)
     assert result.returncode == 0, text[-3000:]
-    # k6's own samples: every request answered; those that were not served got the
-    # maintenance 503 while the database was down, none failed otherwise
-    statuses = [status for _, status in load.timed_answers()]
     assert 503 in statuses and set(statuses) <= {200, 503}, sorted(set(statuses))
     assert "row(s) written since will be lost" in text and "maintenance mode on" in text
     assert sh(app1, "curl -s -m 5 localhost:8080/api/v1/version") == '{"version":"1.9.0"}'

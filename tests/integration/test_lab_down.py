@@ -38,7 +38,7 @@ def _on(host, command: str) -> str:
 
 
 def _staging_as_a_user_and_a_dba_see_it() -> dict:
-    app1, db1 = core.hosts_of("staging")
+    app1, db1, _repo1 = core.hosts_of("staging")
     psql = f"cd / && runuser -u postgres -- psql -tA -d {core.DB_NAME} -c"
     return {
         "metrics": _on(
@@ -65,7 +65,7 @@ def test_reset_takes_away_what_a_deploy_and_a_dba_changed(lab):
     core.reset("staging", echo=lambda _m: None)
     fresh = _staging_as_a_user_and_a_dba_see_it()
     assert fresh["metrics"].startswith(f"{core.seed_rows()}|") and fresh["role settings"] == "0"
-    app1, db1 = core.hosts_of("staging")
+    app1, db1, _repo1 = core.hosts_of("staging")
     psql = f"cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d {core.DB_NAME}"
     core.ssh(
         db1,
