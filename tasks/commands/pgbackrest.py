@@ -13,7 +13,6 @@ from tasks.config import Settings
 
 PG_USER = "postgres"
 CONFIG = "/etc/pgbackrest.conf"  # where Debian's package keeps it, and pgbackrest looks
-ARCHIVE_SETTINGS = ("archive_mode", "archive_command", "archive_timeout")
 
 
 def as_postgres(command: str) -> str:
