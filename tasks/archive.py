@@ -78,9 +78,11 @@ def servers(s: Settings) -> Servers:
 
 def _install_config(r: Remote, text: str) -> bool:
     """/etc/pgbackrest.conf on R as TEXT (0640 root:postgres, as pgBackRest reads it); True
-    when it changed."""
-    _, now, _ = sh(r, f"sha256sum {pgb.CONFIG} 2>/dev/null || true")
-    if now.split()[:1] == [hashlib.sha256(text.encode()).hexdigest()]:
+    when its content, mode or owner changed."""
+    found = f"stat -c '%a %U:%G' {pgb.CONFIG} && sha256sum {pgb.CONFIG}"
+    _, now, _ = sh(r, f"{found} 2>/dev/null || true")
+    wanted = ["640", f"root:{pgb.PG_USER}", hashlib.sha256(text.encode()).hexdigest()]
+    if now.split()[:3] == wanted:
         return False
     r.put_text(text, pgb.CONFIG, mode="640")
     sh(r, f"chgrp {pgb.PG_USER} {pgb.CONFIG}")
@@ -364,18 +366,40 @@ def _log_errors(repo: Remote, log: str) -> str:
     return " | ".join(line.strip() for line in out.splitlines()) or "no error in its log"
 
 
+def _start_scratch(r: Remote, s: Settings, scratch: str, log: str) -> None:
+    ok, _, _ = sh(r, pgb.scratch_start(s, scratch, log), timeout=660, check=False)
+    if not ok:
+        raise DeployError(f"the scratch cluster did not start: {_log_errors(r, log)}")
+
+
+def _in_scratch(
+    r: Remote, s: Settings, result: Drill, restore: Callable[[str, str], None]
+) -> Drill:
+    """RESULT of a drill on R: RESTORE(scratch folder, its server's log) restores, starts and
+    checks a scratch cluster, whose leftovers (a killed drill's too) are cleared before and
+    after; a DeployError it raises is the drill's problem. RTO: from the start to the end."""
+    started = time.monotonic()
+    scratch = f"{s.drill_dir}/cluster"
+    _clear_scratch(r, s, scratch)
+    try:
+        restore(scratch, f"{s.drill_dir}/server.log")
+    except DeployError as exc:
+        result.problem = str(exc)
+    finally:
+        _clear_scratch(r, s, scratch)
+    result.rto_seconds = round(time.monotonic() - started, 2)
+    return result
+
+
 def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]) -> Drill:
     """Restore the newest backup before TARGET plus the archived WAL up to TARGET into a
     scratch cluster on the repository host (never the live one), start it on drill_port,
     check it, stop and delete it. LIVE gives the live database's sample checksum (None when
     it does not answer). The archive is read first: a corrupted or missing WAL segment is
     named."""
-    started = time.monotonic()
     result = Drill(target=target)
-    scratch, log = f"{s.drill_dir}/cluster", f"{s.drill_dir}/server.log"
-    config = f"{s.drill_dir}/pgbackrest.conf"
-    _clear_scratch(repo, s, scratch)
-    try:
+
+    def restore(scratch: str, log: str) -> None:
         when = point_time(target) if target != "latest" else None
         if target != "latest" and when is None and target[:4].isdigit():
             when = datetime.fromisoformat(target.replace(" UTC", "+00:00"))
@@ -385,6 +409,7 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
         problems, result.rpo_seconds = pgb.wal_problems(listing, chosen["archive"]["start"])
         if problems:
             raise DeployError("; ".join(problems))
+        config = f"{s.drill_dir}/pgbackrest.conf"
         sh(repo, f"install -d -o {pgb.PG_USER} -m 0700 {q(s.drill_dir)} {q(scratch)}")
         repo.put_text(pgb.drill_config(s, scratch), config, mode="640")
         sh(repo, f"chgrp {pgb.PG_USER} {q(config)}")
@@ -396,20 +421,14 @@ def drill(repo: Remote, s: Settings, target: str, live: Callable[[], str | None]
             timeout=s.backup_timeout,
             what="pgbackrest restore (drill)",
         )
-        ok, _, _ = sh(repo, pgb.scratch_start(s, scratch, log), timeout=660, check=False)
-        if not ok:
-            raise DeployError(f"the scratch cluster did not start: {_log_errors(repo, log)}")
+        _start_scratch(repo, s, scratch, log)
         wait_promoted(repo, s, _scratch_psql(s, scratch), s.backup_timeout)
         result.checks = _checks(repo, s, scratch, live, history=True)
         result.passed = result.checks["migration history"] != "newest none"
         if not result.passed:
             result.problem = "the restored database has no migration history"
-    except DeployError as exc:
-        result.problem = str(exc)
-    finally:
-        _clear_scratch(repo, s, scratch)
-    result.rto_seconds = round(time.monotonic() - started, 2)
-    return result
+
+    return _in_scratch(repo, s, result, restore)
 
 
 def dump_drill(h: Remote, s: Settings, live: Callable[[], str | None]) -> Drill:
@@ -417,12 +436,11 @@ def dump_drill(h: Remote, s: Settings, live: Callable[[], str | None]) -> Drill:
     restored into a scratch cluster there (initdb, drill_port, PostgreSQL's server binaries
     needed), checked like a pgBackRest drill but for the migration history, which dumps leave
     out; stopped and deleted. RPO: the dump's age."""
-    started = time.monotonic()
-    _, newest, _ = sh(h, f"ls -1t {q(s.backup_dir)}/backup_*.dump 2>/dev/null | head -n 1 || true")
-    result = Drill(target="latest", backup_set=newest.strip())
-    scratch, log = f"{s.drill_dir}/cluster", f"{s.drill_dir}/server.log"
-    _clear_scratch(h, s, scratch)
-    try:
+    result = Drill(target="latest")
+
+    def restore(scratch: str, log: str) -> None:
+        _, newest, _ = sh(h, f"ls -1t {q(s.backup_dir)}/backup_*.dump 2>/dev/null | head -n 1")
+        result.backup_set = newest.strip()
         if not result.backup_set:
             raise DeployError(f"no dump in {s.backup_dir} on {h.name}: nothing to drill")
         _, age, _ = sh(h, f"echo $(( $(date +%s) - $(stat -c %Y {q(result.backup_set)}) ))")
@@ -430,9 +448,7 @@ def dump_drill(h: Remote, s: Settings, live: Callable[[], str | None]) -> Drill:
         sh(h, f"install -d -o {pgb.PG_USER} -m 0700 {q(s.drill_dir)}")
         say(h, f"drill: restoring {result.backup_set} into a scratch cluster in {scratch}")
         sh(h, pgb.scratch_init(s, scratch), timeout=300, what="initdb (drill)")
-        ok, _, _ = sh(h, pgb.scratch_start(s, scratch, log), timeout=660, check=False)
-        if not ok:
-            raise DeployError(f"the scratch cluster did not start: {_log_errors(h, log)}")
+        _start_scratch(h, s, scratch, log)
         sh(
             h,
             pgb.dump_restore(s, scratch, result.backup_set),
@@ -441,9 +457,5 @@ def dump_drill(h: Remote, s: Settings, live: Callable[[], str | None]) -> Drill:
         )
         result.checks = _checks(h, s, scratch, live, history=False)
         result.passed = True
-    except DeployError as exc:
-        result.problem = str(exc)
-    finally:
-        _clear_scratch(h, s, scratch)
-    result.rto_seconds = round(time.monotonic() - started, 2)
-    return result
+
+    return _in_scratch(h, s, result, restore)
