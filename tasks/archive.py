@@ -26,11 +26,10 @@ from pyinfra.api.host import Host
 from tasks.commands import pgbackrest as pgb
 from tasks.commands.shell import q
 from tasks.config import Settings, seconds
-from tasks.hosts import connected
+from tasks.hosts import DB_GROUP, connected, database_servers
 from tasks.remote import DeployError, Remote
 from tasks.transport import remote, say, sh
 
-DB_GROUP = "db_servers"
 SETUP_HINT = "run `pyinfra -y inventories/<env>.py runbook.py --data runbook=backup-setup` first"
 POINT_PREFIX = "mdd_"
 
@@ -53,7 +52,7 @@ class Servers:
 def servers(s: Settings) -> Servers:
     """The inventory's database server and repository host, connected; a DeployError names
     what the inventory lacks."""
-    found = inventory.get_group(DB_GROUP, None) or []
+    found = database_servers()
     if len(found) != 1:
         raise DeployError(
             f"backup_method pgbackrest: the inventory needs exactly one host in group {DB_GROUP} "

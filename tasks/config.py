@@ -514,6 +514,21 @@ VARIABLES: list[Var] = [
         "restore drills: the scratch cluster's folder on the repository host",
         "hostpath",
     ),
+    # drift_: what changed outside the deploy (drift.py, and pre-flight)
+    Var(
+        "drift_policy",
+        "warn",
+        "pre-flight compares each app host with its last deployment record and the schema with "
+        "the migration history: fail refuses a deploy on any difference, warn only prints them",
+        "choice",
+        choices=("warn", "fail"),
+    ),
+    Var(
+        "drift_accept",
+        "",
+        "with drift_policy fail: deploy despite the differences found, for this reason (kept "
+        "in the deployment record)",
+    ),
     # migrate_: schema migrations
     Var(
         "migrate_dir",

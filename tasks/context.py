@@ -162,7 +162,7 @@ class RunContext:
     callbacks."""
 
     def __init__(self, kind: str, argv: list[str]) -> None:
-        self.kind = kind  # deploy, rollback, runbook, unlock
+        self.kind = kind  # deploy, rollback, runbook, unlock, drift
         self.dry = "--dry" in argv  # this run only shows what would change
         self.inventory = inventory_of(argv)
         self.command = " ".join(["pyinfra", *argv])[:500]
@@ -178,6 +178,7 @@ class RunContext:
         self.end_told = False  # the run's end was told to the team
         self.keep_migrations: dict[str, set[str]] = {}  # rollback: each target's migrations
         self.runbook_records: dict[str, dict[str, Any]] = {}  # runbook: each host's record
+        self.drift: dict[str, dict[str, Any]] = {}  # drift: each host's differences and notes
         # how each host's part ends when any operation fails on it (see operation_failed)
         self.endings: dict[str, Callable[[str], Any]] = {}
 

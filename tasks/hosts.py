@@ -10,6 +10,7 @@ from tasks.config import Settings
 from tasks.inventory import host_order
 
 APP_GROUP = "app_servers"
+DB_GROUP = "db_servers"
 
 
 def app_hosts() -> list[Host]:
@@ -44,3 +45,8 @@ def connected(h: Host, reason: str) -> Host:
 
 def migration_host_name(s: Settings) -> str:
     return s.deploy_migration_host or app_hosts()[0].name
+
+
+def database_servers() -> list[Host]:
+    """The inventory's hosts in group db_servers (the database server, when it lists one)."""
+    return list(inventory.get_group(DB_GROUP, None) or [])

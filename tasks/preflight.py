@@ -9,7 +9,7 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import archive, lint, lock, operations
+from tasks import archive, drift, lint, lock, operations
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
@@ -106,13 +106,35 @@ def _archiving(s: Settings) -> tuple[list[str], dict[str, Any]]:
         return [str(exc)], {}
 
 
+def _drift(h, s: Settings, migration_host: bool) -> tuple[list[str], dict[str, Any]]:
+    """What changed outside the deploy (tasks/drift.py): with drift_policy fail and no
+    drift_accept, a problem listing every difference; else warnings, and the differences (and
+    the reason they were accepted) in the record."""
+    differences, _ = drift.checked(h, s, migration_host)
+    if not differences:
+        return [], {}
+    lines = [x.line() for x in differences]
+    facts: dict[str, Any] = {"drift": lines}
+    if s.drift_policy == "fail" and not s.drift_accept:
+        listed = "".join(f"\n      {line}" for line in lines)
+        return [
+            f"drift: {len(lines)} difference(s) from what the last run left (drift_policy fail: "
+            f'review them, then deploy with --data drift_accept="reason"):{listed}'
+        ], facts
+    if s.drift_accept:
+        facts["drift_accepted"] = s.drift_accept
+    for line in lines:
+        say(h, f"WARNING: drift: {line}")
+    return [], facts
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     # The checks only read, and none needs another's answer: they run at once, each on its
     # own SSH channel (the lint's result counts only when the database answered).
     migration_host = plan.is_migration_host
     dumps = s.backup_method == "pg_dump"
-    tools, on_method, database, cache, free, lint_found, archiving = at_once(
+    tools, on_method, database, cache, free, lint_found, archiving, drifted = at_once(
         lambda: _tools(host, ["git", "go", "psql", "pg_dump", *method.tools]),
         lambda: method.problems(host),
         lambda: _database(host, s),
@@ -120,9 +142,10 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         lambda: _free_bytes(host, s.backup_dir) if migration_host and dumps else None,
         lambda: _lint_problems(ctx.run(host), host, s, plan) if migration_host else [],
         lambda: _archiving(s) if migration_host and not dumps else ([], {}),
+        lambda: _drift(host, s, migration_host),
     )
-    problems: list[str] = tools + on_method[0] + database[0] + archiving[0]
-    facts: dict[str, Any] = {**on_method[1], **database[1], **archiving[1]}
+    problems: list[str] = tools + on_method[0] + database[0] + archiving[0] + drifted[0]
+    facts: dict[str, Any] = {**on_method[1], **database[1], **archiving[1], **drifted[1]}
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
         processes, clients = method.clients(app_hosts)

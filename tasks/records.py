@@ -18,7 +18,7 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks.commands import shell
+from tasks.commands import drift, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.remote import DeployError
@@ -31,10 +31,19 @@ def now_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(ts or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def append_record(h, s: Settings, record: dict[str, Any]) -> None:
-    """Append one JSON line to host H's deployment records (root only, mode 0600). The line
-    goes through a file in the state folder (0700: no one else can reach it, so it needs no
-    mode of its own while it is uploaded)."""
+def left_on(h, s: Settings) -> dict[str, str]:
+    """What the deploy manages on app host H, as it is now (tasks/commands/drift.py)."""
+    _, out, _ = sh(h, drift.host_state_script(s), what="listing what the deploy manages")
+    return drift.parse_host_state(out)
+
+
+def append_record(h, s: Settings, record: dict[str, Any], left: bool = False) -> None:
+    """Append one JSON line to host H's deployment records (root only, mode 0600); with LEFT,
+    the record says what the run left on the host (`left`: what drift is measured against).
+    The line goes through a file in the state folder (0700: no one else can reach it, so it
+    needs no mode of its own while it is uploaded)."""
+    if left:
+        record = {**record, "left": left_on(h, s)}
     records = shell.paths(s)["records"]
     tmp = f"{shell.paths(s)['state']}/record.tmp"
     if not h.put_file(StringIO(json.dumps(record, default=str) + "\n"), tmp):
@@ -189,7 +198,9 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     on the host; the run's local JSON report, rewritten with this host in it."""
     run = ctx.run(host)
     p = shell.paths(s)
-    append_record(host, s, record(run, s, plan))
+    # a deploy refused in pre-flight changed nothing: what the previous run left still holds
+    refused = run.outcome != "success" and (run.failure or "").startswith("preflight:")
+    append_record(host, s, record(run, s, plan), left=not refused)
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
         path = f"{p['manifests']}/{ctx.stamp}.json"

@@ -303,3 +303,27 @@ def html_report(env: str, run: str, records: dict[str, dict[str, Any]]) -> str:
         out.append(f"<p><b>Not rolled back:</b> {_list(rec['not_rolled_back'])}</p>")
     out.append("</body></html>\n")
     return "\n".join(out)
+
+
+def drift_page(env: str, run: str, hosts: dict[str, dict[str, Any]]) -> str:
+    """A drift check's page: per host, each difference (object, expected, found) and notes."""
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>drift {escape(env)} {escape(run)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>Drift of {escape(env)}, run {escape(run)}</h1>",
+    ]
+    for name in sorted(hosts, key=host_order):
+        found = hosts[name]
+        verdict = "<span class=fail>drift</span>" if found["differences"] else "none"
+        out.append(f"<h2>{escape(name)}: {verdict}</h2>")
+        out += [f"<p>{escape(note)}</p>" for note in found["notes"]]
+        if found["differences"]:
+            out.append("<table><tr><th>object</th><th>expected</th><th>found</th></tr>")
+            out += [
+                f"<tr><td>{escape(x['object'])}</td><td>{escape(x['expected'])}</td>"
+                f"<td>{escape(x['found'])}</td></tr>"
+                for x in found["differences"]
+            ]
+            out.append("</table>")
+    out.append("</body></html>\n")
+    return "\n".join(out)

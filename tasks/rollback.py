@@ -433,7 +433,7 @@ def _record(host, s: Settings, target: Target, version: str, answer: str, starte
         "redis_disabled": s.rollback_disable_redis,
         "seconds": round(time.time() - started, 1),
     }
-    append_record(host, s, record)
+    append_record(host, s, record, left=True)
     say(host, f"rolled back: serving {version.strip()} from {target.release_dir}")
     return True
 

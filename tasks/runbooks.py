@@ -103,7 +103,7 @@ def _record(
         **found,
     }
     if done or found:
-        append_record(h, s, entry)
+        append_record(h, s, entry, left=bool(done))
     ctx.runbook_records[h.name] = entry
     folder = Path(s.report_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,8 @@ class Settings:
     drill_target: str
     drill_port: int
     drill_dir: str
+    drift_policy: str
+    drift_accept: str
     migrate_dir: str
     migrate_baseline: str
     migrate_lint: str

@@ -1,0 +1,235 @@
+"""Drift: what changed outside the deploy, found before a deploy builds on it.
+
+- Host drift: what the deploy manages on an app host (its files with their mode and owner,
+  the release folders and links, the units, the Redis container) compared with what the
+  host's last deployment record says the run left there (`left`, tasks/records.py).
+- Schema drift: the schema the migration history says the database has (the applied
+  migrations' up scripts, from the serving release, replayed into a scratch database on the
+  database server) compared with the live schema, both as pg_dump prints them; and every
+  index that is not valid.
+
+Read-only on every live object: the scratch database (dropped first, so a killed run's is
+cleared, and dropped after) is the only thing written. drift.py prints the differences and
+exits non-zero; pre-flight runs the same checks under drift_policy.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api.host import Host
+from pyinfra.operations import python
+
+from tasks.commands import drift as d
+from tasks.commands import pgbackrest as pgb
+from tasks.commands import postgres
+from tasks.commands.shell import paths, q
+from tasks.config import Settings
+from tasks.context import RunContext
+from tasks.hosts import DB_GROUP, connected, database_servers
+from tasks.inventory import host_order
+from tasks.migrations import read_migrations
+from tasks.records import left_on
+from tasks.remote import DeployError, Remote
+from tasks.report_html import drift_page
+from tasks.transport import remote, say, sh
+
+NO_RECORD = "no deployment record says what the deploy left here yet"
+REPLAY_MARK = "@@@ replaying "
+
+
+def recorded(h, s: Settings) -> dict[str, str] | None:
+    """What host H's newest deployment record that says so says the run left there."""
+    records = q(paths(s)["records"])
+    _, out, _ = sh(
+        h,
+        f"[ -f {records} ] && grep -F '\"left\": ' {records} | tail -n 1 || true",
+        what="reading the last deployment record",
+    )
+    if not out.strip():
+        return None
+    left: dict[str, str] = json.loads(out)["left"]
+    return left
+
+
+def host_drift(h, s: Settings) -> tuple[list[d.Difference], str]:
+    """(the differences on app host H, a note when there is nothing to compare with)."""
+    expected = recorded(h, s)
+    if expected is None:
+        return [], NO_RECORD
+    return d.compare_hosts(expected, left_on(h, s)), ""
+
+
+def database_server() -> Host | None:
+    found = database_servers()
+    return connected(found[0], "drift: the database server") if len(found) == 1 else None
+
+
+def _replay_text(s: Settings, scripts: list[tuple[str, str]]) -> str:
+    """One psql input: each script after a line naming it, as the service's role."""
+    parts = [f"SET ROLE {postgres.sql_ident(s.db_user)};"]
+    for version, sql in scripts:
+        parts += [f"\\echo {REPLAY_MARK}{version}", sql]
+    return "\n".join(parts) + "\n"
+
+
+def _applied_scripts(mig: Remote, s: Settings) -> tuple[list[tuple[str, str]], list[d.Difference]]:
+    """The up scripts of the applied migrations in the order they were applied, from the
+    release that serves on the migration host; a difference for each it cannot replay."""
+    _, out, _ = mig.run(postgres.psql(s, d.applied_sql()), what="reading the migration history")
+    applied = [line.split("|", 1) for line in out.splitlines() if "|" in line]
+    _, current, _ = mig.run(f"readlink -f {q(paths(s)['current'])}")
+    scripts = {m.version: m for m in read_migrations(mig, s, current.strip())}
+    found, problems = [], []
+    for version, checksum in applied:
+        m = scripts.get(version)
+        if m is None:
+            problems.append(
+                d.Difference(f"migration {version}", "its script in the serving release", "none")
+            )
+        elif m.checksum != checksum:
+            problems.append(
+                d.Difference(
+                    f"migration {version}", f"checksum {checksum[:12]}", f"{m.checksum[:12]}"
+                )
+            )
+        else:
+            found.append((version, m.sql))
+    return found, problems
+
+
+def _scratch_psql(db: Remote, s: Settings, sql: str, what: str) -> str:
+    _, out, _ = db.run(pgb.superuser_psql(sql, port=s.db_port), what=what)
+    return out
+
+
+def _replayed_schema(db: Remote, s: Settings, scripts: list[tuple[str, str]]) -> str:
+    """pg_dump's schema of SCRIPTS replayed into the scratch database (left in place)."""
+    scratch = d.scratch_name(s)
+    _scratch_psql(db, s, d.drop_scratch_sql(scratch), "dropping the scratch database")
+    _scratch_psql(
+        db,
+        s,
+        f"CREATE DATABASE {postgres.sql_ident(scratch)} OWNER {postgres.sql_ident(s.db_user)}",
+        "creating the scratch database",
+    )
+    upload = f"/root/.{scratch}.sql"
+    db.put_text(_replay_text(s, scripts), upload)
+    ok, out, err = db.run(
+        f"{d.replay(scratch, s.db_port)} < {q(upload)}; status=$?; rm -f {q(upload)}; exit $status",
+        timeout=300,
+        check=False,
+    )
+    if not ok:
+        marks = [x for x in out.splitlines() if x.startswith(REPLAY_MARK)]
+        which = marks[-1][len(REPLAY_MARK) :] if marks else "?"
+        raise DeployError(
+            f"the migration history does not replay into an empty database: migration {which} "
+            f"failed: {err.strip()[-300:]}"
+        )
+    _, dump, _ = db.run(d.schema_dump(scratch, s.db_port), timeout=120)
+    return dump
+
+
+def schema_drift(mig: Remote, db: Remote, s: Settings) -> list[d.Difference]:
+    """The schema differences: live against the applied migrations replayed; then every
+    invalid index. The scratch database is gone afterwards whatever happened."""
+    scripts, problems = _applied_scripts(mig, s)
+    say(db, f"replaying {len(scripts)} applied migration(s) into {d.scratch_name(s)}")
+    try:
+        expected = _replayed_schema(db, s, scripts)
+    finally:
+        _scratch_psql(db, s, d.drop_scratch_sql(d.scratch_name(s)), "dropping the scratch database")
+    _, live, _ = db.run(d.schema_dump(s.db_name, s.db_port), timeout=120)
+    found = problems + d.compare_schemas(d.schema_objects(expected), d.schema_objects(live))
+    _, invalid, _ = db.run(
+        pgb.superuser_psql(d.invalid_indexes_sql(), s.db_name, s.db_port),
+        what="looking for invalid indexes",
+    )
+    found += [d.Difference(f"INDEX {name}", "valid", "INVALID") for name in invalid.split()]
+    return found
+
+
+def check(h, s: Settings, migration_host: bool) -> tuple[list[d.Difference], list[str]]:
+    """(every difference on app host H and, from the migration host, in the schema; notes on
+    what could not be compared)."""
+    differences, note = host_drift(h, s)
+    notes = [note] if note else []
+    if migration_host:
+        db = database_server()
+        if db is None:
+            notes.append(
+                f"schema not compared: the inventory has no host in group {DB_GROUP} (the "
+                "check replays the migrations into a scratch database there)"
+            )
+        else:
+            differences += schema_drift(remote(h), remote(db), s)
+    return differences, notes
+
+
+def checked(h, s: Settings, migration_host: bool) -> tuple[list[d.Difference], list[str]]:
+    """check(), with a check that could not finish (the history does not replay, the database
+    server does not answer) as a difference of its own: nothing unknown passes."""
+    try:
+        return check(h, s, migration_host)
+    except DeployError as exc:
+        return [d.Difference("drift check", "to complete", str(exc))], []
+
+
+def _drift(state, host, ctx: RunContext, s: Settings, migration_host: bool) -> bool:
+    differences, notes = checked(host, s, migration_host)
+    for note in notes:
+        say(host, f"drift: {note}")
+    for diff in differences:
+        say(host, f"DRIFT {diff.line()}")
+    if not differences:
+        say(host, "no drift: every managed object is as the last run left it")
+    found = {"differences": [asdict(x) for x in differences], "notes": notes}
+    ctx.drift[host.name] = found
+    say(host, f"report: {write_report(s.report_dir, s.deploy_env, ctx.stamp, ctx.drift)}")
+    return not differences
+
+
+def report_drift(ctx: RunContext, s: Settings, migration_host: bool) -> None:
+    """drift.py on an app host: the differences printed and reported; the host fails (the run
+    exits non-zero) when there is any."""
+    python.call(
+        name="Compare with what the last run left (host, and schema from the migration host)",
+        function=_drift,
+        ctx=ctx,
+        s=s,
+        migration_host=migration_host,
+    )
+
+
+def junit(env: str, hosts: dict[str, dict[str, Any]]) -> str:
+    """The check as JUnit XML: per host a test suite, one failing test case per difference
+    (one passing case when there is none)."""
+    suites = ET.Element("testsuites", name=f"drift {env}")
+    for name, found in sorted(hosts.items(), key=lambda item: host_order(item[0])):
+        suite = ET.SubElement(suites, "testsuite", name=f"{env}.{name}")
+        for diff in found["differences"]:
+            case = ET.SubElement(suite, "testcase", classname=f"{env}.{name}", name=diff["object"])
+            message = f"expected {diff['expected']}, found {diff['found']}"
+            ET.SubElement(case, "failure", message=message)
+        if not found["differences"]:
+            ET.SubElement(suite, "testcase", classname=f"{env}.{name}", name="no drift")
+        suite.set("tests", str(max(1, len(found["differences"]))))
+        suite.set("failures", str(len(found["differences"])))
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_report(folder: str, env: str, stamp: str, hosts: dict[str, dict[str, Any]]) -> Path:
+    """reports/<env>-<stamp>-drift.json, with the same as JUnit XML and as a page beside it."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{env}-{stamp}-drift.json"
+    data = {"environment": env, "run": stamp, "hosts": hosts}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.with_suffix(".xml").write_text(junit(env, hosts))
+    path.with_suffix(".html").write_text(drift_page(env, stamp, hosts))
+    return path
