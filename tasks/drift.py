@@ -78,27 +78,33 @@ def _replay_text(s: Settings, scripts: list[tuple[str, str]]) -> str:
 
 
 def _applied_scripts(mig: Remote, s: Settings) -> tuple[list[tuple[str, str]], list[d.Difference]]:
-    """The up scripts of the applied migrations in the order they were applied, from the
-    release that serves on the migration host; a difference for each it cannot replay."""
+    """The up scripts of the applied migrations in the order they were applied, each from a
+    release on the migration host whose script has the checksum the history recorded (after a
+    quick rollback the serving release may predate some); a difference for each it cannot
+    replay."""
     _, out, _ = mig.run(postgres.psql(s, d.applied_sql()), what="reading the migration history")
     applied = [line.split("|", 1) for line in out.splitlines() if "|" in line]
-    _, current, _ = mig.run(f"readlink -f {q(paths(s)['current'])}")
-    scripts = {m.version: m for m in read_migrations(mig, s, current.strip())}
+    _, listed, _ = mig.run(f"ls -1d {q(paths(s)['releases'])}/*/ 2>/dev/null || true")
+    scripts: dict[tuple[str, str], str] = {}
+    for release in listed.split():
+        try:
+            held = read_migrations(mig, s, release.rstrip("/"))
+        except DeployError:  # a release without the migrations folder
+            continue
+        scripts.update({(m.version, m.checksum): m.sql for m in held})
     found, problems = [], []
     for version, checksum in applied:
-        m = scripts.get(version)
-        if m is None:
-            problems.append(
-                d.Difference(f"migration {version}", "its script in the serving release", "none")
-            )
-        elif m.checksum != checksum:
+        sql = scripts.get((version, checksum))
+        if sql is None:
             problems.append(
                 d.Difference(
-                    f"migration {version}", f"checksum {checksum[:12]}", f"{m.checksum[:12]}"
+                    f"migration {version}",
+                    f"its script (checksum {checksum[:12]}) in a release on {mig.name}",
+                    "none",
                 )
             )
         else:
-            found.append((version, m.sql))
+            found.append((version, sql))
     return found, problems
 
 

@@ -7,6 +7,7 @@ hosts (PostgreSQL's catalog, the files, the service), not what the tool says of 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 from pyinfra_runs import PYINFRA, QUICK, REPO, output, pyinfra, wait_for_line
 
 from lab import core
@@ -76,6 +78,17 @@ def test_after_a_clean_deploy_nothing_drifted_and_no_scratch_database_is_left(de
     assert found["differences"] == []
     junit = ET.parse(REPO / "reports" / f"lab-{report_of(result)['run']}-drift.xml").getroot()
     assert junit.find("testsuite").get("failures") == "0"
+
+
+def test_the_nightly_stage_runs_as_written_and_passes_on_a_clean_staging(deployed):
+    steps = yaml.safe_load((REPO / "ci/github-actions-drift.yml").read_text())["jobs"]["drift"]
+    step = next(x["run"] for x in steps["steps"] if x.get("name") == "Drift")
+    env = {**os.environ, "INVENTORY": "inventories/lab.py"}
+    result = subprocess.run(
+        ["bash", "-c", step], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "no drift" in result.stdout + result.stderr
 
 
 def test_changes_made_by_hand_are_named_and_a_deploy_under_fail_changes_nothing(deployed):
