@@ -330,3 +330,21 @@ def test_a_quick_rollback_after_a_rejected_deploy_skips_the_rejected_release(fle
     text = output(result)
     assert result.returncode == 0, text[-3000:]
     assert versions() == dict.fromkeys(APPS, "1.9.0")
+
+
+def test_drift_finds_nothing_on_the_fleet_then_names_the_one_host_whose_proxy_was_edited(fleet):
+    """After the runs above (deploys, a rejected canary, a quick rollback to a release older
+    than the migrations applied), every host is as its last run left it; an edit of app2's
+    proxy.cfg is found on app2 alone."""
+    clean = pyinfra(script="drift.py", inventory=INVENTORY)
+    assert clean.returncode == 0, output(clean)[-3000:]
+    assert output(clean).count("no drift") == len(APPS)
+    cfg = "/etc/monitoring-dashboard/proxy.cfg"
+    sh("app2", f"cp -p {cfg} /root/proxy.cfg.kept && echo '# edited by hand' >> {cfg}")
+    try:
+        edited = pyinfra(script="drift.py", inventory=INVENTORY)
+    finally:
+        sh("app2", f"mv /root/proxy.cfg.kept {cfg}")
+    lines = [x for x in output(edited).splitlines() if "DRIFT" in x]
+    assert edited.returncode != 0
+    assert len(lines) == 1 and "[app2]" in lines[0] and f"file {cfg}" in lines[0], lines
