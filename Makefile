@@ -45,3 +45,4 @@ bench: deps
 	$(PY) bench/guard.py
 	$(PY) bench/fleet.py
 	$(PY) bench/backup.py
+	$(PY) bench/drift.py
