@@ -4,9 +4,9 @@
   the release folders and links, the units, the Redis container) compared with what the
   host's last deployment record says the run left there (`left`, tasks/records.py).
 - Schema drift: the schema the migration history says the database has (the applied
-  migrations' up scripts, from the serving release, replayed into a scratch database on the
-  database server) compared with the live schema, both as pg_dump prints them; and every
-  index that is not valid.
+  migrations' up scripts, each from a release on the migration host with the recorded
+  checksum, replayed into a scratch database on the database server) compared with the live
+  schema, both as pg_dump prints them; and every index that is not valid.
 
 Read-only on every live object: the scratch database (dropped first, so a killed run's is
 cleared, and dropped after) is the only thing written. drift.py prints the differences and
@@ -15,9 +15,11 @@ exits non-zero; pre-flight runs the same checks under drift_policy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,16 @@ from tasks.config import Settings
 from tasks.context import RunContext
 from tasks.hosts import DB_GROUP, connected, database_servers
 from tasks.inventory import host_order
-from tasks.migrations import read_migrations
+from tasks.migrations import Migration, read_migrations
 from tasks.records import left_on
-from tasks.remote import DeployError, Remote
+from tasks.remote import DeployError, Remote, at_once
 from tasks.report_html import drift_page
 from tasks.transport import remote, say, sh
 
 NO_RECORD = "no deployment record says what the deploy left here yet"
 REPLAY_MARK = "@@@ replaying "
+# on the database server: the schema of the last history replayed (root only)
+CACHE_DIR = "/var/cache/monitoring-dashboard-deploy/drift"
 
 
 def recorded(h, s: Settings) -> dict[str, str] | None:
@@ -58,10 +62,10 @@ def recorded(h, s: Settings) -> dict[str, str] | None:
 
 def host_drift(h, s: Settings) -> tuple[list[d.Difference], str]:
     """(the differences on app host H, a note when there is nothing to compare with)."""
-    expected = recorded(h, s)
+    expected, now = at_once(lambda: recorded(h, s), lambda: left_on(h, s))
     if expected is None:
         return [], NO_RECORD
-    return d.compare_hosts(expected, left_on(h, s)), ""
+    return d.compare_hosts(expected, now), ""
 
 
 def database_server() -> Host | None:
@@ -82,16 +86,23 @@ def _applied_scripts(mig: Remote, s: Settings) -> tuple[list[tuple[str, str]], l
     release on the migration host whose script has the checksum the history recorded (after a
     quick rollback the serving release may predate some); a difference for each it cannot
     replay."""
-    _, out, _ = mig.run(postgres.psql(s, d.applied_sql()), what="reading the migration history")
+    (_, out, _), (_, listed, _) = at_once(
+        lambda: mig.run(postgres.psql(s, d.applied_sql()), what="reading the migration history"),
+        lambda: mig.run(f"ls -1d {q(paths(s)['releases'])}/*/ 2>/dev/null || true"),
+    )
     applied = [line.split("|", 1) for line in out.splitlines() if "|" in line]
-    _, listed, _ = mig.run(f"ls -1d {q(paths(s)['releases'])}/*/ 2>/dev/null || true")
-    scripts: dict[tuple[str, str], str] = {}
-    for release in listed.split():
+
+    def held(release: str) -> list[Migration]:
         try:
-            held = read_migrations(mig, s, release.rstrip("/"))
+            return read_migrations(mig, s, release.rstrip("/"))
         except DeployError:  # a release without the migrations folder
-            continue
-        scripts.update({(m.version, m.checksum): m.sql for m in held})
+            return []
+
+    scripts = {
+        (m.version, m.checksum): m.sql
+        for found in at_once(*(partial(held, r) for r in listed.split()))
+        for m in found
+    }
     found, problems = [], []
     for version, checksum in applied:
         sql = scripts.get((version, checksum))
@@ -108,54 +119,71 @@ def _applied_scripts(mig: Remote, s: Settings) -> tuple[list[tuple[str, str]], l
     return found, problems
 
 
-def _scratch_psql(db: Remote, s: Settings, sql: str, what: str) -> str:
-    _, out, _ = db.run(pgb.superuser_psql(sql, port=s.db_port), what=what)
+def _psql(db: Remote, s: Settings, sql: str, what: str, database: str = "postgres") -> str:
+    _, out, _ = db.run(pgb.superuser_psql(sql, database, s.db_port), what=what)
     return out
 
 
-def _replayed_schema(db: Remote, s: Settings, scripts: list[tuple[str, str]]) -> str:
-    """pg_dump's schema of SCRIPTS replayed into the scratch database (left in place)."""
+def _replayed_schema(db: Remote, s: Settings, replay: str) -> str:
+    """pg_dump's schema of REPLAY (a psql script) run in a new scratch database, dropped
+    again whatever happened."""
     scratch = d.scratch_name(s)
-    _scratch_psql(db, s, d.drop_scratch_sql(scratch), "dropping the scratch database")
-    _scratch_psql(
-        db,
-        s,
-        f"CREATE DATABASE {postgres.sql_ident(scratch)} OWNER {postgres.sql_ident(s.db_user)}",
-        "creating the scratch database",
-    )
-    upload = f"/root/.{scratch}.sql"
-    db.put_text(_replay_text(s, scripts), upload)
-    ok, out, err = db.run(
-        f"{d.replay(scratch, s.db_port)} < {q(upload)}; status=$?; rm -f {q(upload)}; exit $status",
-        timeout=300,
-        check=False,
-    )
-    if not ok:
-        marks = [x for x in out.splitlines() if x.startswith(REPLAY_MARK)]
-        which = marks[-1][len(REPLAY_MARK) :] if marks else "?"
-        raise DeployError(
-            f"the migration history does not replay into an empty database: migration {which} "
-            f"failed: {err.strip()[-300:]}"
+    say(db, f"replaying the applied migrations into {scratch}")
+    try:
+        _psql(
+            db,
+            s,
+            f"CREATE DATABASE {postgres.sql_ident(scratch)} OWNER {postgres.sql_ident(s.db_user)}",
+            "creating the scratch database",
         )
-    _, dump, _ = db.run(d.schema_dump(scratch, s.db_port), timeout=120)
-    return dump
+        upload = f"/root/.{scratch}.sql"
+        db.put_text(replay, upload)
+        ok, out, err = db.run(
+            f"{d.replay(scratch, s.db_port)} < {q(upload)}; status=$?; rm -f {q(upload)}; "
+            "exit $status",
+            timeout=300,
+            check=False,
+        )
+        if not ok:
+            marks = [x for x in out.splitlines() if x.startswith(REPLAY_MARK)]
+            which = marks[-1][len(REPLAY_MARK) :] if marks else "?"
+            raise DeployError(
+                "the migration history does not replay into an empty database: migration "
+                f"{which} failed: {err.strip()[-300:]}"
+            )
+        _, dump, _ = db.run(d.schema_dump(scratch, s.db_port), timeout=120)
+        return dump
+    finally:
+        _psql(db, s, d.drop_scratch_sql(scratch), "dropping the scratch database")
 
 
 def schema_drift(mig: Remote, db: Remote, s: Settings) -> list[d.Difference]:
     """The schema differences: live against the applied migrations replayed; then every
-    invalid index. The scratch database is gone afterwards whatever happened."""
-    scripts, problems = _applied_scripts(mig, s)
-    say(db, f"replaying {len(scripts)} applied migration(s) into {d.scratch_name(s)}")
-    try:
-        expected = _replayed_schema(db, s, scripts)
-    finally:
-        _scratch_psql(db, s, d.drop_scratch_sql(d.scratch_name(s)), "dropping the scratch database")
-    _, live, _ = db.run(d.schema_dump(s.db_name, s.db_port), timeout=120)
-    found = problems + d.compare_schemas(d.schema_objects(expected), d.schema_objects(live))
-    _, invalid, _ = db.run(
-        pgb.superuser_psql(d.invalid_indexes_sql(), s.db_name, s.db_port),
-        what="looking for invalid indexes",
+    invalid index. A replay's schema is kept on the database server (CACHE_DIR) under the
+    digest of its script: the next check with the same history and the same PostgreSQL
+    (pg_dump's header names both versions) reads it instead of replaying. A scratch database
+    a killed run left is dropped first."""
+    drop = pgb.superuser_psql(d.drop_scratch_sql(d.scratch_name(s)), port=s.db_port)
+
+    def history() -> tuple[list[d.Difference], str, str, str]:
+        scripts, problems = _applied_scripts(mig, s)
+        replay = _replay_text(s, scripts)
+        kept = f"{CACHE_DIR}/{hashlib.sha256(replay.encode()).hexdigest()}.sql"
+        _, cached, _ = db.run(f"{drop} >/dev/null && cat {q(kept)} 2>/dev/null || true")
+        return problems, replay, kept, cached
+
+    (problems, replay, kept, cached), (_, live, _), invalid = at_once(  # independent reads
+        history,
+        lambda: db.run(d.schema_dump(s.db_name, s.db_port), timeout=120),
+        lambda: _psql(db, s, d.invalid_indexes_sql(), "looking for invalid indexes", s.db_name),
     )
+    if cached and d.dumped_versions(cached) == d.dumped_versions(live):
+        expected = cached
+    else:
+        expected = _replayed_schema(db, s, replay)
+        db.run(f"mkdir -p -m 700 {q(CACHE_DIR)} && rm -f {q(CACHE_DIR)}/*.sql")
+        db.put_text(expected, kept)
+    found = problems + d.compare_schemas(d.schema_objects(expected), d.schema_objects(live))
     found += [d.Difference(f"INDEX {name}", "valid", "INVALID") for name in invalid.split()]
     return found
 

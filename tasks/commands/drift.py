@@ -47,16 +47,19 @@ def host_state_script(s: Settings) -> str:
     units = f"/etc/systemd/system/{app}*.service /etc/systemd/system/{app}*.service.d/*"
     slots = q(s.app_dir + "/slots") + "/*"
     lines = [
-        "digest() { sha256sum | cut -c1-64; }",
+        "set --",
         f"for f in {units} /etc/{app}/* {slots} {env}; do",
-        '  [ -L "$f" ] && continue',
-        '  [ -f "$f" ] || continue',
-        '  printf \'file\\t%s\\t%s %s\\n\' "$f" "$(digest < "$f")" "$(stat -c \'%a %U:%G\' "$f")"',
+        '  [ -L "$f" ] || { [ -f "$f" ] && set -- "$@" "$f"; }',
         "done",
+        'if [ "$#" -gt 0 ]; then',  # one sha256sum and one stat for every file
+        '  sha256sum -- "$@" | awk \'{printf "sha\\t%s\\t%s\\n", substr($0, 67), $1}\'',
+        "  stat -c 'stat\t%n\t%a %U:%G' -- \"$@\"",
+        "fi",
         f"if [ -f {env} ]; then",
         '  while IFS= read -r line || [ -n "$line" ]; do',
         "    case \"$line\" in ''|'#'*) continue;; esac",
-        '    printf \'env\\t%s\\t%s\\n\' "${line%%=*}" "$(printf \'%s\' "$line" | digest)"',
+        "    printf 'env\\t%s\\t' \"${line%%=*}\"",
+        "    printf '%s' \"$line\" | sha256sum",
         f"  done < {env}",
         "fi",
         f"for l in {q(p['current'])} {slots}; do",
@@ -89,7 +92,11 @@ def parse_host_state(out: str) -> dict[str, str]:
             continue
         kind, name, value = parts
         if kind == "env":
-            state[ENV_KEY + name] = value
+            state[ENV_KEY + name] = value.split()[0]
+        elif kind == "sha":
+            state[f"file {name}"] = value + state.get(f"file {name}", "")
+        elif kind == "stat":
+            state[f"file {name}"] = state.get(f"file {name}", "") + f" {value}"
         elif kind == "releases":
             state["releases"] = value.strip()
         else:
@@ -166,6 +173,12 @@ def schema_objects(dump: str) -> dict[str, str]:
             continue
         objects[key] += text.strip() + "\n"
     return {k: v.strip() for k, v in objects.items() if not k.startswith("SCHEMA ")}
+
+
+def dumped_versions(dump: str) -> list[str]:
+    """pg_dump's header lines naming the server's and its own version: a schema dumped
+    elsewhere compares only under the same two."""
+    return [x for x in dump.splitlines()[:12] if x.startswith(("-- Dumped from", "-- Dumped by"))]
 
 
 def _lines(text: str) -> set[str]:

@@ -66,15 +66,16 @@ CREATE INDEX idx_metrics_type ON public.metrics USING btree (type);
 def test_the_host_listing_is_valid_shell_and_never_puts_a_value_on_a_command_line():
     script = d.host_state_script(S)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
-    assert "printf '%s' \"$line\" | digest" in script  # a builtin feeds sha256sum's stdin
+    assert "printf '%s' \"$line\" | sha256sum" in script  # a builtin feeds sha256sum's stdin
     assert "docker inspect" in script  # redis_mode container
     assert "docker" not in d.host_state_script(replace(S, redis_mode="external"))
 
 
 def test_the_listing_is_read_back_as_objects():
     out = (
-        "file\t/etc/x/proxy.cfg\tabc 644 root:root\n"
-        "env\tDB_PASSWORD\tdeadbeef\n"
+        "sha\t/etc/x/proxy.cfg\tabc\n"
+        "env\tDB_PASSWORD\tdeadbeef  -\n"
+        "stat\t/etc/x/proxy.cfg\t644 root:root\n"
         "link\t/app/current\t/app/releases/v1\n"
         "releases\t-\tv1 v2 \n"
         "unit-file\tx-proxy.service\tenabled\n"
@@ -215,3 +216,22 @@ def test_pre_flight_refuses_drift_only_under_fail_without_a_reason(
     assert facts["drift"] == [diff.line()]
     assert facts.get("drift_accepted", "") == accept
     assert bool(h.said) is not refused  # printed as warnings when the deploy goes on
+
+
+def test_a_replayed_schema_is_kept_and_read_back_while_history_and_versions_stay_the_same():
+    header = "-- Dumped from database version 15.14\n-- Dumped by pg_dump version 15.14\n"
+    mig, db = _servers(INIT.checksum)
+    db.answer("pg_dump", (True, header + DUMP))
+    assert drift.schema_drift(mig, db, S) == []
+    kept = next(path for path in db.files if path.startswith(drift.CACHE_DIR))
+    assert db.ran("CREATE DATABASE")
+
+    again = FakeRemote("db1", script=list(db.script))
+    again.answer(r"cat '?" + kept, (True, db.files[kept]))
+    assert drift.schema_drift(mig, again, S) == []
+    assert not again.ran("CREATE DATABASE") and again.ran("DROP DATABASE IF EXISTS")
+
+    upgraded = FakeRemote("db1", script=list(again.script))
+    upgraded.answer("pg_dump", (True, header.replace("15.14", "16.4") + DUMP))
+    assert drift.schema_drift(mig, upgraded, S) == []
+    assert upgraded.ran("CREATE DATABASE")  # another server version: replayed again
