@@ -113,6 +113,9 @@ class Run:
     # Migration); nothing writes the history before the migrate phase, so the backup decides
     # on them without reading it again. None: not read yet.
     pending: list[Any] | None = None
+    # what the deploy manages on the host as pre-flight listed it (tasks/drift.py); a run
+    # that changed nothing records it as what it left instead of listing again
+    listed: dict[str, str] | None = None
     # what one phase hands the next (None: that phase did not run here)
     backup: Backup | None = None
     migrations: Migrations | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,22 @@ def recorded(h, s: Settings) -> dict[str, str] | None:
     return left
 
 
-def host_drift(h, s: Settings) -> tuple[list[d.Difference], str]:
-    """(the differences on app host H, a note when there is nothing to compare with)."""
+@dataclass
+class Found:
+    """What a check found on one app host: the differences, notes on what could not be
+    compared, and the host as it was listed (None: the check did not get that far)."""
+
+    differences: list[d.Difference]
+    notes: list[str] = field(default_factory=list)
+    listed: dict[str, str] | None = None
+
+
+def host_drift(h, s: Settings) -> Found:
+    """App host H against what its last record says the run left there."""
     expected, now = at_once(lambda: recorded(h, s), lambda: left_on(h, s))
     if expected is None:
-        return [], NO_RECORD
-    return d.compare_hosts(expected, now), ""
+        return Found([], [NO_RECORD], now)
+    return Found(d.compare_hosts(expected, now), [], now)
 
 
 def database_server() -> Host | None:
@@ -188,42 +198,36 @@ def schema_drift(mig: Remote, db: Remote, s: Settings) -> list[d.Difference]:
     return found
 
 
-def check(h, s: Settings, migration_host: bool) -> tuple[list[d.Difference], list[str]]:
-    """(every difference on app host H and, from the migration host, in the schema; notes on
-    what could not be compared)."""
-    differences, note = host_drift(h, s)
-    notes = [note] if note else []
-    if migration_host:
-        db = database_server()
-        if db is None:
-            notes.append(
-                f"schema not compared: the inventory has no host in group {DB_GROUP} (the "
-                "check replays the migrations into a scratch database there)"
-            )
-        else:
-            differences += schema_drift(remote(h), remote(db), s)
-    return differences, notes
-
-
-def checked(h, s: Settings, migration_host: bool) -> tuple[list[d.Difference], list[str]]:
-    """check(), with a check that could not finish (the history does not replay, the database
-    server does not answer) as a difference of its own: nothing unknown passes."""
+def check(h, s: Settings, migration_host: bool) -> Found:
+    """Every difference on app host H and, from the migration host, in the schema. A check
+    that could not finish (the history does not replay, the database server does not answer)
+    is a difference of its own: nothing unknown passes."""
     try:
-        return check(h, s, migration_host)
+        found = host_drift(h, s)
+        if migration_host:
+            db = database_server()
+            if db is None:
+                found.notes.append(
+                    f"schema not compared: the inventory has no host in group {DB_GROUP} (the "
+                    "check replays the migrations into a scratch database there)"
+                )
+            else:
+                found.differences += schema_drift(remote(h), remote(db), s)
+        return found
     except DeployError as exc:
-        return [d.Difference("drift check", "to complete", str(exc))], []
+        return Found([d.Difference("drift check", "to complete", str(exc))])
 
 
 def _drift(state, host, ctx: RunContext, s: Settings, migration_host: bool) -> bool:
-    differences, notes = checked(host, s, migration_host)
+    found = check(host, s, migration_host)
+    differences, notes = found.differences, found.notes
     for note in notes:
         say(host, f"drift: {note}")
     for diff in differences:
         say(host, f"DRIFT {diff.line()}")
     if not differences:
         say(host, "no drift: every managed object is as the last run left it")
-    found = {"differences": [asdict(x) for x in differences], "notes": notes}
-    ctx.drift[host.name] = found
+    ctx.drift[host.name] = {"differences": [asdict(x) for x in differences], "notes": notes}
     say(host, f"report: {write_report(s.report_dir, s.deploy_env, ctx.stamp, ctx.drift)}")
     return not differences
 

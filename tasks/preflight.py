@@ -106,14 +106,15 @@ def _archiving(s: Settings) -> tuple[list[str], dict[str, Any]]:
         return [str(exc)], {}
 
 
-def _drift(h, s: Settings, migration_host: bool) -> tuple[list[str], dict[str, Any]]:
+def _drift(run: Run, h, s: Settings, migration_host: bool) -> tuple[list[str], dict[str, Any]]:
     """What changed outside the deploy (tasks/drift.py): with drift_policy fail and no
     drift_accept, a problem listing every difference; else warnings, and the differences (and
     the reason they were accepted) in the record."""
-    differences, _ = drift.checked(h, s, migration_host)
-    if not differences:
+    found = drift.check(h, s, migration_host)
+    run.listed = found.listed
+    if not found.differences:
         return [], {}
-    lines = [x.line() for x in differences]
+    lines = [x.line() for x in found.differences]
     facts: dict[str, Any] = {"drift": lines}
     if s.drift_policy == "fail" and not s.drift_accept:
         listed = "".join(f"\n      {line}" for line in lines)
@@ -142,7 +143,7 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         lambda: _free_bytes(host, s.backup_dir) if migration_host and dumps else None,
         lambda: _lint_problems(ctx.run(host), host, s, plan) if migration_host else [],
         lambda: _archiving(s) if migration_host and not dumps else ([], {}),
-        lambda: _drift(host, s, migration_host),
+        lambda: _drift(ctx.run(host), host, s, migration_host),
     )
     problems: list[str] = tools + on_method[0] + database[0] + archiving[0] + drifted[0]
     facts: dict[str, Any] = {**on_method[1], **database[1], **archiving[1], **drifted[1]}

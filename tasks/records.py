@@ -37,13 +37,15 @@ def left_on(h, s: Settings) -> dict[str, str]:
     return drift.parse_host_state(out)
 
 
-def append_record(h, s: Settings, record: dict[str, Any], left: bool = False) -> None:
+def append_record(
+    h, s: Settings, record: dict[str, Any], left: bool | dict[str, str] = False
+) -> None:
     """Append one JSON line to host H's deployment records (root only, mode 0600); with LEFT,
-    the record says what the run left on the host (`left`: what drift is measured against).
-    The line goes through a file in the state folder (0700: no one else can reach it, so it
-    needs no mode of its own while it is uploaded)."""
+    the record says what the run left on the host (`left`: what drift is measured against),
+    listed now or given. The line goes through a file in the state folder (0700: no one else
+    can reach it, so it needs no mode of its own while it is uploaded)."""
     if left:
-        record = {**record, "left": left_on(h, s)}
+        record = {**record, "left": left if isinstance(left, dict) else left_on(h, s)}
     records = shell.paths(s)["records"]
     tmp = f"{shell.paths(s)['state']}/record.tmp"
     if not h.put_file(StringIO(json.dumps(record, default=str) + "\n"), tmp):
@@ -198,9 +200,14 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     on the host; the run's local JSON report, rewritten with this host in it."""
     run = ctx.run(host)
     p = shell.paths(s)
-    # a deploy refused in pre-flight changed nothing: what the previous run left still holds
-    refused = run.outcome != "success" and (run.failure or "").startswith("preflight:")
-    append_record(host, s, record(run, s, plan), left=not refused)
+    # a deploy refused in pre-flight changed nothing: what the previous run left still holds;
+    # one that changed nothing left what pre-flight listed
+    left: bool | dict[str, str] = not (
+        run.outcome != "success" and (run.failure or "").startswith("preflight:")
+    )
+    if run.outcome == "success" and not run.all_changes() and run.listed is not None:
+        left = run.listed
+    append_record(host, s, record(run, s, plan), left=left)
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"
         path = f"{p['manifests']}/{ctx.stamp}.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import time
@@ -51,6 +52,17 @@ def drift() -> subprocess.CompletedProcess:
 def report_of(result: subprocess.CompletedProcess) -> dict:
     line = next(x for x in output(result).splitlines() if "report:" in x and "drift" in x)
     return json.loads((REPO / line.split("report:")[1].strip()).read_text())
+
+
+def systemctl_edit(unit: str, text: str) -> None:
+    """`systemctl edit UNIT` on staging's app1 as an operator runs it (it wants a terminal),
+    the editor writing TEXT."""
+    command = (
+        f"printf %s {shlex.quote(text)} > /root/dropin && "
+        f"SYSTEMD_EDITOR='cp /root/dropin' systemctl edit {unit} && rm /root/dropin"
+    )
+    ssh = ["ssh", "-F", str(core.ssh_config()), "-tt", "staging-app1", command]
+    subprocess.run(ssh, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=True)
 
 
 def served(app1) -> str:
@@ -98,8 +110,8 @@ def test_changes_made_by_hand_are_named_and_a_deploy_under_fail_changes_nothing(
     superuser(db1, "SET ROLE monitoring; CREATE INDEX drift_by_hand ON metrics (value)")
     superuser(db1, "SET ROLE monitoring; ALTER TABLE metrics ADD COLUMN note_by_hand text")
     sh(app1, f"echo '# edited by hand' >> {PROXY_CFG}")
-    sh(app1, f"mkdir -p {DROP_IN.rsplit('/', 1)[0]} && printf '[Service]\\nNice=5\\n' > {DROP_IN}")
-    sh(app1, f"systemctl daemon-reload && chmod 644 {ENV} && echo EXTRA_TOKEN={value} >> {ENV}")
+    systemctl_edit("monitoring-dashboard@.service", "[Service]\nNice=5\n")
+    sh(app1, f"chmod 644 {ENV} && echo EXTRA_TOKEN={value} >> {ENV}")
     before = sh(app1, "readlink /app/monitoring-dashboard-api/current")
 
     result = drift()

@@ -15,6 +15,7 @@ from fake_remote import FakeRemote
 from tasks import drift, preflight
 from tasks.commands import drift as d
 from tasks.config import Settings, validate
+from tasks.context import Run
 from tasks.migrations import Migration
 from tasks.remote import DeployError
 
@@ -208,10 +209,12 @@ def test_pre_flight_refuses_drift_only_under_fail_without_a_reason(
     monkeypatch, policy, accept, refused
 ):
     diff = d.Difference("INDEX public.x", "absent", "present")
-    monkeypatch.setattr(drift, "checked", lambda h, s, m: ([diff], []))
-    h = FakeRemote("app1")
+    listed = {"releases": "v1"}
+    monkeypatch.setattr(drift, "check", lambda h, s, m: drift.Found([diff], [], listed))
+    h, run = FakeRemote("app1"), Run("app1", "t")
     s = replace(S, drift_policy=policy, drift_accept=accept)
-    problems, facts = preflight._drift(h, s, True)
+    problems, facts = preflight._drift(run, h, s, True)
+    assert run.listed == listed  # what a run that then changes nothing records as left
     assert bool(problems) is refused
     assert facts["drift"] == [diff.line()]
     assert facts.get("drift_accepted", "") == accept
@@ -235,3 +238,10 @@ def test_a_replayed_schema_is_kept_and_read_back_while_history_and_versions_stay
     upgraded.answer("pg_dump", (True, header.replace("15.14", "16.4") + DUMP))
     assert drift.schema_drift(mig, upgraded, S) == []
     assert upgraded.ran("CREATE DATABASE")  # another server version: replayed again
+
+
+def test_a_check_that_cannot_finish_is_a_difference_of_its_own():
+    h = FakeRemote("app1").answer("deployments.jsonl", DeployError("connection lost"))
+    found = drift.check(h, S, False)
+    assert [x.object for x in found.differences] == ["drift check"]
+    assert "connection lost" in found.differences[0].found
