@@ -41,6 +41,7 @@ from tasks.report_html import drift_page
 from tasks.transport import remote, say, sh
 
 NO_RECORD = "no deployment record says what the deploy left here yet"
+NO_HISTORY = "schema not compared: the database has no migration history yet (a deploy records it)"
 REPLAY_MARK = "@@@ replaying "
 # on the database server: the schema of the last history replayed (root only)
 CACHE_DIR = "/var/cache/monitoring-dashboard-deploy/drift"
@@ -91,16 +92,21 @@ def _replay_text(s: Settings, scripts: list[tuple[str, str]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _applied_scripts(mig: Remote, s: Settings) -> tuple[list[tuple[str, str]], list[d.Difference]]:
+def _applied_scripts(
+    mig: Remote, s: Settings
+) -> tuple[list[tuple[str, str]], list[d.Difference]] | None:
     """The up scripts of the applied migrations in the order they were applied, each from a
     release on the migration host whose script has the checksum the history recorded (after a
     quick rollback the serving release may predate some); a difference for each it cannot
-    replay."""
+    replay. None: the database has no migration history yet."""
     (_, out, _), (_, listed, _) = at_once(
-        lambda: mig.run(postgres.psql(s, d.applied_sql()), what="reading the migration history"),
+        lambda: mig.run(d.applied(s), what="reading the migration history"),
         lambda: mig.run(f"ls -1d {q(paths(s)['releases'])}/*/ 2>/dev/null || true"),
     )
-    applied = [line.split("|", 1) for line in out.splitlines() if "|" in line]
+    first, *rows = out.splitlines() or [""]
+    if first.strip() != "t":
+        return None
+    applied = [line.split("|", 1) for line in rows if "|" in line]
 
     def held(release: str) -> list[Migration]:
         try:
@@ -167,26 +173,32 @@ def _replayed_schema(db: Remote, s: Settings, replay: str) -> str:
         _psql(db, s, d.drop_scratch_sql(scratch), "dropping the scratch database")
 
 
-def schema_drift(mig: Remote, db: Remote, s: Settings) -> list[d.Difference]:
-    """The schema differences: live against the applied migrations replayed; then every
-    invalid index. A replay's schema is kept on the database server (CACHE_DIR) under the
-    digest of its script: the next check with the same history and the same PostgreSQL
-    (pg_dump's header names both versions) reads it instead of replaying. A scratch database
-    a killed run left is dropped first."""
+def schema_drift(mig: Remote, db: Remote, s: Settings) -> tuple[list[d.Difference], list[str]]:
+    """(the schema differences, notes): live against the applied migrations replayed; then
+    every invalid index; a note instead when there is no history to replay. A replay's schema
+    is kept on the database server (CACHE_DIR) under the digest of its script: the next check
+    with the same history and the same PostgreSQL (pg_dump's header names both versions)
+    reads it instead of replaying. A scratch database a killed run left is dropped first."""
     drop = pgb.superuser_psql(d.drop_scratch_sql(d.scratch_name(s)), port=s.db_port)
 
-    def history() -> tuple[list[d.Difference], str, str, str]:
-        scripts, problems = _applied_scripts(mig, s)
+    def history() -> tuple[list[d.Difference], str, str, str] | None:
+        found = _applied_scripts(mig, s)
+        if found is None:
+            return None
+        scripts, problems = found
         replay = _replay_text(s, scripts)
         kept = f"{CACHE_DIR}/{hashlib.sha256(replay.encode()).hexdigest()}.sql"
         _, cached, _ = db.run(f"{drop} >/dev/null && cat {q(kept)} 2>/dev/null || true")
         return problems, replay, kept, cached
 
-    (problems, replay, kept, cached), (_, live, _), invalid = at_once(  # independent reads
+    read, (_, live, _), invalid = at_once(  # independent reads
         history,
         lambda: db.run(d.schema_dump(s.db_name, s.db_port), timeout=120),
         lambda: _psql(db, s, d.invalid_indexes_sql(), "looking for invalid indexes", s.db_name),
     )
+    if read is None:
+        return [], [NO_HISTORY]
+    problems, replay, kept, cached = read
     if cached and d.dumped_versions(cached) == d.dumped_versions(live):
         expected = cached
     else:
@@ -195,7 +207,7 @@ def schema_drift(mig: Remote, db: Remote, s: Settings) -> list[d.Difference]:
         db.put_text(expected, kept)
     found = problems + d.compare_schemas(d.schema_objects(expected), d.schema_objects(live))
     found += [d.Difference(f"INDEX {name}", "valid", "INVALID") for name in invalid.split()]
-    return found
+    return found, []
 
 
 def check(h, s: Settings, migration_host: bool) -> Found:
@@ -212,7 +224,9 @@ def check(h, s: Settings, migration_host: bool) -> Found:
                     "check replays the migrations into a scratch database there)"
                 )
             else:
-                found.differences += schema_drift(remote(h), remote(db), s)
+                differences, notes = schema_drift(remote(h), remote(db), s)
+                found.differences += differences
+                found.notes += notes
         return found
     except DeployError as exc:
         return Found([d.Difference("drift check", "to complete", str(exc))])

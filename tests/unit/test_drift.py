@@ -163,7 +163,7 @@ def _servers(checksum: str, replay_ok: bool = True) -> tuple[FakeRemote, FakeRem
     """The migration host (history: 001 with CHECKSUM; the serving release has 001_init.sql)
     and the database server (the replay succeeds or fails in 001)."""
     mig = FakeRemote("app1")
-    mig.answer("schema_migrations", (True, f"001|{checksum}\n"))
+    mig.answer("schema_migrations", (True, f"t\n001|{checksum}\n"))
     mig.answer("ls -1d", (True, "/app/releases/v1/\n/app/releases/v0/\n"))
     mig.answer(r"@@@ migration file", (True, "@@@ migration file 001_init.sql\nCREATE TABLE a ();"))
     mig.answer(r"cd '?/app/releases/v0", (False, "", "no such folder"))  # an older kind of release
@@ -177,7 +177,7 @@ def _servers(checksum: str, replay_ok: bool = True) -> tuple[FakeRemote, FakeRem
 
 def test_an_applied_migration_no_release_holds_with_its_checksum_is_a_difference():
     mig, db = _servers("0" * 64)
-    found = drift.schema_drift(mig, db, S)
+    found, _ = drift.schema_drift(mig, db, S)
     assert [x.object for x in found] == ["migration 001"]
     assert found[0].expected == "its script (checksum 000000000000) in a release on app1"
     assert db.ran("DROP DATABASE IF EXISTS")
@@ -225,18 +225,18 @@ def test_a_replayed_schema_is_kept_and_read_back_while_history_and_versions_stay
     header = "-- Dumped from database version 15.14\n-- Dumped by pg_dump version 15.14\n"
     mig, db = _servers(INIT.checksum)
     db.answer("pg_dump", (True, header + DUMP))
-    assert drift.schema_drift(mig, db, S) == []
+    assert drift.schema_drift(mig, db, S) == ([], [])
     kept = next(path for path in db.files if path.startswith(drift.CACHE_DIR))
     assert db.ran("CREATE DATABASE")
 
     again = FakeRemote("db1", script=list(db.script))
     again.answer(r"cat '?" + kept, (True, db.files[kept]))
-    assert drift.schema_drift(mig, again, S) == []
+    assert drift.schema_drift(mig, again, S) == ([], [])
     assert not again.ran("CREATE DATABASE") and again.ran("DROP DATABASE IF EXISTS")
 
     upgraded = FakeRemote("db1", script=list(again.script))
     upgraded.answer("pg_dump", (True, header.replace("15.14", "16.4") + DUMP))
-    assert drift.schema_drift(mig, upgraded, S) == []
+    assert drift.schema_drift(mig, upgraded, S) == ([], [])
     assert upgraded.ran("CREATE DATABASE")  # another server version: replayed again
 
 
@@ -245,3 +245,10 @@ def test_a_check_that_cannot_finish_is_a_difference_of_its_own():
     found = drift.check(h, S, False)
     assert [x.object for x in found.differences] == ["drift check"]
     assert "connection lost" in found.differences[0].found
+
+
+def test_a_database_without_history_is_not_compared_and_says_so():
+    mig, db = _servers(INIT.checksum)
+    mig.answer("schema_migrations", (True, "f\n"))
+    assert drift.schema_drift(mig, db, S) == ([], [drift.NO_HISTORY])
+    assert not db.ran("CREATE DATABASE")
