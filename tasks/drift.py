@@ -57,8 +57,11 @@ def recorded(h, s: Settings) -> dict[str, str] | None:
     )
     if not out.strip():
         return None
-    left: dict[str, str] = json.loads(out)["left"]
-    return left
+    try:
+        left = json.loads(out).get("left")
+    except ValueError as exc:
+        raise DeployError(f"the last deployment record on {h.name} is not JSON: {exc}") from None
+    return left if isinstance(left, dict) else None
 
 
 @dataclass
