@@ -216,20 +216,5 @@ def invalid_indexes_sql() -> str:
     )
 
 
-def applied(s: Settings) -> str:
-    """One psql: `t` or `f` (the history exists) on the first line, then `version|checksum`
-    of each migration applied and not reverted, in the order they were applied."""
-    table = postgres.HISTORY_TABLE
-    script = (
-        f"SELECT to_regclass('{table}') IS NOT NULL AS has_history \\gset\n"
-        "\\echo :has_history\n"
-        "\\if :has_history\n"
-        f"SELECT version, checksum FROM {table} WHERE reverted_at IS NULL "
-        "ORDER BY applied_at, version;\n"
-        "\\endif\n"
-    )
-    return f"{postgres.psql(s, file='-')} <<'SQL'\n{script}SQL"
-
-
 def scratch_name(s: Settings) -> str:
     return f"{s.db_name}_drift_scratch"

@@ -72,16 +72,16 @@ def psql(
     return cmd
 
 
-def history(s: Settings) -> str:
+def history(s: Settings, order: str = "version") -> str:
     """One psql for the migration history: `<has history> <has metrics>` (t or f) on the first
-    line, then `version|checksum` of each migration applied and not reverted."""
+    line, then `version|checksum` of each migration applied and not reverted, by ORDER."""
     script = (
         f"SELECT to_regclass('{HISTORY_TABLE}') IS NOT NULL AS has_history, "
         "to_regclass('metrics') IS NOT NULL AS has_metrics \\gset\n"
         "\\echo :has_history :has_metrics\n"
         "\\if :has_history\n"
         f"SELECT version, checksum FROM {HISTORY_TABLE} WHERE reverted_at IS NULL "
-        "ORDER BY version;\n"
+        f"ORDER BY {order};\n"
         "\\endif\n"
     )
     return f"{psql(s, file='-')} <<'SQL'\n{script}SQL"

@@ -163,7 +163,7 @@ def _servers(checksum: str, replay_ok: bool = True) -> tuple[FakeRemote, FakeRem
     """The migration host (history: 001 with CHECKSUM; the serving release has 001_init.sql)
     and the database server (the replay succeeds or fails in 001)."""
     mig = FakeRemote("app1")
-    mig.answer("schema_migrations", (True, f"t\n001|{checksum}\n"))
+    mig.answer("schema_migrations", (True, f"t t\n001|{checksum}\n"))
     mig.answer("ls -1d", (True, "/app/releases/v1/\n/app/releases/v0/\n"))
     mig.answer(r"@@@ migration file", (True, "@@@ migration file 001_init.sql\nCREATE TABLE a ();"))
     mig.answer(r"cd '?/app/releases/v0", (False, "", "no such folder"))  # an older kind of release
@@ -249,6 +249,6 @@ def test_a_check_that_cannot_finish_is_a_difference_of_its_own():
 
 def test_a_database_without_history_is_not_compared_and_says_so():
     mig, db = _servers(INIT.checksum)
-    mig.answer("schema_migrations", (True, "f\n"))
+    mig.answer("schema_migrations", (True, "f t\n"))
     assert drift.schema_drift(mig, db, S) == ([], [drift.NO_HISTORY])
     assert not db.ran("CREATE DATABASE")
