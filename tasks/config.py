@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks import windows
 from tasks.settings_type import Settings
 
 DURATION = re.compile(r"^\d+(ms|s|m|h)$")
@@ -82,7 +83,7 @@ class Var:
     default: Any
     doc: str
     # str, int, port, bool, duration, size, path, hostpath, urlpath, host, choice, ref, name,
-    # number
+    # number, rules (a string of rules separated by `;`, or a YAML list of them)
     kind: str = "str"
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -157,6 +158,28 @@ VARIABLES: list[Var] = [
         "deploy_migration_host",
         "",
         "app host that runs backup and migrations (default: the first app host)",
+    ),
+    Var(
+        "deploy_windows",
+        "",
+        "when a deploy may start, in deploy_timezone: days and hours, `;` between them (or a "
+        "YAML list), e.g. `Mon-Thu 09:00-16:00; Fri 09:00-12:00`; empty: any time (rollbacks "
+        "and runbooks are always allowed)",
+        "rules",
+    ),
+    Var(
+        "deploy_freeze",
+        "",
+        "days no deploy may start: a day or a range, then the reason, `;` between them (or a "
+        "YAML list), e.g. `2026-12-20..2027-01-05 holidays; 2027-03-01 launch`",
+        "rules",
+    ),
+    Var("deploy_timezone", "UTC", "the time zone of deploy_windows and deploy_freeze"),
+    Var(
+        "deploy_override",
+        "",
+        "deploy outside the windows or inside a freeze, for this reason (kept in the "
+        "deployment record and told in the notification)",
     ),
     # app_: the service and its releases
     Var(
@@ -821,7 +844,11 @@ def _check(var: Var, value: Any) -> str | None:
     kind = var.kind
     if kind in ("int", "port", "number", "bool"):
         return _check_number(var, value)
-    if not isinstance(value, str) and kind not in ("duration", "size", "batch"):
+    if kind == "rules":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, str) for item in items):
+            return f"must be a string or a list of strings, got {value!r}"
+    elif not isinstance(value, str) and kind not in ("duration", "size", "batch"):
         return f"must be a string, got {value!r}"
     elif kind == "duration" and not DURATION.match(str(value)):
         return f"must be a duration like 500ms, 5s, 30m or 1h, got {value!r}"
@@ -860,6 +887,8 @@ def _check(var: Var, value: Any) -> str | None:
 
 
 def _coerce(var: Var, value: Any) -> Any:
+    if var.kind == "rules":
+        return windows.joined(value)
     if var.kind == "batch":
         return str(value)
     if var.kind in ("int", "port"):
@@ -954,6 +983,11 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "drill_target: must be latest, a time like 2026-12-05 10:00:00+00 or a restore "
             f"point's name (letters, digits and ._:-), got {target!r}"
         )
+    problems += windows.problems(
+        settings.get("deploy_windows", ""),
+        settings.get("deploy_freeze", ""),
+        settings.get("deploy_timezone", "UTC"),
+    )
     if settings.get("redis_mode") == "external" and settings.get("redis_host") in LOOPBACK:
         problems.append("redis_host: external mode needs the endpoint's address, not localhost")
     if settings.get("release_method") == "docker" and settings.get("db_host") in LOOPBACK:

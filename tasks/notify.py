@@ -20,6 +20,8 @@ from tasks.hosts import app_hosts, migration_host_name
 from tasks.settings import deployed_by, secret
 
 TIMEOUT = 5  # seconds a notification may take
+# the reasons a run was let through despite a rule; the start's message tells them
+OVERRIDES = ("deploy_override", "drift_accept")
 
 
 def message(ctx: RunContext, event: str, s: Settings, version: str, detail: str = "") -> str:
@@ -52,7 +54,8 @@ def send(text: str) -> bool:
 
 
 def _started(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
-    send(message(ctx, "started", s, version))
+    overrides = [f"{v}: {getattr(s, v)}" for v in OVERRIDES if getattr(s, v)]
+    send(message(ctx, "started", s, version, "\n".join(overrides)))
     return True
 
 

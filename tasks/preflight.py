@@ -4,12 +4,13 @@ reported together before anything that matters changes."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import archive, drift, lint, lock, operations
+from tasks import archive, drift, lint, lock, operations, windows
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
@@ -129,6 +130,20 @@ def _drift(run: Run, h, s: Settings, migration_host: bool) -> tuple[list[str], d
     return [], facts
 
 
+def _window(ctx: RunContext, h, s: Settings) -> tuple[list[str], dict[str, Any]]:
+    """deploy_windows and deploy_freeze (tasks/windows.py), at the moment the run started:
+    a problem naming the rule and the next opening, or with deploy_override a warning and the
+    reason in the record."""
+    started = datetime.fromtimestamp(ctx.started, UTC)
+    refused = windows.refusal(started, s.deploy_windows, s.deploy_freeze, s.deploy_timezone)
+    if refused is None:
+        return [], {}
+    if not s.deploy_override:
+        return [f'{refused} (--data deploy_override="reason" deploys anyway)'], {}
+    say(h, f"WARNING: {refused}; deploying anyway (deploy_override: {s.deploy_override})")
+    return [], {"deploy_window": refused, "deploy_override": s.deploy_override}
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     # The checks only read, and none needs another's answer: they run at once, each on its
@@ -145,8 +160,15 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         lambda: _archiving(s) if migration_host and not dumps else ([], {}),
         lambda: _drift(ctx.run(host), host, s, migration_host),
     )
-    problems: list[str] = tools + on_method[0] + database[0] + archiving[0] + drifted[0]
-    facts: dict[str, Any] = {**on_method[1], **database[1], **archiving[1], **drifted[1]}
+    window = _window(ctx, host, s)
+    problems: list[str] = window[0] + tools + on_method[0] + database[0] + archiving[0] + drifted[0]
+    facts: dict[str, Any] = {
+        **window[1],
+        **on_method[1],
+        **database[1],
+        **archiving[1],
+        **drifted[1],
+    }
     if "max_connections" in facts:
         app_hosts = max(1, len(inventory.get_group("app_servers", default=[])) or len(inventory))
         processes, clients = method.clients(app_hosts)

@@ -21,6 +21,10 @@ class Settings:
     deploy_guard_max_wait: str
     deploy_guard_on_timeout: str
     deploy_migration_host: str
+    deploy_windows: str
+    deploy_freeze: str
+    deploy_timezone: str
+    deploy_override: str
     app_version: str
     app_repo_url: str
     app_dir: str

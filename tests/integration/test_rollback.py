@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pyinfra_runs import OBJECTS, QUICK, REPO, lab_settings, output, pyinfra, report, start
@@ -14,6 +15,8 @@ from pyinfra_runs import OBJECTS, QUICK, REPO, lab_settings, output, pyinfra, re
 from lab import core
 from lab.topology import topology
 from tasks.commands import postgres
+
+DAY = timedelta(days=1)
 
 
 def sh(host, command: str) -> str:
@@ -254,11 +257,24 @@ def test_nothing_to_roll_back_to_is_a_clear_error_that_changes_nothing(productio
 
 
 def test_quick_rollback_of_one_production_host(production):
+    """Inside a freeze a deploy is refused before any change; a rollback runs."""
+    today = datetime.now(UTC).date()  # the freeze holds whichever day the runs start on
+    freeze = ("--data", f"deploy_freeze={today - DAY}..{today + DAY} launch week")
+    current = "readlink /app/monitoring-dashboard-api/current"
+    before = {name: sh(h, current) for name, h in production.items()}
+    frozen = pyinfra(*QUICK, *freeze, inventory="inventories/lab_production.py")
+    text = output(frozen)
+    assert frozen.returncode != 0
+    assert f"inside the deploy freeze '{today - DAY}..{today + DAY} launch week'" in text
+    assert f"the next window opens: {(today + 2 * DAY).strftime('%a %Y-%m-%d')} 00:00" in text
+    assert "deploy window: " in report(frozen)["failure"]
+    assert {name: sh(h, current) for name, h in production.items()} == before
+    assert {version(h) for h in production.values()} == {'{"version":"1.9.0"}'}
     upgrade = pyinfra(*QUICK, inventory="inventories/lab_production.py")
     assert upgrade.returncode == 0, output(upgrade)[-3000:]
     assert {version(h) for h in production.values()} == {'{"version":"2.0.0-perf"}'}
     result = pyinfra(
-        "--limit", "app1", script="rollback.py", inventory="inventories/lab_production.py"
+        "--limit", "app1", *freeze, script="rollback.py", inventory="inventories/lab_production.py"
     )
     assert result.returncode == 0, output(result)[-3000:]
     assert version(production["app1"]) == '{"version":"1.9.0"}'
