@@ -45,6 +45,7 @@ def plan(ctx: RunContext, s: Settings, method: Method) -> Plan:
     and the Helm commands it would run. Bad input stops here, before anything changed."""
     try:
         backup.check_copy_target(s)
+        release.check_build_host(s)
         missing = helm.missing_tools(s) if method.name == "helm" and not ctx.dry else []
         if missing:
             raise DeployError("release_method helm: " + "; ".join(missing))

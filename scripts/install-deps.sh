@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(debootstrap systemd-container iproute2 openssh-client git make python3-venv haproxy)
+# golang-go: build_host local builds the release here (the lab's hosts have the same Go)
+packages=(debootstrap systemd-container iproute2 openssh-client git make python3-venv haproxy
+          golang-go)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

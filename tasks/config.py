@@ -69,6 +69,9 @@ PREFIXES = (
     "docker_",
     "helm_",
     "drill_",
+    "build_",
+    "artifact_",
+    "promote_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of db_user on db_host",
@@ -214,6 +217,40 @@ VARIABLES: list[Var] = [
         choices=("once", "each"),
     ),
     Var("app_build_timeout", 600, "seconds allowed for fetch + go build", "int", minimum=10),
+    Var(
+        "build_host",
+        "",
+        "where the release is built and packed: empty, the migration host (the checklist's "
+        "way; it serves meanwhile); local, this machine (git and go needed here); or a host "
+        "of the inventory that gets no deploy (the app hosts receive the tarball)",
+    ),
+    Var(
+        "artifact_dir",
+        "artifacts",
+        "local folder keeping each release's packed tarball under its sha256 (what "
+        "promote_from ships; keep it as a CI artifact between stages)",
+        "path",
+    ),
+    Var(
+        "promote_from",
+        "",
+        "an environment (its deploy_env) whose passed deploys this one takes: a release-"
+        "changing deploy ships only a tarball of artifact_dir that a deploy there passed with, "
+        "monitoring window included, and builds nothing (empty: build here)",
+    ),
+    Var(
+        "promote_ledger",
+        "reports",
+        "the folder of promote_from's run reports (its report_dir; in CI, the earlier stage's "
+        "kept reports)",
+        "path",
+    ),
+    Var(
+        "promote_override",
+        "",
+        "with promote_from: ship the release's tarball although no deploy there passed with "
+        "it, for this reason (kept in the deployment record and told in the notification)",
+    ),
     Var("app_health_path", "/api/v1/auth/status", "health check path", "urlpath"),
     Var(
         "app_liveness_path",
@@ -972,6 +1009,8 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
             "blue_green, release_method systemd or docker): it answers the 503"
         )
+    if settings.get("build_host") and settings.get("app_build") == "each":
+        problems.append("build_host: names one place to build; app_build each builds on every host")
     if settings.get("backup_method") == "pgbackrest" and not settings.get("backup_repo_host"):
         problems.append(
             "backup_repo_host: backup_method pgbackrest needs the host of the inventory that "

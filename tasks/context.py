@@ -150,6 +150,7 @@ class DeployState:
     verifying: BoundedSemaphore | None = None  # app hosts timing requests at once
     awaiting_release: set[str] = field(default_factory=set)  # hosts receiving the build
     release_artifact: tuple[str, str] | None = None  # local tarball, its sha256
+    promotion: tuple[list[str], dict[str, Any]] | None = None  # pre-flight's, once per run
     warned_unreachable: bool = False  # the operator was told which app hosts are missing
 
 

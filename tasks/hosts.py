@@ -47,6 +47,20 @@ def migration_host_name(s: Settings) -> str:
     return s.deploy_migration_host or app_hosts()[0].name
 
 
+def builder_of(s: Settings) -> str | None:
+    """Where the release is built: the migration host (the default), `local`, another host
+    of the inventory; None with promote_from (nothing is built, a passed tarball ships)."""
+    if s.promote_from:
+        return None
+    return s.build_host or migration_host_name(s)
+
+
+def builds_here(h: Host, s: Settings) -> bool:
+    """Host H runs `go build` in this deploy."""
+    builder = builder_of(s)
+    return builder is not None and (s.app_build == "each" or h.name == builder)
+
+
 def database_servers() -> list[Host]:
     """The inventory's hosts in group db_servers (the database server, when it lists one)."""
     return list(inventory.get_group(DB_GROUP, None) or [])

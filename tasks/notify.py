@@ -21,7 +21,7 @@ from tasks.settings import deployed_by, secret
 
 TIMEOUT = 5  # seconds a notification may take
 # the reasons a run was let through despite a rule; the start's message tells them
-OVERRIDES = ("deploy_override", "drift_accept")
+OVERRIDES = ("deploy_override", "drift_accept", "promote_override")
 
 
 def message(ctx: RunContext, event: str, s: Settings, version: str, detail: str = "") -> str:

@@ -10,10 +10,11 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import archive, drift, lint, lock, operations, windows
+from tasks import archive, drift, lint, lock, operations, promotion, windows
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
+from tasks.hosts import builds_here
 from tasks.method import Method
 from tasks.operations import deploy
 from tasks.outcome import phase_check
@@ -144,14 +145,44 @@ def _window(ctx: RunContext, h, s: Settings) -> tuple[list[str], dict[str, Any]]
     return [], {"deploy_window": refused, "deploy_override": s.deploy_override}
 
 
+def _promotion(ctx: RunContext, h, s: Settings, plan: Plan) -> tuple[list[str], dict[str, Any]]:
+    """promote_from (tasks/promotion.py), decided once per run: the tarball a passed deploy
+    there shipped becomes the one every app host receives, or a problem saying what was
+    looked for and what that environment passed."""
+    if not s.promote_from or not plan.release_changes:
+        return [], {}
+    if ctx.deploy.promotion is None:
+        try:
+            found = promotion.choose(s, plan.release)
+        except DeployError as exc:
+            ctx.deploy.promotion = [str(exc)], {}
+        else:
+            ctx.deploy.release_artifact = (str(found.path), found.sha256)
+            facts: dict[str, Any] = {"promoted_from": s.promote_from, "artifact": found.sha256}
+            if found.passed:
+                facts["promoted_run"] = found.passed.run
+            else:
+                facts["promote_override"] = s.promote_override
+            ctx.deploy.promotion = [], facts
+    problems, facts = ctx.deploy.promotion
+    if facts.get("promote_override"):
+        say(
+            h,
+            f"WARNING: no deploy of {s.promote_from} passed with {facts['artifact']}; shipping it "
+            f"anyway (promote_override: {s.promote_override})",
+        )
+    return problems, facts
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     # The checks only read, and none needs another's answer: they run at once, each on its
     # own SSH channel (the lint's result counts only when the database answered).
     migration_host = plan.is_migration_host
     dumps = s.backup_method == "pg_dump"
+    go = ["go"] if builds_here(host, s) else []
     tools, on_method, database, cache, free, lint_found, archiving, drifted = at_once(
-        lambda: _tools(host, ["git", "go", "psql", "pg_dump", *method.tools]),
+        lambda: _tools(host, ["git", *go, "psql", "pg_dump", *method.tools]),
         lambda: method.problems(host),
         lambda: _database(host, s),
         lambda: _cache(host, s, method),
@@ -160,10 +191,13 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         lambda: _archiving(s) if migration_host and not dumps else ([], {}),
         lambda: _drift(ctx.run(host), host, s, migration_host),
     )
-    window = _window(ctx, host, s)
-    problems: list[str] = window[0] + tools + on_method[0] + database[0] + archiving[0] + drifted[0]
+    window, promoted = _window(ctx, host, s), _promotion(ctx, host, s, plan)
+    problems: list[str] = (
+        window[0] + promoted[0] + tools + on_method[0] + database[0] + archiving[0] + drifted[0]
+    )
     facts: dict[str, Any] = {
         **window[1],
+        **promoted[1],
         **on_method[1],
         **database[1],
         **archiving[1],

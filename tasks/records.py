@@ -78,6 +78,7 @@ def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
         "changed": run.all_changes(),
         "rolled_back": run.rolled_back,
         "not_rolled_back": run.not_rolled_back,
+        "artifact": asdict(run.artifact) if run.artifact else None,
         "phases": run.phases,
         "success_metrics": run.metrics,
         "facts": run.report_facts(),

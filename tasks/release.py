@@ -6,22 +6,22 @@ from __future__ import annotations
 
 import atexit
 import functools
-import hashlib
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 from gevent.event import AsyncResult
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import python, server
 
-from tasks import ledger, operations
+from tasks import ledger, operations, promotion
 from tasks.commands import docker, git, shell
 from tasks.config import Settings
 from tasks.context import Artifact, Plan, RunContext
-from tasks.hosts import migration_host_name
+from tasks.hosts import app_hosts, builder_of, builds_here, connected, migration_host_name
 from tasks.method import Method
 from tasks.operations import deploy
 from tasks.outcome import phase_check
@@ -76,7 +76,11 @@ def make_plan(ctx: RunContext, s: Settings) -> Plan:
     split = lines.index("=") if "=" in lines else len(lines)
     previous = "".join(lines[:split]).strip() or None
     records = "\n".join(lines[split + 1 :])
-    verdict = ledger.verdicts(ledger.parse_records(records)).get(release)
+    earlier = ledger.parse_records(records)
+    verdict = ledger.verdicts(earlier).get(release)
+    shipped = [r["artifact"] for r in earlier if r.get("release") == release and r.get("artifact")]
+    if shipped:  # what a run that changes nothing records: the artifact serving
+        ctx.run(host).artifact = Artifact(shipped[-1]["sha256"], shipped[-1].get("built_on", ""))
     if verdict and verdict.bad and previous != release_dir:
         say(
             host,
@@ -128,13 +132,23 @@ def _account_and_folders(s: Settings) -> None:
     )
 
 
+def check_build_host(s: Settings) -> None:
+    """build_host names `local` or a host of the inventory (before any change)."""
+    if s.build_host in ("", "local") or inventory.get_host(s.build_host, None) is not None:
+        return
+    names = ", ".join(h.name for h in inventory)
+    raise DeployError(
+        f"build_host {s.build_host}: not a host of this inventory ({names}) nor local"
+    )
+
+
 @deploy("Build the release")
 def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> OperationMeta | None:
     p = shell.paths(s)
     _account_and_folders(s)
-    builder = migration_host_name(s)
+    builder = builder_of(s)
     built = build = None
-    if s.app_build == "each" or host.name == builder:
+    if builds_here(host, s):
         # A failed build is reported (and the lock released) by _check_built.
         built = build = operations.release_built(
             name=f"Ensure release {plan.release} is built ({plan.commit[:12]})",
@@ -146,10 +160,10 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
             _timeout=s.app_build_timeout,
             _ignore_errors=True,
         )
-    if s.app_build == "once":
-        # On every host, so that it orders the builder's build before any host's receive.
+    if builder is not None and s.app_build == "once":
+        # On every host, so that it orders the build before any host's receive.
         python.call(
-            name=f"Pack the release on {builder} for the other app hosts",
+            name=f"Pack the release built on {builder} (its sha256 kept in {s.artifact_dir}/)",
             function=_pack,
             ctx=ctx,
             s=s,
@@ -158,13 +172,14 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
         )
     if built is None and not host.get_fact(File, path=f"{plan.release_dir}/{git.SERVICE_BINARY}"):
         ctx.deploy.awaiting_release.add(host.name)
+        source = builder or f"{s.promote_from}'s passed deploy"
         built = python.call(
-            name=f"Ensure release {plan.release} is here (built on {builder}, sha256 checked)",
+            name=f"Ensure release {plan.release} is here (from {source}, sha256 checked)",
             function=_receive,
             ctx=ctx,
             s=s,
             plan=plan,
-            builder=builder,
+            source=source,
         )
     python.call(
         name="Check the release was built",
@@ -178,29 +193,112 @@ def build(ctx: RunContext, s: Settings, plan: Plan, method: Method) -> Operation
     return built or image
 
 
-def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -> bool:
-    """On the builder: the built release as a tarball on the deploying machine, with its
-    sha256, for the hosts that do not have it (nothing to do when none lacks it)."""
-    if host.name != builder or not ctx.deploy.awaiting_release or not _binary_here(host, plan):
-        return True
-    remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
-    sh(host, git.pack_release(plan.release_dir, remote), timeout=300, what="packing")
-    local = Path(tempfile.mkdtemp(prefix="mdd-release-")) / f"{plan.release}.tar.gz"
+def _fetch(h, remote_path: str) -> Path:
+    """REMOTE_PATH of host H copied into a private folder of this machine (gone at exit)."""
+    local = Path(tempfile.mkdtemp(prefix="mdd-release-")) / remote_path.rsplit("/", 1)[-1]
     atexit.register(shutil.rmtree, local.parent, True)
-    if not host.get_file(remote, str(local)):
-        raise DeployError(f"could not fetch {remote} from {host.name}")
-    sh(host, f"rm -f {shell.q(remote)}")
-    digest = hashlib.sha256(local.read_bytes()).hexdigest()
-    ctx.deploy.release_artifact = (str(local), digest)
-    ctx.run(host).artifact = Artifact(sha256=digest, built_on=host.name)
-    say(host, f"packed {plan.release}: {local.stat().st_size} bytes, sha256 {digest[:16]}...")
+    if not h.get_file(remote_path, str(local)):
+        raise DeployError(f"could not fetch {remote_path} from {h.name}")
+    return local
+
+
+def _build_on(h, s: Settings, plan: Plan) -> Path:
+    """On a host that gets no deploy: build, pack, fetch the tarball; only its caches stay."""
+    folder = f"{shell.paths(s)['state']}/build"
+    release_dir, tarball = f"{folder}/{plan.release}", f"{folder}/{plan.release}.tar.gz"
+    cache = f"{folder}/repo.git"
+    sh(h, f"umask 077 && mkdir -p {shell.q(folder)} && rm -rf {shell.q(release_dir)}")
+    sh(
+        h,
+        git.build_release(s.app_repo_url, plan.commit, cache, release_dir, None),
+        timeout=s.app_build_timeout,
+        what=f"building {plan.release} on {h.name}",
+    )
+    sh(h, git.pack_release(release_dir, tarball, cache, plan.commit), timeout=300, what="packing")
+    local = _fetch(h, tarball)
+    sh(h, f"rm -rf {shell.q(release_dir)} {shell.q(tarball)}")
+    return local
+
+
+def _build_locally(s: Settings, plan: Plan) -> Path:
+    """On the deploying machine: build and pack under artifact_dir/.build."""
+    missing = [tool for tool in ("git", "go", "tar", "gzip") if shutil.which(tool) is None]
+    if missing:
+        raise DeployError(f"build_host local: {', '.join(missing)} not installed on this machine")
+    folder = Path(s.artifact_dir).resolve() / ".build"
+    release_dir, tarball = folder / plan.release, folder / f"{plan.release}.tar.gz"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(release_dir, ignore_errors=True)
+    steps = (
+        (
+            "building",
+            git.build_release(
+                s.app_repo_url, plan.commit, str(folder / "repo.git"), str(release_dir), None
+            ),
+            s.app_build_timeout,
+        ),
+        (
+            "packing",
+            git.pack_release(str(release_dir), str(tarball), str(folder / "repo.git"), plan.commit),
+            300,
+        ),
+    )
+    for what, command, timeout in steps:
+        try:
+            done = subprocess.run(
+                ["sh", "-c", command], capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"build_host local: {what} took over {timeout} s") from None
+        if done.returncode != 0:
+            raise DeployError(f"build_host local: {what} failed: {done.stderr.strip()[-500:]}")
+    shutil.rmtree(release_dir, ignore_errors=True)
+    return tarball
+
+
+def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -> bool:
+    """Once per run: the release as a tarball kept in artifact_dir under its sha256, for the
+    record and for the hosts that lack the release. An app host that built it packs it (when
+    the release changed, or another host needs it); `local` or another host builds and packs
+    it unless artifact_dir already holds it."""
+    packs_here = builder == host.name
+    by_app_host = builder in {h.name for h in app_hosts()}
+    if not packs_here and (by_app_host or host.name != migration_host_name(s)):
+        return True  # the app host that built it packs; else the migration host fetches it
+    if not (plan.release_changes or ctx.deploy.awaiting_release):
+        return True
+    if packs_here:
+        if not _binary_here(host, plan):
+            return True  # _check_built says why
+        remote_path = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
+        cache = shell.paths(s)["repo_cache"]
+        sh(
+            host,
+            git.pack_release(plan.release_dir, remote_path, cache, plan.commit),
+            timeout=300,
+            what="packing",
+        )
+        tarball = _fetch(host, remote_path)
+        sh(host, f"rm -f {shell.q(remote_path)}")
+    elif promotion.kept(s.artifact_dir, plan.release):
+        tarball, _ = promotion.kept(s.artifact_dir, plan.release)[0]
+    elif builder == "local":
+        tarball = _build_locally(s, plan)
+    else:
+        tarball = _build_on(connected(inventory.get_host(builder), "build_host"), s, plan)
+    digest = promotion.sha256_of(tarball)
+    kept = promotion.keep(s.artifact_dir, plan.release, tarball, digest)
+    ctx.deploy.release_artifact = (str(kept), digest)
+    if packs_here:
+        ctx.run(host).artifact = Artifact(sha256=digest, built_on=builder)
+    say(host, f"packed {plan.release} on {builder}: {kept.stat().st_size} bytes, sha256 {digest}")
     return True
 
 
 @phase_check("build")
-def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> None:
+def _receive(ctx: RunContext, host, s: Settings, plan: Plan, source: str) -> None:
     if ctx.deploy.release_artifact is None:
-        raise DeployError(f"release {plan.release} was not built on {builder}: nothing to receive")
+        raise DeployError(f"release {plan.release} (from {source}) is not here: nothing to receive")
     local, digest = ctx.deploy.release_artifact
     remote = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
     if not host.put_file(local, remote):
@@ -211,7 +309,7 @@ def _receive(ctx: RunContext, host, s: Settings, plan: Plan, builder: str) -> No
         timeout=300,
         what=f"unpacking {plan.release} (sha256 {digest[:16]}...)",
     )
-    ctx.run(host).artifact = Artifact(sha256=digest, built_on=builder)
+    ctx.run(host).artifact = Artifact(sha256=digest, built_on=source)
     say(host, f"received {plan.release}, sha256 {digest[:16]}... verified")
 
 

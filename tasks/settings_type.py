@@ -35,6 +35,11 @@ class Settings:
     app_keep_releases: int
     app_build: str
     app_build_timeout: int
+    build_host: str
+    artifact_dir: str
+    promote_from: str
+    promote_ledger: str
+    promote_override: str
     app_health_path: str
     app_liveness_path: str
     app_health_timeout: int

@@ -36,13 +36,15 @@ def parse_ls_remote(output: str, ref: str) -> str | None:
     return None
 
 
-def build_release(repo_url: str, commit: str, cache: str, target: str, user: str) -> str:
+def build_release(repo_url: str, commit: str, cache: str, target: str, user: str | None) -> str:
     """Fetch COMMIT into a bare cache, export it into TARGET and `go build` there (at the
-    lowest CPU and I/O priority: the host may serve).
+    lowest CPU and I/O priority: the host may serve), owned by root and USER's group (None:
+    left as built, on the deploying machine).
 
     The cache follows the repository, tags too (a tag moved there moves here: git refuses
     that without --force). The release appears under its final name only when the build
-    succeeded; a failed build leaves no partial folder behind.
+    succeeded; a failed build leaves no partial folder behind. The binary is the same bytes
+    wherever one Go version builds the commit: no paths (-trimpath), no VCS stamp.
     """
     partial = f"{target}.partial"
     gocache = f"{cache}/gocache"
@@ -60,18 +62,31 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
             f"echo {q(commit)} > {q(partial + '/REVISION')}",
             f"cd {q(partial)}",
             f"CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off GOCACHE={q(gocache)} "
-            f"{LOW_PRIORITY} go build -trimpath -o {SERVICE_BINARY} {MAIN_PACKAGE}",
-            f"chown -R root:{q(user)} {q(partial)}",
+            f"{LOW_PRIORITY} go build -trimpath -buildvcs=false -o {SERVICE_BINARY} {MAIN_PACKAGE}",
+            *([f"chown -R root:{q(user)} {q(partial)}"] if user else []),
             f"mv -T {q(partial)} {q(target)}",
         ]
     )
 
 
-def pack_release(release_dir: str, tarball: str) -> str:
-    """The built release folder as one gzipped tarball (its name inside: the folder's), at the
-    lowest CPU and I/O priority (the host may serve)."""
+def pack_release(release_dir: str, tarball: str, cache: str, commit: str) -> str:
+    """The built release folder as one gzipped tarball (its name inside: the folder's), the
+    same bytes wherever the same binary was built: entries in name order, owned by 0:0,
+    without group or other write, every time the commit's (read from the bare repository
+    CACHE), no name or time in the gzip header; at the lowest CPU and I/O priority."""
     parent, name = release_dir.rsplit("/", 1)
-    return f"umask 077 && {LOW_PRIORITY} tar -C {q(parent)} -czf {q(tarball)} {q(name)}"
+    if not tarball.endswith(".gz"):
+        raise ValueError(f"{tarball}: the tarball's name ends in .gz")
+    tar = tarball[: -len(".gz")]
+    return " && ".join(
+        [
+            "umask 077",
+            f"epoch=$(git -C {q(cache)} show -s --format=%ct {q(commit)})",
+            f"{LOW_PRIORITY} tar -C {q(parent)} --sort=name --mtime=@$epoch --owner=0 --group=0 "
+            f"--numeric-owner --mode=go-w -cf {q(tar)} {q(name)}",
+            f"{LOW_PRIORITY} gzip -n -f {q(tar)}",
+        ]
+    )
 
 
 def unpack_release(tarball: str, sha256: str, target: str, user: str) -> str:
