@@ -179,6 +179,12 @@ VARIABLES: list[Var] = [
     ),
     Var("deploy_timezone", "UTC", "the time zone of deploy_windows and deploy_freeze"),
     Var(
+        "deploy_plan",
+        "",
+        "the id of a plan made by plan.py (plans/<env>-<id>.json): the deploy refuses to start "
+        "when what it would do differs from it, and names the difference",
+    ),
+    Var(
         "deploy_override",
         "",
         "deploy outside the windows or inside a freeze, for this reason (kept in the "

@@ -166,7 +166,7 @@ class RunContext:
     callbacks."""
 
     def __init__(self, kind: str, argv: list[str]) -> None:
-        self.kind = kind  # deploy, rollback, runbook, unlock, drift
+        self.kind = kind  # deploy, rollback, runbook, unlock, drift, plan
         self.dry = "--dry" in argv  # this run only shows what would change
         self.inventory = inventory_of(argv)
         self.command = " ".join(["pyinfra", *argv])[:500]
@@ -183,6 +183,7 @@ class RunContext:
         self.keep_migrations: dict[str, set[str]] = {}  # rollback: each target's migrations
         self.runbook_records: dict[str, dict[str, Any]] = {}  # runbook: each host's record
         self.drift: dict[str, dict[str, Any]] = {}  # drift: each host's differences and notes
+        self.plan_parts: dict[str, dict[str, Any]] = {}  # plan: each host's part of the plan
         # how each host's part ends when any operation fails on it (see operation_failed)
         self.endings: dict[str, Callable[[str], Any]] = {}
 

@@ -10,11 +10,11 @@ from typing import Any
 from pyinfra import inventory
 from pyinfra.operations import python
 
-from tasks import archive, drift, lint, lock, operations, promotion, windows
+from tasks import archive, drift, lint, lock, operations, plans, promotion, windows
 from tasks.commands import postgres, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
-from tasks.hosts import builds_here
+from tasks.hosts import app_hosts, builds_here
 from tasks.method import Method
 from tasks.operations import deploy
 from tasks.outcome import phase_check
@@ -174,6 +174,20 @@ def _promotion(ctx: RunContext, h, s: Settings, plan: Plan) -> tuple[list[str], 
     return problems, facts
 
 
+def _approved(run: Run, h, s: Settings, plan: Plan) -> tuple[list[str], dict[str, Any]]:
+    """deploy_plan (tasks/plans.py): this host's part of the plan read live (the migration
+    host's holds the release, batches and database work) against the approved one."""
+    if not s.deploy_plan:
+        return [], {}
+    live: dict[str, Any] = {"hosts_detail": {h.name: plans.host_entry(plan)}}
+    if plan.is_migration_host:
+        live.update(plans.run_entry(s, plan, [x.name for x in app_hosts()]))
+        if "lint" in run.facts:
+            live.update(plans.database_entry(s, plan, run.pending or [], run.facts["lint"]))
+    problems = plans.check_approved(s, live)
+    return problems, {} if problems else {"deploy_plan": s.deploy_plan}
+
+
 @phase_check("preflight")
 def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> None:
     # The checks only read, and none needs another's answer: they run at once, each on its
@@ -192,11 +206,12 @@ def _checks(ctx: RunContext, host, s: Settings, plan: Plan, method: Method) -> N
         lambda: _drift(ctx.run(host), host, s, migration_host),
     )
     window, promoted = _window(ctx, host, s), _promotion(ctx, host, s, plan)
-    problems: list[str] = (
-        window[0] + promoted[0] + tools + on_method[0] + database[0] + archiving[0] + drifted[0]
-    )
+    approved = _approved(ctx.run(host), host, s, plan)
+    problems: list[str] = window[0] + approved[0] + promoted[0] + tools + on_method[0] + database[0]
+    problems += archiving[0] + drifted[0]
     facts: dict[str, Any] = {
         **window[1],
+        **approved[1],
         **promoted[1],
         **on_method[1],
         **database[1],

@@ -24,6 +24,7 @@ class Settings:
     deploy_windows: str
     deploy_freeze: str
     deploy_timezone: str
+    deploy_plan: str
     deploy_override: str
     app_version: str
     app_repo_url: str

@@ -2,7 +2,8 @@
 (two lab hosts and this machine) is the same tarball; the lab's production with promote_from
 the lab's staging refuses a release staging never passed, with nothing changed on any host,
 takes it once staging passed it, builds nothing itself, and ships an unproven tarball only
-with promote_override, whose reason the hosts' records keep."""
+with promote_override, whose reason the hosts' records keep. A plan made, then a migration
+pushed to the branch: the deploy of that plan is refused naming it; a new plan applies."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import shutil
 import subprocess
 
 import pytest
-from pyinfra_runs import QUICK, lab_settings, output, pyinfra, report
+from pyinfra_runs import QUICK, lab_settings, output, pushed_release, pyinfra, report
 
-from lab import core
+from lab import apprepo, core
 from lab.topology import topology
 from tasks.commands import git
+from tasks.commands.pgbackrest import superuser_psql
 
 PRODUCTION = "inventories/lab_production.py"
 APP = "/app/monitoring-dashboard-api"
@@ -81,6 +83,7 @@ def promoting(lab, tmp_path_factory):
     apps = {h.name: h for h in topology("production") if h.is_app}
     yield staging, production, apps, folder
     shutil.rmtree(folder, ignore_errors=True)
+    core.reset("staging", echo=lambda _m: None)  # the plan test's migration 004 goes
 
 
 def _left_alone(apps) -> dict[str, str]:
@@ -162,3 +165,43 @@ def test_an_unproven_tarball_ships_only_with_an_override_whose_reason_is_kept(pr
         assert last["artifact"]["sha256"] == digest, name
         assert last["facts"]["preflight"]["promote_override"] == reason, name
         assert sh(h, f"test -e {APP}/repo.git && echo built || echo never") == "never", name
+
+
+MARKER = f"{apprepo.MIGRATIONS}/004_plan_marker.sql"
+
+
+def _plan(*args: str) -> str:
+    made = pyinfra(*args, script="plan.py")
+    assert made.returncode == 0, output(made)[-3000:]
+    return output(made).split("--> plan: ", 1)[1].split()[0]
+
+
+def test_a_plan_refuses_a_migration_pushed_after_it_and_a_new_plan_applies(promoting):
+    app1, db1, _ = topology("staging")
+    marker = superuser_psql("SELECT to_regclass('plan_marker')", lab_settings().db_name)
+    args = ("--data", "app_version=plan-test", *QUICK)
+    with pushed_release("plan-test", "v2.0.0-perf", {"PLAN.txt": "reviewed\n"}):
+        reviewed = _plan(*args)
+    serving = sh(app1, f"readlink {APP}/current || true")
+    migration = "CREATE TABLE IF NOT EXISTS plan_marker (id bigint PRIMARY KEY);\n"
+    with pushed_release("plan-test", "v2.0.0-perf", {"PLAN.txt": "reviewed\n", MARKER: migration}):
+        refused = pyinfra(*args, "--data", f"deploy_plan={reviewed}")
+        text = output(refused)
+        assert refused.returncode != 0
+        assert f"deploy_plan {reviewed}: the deploy would not do what was approved" in text
+        assert "migration 004_plan_marker.sql: new since the plan" in text
+        assert "commit: planned " in text
+        assert sh(app1, f"readlink {APP}/current || true") == serving
+        assert sh(db1, marker) == ""  # the migration never ran
+
+        again = _plan(*args)
+        assert again != reviewed
+        applied = pyinfra(*args, "--data", f"deploy_plan={again}")
+        assert applied.returncode == 0, output(applied)[-3000:]
+    assert report(applied)["facts"]["preflight"]["deploy_plan"] == again
+    record = json.loads(
+        sh(app1, "tail -n 1 /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    )
+    assert record["facts"]["preflight"]["deploy_plan"] == again
+    assert record["release"].startswith("plan-test-")
+    assert sh(db1, marker) == "plan_marker"
