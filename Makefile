@@ -46,3 +46,4 @@ bench: deps
 	$(PY) bench/fleet.py
 	$(PY) bench/backup.py
 	$(PY) bench/drift.py
+	$(PY) bench/build_host.py

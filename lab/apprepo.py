@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,3 +235,24 @@ def stop_daemon() -> None:
     if daemon_running():
         os.kill(int(daemon_pid_file().read_text()), 15)
     daemon_pid_file().unlink(missing_ok=True)
+
+
+@contextmanager
+def pushed_release(branch: str, base: str, files: dict[str, str]) -> Iterator[str]:
+    """A branch BRANCH of the reference service's repository: BASE (a tag) with FILES (path:
+    content) written over it (over a branch a killed run left), for the block; removed
+    afterwards. Yields the branch name."""
+    bare = git_dir() / REPO_NAME
+    with tempfile.TemporaryDirectory() as tmp:
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@lab", "-C", tmp]
+        subprocess.run(["git", "clone", "-q", str(bare), tmp], check=True, timeout=60)
+        subprocess.run([*git, "checkout", "-q", base], check=True)
+        for path, content in files.items():
+            (Path(tmp) / path).write_text(content)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", f"{branch} over {base}"], check=True)
+        subprocess.run([*git, "push", "-qf", "origin", f"HEAD:refs/heads/{branch}"], check=True)
+    try:
+        yield branch
+    finally:
+        subprocess.run(["git", "-C", str(bare), "branch", "-q", "-D", branch], check=True)

@@ -7,13 +7,10 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from lab import apprepo, core
+from lab import core
 from lab.load import TAIL, Load, LoadResult
 from lab.topology import topology
 from tasks.config import validate
@@ -128,27 +125,6 @@ def on_staging(*args: str, script: str = "deploy.py", forbidden: str = ""):
     """under_load through staging app1's port for up to SINGLE_HOST_WINDOW seconds."""
     url = f"http://{staging_app1().address}:8080"
     return under_load(url, *args, window=SINGLE_HOST_WINDOW, script=script, forbidden=forbidden)
-
-
-@contextmanager
-def pushed_release(branch: str, base: str, files: dict[str, str]) -> Iterator[str]:
-    """A branch BRANCH of the reference service's repository: BASE (a tag) with FILES (path:
-    content) written over it (over a branch a killed run left), for the block; removed
-    afterwards. Yields the branch name."""
-    bare = apprepo.git_dir() / apprepo.REPO_NAME
-    with tempfile.TemporaryDirectory() as tmp:
-        git = ["git", "-c", "user.name=t", "-c", "user.email=t@lab", "-C", tmp]
-        subprocess.run(["git", "clone", "-q", str(bare), tmp], check=True, timeout=60)
-        subprocess.run([*git, "checkout", "-q", base], check=True)
-        for path, content in files.items():
-            (Path(tmp) / path).write_text(content)
-        subprocess.run([*git, "add", "-A"], check=True)
-        subprocess.run([*git, "commit", "-qm", f"{branch} over {base}"], check=True)
-        subprocess.run([*git, "push", "-qf", "origin", f"HEAD:refs/heads/{branch}"], check=True)
-    try:
-        yield branch
-    finally:
-        subprocess.run(["git", "-C", str(bare), "branch", "-q", "-D", branch], check=True)
 
 
 def wait_for_line(proc: subprocess.Popen, text: str, timeout: float) -> str:

@@ -15,7 +15,6 @@ from pyinfra_runs import (
     QUICK,
     lab_settings,
     output,
-    pushed_release,
     pyinfra,
     report,
     start,
@@ -24,6 +23,7 @@ from pyinfra_runs import (
 )
 
 from lab import apprepo, core
+from lab.apprepo import pushed_release
 from lab.load import Load
 from lab.topology import LabHost, topology
 from tasks.commands import postgres, shell

@@ -12,9 +12,10 @@ import shutil
 import subprocess
 
 import pytest
-from pyinfra_runs import QUICK, lab_settings, output, pushed_release, pyinfra, report
+from pyinfra_runs import QUICK, lab_settings, output, pyinfra, report
 
 from lab import apprepo, core
+from lab.apprepo import pushed_release
 from lab.topology import topology
 from tasks.commands import git
 from tasks.commands.pgbackrest import superuser_psql

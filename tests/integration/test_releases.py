@@ -6,9 +6,10 @@ itself."""
 from __future__ import annotations
 
 import pytest
-from pyinfra_runs import QUICK, output, pushed_release, pyinfra
+from pyinfra_runs import QUICK, output, pyinfra
 
 from lab import core
+from lab.apprepo import pushed_release
 from lab.topology import topology
 
 # every release this test goes back to stays on disk, however many earlier modules built

@@ -16,7 +16,6 @@ from pyinfra_runs import (
     QUICK,
     lab_settings,
     output,
-    pushed_release,
     pyinfra,
     report,
     start,
@@ -26,6 +25,7 @@ from pyinfra_runs import (
 from test_fleet import APPS, INVENTORY, fleet_serving, hosts, serving_pid, sh, versions
 
 from lab import apprepo, core
+from lab.apprepo import pushed_release
 from tasks.commands import postgres
 
 MIGRATIONS = "internal/infrastructure/persistence/postgres/migrations"
