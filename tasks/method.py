@@ -105,8 +105,8 @@ class Docker(Systemd):
 
     def image(self, plan: Plan) -> OperationMeta | None:
         return service.image_built(
-            name=f"Ensure image {service.image(self.s, plan.release_dir)} is built "
-            "(files/Dockerfile)",
+            name=f"Ensure image {service.image(self.s, plan.release_dir)} is made from the "
+            "release's binary",
             settings=self.s,
             release_dir=plan.release_dir,
         )

@@ -4,23 +4,20 @@ release, and stopping it in both forms. The release method (tasks/method.py) sta
 
 An instance is either the single one on app_port (`release_strategy: restart`, slot None) or
 one slot of the blue/green switch on its loopback port (tasks/slots.py). The release folder is
-the unit of release either way: a unit runs its binary, a container runs the image built from
+the unit of release either way: a unit runs its binary, a container runs the image made from
 it on the host (`<app_image>:<release>`, kept as long as the folder is: app_keep_releases).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import StringCommand, operation
 from pyinfra.facts.server import Command
 
 from tasks.commands import docker, git, shell, units
 from tasks.config import Settings
-from tasks.transport import remote, say, sh
+from tasks.transport import say, sh
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "files" / "Dockerfile"
 q = shell.q
 
 
@@ -52,15 +49,11 @@ def image_labels(release_dir: str) -> dict[str, str]:
     }
 
 
-def _dockerfile_on_host(s: Settings) -> str:
-    return f"{shell.paths(s)['state']}/Dockerfile"
-
-
-def _build(s: Settings, release_dir: str) -> str:
-    context = f"{release_dir}/{git.SERVICE_BINARY.rsplit('/', 1)[0]}"
-    return docker.image_build(
-        _dockerfile_on_host(s), context, image(s, release_dir), image_labels(release_dir)
+def _load(s: Settings, release_dir: str) -> str:
+    config = docker.image_config(
+        image_labels(release_dir), "/" + git.SERVICE_BINARY.rsplit("/", 1)[-1], s.app_port
     )
+    return docker.image_load(release_dir, git.SERVICE_BINARY, image(s, release_dir), config)
 
 
 def _image_exists_command(s: Settings, release_dir: str) -> str:
@@ -70,27 +63,26 @@ def _image_exists_command(s: Settings, release_dir: str) -> str:
 @operation()
 def image_built(settings: Settings, release_dir: str):
     """
-    Ensure the image of a release exists on the host, built from its folder with files/Dockerfile.
+    Ensure the image of a release exists on the host, made from its folder's binary (the same
+    image ID for one release on every host).
 
-    + settings: the deploy's settings (app_image, deploy_state_dir)
+    + settings: the deploy's settings (app_image, app_port)
     + release_dir: the release folder (its binary is all the image holds)
     """
     if host.get_fact(Command, command=_image_exists_command(settings, release_dir)) == "yes":
         host.noop(f"image {image(settings, release_dir)} exists")
         return
-    yield FileUploadCommand(str(DOCKERFILE), _dockerfile_on_host(settings))
-    yield StringCommand(_build(settings, release_dir))
+    yield StringCommand(_load(settings, release_dir))
 
 
 def ensure_image(h, s: Settings, release_dir: str) -> None:
-    """At execution time: build the release's image when it is missing (a rollback to a
+    """At execution time: make the release's image when it is missing (a rollback to a
     release deployed before with systemd, or whose image was removed by hand)."""
     _, out, _ = sh(h, _image_exists_command(s, release_dir))
     if out.strip() == "yes":
         return
-    remote(h).put_text(DOCKERFILE.read_text(), _dockerfile_on_host(s), mode="644")
-    sh(h, _build(s, release_dir), timeout=300, what=f"building image {image(s, release_dir)}")
-    say(h, f"built image {image(s, release_dir)}")
+    sh(h, _load(s, release_dir), timeout=300, what=f"making image {image(s, release_dir)}")
+    say(h, f"made image {image(s, release_dir)}")
 
 
 def cache_container(s: Settings) -> str | None:

@@ -17,7 +17,8 @@ from pyinfra_runs import QUICK, lab_settings, output, pyinfra, report
 from lab import apprepo, core
 from lab.apprepo import pushed_release
 from lab.topology import topology
-from tasks.commands import git
+from tasks import service
+from tasks.commands import docker, git
 from tasks.commands.pgbackrest import superuser_psql
 
 PRODUCTION = "inventories/lab_production.py"
@@ -35,12 +36,21 @@ def _build_and_pack(run, folder: str, commit: str, repo_url: str) -> str:
     run(f"rm -rf {folder} && mkdir -p {folder}")
     run(git.build_release(repo_url, commit, cache, release, None))
     run(git.pack_release(release, tarball, cache, commit))
-    digest = run(f"sha256sum {tarball}").split()[0]
-    run(f"rm -rf {folder}")
-    return digest
+    return run(f"sha256sum {tarball}").split()[0]
 
 
-def test_one_commit_built_in_three_places_is_the_same_tarball(lab, tmp_path):
+def _image_id(run, folder: str, commit: str) -> str:
+    """The image the deploy makes of that build (Option B), its ID; the image and FOLDER go."""
+    release = f"{folder}/v-{commit[:12]}"
+    tag = f"mdd-repro:{commit[:12]}"
+    config = docker.image_config(service.image_labels(release), "/monitoring-dashboard-api", 8080)
+    run(docker.image_load(release, git.SERVICE_BINARY, tag, config))
+    found = run(f"docker image inspect -f '{{{{.Id}}}}' {tag}")
+    run(f"docker rmi -f {tag} >/dev/null && rm -rf {folder}")
+    return found
+
+
+def test_one_commit_built_in_three_places_is_the_same_tarball_and_image(lab, tmp_path):
     app1, _, repo1 = topology("staging")
     s = lab_settings()
     commit = sh(app1, f"git ls-remote {s.app_repo_url} refs/tags/v2.0.2-slow").split()[0]
@@ -50,12 +60,23 @@ def test_one_commit_built_in_three_places_is_the_same_tarball(lab, tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.strip()
 
+    places = {
+        "app1": (lambda c: sh(app1, c), "/tmp/repro-a"),
+        "repo1": (lambda c: sh(repo1, c), "/var/tmp/b"),
+        "local": (here, str(tmp_path / "c")),
+    }
     digests = {
-        "app1": _build_and_pack(lambda c: sh(app1, c), "/tmp/repro-a", commit, s.app_repo_url),
-        "repo1": _build_and_pack(lambda c: sh(repo1, c), "/var/tmp/b", commit, s.app_repo_url),
-        "local": _build_and_pack(here, str(tmp_path / "c"), commit, s.app_repo_url),
+        name: _build_and_pack(run, folder, commit, s.app_repo_url)
+        for name, (run, folder) in places.items()
     }
     assert len(set(digests.values())) == 1, digests
+    images = {  # two lab hosts, each with its own Docker Engine
+        name: _image_id(run, folder, commit)
+        for name, (run, folder) in places.items()
+        if name != "local"
+    }
+    assert len(set(images.values())) == 1 and images["app1"].startswith("sha256:"), images
+    here(f"rm -rf {places['local'][1]}")
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -579,11 +580,52 @@ def test_dropped_objects_names_what_a_migration_drops():
     assert migration_sql.dropped_objects(sql) == ["idx_a", "v"]
 
 
-def test_an_image_is_built_quietly_offline_with_its_labels_in_order():
-    assert docker.image_build("/s/Dockerfile", "/r/bin", "api:v1-abc", {"b": "2", "a": "1"}) == (
-        "docker build -q --network none -t api:v1-abc --label a=1 --label b=2 "
-        "-f /s/Dockerfile /r/bin >/dev/null"
-    )
+def test_an_image_made_from_one_release_in_two_places_is_the_same_image(tmp_path):
+    """The image command as built, run by a real shell with a `docker` that keeps what it was
+    asked to load: two copies of a release made at different times (only the time of go.mod,
+    the commit's, is the same) give the same archive, hence the same image ID, and the image
+    holds the binary alone, run as nobody, as FROM scratch with the binary would."""
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\ncp "$4" "$KEEP"\n')  # docker load -q -i FILE
+    fake.chmod(0o755)
+    config = docker.image_config({"b": "2", "a": "1"}, "/monitoring-dashboard-api", 8080)
+    loaded = []
+    for n in range(2):
+        release = tmp_path / f"place{n}" / "v1-abc"
+        (release / "bin").mkdir(parents=True)
+        (release / "go.mod").write_text("module x\n")
+        os.utime(release / "go.mod", (1_767_225_600, 1_767_225_600))
+        binary = release / "bin" / "monitoring-dashboard-api"
+        binary.write_bytes(b"\x7fELF")
+        binary.chmod(0o775 if n else 0o755)
+        os.utime(binary, (1_000_000 * (n + 2), 1_000_000 * (n + 2)))
+        keep = tmp_path / f"image{n}.tar"
+        command = docker.image_load(str(release), "bin/monitoring-dashboard-api", "api:v1", config)
+        subprocess.run(
+            ["sh", "-c", command],
+            env={"PATH": f"{fake.parent}:/usr/bin:/bin", "KEEP": str(keep)},
+            check=True,
+        )
+        loaded.append(keep.read_bytes())
+    assert loaded[0] == loaded[1]
+    with tarfile.open(tmp_path / "image0.tar") as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+        image = json.load(archive.extractfile(manifest["Config"]))
+        layer = tarfile.open(fileobj=archive.extractfile(manifest["Layers"][0]))
+        assert [(m.name, m.mode, m.uid) for m in layer.getmembers()] == [
+            ("monitoring-dashboard-api", 0o755, 0)
+        ]
+    assert manifest["RepoTags"] == ["api:v1"]
+    assert image["created"] == "2026-01-01T00:00:00Z"
+    assert image["config"] == {
+        "Entrypoint": ["/monitoring-dashboard-api"],
+        "ExposedPorts": {"8080/tcp": {}},
+        "Labels": {"a": "1", "b": "2"},
+        "User": "65534:65534",
+    }
+    digest = manifest["Layers"][0].split("/")[0]
+    assert image["rootfs"]["diff_ids"] == [f"sha256:{digest}"]
 
 
 def test_a_probe_prints_status_and_seconds_then_the_body(tmp_path):
