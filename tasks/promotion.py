@@ -107,7 +107,8 @@ def passed(ledger: str, env: str) -> list[Passed]:
     return found
 
 
-def _checked(path: Path, sha256: str) -> Path:
+def checked(path: Path, sha256: str) -> Path:
+    """PATH, when its bytes have SHA256; a DeployError naming it otherwise."""
     actual = sha256_of(path)
     if actual != sha256:
         raise DeployError(
@@ -126,10 +127,10 @@ def choose(s: Settings, release: str) -> Promoted:
     good = {run.sha256: run for run in runs}
     for path, digest in tarballs:
         if digest in good:
-            return Promoted(_checked(path, digest), digest, good[digest])
+            return Promoted(checked(path, digest), digest, good[digest])
     if tarballs and s.promote_override:
         path, digest = tarballs[0]
-        return Promoted(_checked(path, digest), digest, None)
+        return Promoted(checked(path, digest), digest, None)
     looked = ", ".join(digest for _, digest in tarballs) or (
         f"none ({s.artifact_dir}/ holds no tarball of {release}: {s.promote_from} never built it)"
     )

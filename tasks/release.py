@@ -221,12 +221,15 @@ def _build_on(h, s: Settings, plan: Plan) -> Path:
 
 
 def _build_locally(s: Settings, plan: Plan) -> Path:
-    """On the deploying machine: build and pack under artifact_dir/.build."""
+    """On the deploying machine: build under artifact_dir/.build (its caches stay there), pack
+    into a private folder (gone at exit)."""
     missing = [tool for tool in ("git", "go", "tar", "gzip") if shutil.which(tool) is None]
     if missing:
         raise DeployError(f"build_host local: {', '.join(missing)} not installed on this machine")
     folder = Path(s.artifact_dir).resolve() / ".build"
-    release_dir, tarball = folder / plan.release, folder / f"{plan.release}.tar.gz"
+    release_dir = folder / plan.release
+    tarball = Path(tempfile.mkdtemp(prefix="mdd-release-")) / f"{plan.release}.tar.gz"
+    atexit.register(shutil.rmtree, tarball.parent, True)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(release_dir, ignore_errors=True)
     steps = (
@@ -280,8 +283,8 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
         )
         tarball = _fetch(host, remote_path)
         sh(host, f"rm -f {shell.q(remote_path)}")
-    elif promotion.kept(s.artifact_dir, plan.release):
-        tarball, _ = promotion.kept(s.artifact_dir, plan.release)[0]
+    elif kept_before := promotion.kept(s.artifact_dir, plan.release):
+        tarball = promotion.checked(*kept_before[0])
     elif builder == "local":
         tarball = _build_locally(s, plan)
     else:
