@@ -10,9 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from fake_remote import FakeRemote
 
 from tasks import promotion
 from tasks.config import validate
+from tasks.hosts import builds_here
 from tasks.remote import DeployError
 
 S, _ = validate(
@@ -131,3 +133,21 @@ def test_the_store_keeps_the_newest_tarballs_under_their_sha256(tmp_path):
     names = sorted(p.name.split(".")[0] for p in (tmp_path / "store").glob("*.tar.gz"))
     assert len(names) == promotion.ARTIFACTS_KEPT and "v0-abc" not in names
     assert promotion.kept(str(tmp_path / "store"), "v11-abc")[0][1] == digest
+
+
+@pytest.mark.parametrize(
+    ("changes", "builders"),
+    [
+        ({}, {"app1"}),  # the migration host, as the checklist did
+        ({"app_build": "each"}, {"app1", "app2"}),
+        ({"build_host": "local"}, set()),  # this machine: no app host runs go build
+        ({"build_host": "repo1"}, set()),
+        ({"build_host": "app2"}, {"app2"}),
+        ({"promote_from": "staging"}, set()),  # nothing is built at all
+        ({"promote_from": "staging", "app_build": "each"}, set()),
+    ],
+)
+def test_which_app_hosts_run_go_build(changes, builders):
+    s = replace(S, deploy_migration_host="app1", **changes)
+    hosts = [FakeRemote("app1"), FakeRemote("app2")]
+    assert {h.name for h in hosts if builds_here(h, s)} == builders
