@@ -214,7 +214,7 @@ def _build_on(h, s: Settings, plan: Plan) -> Path:
         timeout=s.app_build_timeout,
         what=f"building {plan.release} on {h.name}",
     )
-    sh(h, git.pack_release(release_dir, tarball, cache, plan.commit), timeout=300, what="packing")
+    sh(h, git.pack_release(release_dir, tarball), timeout=300, what="packing")
     local = _fetch(h, tarball)
     sh(h, f"rm -rf {shell.q(release_dir)} {shell.q(tarball)}")
     return local
@@ -242,7 +242,7 @@ def _build_locally(s: Settings, plan: Plan) -> Path:
         ),
         (
             "packing",
-            git.pack_release(str(release_dir), str(tarball), str(folder / "repo.git"), plan.commit),
+            git.pack_release(str(release_dir), str(tarball)),
             300,
         ),
     )
@@ -274,13 +274,7 @@ def _pack(state, host, ctx: RunContext, s: Settings, plan: Plan, builder: str) -
         if not _binary_here(host, plan):
             return True  # _check_built says why
         remote_path = f"{shell.paths(s)['state']}/{plan.release}.tar.gz"
-        cache = shell.paths(s)["repo_cache"]
-        sh(
-            host,
-            git.pack_release(plan.release_dir, remote_path, cache, plan.commit),
-            timeout=300,
-            what="packing",
-        )
+        sh(host, git.pack_release(plan.release_dir, remote_path), timeout=300, what="packing")
         tarball = _fetch(host, remote_path)
         sh(host, f"rm -f {shell.q(remote_path)}")
     elif kept_before := promotion.kept(s.artifact_dir, plan.release):

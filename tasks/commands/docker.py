@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from tasks.commands.git import commit_time
 from tasks.commands.shell import paths, q
 from tasks.config import Settings
 
@@ -35,7 +36,7 @@ def image_config(labels: dict[str, str], entrypoint: str, port: int) -> str:
 def image_load(release_dir: str, binary: str, image: str, config: str) -> str:
     """IMAGE made from RELEASE_DIR's BINARY (a path inside it) without `docker build`: one
     layer holding the binary at /, packed like the release (name order, owner 0:0, every time
-    the commit's, read from the release's go.mod, which the commit's export dates), CONFIG
+    the commit's), CONFIG
     (image_config) completed with that time and the layer's digest, loaded with `docker load`.
     The image ID is the digest of that configuration: the same for one release wherever it is
     made. Prints nothing but errors."""
@@ -45,7 +46,7 @@ def image_load(release_dir: str, binary: str, image: str, config: str) -> str:
             "set -e",
             "work=$(mktemp -d)",
             "trap 'rm -rf \"$work\"' EXIT",
-            f"epoch=$(stat -c %Y {q(release_dir + '/go.mod')})",
+            f"epoch={commit_time(release_dir)}",
             'created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)',
             f"tar -C {q(folder)} --sort=name --mtime=@$epoch --owner=0 --group=0 --numeric-owner "
             f'--mode=go-w -cf "$work/layer.tar" {q(name)}',

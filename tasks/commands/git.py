@@ -69,11 +69,18 @@ def build_release(repo_url: str, commit: str, cache: str, target: str, user: str
     )
 
 
-def pack_release(release_dir: str, tarball: str, cache: str, commit: str) -> str:
+def commit_time(release_dir: str) -> str:
+    """A shell expression: the release's commit time in epoch seconds, read from its go.mod,
+    which `git archive` dated with it (and a received release's tarball, below, kept)."""
+    return f"$(stat -c %Y {q(release_dir + '/go.mod')})"
+
+
+def pack_release(release_dir: str, tarball: str) -> str:
     """The built release folder as one gzipped tarball (its name inside: the folder's), the
     same bytes wherever the same binary was built: entries in name order, owned by 0:0,
-    without group or other write, every time the commit's (read from the bare repository
-    CACHE), no name or time in the gzip header; at the lowest CPU and I/O priority."""
+    without group or other write, every time the commit's, no name or time in the gzip
+    header; at the lowest CPU and I/O priority. A release received as such a tarball packs
+    to the same bytes again."""
     parent, name = release_dir.rsplit("/", 1)
     if not tarball.endswith(".gz"):
         raise ValueError(f"{tarball}: the tarball's name ends in .gz")
@@ -81,7 +88,7 @@ def pack_release(release_dir: str, tarball: str, cache: str, commit: str) -> str
     return " && ".join(
         [
             "umask 077",
-            f"epoch=$(git -C {q(cache)} show -s --format=%ct {q(commit)})",
+            f"epoch={commit_time(release_dir)}",
             f"{LOW_PRIORITY} tar -C {q(parent)} --sort=name --mtime=@$epoch --owner=0 --group=0 "
             f"--numeric-owner --mode=go-w -cf {q(tar)} {q(name)}",
             f"{LOW_PRIORITY} gzip -n -f {q(tar)}",

@@ -35,7 +35,7 @@ def _build_and_pack(run, folder: str, commit: str, repo_url: str) -> str:
     tarball = f"{release}.tar.gz"
     run(f"rm -rf {folder} && mkdir -p {folder}")
     run(git.build_release(repo_url, commit, cache, release, None))
-    run(git.pack_release(release, tarball, cache, commit))
+    run(git.pack_release(release, tarball))
     return run(f"sha256sum {tarball}").split()[0]
 
 
