@@ -1,5 +1,5 @@
-"""Production takes only what staging proved, on the lab: one commit built in three places
-(two lab hosts and this machine) is the same tarball; the lab's production with promote_from
+"""Production takes only what staging proved, on the lab: one commit built in four places
+(three lab hosts and this machine) is the same tarball and, on two app hosts, the same image; the lab's production with promote_from
 the lab's staging refuses a release staging never passed, with nothing changed on any host,
 takes it once staging passed it, builds nothing itself, and ships an unproven tarball only
 with promote_override, whose reason the hosts' records keep. A plan made, then a migration
@@ -50,7 +50,7 @@ def _image_id(run, folder: str, commit: str) -> str:
     return found
 
 
-def test_one_commit_built_in_three_places_is_the_same_tarball_and_image(lab, tmp_path):
+def test_one_commit_built_in_four_places_is_the_same_tarball_and_image(lab, tmp_path):
     app1, _, repo1 = topology("staging")
     s = lab_settings()
     commit = sh(app1, f"git ls-remote {s.app_repo_url} refs/tags/v2.0.2-slow").split()[0]
@@ -60,23 +60,24 @@ def test_one_commit_built_in_three_places_is_the_same_tarball_and_image(lab, tmp
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.strip()
 
+    production_app1 = topology("production")[0]
     places = {
         "app1": (lambda c: sh(app1, c), "/tmp/repro-a"),
         "repo1": (lambda c: sh(repo1, c), "/var/tmp/b"),
         "local": (here, str(tmp_path / "c")),
+        "production app1": (lambda c: sh(production_app1, c), "/var/tmp/d"),
     }
     digests = {
         name: _build_and_pack(run, folder, commit, s.app_repo_url)
         for name, (run, folder) in places.items()
     }
     assert len(set(digests.values())) == 1, digests
-    images = {  # two lab hosts, each with its own Docker Engine
-        name: _image_id(run, folder, commit)
-        for name, (run, folder) in places.items()
-        if name != "local"
+    images = {  # two app hosts, each with its own Docker Engine
+        name: _image_id(*places[name][:2], commit) for name in ("app1", "production app1")
     }
     assert len(set(images.values())) == 1 and images["app1"].startswith("sha256:"), images
-    here(f"rm -rf {places['local'][1]}")
+    for name in ("repo1", "local"):
+        places[name][0](f"rm -rf {places[name][1]}")
 
 
 @pytest.fixture(scope="module")
