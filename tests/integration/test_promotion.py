@@ -1,9 +1,10 @@
 """Production takes only what staging proved, on the lab: one commit built in four places
-(three lab hosts and this machine) is the same tarball and, on two app hosts, the same image; the lab's production with promote_from
-the lab's staging refuses a release staging never passed, with nothing changed on any host,
-takes it once staging passed it, builds nothing itself, and ships an unproven tarball only
-with promote_override, whose reason the hosts' records keep. A plan made, then a migration
-pushed to the branch: the deploy of that plan is refused naming it; a new plan applies."""
+(three lab hosts and this machine) is the same tarball and, on two app hosts, the same image;
+the lab's production with promote_from the lab's staging refuses a release staging never
+passed, with nothing changed on any host, takes it once staging passed it, builds nothing
+itself, and ships an unproven tarball only with promote_override, whose reason the hosts'
+records keep. A plan made, then a migration pushed to the branch: the deploy of that plan is
+refused naming it; a new plan applies."""
 
 from __future__ import annotations
 
