@@ -6,7 +6,6 @@ checked after the copy, the last N kept there too."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from tasks.method import Method
 from tasks.migrations import pending_migrations
 from tasks.operations import deploy
 from tasks.outcome import phase_check
+from tasks.promotion import sha256_of
 from tasks.remote import DeployError, health_url
 from tasks.transport import say, sh
 
@@ -48,20 +48,12 @@ def copy_dir(s: Settings) -> str:
     return f"backups/{s.deploy_env}" if s.backup_copy_to == "local" else s.backup_dir
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _keep_locally(fetched: Path, folder: Path, checksum: str, keep: int) -> str:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = folder / f"{fetched.name}.partial"
     shutil.move(fetched, partial)
     os.chmod(partial, 0o600)
-    copied = _sha256(partial)
+    copied = sha256_of(partial)
     if copied != checksum:
         partial.unlink()
         raise DeployError(f"the copy of {fetched.name} has sha256 {copied}, not {checksum}")

@@ -43,6 +43,7 @@ class Promoted:
 
 
 def sha256_of(path: Path) -> str:
+    """A local file's sha256, read a megabyte at a time (tarballs here, dumps in backup.py)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
