@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import windows
+from tasks import secrets, windows
 from tasks.settings_type import Settings
 
 DURATION = re.compile(r"^\d+(ms|s|m|h)$")
@@ -72,10 +72,18 @@ PREFIXES = (
     "build_",
     "artifact_",
     "promote_",
+    "secrets_",
 )
 SECRETS = {
-    "DB_PASSWORD": "password of db_user on db_host",
+    "DB_PASSWORD": "password of the login role (db_login_role, else db_user) on db_host",
     "REDIS_PASSWORD": "password of the Redis endpoint or container (empty: no password)",
+    "DB_LOGIN_ROLE": "the role the password opens, kept with it by rotate-db-password "
+    "(empty: db_user)",
+    "AGE_IDENTITY": "secrets_from age: a file holding the age identity (AGE-SECRET-KEY-1...)",
+    "AGE_IDENTITY_KEY": "secrets_from age: the identity itself (a CI secret)",
+    "NEW_DB_PASSWORD": "rotate-db-password with secrets_from env or command: the new password",
+    "NEW_REDIS_PASSWORD": "rotate-redis-password with secrets_from env or command: the new "
+    "password",
     "NOTIFY_WEBHOOK_URL": "Slack-compatible webhook told when a run starts and ends (optional)",
 }
 
@@ -465,6 +473,12 @@ VARIABLES: list[Var] = [
     Var("db_name", "monitoring", "database name", "name"),
     Var("db_user", "postgres", "database user (owner of table metrics)", "name"),
     Var(
+        "db_login_role",
+        "",
+        "the role the service and the deploy log in as (empty: db_user); DB_LOGIN_ROLE of "
+        "the secrets, which rotate-db-password keeps, sets it",
+    ),
+    Var(
         "db_sslmode",
         "disable",
         "libpq sslmode",
@@ -799,6 +813,8 @@ VARIABLES: list[Var] = [
             "backup-setup",
             "restore-drill",
             "restore-latest",
+            "rotate-db-password",
+            "rotate-redis-password",
         ),
     ),
     Var(
@@ -827,6 +843,27 @@ VARIABLES: list[Var] = [
         "runbook_maintenance_retry_after",
         300,
         "maintenance-on: the 503's Retry-After (seconds)",
+        "int",
+        minimum=1,
+    ),
+    # secrets_: where DB_PASSWORD and REDIS_PASSWORD come from (tasks/secrets.py)
+    Var(
+        "secrets_from",
+        "env",
+        "the environment, an age file in the repository, or a command's KEY=value output",
+        "choice",
+        choices=("env", "age", "command"),
+    ),
+    Var(
+        "secrets_file",
+        "",
+        "age: the encrypted file (empty: group_vars/<deploy_env>.secrets.age)",
+    ),
+    Var("secrets_command", "", "command: prints the secrets, e.g. `pass show monitoring/prod`"),
+    Var(
+        "secrets_drain_timeout",
+        120,
+        "rotations: how long to wait for the old password's connections to end (seconds)",
         "int",
         minimum=1,
     ),
@@ -968,6 +1005,7 @@ def validate(
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"{key}: unknown variable{hint}")
     problems += _relations(settings, environ)
+    problems += _secrets(settings, environ)
     if settings.get("release_method") == "helm":
         problems += _helm_problems(settings)
     return (None, problems) if problems else (Settings(**settings), [])
@@ -975,10 +1013,8 @@ def validate(
 
 def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
     """The problems between values each valid on its own (ports that collide, options that
-    need each other), and a missing DB_PASSWORD."""
+    need each other)."""
     problems: list[str] = []
-    if not environ.get("DB_PASSWORD"):
-        problems.append(f"DB_PASSWORD: required in the environment ({SECRETS['DB_PASSWORD']})")
     if settings.get("db_max_idle_conns", 0) > settings.get("db_max_open_conns", 1 << 30):
         problems.append("db_max_idle_conns: must not exceed db_max_open_conns")
     ports = [settings.get(k) for k in ("app_port", "app_blue_port", "app_green_port")]
@@ -1041,6 +1077,50 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "docker, name the database by an address the container can reach"
         )
     return problems
+
+
+def _secrets(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """The secrets' problems: where they come from cannot be read, DB_PASSWORD missing, a
+    login role that is not db_user's, a rotation without its new value. Sets db_login_role
+    from the secrets' DB_LOGIN_ROLE."""
+    source, env = settings.get("secrets_from", "env"), settings.get("deploy_env", "")
+    if source == "age" and not env and not settings.get("secrets_file"):
+        return []  # the file is named after deploy_env, reported as required
+    values, problems = secrets.load(
+        source, settings.get("secrets_file", ""), settings.get("secrets_command", ""), env, environ
+    )
+    if problems:
+        return problems
+    if source == "age":
+        path = secrets.file_path(settings.get("secrets_file", ""), env)
+        where = f"in {secrets.shown(path)}"
+    else:
+        where = "in the environment" if source == "env" else "in secrets_command's output"
+    if not values.get("DB_PASSWORD"):
+        problems.append(f"DB_PASSWORD: required {where} ({SECRETS['DB_PASSWORD']})")
+    owner = settings.get("db_user", "")
+    role = values.get("DB_LOGIN_ROLE") or settings.get("db_login_role", "")
+    if role and role not in login_roles(owner) + (owner,):
+        problems.append(
+            f"DB_LOGIN_ROLE: {role} is none of {owner}, {', '.join(login_roles(owner))} (the "
+            "roles rotate-db-password alternates)"
+        )
+    elif role:
+        settings["db_login_role"] = role
+    runbook = settings.get("runbook", "")
+    if runbook.startswith("rotate-") and source != "age":
+        name = "NEW_DB_PASSWORD" if runbook == "rotate-db-password" else "NEW_REDIS_PASSWORD"
+        if not environ.get(name):
+            problems.append(
+                f"{name}: required for {runbook} with secrets_from {source} (the deploy cannot "
+                "write your secret store: give the new value here, store it after the run)"
+            )
+    return problems
+
+
+def login_roles(owner: str) -> tuple[str, str]:
+    """The two roles the service logs in as in turn, both members of OWNER."""
+    return f"{owner}_a", f"{owner}_b"
 
 
 def _helm_problems(settings: dict[str, Any]) -> list[str]:

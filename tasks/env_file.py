@@ -17,7 +17,7 @@ from tasks.settings import secret
 def env_file(s: Settings) -> OperationMeta:
     p = shell.paths(s)
     files.directory(name=f"Ensure {s.app_dir} exists", path=s.app_dir, mode="755")
-    content = dotenv.env_file_content(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
+    content = dotenv.env_file_content(s, secret(s, "DB_PASSWORD"), secret(s, "REDIS_PASSWORD"))
     return operations.secret_file(
         name=f"Ensure {p['env_file']} is current (0600, content not shown)",
         path=p["env_file"],

@@ -121,7 +121,7 @@ def _secret_version(s: Settings) -> str | None:
 def _apply_secret(host, s: Settings) -> bool:
     """Apply the Secret server-side; whether it changed."""
     before = _secret_version(s)
-    manifest = secret_manifest(s, secret("DB_PASSWORD"), secret("REDIS_PASSWORD"))
+    manifest = secret_manifest(s, secret(s, "DB_PASSWORD"), secret(s, "REDIS_PASSWORD"))
     say(
         host,
         f"kubectl apply --server-side (Secret {secret_name(s)}): "

@@ -259,12 +259,12 @@ def secret_files(s: Settings) -> None:
     operations.secret_file(
         name="Ensure the database password file is current (0600)",
         path=p["pgpass"],
-        content=postgres.pgpass_line(s, secret("DB_PASSWORD")),
+        content=postgres.pgpass_line(s, secret(s, "DB_PASSWORD")),
     )
     operations.secret_file(
         name="Ensure the Redis password file is current (0600)",
         path=p["redis_auth"],
-        content=secret("REDIS_PASSWORD"),
+        content=secret(s, "REDIS_PASSWORD"),
     )
 
 

@@ -45,7 +45,7 @@ def redis(ctx: RunContext, s: Settings, plan: Plan):
     op = None
     if s.redis_mode == "container":
         auth_conf = None
-        password = secret("REDIS_PASSWORD")
+        password = secret(s, "REDIS_PASSWORD")
         if password:
             auth_conf = f"{shell.paths(s)['state']}/redis-auth.conf"
             operations.secret_file(

@@ -13,6 +13,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api.host import Host
 
+from tasks import secrets
 from tasks.commands import shell
 from tasks.config import Settings, check_or_exit
 from tasks.remote import DeployError
@@ -69,8 +70,14 @@ def read_overrides(h: Host, s: Settings) -> dict[str, Any]:
     return found if found["values"] else {}
 
 
-def secret(name: str) -> str:
-    return os.environ.get(name, "")
+def secret(s: Settings, name: str) -> str:
+    """The secret NAME from where S keeps secrets (secrets_from); "" when not given."""
+    values, problems = secrets.load(
+        s.secrets_from, s.secrets_file, s.secrets_command, s.deploy_env, os.environ
+    )
+    if problems:  # checked before any host was touched: the file changed since
+        raise DeployError("; ".join(problems))
+    return values.get(name, "")
 
 
 def deployed_by(s: Settings) -> str:

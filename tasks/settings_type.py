@@ -81,6 +81,7 @@ class Settings:
     db_port: int
     db_name: str
     db_user: str
+    db_login_role: str
     db_sslmode: str
     db_max_open_conns: int
     db_max_idle_conns: int
@@ -169,6 +170,10 @@ class Settings:
     runbook_maintenance_work_mem: str
     runbook_maintenance_message: str
     runbook_maintenance_retry_after: int
+    secrets_from: str
+    secrets_file: str
+    secrets_command: str
+    secrets_drain_timeout: int
     report_dir: str
     report_deployed_by: str
     report_notes: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.commands import postgres
 from tasks.config import Settings
 
 ENV_SECRETS = ("DB_PASSWORD", "REDIS_PASSWORD")
@@ -20,7 +21,7 @@ def env_values(s: Settings, db_password: str, redis_password: str) -> list[tuple
         ("DB_HOST", s.db_host),
         ("DB_PORT", s.db_port),
         ("DB_NAME", s.db_name),
-        ("DB_USER", s.db_user),
+        ("DB_USER", postgres.login_role(s)),
         ("DB_PASSWORD", db_password),
         ("DB_SSLMODE", s.db_sslmode),
         ("# Database Connection Pool", None),

@@ -20,7 +20,15 @@ def pgpass_line(s: Settings, password: str) -> str:
     def esc(value: Any) -> str:
         return str(value).replace("\\", "\\\\").replace(":", "\\:")
 
-    return ":".join(esc(v) for v in (s.db_host, s.db_port, s.db_name, s.db_user, password)) + "\n"
+    fields = (s.db_host, s.db_port, s.db_name, login_role(s), password)
+    return ":".join(esc(v) for v in fields) + "\n"
+
+
+def login_role(s: Settings) -> str:
+    """The role the service and the deploy log in as: db_login_role (kept with the password
+    by rotate-db-password), else db_user. A login role's sessions act as db_user (its
+    `role` setting), so what they create belongs to db_user."""
+    return s.db_login_role or s.db_user
 
 
 CLIENTS = "/usr/lib/postgresql"  # Debian's and Ubuntu's: one <version>/bin per client version
@@ -47,7 +55,7 @@ def _pg_env(s: Settings) -> str:
 
 
 def _pg_target(s: Settings) -> str:
-    return f"-h {q(s.db_host)} -p {int(s.db_port)} -U {q(s.db_user)} -d {q(s.db_name)}"
+    return f"-h {q(s.db_host)} -p {int(s.db_port)} -U {q(login_role(s))} -d {q(s.db_name)}"
 
 
 def psql(
