@@ -11,6 +11,8 @@ reset                         every runbook override removed
 backup-setup                  pgBackRest: WAL archiving to backup_repo_host, a first backup
 restore-drill                 a backup restored into a scratch cluster and checked (drill_target)
 restore-latest                a lost database data directory restored from the archive
+rotate-db-password            a new database password, every host switched, the old one refused
+rotate-redis-password         the same for Redis (ACL: two passwords during the switch)
 """
 
 import sys
@@ -18,7 +20,7 @@ from dataclasses import replace
 
 from pyinfra import host, state
 
-from tasks import env_file, lock, preflight, runbooks
+from tasks import env_file, lock, preflight, rotation, runbooks
 from tasks.context import RunContext
 from tasks.hosts import APP_GROUP, migration_host_name
 from tasks.method import method_for
@@ -31,16 +33,20 @@ base, overrides = settings_and_overrides()  # what earlier runbooks left on this
 s = replace(base, **overrides)
 if APP_GROUP in host.groups:
     if not s.runbook:
-        names = "\n".join(f"  {name:<17} {what}" for name, what in runbooks.RUNBOOKS.items())
+        known = {**runbooks.RUNBOOKS, **rotation.RUNBOOKS}
+        names = "\n".join(f"  {name:<21} {what}" for name, what in known.items())
         raise SystemExit(f"name a runbook with --data runbook=NAME:\n{names}\nNothing was changed.")
-    values = runbooks.new_overrides(s.runbook, base, overrides)
-    after = replace(base, **values)  # the settings once the runbook is done
     preflight.secret_files(s)
     if s.runbook != "restore-latest":  # the lock lives in the database being restored
         lock.acquire(context, s, host.name == migration_host_name(s))
-    env_op = None
-    if values != overrides:
-        runbooks.keep_overrides(s, values)
-        env_op = env_file.env_file(after)
-    runbooks.runbook(context, after, strategy_for(method_for(after)), env_op)
+    if s.runbook in rotation.RUNBOOKS:
+        rotation.rotate(context, s, strategy_for(method_for(s)))
+    else:
+        values = runbooks.new_overrides(s.runbook, base, overrides)
+        after = replace(base, **values)  # the settings once the runbook is done
+        env_op = None
+        if values != overrides:
+            runbooks.keep_overrides(s, values)
+            env_op = env_file.env_file(after)
+        runbooks.runbook(context, after, strategy_for(method_for(after)), env_op)
     ended(context, s, s.runbook)

@@ -301,15 +301,21 @@ def seed_rows() -> int:
 
 
 def _provision_database(host: LabHost) -> None:
-    """The service's role with the lab's password and no settings of its own, and its
-    database as the lab seeds it: a copy of a database seeded once per db host (under a name
+    """The service's role with the lab's password, no settings of its own and CREATEROLE
+    (rotate-db-password makes its two login roles; a rotation's roles are made unable to log
+    in again), and its database as the lab seeds it: a copy of a database seeded once per db host (under a name
     the service cannot reach), so that reset() gets the same database back in seconds."""
     password = _ensure_secret("db_password")
     sql = (
         f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') "
         f"THEN CREATE ROLE {DB_USER} LOGIN; END IF; END$$;"
-        f"ALTER ROLE {DB_USER} PASSWORD '{password}';"
+        f"ALTER ROLE {DB_USER} LOGIN CREATEROLE PASSWORD '{password}';"
         f"ALTER ROLE {DB_USER} RESET ALL;"
+        + "".join(
+            f"DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}_{x}') "
+            f"THEN ALTER ROLE {DB_USER}_{x} NOLOGIN PASSWORD NULL; END IF; END$$;"
+            for x in "ab"
+        )
     )
     psql = "cd / && runuser -u postgres -- psql -q -v ON_ERROR_STOP=1"
     # The password goes over stdin, never on a command line.

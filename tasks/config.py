@@ -1051,6 +1051,14 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "runbook: maintenance mode needs the app hosts' local proxy (release_strategy "
             "blue_green, release_method systemd or docker): it answers the 503"
         )
+    if settings.get("runbook", "").startswith("rotate-") and (
+        settings.get("release_strategy") == "restart" or settings.get("release_method") == "helm"
+    ):
+        problems.append(
+            "runbook: a password rotation switches each host with the blue/green switch "
+            "(release_strategy blue_green, release_method systemd or docker): a restart would "
+            "fail requests"
+        )
     if settings.get("build_host") and settings.get("app_build") == "each":
         problems.append("build_host: names one place to build; app_build each builds on every host")
     if settings.get("backup_method") == "pgbackrest" and not settings.get("backup_repo_host"):

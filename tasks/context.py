@@ -184,6 +184,9 @@ class RunContext:
         self.runbook_records: dict[str, dict[str, Any]] = {}  # runbook: each host's record
         self.drift: dict[str, dict[str, Any]] = {}  # drift: each host's differences and notes
         self.plan_parts: dict[str, dict[str, Any]] = {}  # plan: each host's part of the plan
+        # rotation: the new value, what each endpoint holds, the decision, each host's switch
+        self.rotation: dict[str, Any] = {}
+        self.db_login_role = ""  # rotate-db-password: the role the run logs in as once switched
         # how each host's part ends when any operation fails on it (see operation_failed)
         self.endings: dict[str, Callable[[str], Any]] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import gevent
 from pyinfra.operations import python
@@ -57,13 +58,19 @@ def _read_holder(host, s: Settings) -> tuple[str, str, str, int] | None:
     return held_by, since, command, int(silent)
 
 
+def _as_now(ctx: RunContext, s: Settings) -> Settings:
+    """S as this run logs in now: a password rotation switches the login role mid-run."""
+    return replace(s, db_login_role=ctx.db_login_role) if ctx.db_login_role else s
+
+
 def _beat(ctx: RunContext, host, s: Settings, who: str) -> None:
     """Refresh the heartbeat while this run holds the lock (a greenlet; dies with the run)."""
     while ctx.lock_holder == who:
         gevent.sleep(HEARTBEAT)
         if ctx.lock_holder == who:
+            beat = postgres.psql(_as_now(ctx, s), deploy_lock.heartbeat_sql(s.deploy_env, who))
             try:
-                sh(host, postgres.psql(s, deploy_lock.heartbeat_sql(s.deploy_env, who)), timeout=20)
+                sh(host, beat, timeout=20)
             except DeployError as exc:  # the next beat tries again; a stale lock only informs
                 say(host, f"lock heartbeat missed: {exc}")
 
@@ -144,13 +151,20 @@ def release(ctx: RunContext, host, s: Settings) -> None:
     """Release the lock if this run holds it."""
     env, held = s.deploy_env, ctx.lock_holder
     if held:
-        sh(
+        ok, _, err = sh(
             host,
-            postgres.psql(s, deploy_lock.release_sql(env, held)),
+            postgres.psql(_as_now(ctx, s), deploy_lock.release_sql(env, held)),
             check=False,
         )
         ctx.lock_holder = ""
-        say(host, f"deploy lock for {env} released")
+        if ok:
+            say(host, f"deploy lock for {env} released")
+        else:
+            say(
+                host,
+                f"the deploy lock for {env} could not be released ({err.strip()[-200:]}): it "
+                "goes stale in a minute; `unlock.py` breaks it now",
+            )
 
 
 def _force_unlock(state, host, s: Settings) -> bool:

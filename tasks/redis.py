@@ -47,7 +47,7 @@ def redis(ctx: RunContext, s: Settings, plan: Plan):
         auth_conf = None
         password = secret(s, "REDIS_PASSWORD")
         if password:
-            auth_conf = f"{shell.paths(s)['state']}/redis-auth.conf"
+            auth_conf = shell.paths(s)["redis_conf"]
             operations.secret_file(
                 name="Ensure the Redis password file is current (0600)",
                 path=auth_conf,

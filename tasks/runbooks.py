@@ -88,7 +88,7 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     )
 
 
-def _record(
+def record(
     ctx: RunContext, h, s: Settings, name: str, done: list[str], found: dict[str, Any]
 ) -> None:
     """A deployment record on the host (when something changed or FOUND holds a finding,
@@ -122,7 +122,7 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
     return True
 
 
-def _restart(h, s: Settings, strategy: Strategy) -> str:
+def restart(h, s: Settings, strategy: Strategy) -> str:
     """The release that serves now, started again with the new .env (with blue_green, no
     request failing)."""
     _, current, _ = sh(h, f"readlink {q(shell.paths(s)['current'])}")
@@ -224,13 +224,13 @@ def _run(
                 else "maintenance mode off: the service answers every path"
             )
         if env_op is not None and env_op.did_change():
-            done.append(f".env updated; {_restart(host, s, strategy)}")
+            done.append(f".env updated; {restart(host, s, strategy)}")
     except DeployError as exc:
-        return _fail(ctx, host, s, exc, done)
-    _record(ctx, host, s, name, done, found)
+        return fail(ctx, host, s, exc, done)
+    record(ctx, host, s, name, done, found)
     drill = found.get("drill")
     if drill and not drill["passed"]:
-        return _fail(ctx, host, s, f"the restore drill failed: {drill['problem']}", done)
+        return fail(ctx, host, s, f"the restore drill failed: {drill['problem']}", done)
     return True
 
 
@@ -244,7 +244,7 @@ def _archive_work(h, s: Settings, name: str) -> tuple[list[str], dict[str, Any]]
     return recovery.restore_latest(r, s), {}
 
 
-def _fail(ctx: RunContext, h, s: Settings, error: Exception | str, done: list[str] | None) -> bool:
+def fail(ctx: RunContext, h, s: Settings, error: Exception | str, done: list[str] | None) -> bool:
     """Host H's runbook failed; DONE: its steps done before (None: not known)."""
     lines = [f"    done before: {'; '.join(done) or 'nothing'}"] if done is not None else []
     lines.append(
@@ -270,7 +270,7 @@ def runbook(ctx: RunContext, s: Settings, strategy: Strategy, env_op: OperationM
     """Runbook `runbook` on this host, S the settings with the overrides it leaves; STRATEGY
     restarts the service when the .env changed (ENV_OP). Any operation that fails ends the
     host's runbook the way a failed step does."""
-    ctx.on_failure(host, lambda error: _fail(ctx, host, s, error, None))
+    ctx.on_failure(host, lambda error: fail(ctx, host, s, error, None))
     python.call(
         name=f"Runbook {s.runbook}: {RUNBOOKS[s.runbook]}",
         function=_run,

@@ -34,6 +34,7 @@ def paths(s: Settings) -> dict[str, str]:
         "state": state,
         "pgpass": f"{state}/pgpass",
         "redis_auth": f"{state}/redis_password",
+        "redis_conf": f"{state}/redis-auth.conf",  # the container's requirepass
         "manifests": f"{state}/manifests",
         "records": f"{state}/deployments.jsonl",
         "overrides": f"{state}/runbook-overrides.json",
