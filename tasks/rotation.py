@@ -33,7 +33,7 @@ from psycopg import pq
 from pyinfra import host
 from pyinfra.operations import python
 
-from tasks import runbooks, secrets
+from tasks import runbook_steps, secrets
 from tasks.commands import dotenv, postgres, rediscli, shell
 from tasks.config import Settings, login_roles
 from tasks.context import RunContext
@@ -64,7 +64,7 @@ def _step(body: Callable[..., bool]) -> Callable[..., bool]:
         try:
             return body(host, ctx, s, **kwargs)
         except DeployError as exc:
-            return runbooks.fail(ctx, host, s, exc, [_where_it_stands(ctx)])
+            return runbook_steps.fail(ctx, host, s, exc, [_where_it_stands(ctx)])
 
     return callback
 
@@ -272,7 +272,7 @@ def _switch(host, ctx: RunContext, s: Settings, strategy: Strategy) -> bool:
         return True
     r.put_text(content, p["env_file"])
     sh(host, f"chown {shell.q(s.app_user)}: {shell.q(p['env_file'])}")
-    ctx.rotation.setdefault("switched", {})[host.name] = runbooks.restart(host, s, strategy)
+    ctx.rotation.setdefault("switched", {})[host.name] = runbook_steps.restart(host, s, strategy)
     say(host, f".env switched to the new credential; {ctx.rotation['switched'][host.name]}")
     return True
 
@@ -351,7 +351,7 @@ def _retire(host, ctx: RunContext, s: Settings) -> bool:
             done.append("Redis takes only the new password")
     if host.name in switched:
         done.append(f".env switched ({switched[host.name]})")
-    runbooks.record(ctx, host, s, s.runbook, done, {"rotation": found})
+    runbook_steps.record(ctx, host, s, s.runbook, done, {"rotation": found})
     return True
 
 
@@ -359,7 +359,7 @@ def _retire(host, ctx: RunContext, s: Settings) -> bool:
 def rotate(ctx: RunContext, s: Settings, strategy: Strategy) -> None:
     """The rotation of S's runbook, op by op across the hosts: look, prepare (and keep the new
     secret), switch every app host, retire the old credential."""
-    ctx.on_failure(host, lambda error: runbooks.fail(ctx, host, s, error, None))
+    ctx.on_failure(host, lambda error: runbook_steps.fail(ctx, host, s, error, None))
     new = ctx.rotation.setdefault("new", new_password(SECRET_OF[s.runbook]))
     python.call(name="Read the credentials the endpoint accepts", function=_inspect, ctx=ctx, s=s)
     python.call(

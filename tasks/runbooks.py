@@ -11,26 +11,24 @@ so no deploy undoes a runbook silently; `runbook=reset` removes the overrides.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import recovery, slots
+from tasks import recovery, runbook_steps, slots
 from tasks.commands import postgres, rediscli, shell
 from tasks.config import Settings, size_bytes
 from tasks.context import RunContext
 from tasks.hosts import migration_host_name
 from tasks.operations import deploy
-from tasks.outcome import failed
 from tasks.probes import cache_address
-from tasks.records import append_record, now_iso
+from tasks.records import now_iso
 from tasks.remote import DeployError
 from tasks.settings import deployed_by
 from tasks.strategy import Strategy
-from tasks.transport import remote, say, sh
+from tasks.transport import remote, sh
 
 q = shell.q
 
@@ -88,30 +86,6 @@ def terminate_idle_sql(db_name: str, minutes: int) -> str:
     )
 
 
-def record(
-    ctx: RunContext, h, s: Settings, name: str, done: list[str], found: dict[str, Any]
-) -> None:
-    """A deployment record on the host (when something changed or FOUND holds a finding,
-    a drill's verdict) and the run's local report."""
-    entry = {
-        "status": "runbook",
-        "runbook": name,
-        "host": h.name,
-        "completed": now_iso(),
-        "by": deployed_by(s),
-        "changed": done,
-        **found,
-    }
-    if done or found:
-        append_record(h, s, entry, left=bool(done))
-    ctx.runbook_records[h.name] = entry
-    folder = Path(s.report_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{s.deploy_env}-{ctx.stamp}-runbook-{name}.json"
-    path.write_text(json.dumps({"runbook": name, "hosts": ctx.runbook_records}, indent=2) + "\n")
-    say(h, f"runbook {name}: {'; '.join(done) if done else 'nothing to change'} (report: {path})")
-
-
 def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: str) -> bool:
     path = shell.paths(s)["overrides"]
     if values:
@@ -120,13 +94,6 @@ def _keep_overrides(state, host, s: Settings, values: dict[str, Any], runbook: s
     else:
         sh(host, f"rm -f {q(path)}")
     return True
-
-
-def restart(h, s: Settings, strategy: Strategy) -> str:
-    """The release that serves now, started again with the new .env (with blue_green, no
-    request failing)."""
-    _, current, _ = sh(h, f"readlink {q(shell.paths(s)['current'])}")
-    return strategy.put_in_service(h, current.strip(), restart=True) or "restarted"
 
 
 def _database_work(h, s: Settings, name: str) -> list[str]:
@@ -224,13 +191,15 @@ def _run(
                 else "maintenance mode off: the service answers every path"
             )
         if env_op is not None and env_op.did_change():
-            done.append(f".env updated; {restart(host, s, strategy)}")
+            done.append(f".env updated; {runbook_steps.restart(host, s, strategy)}")
     except DeployError as exc:
-        return fail(ctx, host, s, exc, done)
-    record(ctx, host, s, name, done, found)
+        return runbook_steps.fail(ctx, host, s, exc, done)
+    runbook_steps.record(ctx, host, s, name, done, found)
     drill = found.get("drill")
     if drill and not drill["passed"]:
-        return fail(ctx, host, s, f"the restore drill failed: {drill['problem']}", done)
+        return runbook_steps.fail(
+            ctx, host, s, f"the restore drill failed: {drill['problem']}", done
+        )
     return True
 
 
@@ -242,15 +211,6 @@ def _archive_work(h, s: Settings, name: str) -> tuple[list[str], dict[str, Any]]
     if name == "restore-drill":
         return recovery.restore_drill(r, s)
     return recovery.restore_latest(r, s), {}
-
-
-def fail(ctx: RunContext, h, s: Settings, error: Exception | str, done: list[str] | None) -> bool:
-    """Host H's runbook failed; DONE: its steps done before (None: not known)."""
-    lines = [f"    done before: {'; '.join(done) or 'nothing'}"] if done is not None else []
-    lines.append(
-        "    next:        fix the cause and run the runbook again: each step is safe to repeat"
-    )
-    return failed(ctx, h, s, s.runbook, f"runbook {s.runbook}", error, lines)
 
 
 @deploy("Runbook overrides")
@@ -270,7 +230,7 @@ def runbook(ctx: RunContext, s: Settings, strategy: Strategy, env_op: OperationM
     """Runbook `runbook` on this host, S the settings with the overrides it leaves; STRATEGY
     restarts the service when the .env changed (ENV_OP). Any operation that fails ends the
     host's runbook the way a failed step does."""
-    ctx.on_failure(host, lambda error: fail(ctx, host, s, error, None))
+    ctx.on_failure(host, lambda error: runbook_steps.fail(ctx, host, s, error, None))
     python.call(
         name=f"Runbook {s.runbook}: {RUNBOOKS[s.runbook]}",
         function=_run,

@@ -26,6 +26,7 @@ PHASES = {
     "report",
     "rollback",
     "runbooks",
+    "rotation",
 }
 MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem"}
 MUTATORS |= {"remove", "discard", "clear", "sort", "reverse"}
