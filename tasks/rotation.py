@@ -266,10 +266,12 @@ def _switch(host, ctx: RunContext, s: Settings, strategy: Strategy) -> bool:
     if after.db_login_role != s.db_login_role:
         ctx.db_login_role = after.db_login_role  # the lock's heartbeat and release follow
     r.put_text(redis_password, p["redis_auth"])
-    if now.split()[:1] == [hashlib.sha256(content.encode()).hexdigest()]:
+    finishing = ctx.rotation["decided"]["finishing"]
+    if now.split()[:1] == [hashlib.sha256(content.encode()).hexdigest()] and not finishing:
         ctx.rotation.setdefault("switched", {})[host.name] = "already"
         say(host, ".env already holds the new credential")
         return True
+    # finishing: the run that wrote .env may have died before the service read it
     r.put_text(content, p["env_file"])
     sh(host, f"chown {shell.q(s.app_user)}: {shell.q(p['env_file'])}")
     ctx.rotation.setdefault("switched", {})[host.name] = runbook_steps.restart(host, s, strategy)
