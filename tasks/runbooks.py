@@ -19,7 +19,7 @@ from pyinfra.operations import python
 
 from tasks import recovery, runbook_steps, slots
 from tasks.commands import postgres, rediscli, shell
-from tasks.config import Settings, size_bytes
+from tasks.config import Settings, login_roles, size_bytes
 from tasks.context import RunContext
 from tasks.hosts import migration_host_name
 from tasks.operations import deploy
@@ -107,7 +107,9 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     if name != "migration-memory":
         return []
     wanted = s.runbook_maintenance_work_mem
-    role, value = postgres.sql_ident(s.db_user), postgres.sql_literal(wanted)
+    value = postgres.sql_literal(wanted)
+    # a role's settings apply to sessions that log in as it: the login roles too, once used
+    roles = [s.db_user, *(login_roles(s.db_user) if s.db_login_role else ())]
     _, size, _ = sh(
         h,
         postgres.psql(
@@ -128,7 +130,9 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
     now, same = now.strip().split("|")
     if same == "t":
         return []
-    alter = f"ALTER ROLE {role} SET maintenance_work_mem = {value}"
+    alter = "; ".join(
+        f"ALTER ROLE {postgres.sql_ident(r)} SET maintenance_work_mem = {value}" for r in roles
+    )
     ok, _, err = sh(h, postgres.psql(s, alter), check=False)
     if not ok:
         raise DeployError(
@@ -137,7 +141,8 @@ def _database_work(h, s: Settings, name: str) -> list[str]:
             "or set migrate_maintenance_work_mem, which each migration session sets for itself"
         )
     return [
-        f"maintenance_work_mem for role {s.db_user}: {now} -> {wanted}; metrics is {size}, "
+        f"maintenance_work_mem for role {', '.join(roles)}: {now} -> {wanted}; metrics is "
+        f"{size}, "
         + (
             f"more than {wanted}: its index builds will still sort on disk, raise it further"
             if larger == "t"
