@@ -303,8 +303,9 @@ def seed_rows() -> int:
 def _provision_database(host: LabHost) -> None:
     """The service's role with the lab's password, no settings of its own and CREATEROLE
     (rotate-db-password makes its two login roles; a rotation's roles are made unable to log
-    in again), and its database as the lab seeds it: a copy of a database seeded once per db host (under a name
-    the service cannot reach), so that reset() gets the same database back in seconds."""
+    in again), and its database as the lab seeds it: a copy of a database seeded once per db
+    host (under a name the service cannot reach), so that reset() gets the same database back
+    in seconds."""
     password = _ensure_secret("db_password")
     sql = (
         f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') "
