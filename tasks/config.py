@@ -73,6 +73,7 @@ PREFIXES = (
     "artifact_",
     "promote_",
     "secrets_",
+    "dora_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of the login role (db_login_role, else db_user) on db_host",
@@ -864,6 +865,14 @@ VARIABLES: list[Var] = [
         "secrets_drain_timeout",
         120,
         "rotations: how long to wait for the old password's connections to end (seconds)",
+        "int",
+        minimum=1,
+    ),
+    # dora_: releases.py's delivery figures
+    Var(
+        "dora_window",
+        30,
+        "releases.py: the days DORA's four keys are computed over",
         "int",
         minimum=1,
     ),

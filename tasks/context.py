@@ -98,7 +98,9 @@ class Run:
 
     host: str
     env: str
+    stamp: str = ""  # the run's (RunContext.stamp): one deploy across its hosts
     started: float = field(default_factory=time.time)
+    commit_time: float | None = None  # the release's commit, epoch seconds (read at the end)
     phases: list[dict[str, Any]] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -187,6 +189,7 @@ class RunContext:
         # rotation: the new value, what each endpoint holds, the decision, each host's switch
         self.rotation: dict[str, Any] = {}
         self.db_login_role = ""  # rotate-db-password: the role the run logs in as once switched
+        self.ledger: dict[str, list[dict[str, Any]]] = {}  # releases: each host's records
         # how each host's part ends when any operation fails on it (see operation_failed)
         self.endings: dict[str, Callable[[str], Any]] = {}
 
@@ -223,7 +226,8 @@ class RunContext:
         """Host H's record in this run (pyinfra's Host, or the Remote of one)."""
         if h.name not in self.runs:
             data = getattr(h, "data", None)
-            self.runs[h.name] = Run(host=h.name, env=data.get("deploy_env", "?") if data else "?")
+            env = data.get("deploy_env", "?") if data else "?"
+            self.runs[h.name] = Run(host=h.name, env=env, stamp=self.stamp)
         return self.runs[h.name]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks.commands import drift, shell
+from tasks.commands import drift, git, shell
 from tasks.config import Settings
 from tasks.context import Plan, Run, RunContext
 from tasks.remote import DeployError
@@ -64,6 +64,7 @@ def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
     return {
         "environment": run.env,
         "host": run.host,
+        "run": run.stamp,
         "status": run.outcome,
         "started": now_iso(run.started),
         "completed": now_iso(finished),
@@ -71,7 +72,9 @@ def record(run: Run, s: Settings, plan: Plan) -> dict[str, Any]:
         "deployed_by": deployed_by(s),
         "version": plan.ref,
         "commit": plan.commit,
+        "commit_time": now_iso(run.commit_time) if run.commit_time else None,
         "release": plan.release,
+        "release_changed": plan.release_changes,
         "previous_release": plan.previous_version,
         "notes": s.report_notes,
         "failure": run.failure,
@@ -208,6 +211,8 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     )
     if run.outcome == "success" and not run.all_changes() and run.listed is not None:
         left = run.listed
+    ok, out, _ = sh(host, f"echo {git.commit_time(plan.release_dir)}", check=False)
+    run.commit_time = float(out) if ok and out.strip().isdigit() else None  # lead time (DORA)
     append_record(host, s, record(run, s, plan), left=left)
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"

@@ -1,16 +1,21 @@
 """The release ledger of each app host (`pyinfra inventories/<env>.py releases.py`): the
 releases on disk, which one serves, when each was deployed and by whom, its commit, its
-schema version (its newest migration) and its verdict (tasks/ledger.py). Read-only: one
-remote command per host, no lock."""
+schema version (its newest migration) and its verdict (tasks/ledger.py); then DORA's four keys
+of the environment over `dora_window` days, from every host's records (tasks/dora.py).
+Read-only: one remote command per host, no lock."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import click
 from pyinfra.operations import python
 
-from tasks import ledger
+from tasks import dora, ledger
 from tasks.commands import host_state, shell
 from tasks.config import Settings
+from tasks.context import RunContext
+from tasks.hosts import app_hosts
 from tasks.operations import deploy
 from tasks.transport import sh
 
@@ -43,8 +48,9 @@ def read_state(host, s: Settings) -> tuple[dict[str, str], str | None, list[dict
     return parse_state(out)
 
 
-def _show(state, host, s: Settings) -> bool:
+def _show(state, host, ctx: RunContext, s: Settings) -> bool:
     schemas, current, records = read_state(host, s)
+    ctx.ledger[host.name] = records
     serving = current.rsplit("/", 1)[-1] if current else None
     rows = ledger.rows(list(schemas), serving, schemas, records)
     lines = [f"--> Releases on {host.name} ({s.deploy_env}): {len(rows)} on disk"]
@@ -53,6 +59,21 @@ def _show(state, host, s: Settings) -> bool:
     return True
 
 
+def _dora(state, host, ctx: RunContext, s: Settings) -> bool:
+    """DORA's four keys of the environment, from every app host's records, printed once."""
+    if host.name != app_hosts()[0].name:
+        return True
+    records = [r for found in ctx.ledger.values() for r in found]
+    figures = dora.figures(records, datetime.now(UTC), s.dora_window)
+    lines = [
+        f"--> DORA of {s.deploy_env} over the last {s.dora_window} days ({len(ctx.ledger)} "
+        "app hosts' records)"
+    ]
+    click.echo("\n".join(lines + [f"    {line}" for line in figures.lines()]), err=True)
+    return True
+
+
 @deploy("Release ledger")
-def show(s: Settings) -> None:
-    python.call(name="Read the releases on this host", function=_show, s=s)
+def show(ctx: RunContext, s: Settings) -> None:
+    python.call(name="Read the releases on this host", function=_show, ctx=ctx, s=s)
+    python.call(name="Compute DORA's four keys from the records", function=_dora, ctx=ctx, s=s)

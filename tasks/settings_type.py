@@ -174,6 +174,7 @@ class Settings:
     secrets_file: str
     secrets_command: str
     secrets_drain_timeout: int
+    dora_window: int
     report_dir: str
     report_deployed_by: str
     report_notes: str
