@@ -5,6 +5,8 @@ itself."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pyinfra_runs import QUICK, output, pyinfra
 
@@ -88,3 +90,18 @@ def test_a_rolled_back_release_is_bad_passed_over_by_rollbacks_and_warned_of(app
     assert "WARNING: v2.0.0-perf-" in output(bad) and "is marked bad on this host" in output(bad)
     assert served(app1) == '{"version":"2.0.0-perf"}'
     assert ledger()["v2.0.0-perf"].endswith("served")  # deployed again: the team chose it
+
+
+def test_dora_figures_match_a_count_of_the_hosts_records(app1):
+    """releases.py's DORA lines against the staging host's own records, counted here: each run
+    that changed the release is a change, each that succeeded a deployment."""
+    result = pyinfra(script="releases.py")
+    assert result.returncode == 0, output(result)[-3000:]
+    text = output(result).split("--> DORA of lab over the last 30 days", 1)[1]
+    lines = core.ssh(app1, "cat /var/lib/monitoring-dashboard-deploy/deployments.jsonl")
+    records = [json.loads(line) for line in lines.stdout.decode().splitlines()]
+    changes = {r["run"]: r for r in records if "deployed_by" in r and r.get("release_changed")}
+    deployments = [r for r in changes.values() if r["status"] == "success"]
+    assert changes and deployments
+    assert f"/day ({len(deployments)} in 30 days)" in text
+    assert f" of {len(changes)})" in text
