@@ -74,6 +74,8 @@ PREFIXES = (
     "promote_",
     "secrets_",
     "dora_",
+    "metrics_",
+    "grafana_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of the login role (db_login_role, else db_user) on db_host",
@@ -85,6 +87,7 @@ SECRETS = {
     "NEW_DB_PASSWORD": "rotate-db-password with secrets_from env or command: the new password",
     "NEW_REDIS_PASSWORD": "rotate-redis-password with secrets_from env or command: the new "
     "password",
+    "GRAFANA_TOKEN": "grafana_url: a service account token allowed to write annotations",
     "NOTIFY_WEBHOOK_URL": "Slack-compatible webhook told when a run starts and ends (optional)",
 }
 
@@ -876,6 +879,23 @@ VARIABLES: list[Var] = [
         "int",
         minimum=1,
     ),
+    # metrics_, grafana_: the run where a monitoring team looks (tasks/telemetry.py)
+    Var(
+        "metrics_pushgateway",
+        "",
+        "a Pushgateway's URL each run's metrics are pushed to (empty: none)",
+    ),
+    Var(
+        "metrics_textfile_dir",
+        "",
+        "on each app host: node_exporter's textfile collector folder, where each run writes "
+        "the host's metrics (empty: none)",
+    ),
+    Var(
+        "grafana_url",
+        "",
+        "Grafana's URL: deploys, rollbacks and canary verdicts annotated (token: GRAFANA_TOKEN)",
+    ),
     # report_: success metrics and the deployment record
     Var("report_dir", "reports", "local folder for JSON reports", "path"),
     Var("report_deployed_by", "", "who deploys (default: user@machine)"),
@@ -1068,6 +1088,9 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "(release_strategy blue_green, release_method systemd or docker): a restart would "
             "fail requests"
         )
+    for name in ("metrics_pushgateway", "grafana_url"):
+        if settings.get(name) and not str(settings[name]).startswith(("http://", "https://")):
+            problems.append(f"{name}: an http:// or https:// URL, got {settings[name]!r}")
     if settings.get("build_host") and settings.get("app_build") == "each":
         problems.append("build_host: names one place to build; app_build each builds on every host")
     if settings.get("backup_method") == "pgbackrest" and not settings.get("backup_repo_host"):

@@ -190,6 +190,10 @@ class RunContext:
         self.rotation: dict[str, Any] = {}
         self.db_login_role = ""  # rotate-db-password: the role the run logs in as once switched
         self.ledger: dict[str, list[dict[str, Any]]] = {}  # releases: each host's records
+        self.serving: dict[str, str | None] = {}  # the release each app host serves at its end
+        # called once every host has disconnected (pyinfra's end of the run), by name
+        self.at_end: dict[str, Callable[[], Any]] = {}
+        self.connected: set[str] = set()  # hosts connected now
         # how each host's part ends when any operation fails on it (see operation_failed)
         self.endings: dict[str, Callable[[str], Any]] = {}
 
@@ -199,10 +203,19 @@ class RunContext:
         found = getattr(state, KEPT_AS, None)
         if found is None:
             found = cls(kind, argv)
+            found.connected = {h.name for h in state.activated_hosts}
             setattr(state, KEPT_AS, found)
             send_at_once_on_every_connection(state)
             state.add_callback_handler(_FailurePath(found))
         return found
+
+    def host_left(self, h: Host) -> None:
+        """pyinfra disconnected H: once every host of the run has, the run is over."""
+        self.connected.discard(h.name)
+        if not self.connected:
+            ends, self.at_end = self.at_end, {}
+            for end in ends.values():
+                end()
 
     def on_failure(self, h: Host, ending: Callable[[str], Any]) -> None:
         """ENDING(what failed) ends host H's part of the run when an operation fails on it."""
@@ -240,6 +253,12 @@ class _FailurePath(BaseStateCallback):
 
     # pyinfra declares its callbacks static and calls them on the handler: this one needs the
     # run context the handler holds
+    def host_connect(self, state: State, host: Host) -> None:  # type: ignore[override]
+        self.ctx.connected.add(host.name)
+
+    def host_disconnect(self, state: State, host: Host) -> None:  # type: ignore[override]
+        self.ctx.host_left(host)
+
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks import lock, notify, slots
+from tasks import lock, notify, slots, telemetry
 from tasks.commands import replaced, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
@@ -48,6 +48,7 @@ def failed(
     """Host H's part of the run failed in STEP. Returns False, which a callback returns to
     pyinfra to fail its operation (and the host)."""
     notify.failed(ctx, s, version, h.name, f"{step}: {error}", rolled_back)
+    telemetry.host_ended(ctx, h, s, version)
     lock.release_when_last(ctx, h, s)
     block = [f"--> {ctx.kind.upper()} FAILED on {h.name} in {step}", f"    what failed: {error}"]
     click.echo(click.style("\n" + "\n".join(block + lines) + "\n", fg="red"), err=True)
@@ -216,6 +217,7 @@ def deploy_ends_on_any_failure(
 
 
 def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
+    telemetry.host_ended(ctx, host, s, version)
     lock.release_when_last(ctx, host, s)
     notify.ended(ctx, host, s, version)
     return True
@@ -223,7 +225,9 @@ def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
 
 def ended(ctx: RunContext, s: Settings, version: str) -> None:
     """The last operation of a run: the last app host to get here releases the lock and tells
-    the team how the run ended."""
+    the team how the run ended; once pyinfra has left every host, the run's metrics and
+    annotation go out (tasks/telemetry.py)."""
+    ctx.at_end["telemetry"] = lambda: telemetry.run_ended(ctx, s, version)
     python.call(
         name="Release the deploy lock and tell the team, once every app host is done",
         function=_ended,

@@ -25,7 +25,7 @@ from pyinfra import host, inventory
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import analysis, slots
+from tasks import analysis, slots, telemetry
 from tasks.batches import Rollout, batch_plan
 from tasks.commands import haproxy
 from tasks.config import Settings
@@ -258,6 +258,10 @@ def _analyse(
     if verdict.result == "inconclusive":
         goes = "the canary goes back" if rejected else "the rollout goes on"
         first.say(f"rollout_analysis_inconclusive is {s.rollout_analysis_inconclusive}: {goes}")
+    release = release_dir.rstrip("/").rsplit("/", 1)[-1]
+    outcome = f"canary {'rejected' if rejected else 'passed'} ({verdict.result})"
+    body = telemetry.annotation(s.deploy_env, "canary", release, outcome, time.time(), names)
+    telemetry.annotate(s, body)
     return verdict.summary() if rejected else None
 
 

@@ -175,6 +175,9 @@ class Settings:
     secrets_command: str
     secrets_drain_timeout: int
     dora_window: int
+    metrics_pushgateway: str
+    metrics_textfile_dir: str
+    grafana_url: str
     report_dir: str
     report_deployed_by: str
     report_notes: str

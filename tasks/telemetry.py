@@ -1,0 +1,204 @@
+"""Every run where a monitoring team already looks: OpenMetrics (prometheus-client) pushed to a
+Pushgateway (`metrics_pushgateway`) and/or written on each app host for node_exporter's
+textfile collector (`metrics_textfile_dir`), and an annotation on Grafana's graphs
+(`grafana_url`, its token from GRAFANA_TOKEN) when a deploy or a rollback ends and when the
+canary analysis gives its verdict. Neither ever fails a run: what cannot be delivered is a
+warning. No secret is in any metric or annotation: their labels and text are the
+environment, the kind of run, host names, releases and outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import click
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway
+
+from tasks.commands import shell
+from tasks.config import Settings
+from tasks.context import RunContext
+from tasks.remote import DeployError
+from tasks.transport import remote, say, sh
+
+PREFIX = "monitoring_dashboard_deploy"
+JOB = "monitoring_dashboard_deploy"
+TIMEOUT = 5  # seconds a push or an annotation may take
+TEXTFILE = f"{PREFIX}.prom"
+
+
+@dataclass
+class HostEnd:
+    """How one app host's part of a run ended."""
+
+    succeeded: bool
+    seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    release: str | None = None  # the release it serves afterwards, when known
+
+
+@dataclass
+class RunEnd:
+    """How a run ended, everywhere it ran."""
+
+    env: str
+    kind: str  # deploy, rollback, runbook
+    version: str
+    seconds: float
+    ended_at: float  # epoch seconds
+    hosts: dict[str, HostEnd]
+
+    @property
+    def succeeded(self) -> bool:
+        return all(h.succeeded for h in self.hosts.values())
+
+
+def registry(run: RunEnd, only: str | None = None) -> CollectorRegistry:
+    """RUN as metrics; ONLY: one host's part (and the run's), for that host's textfile."""
+    reg = CollectorRegistry()
+    labels = {"env": run.env, "kind": run.kind}
+    per_run = [
+        ("run_success", "1 when the run succeeded on every app host, else 0", run.succeeded),
+        ("run_duration_seconds", "how long the run took", run.seconds),
+        ("run_end_timestamp_seconds", "when the run ended (epoch seconds)", run.ended_at),
+        ("run_hosts", "app hosts the run reached", len(run.hosts)),
+    ]
+    for name, doc, value in per_run if only is None else []:  # a host's file: its own part
+        Gauge(f"{PREFIX}_{name}", doc, list(labels), registry=reg).labels(**labels).set(value)
+    host_ok = Gauge(
+        f"{PREFIX}_host_success",
+        "1 when the host's part succeeded",
+        [*labels, "host"],
+        registry=reg,
+    )
+    phase = Gauge(
+        f"{PREFIX}_phase_duration_seconds",
+        "how long each phase took on each host",
+        [*labels, "host", "phase"],
+        registry=reg,
+    )
+    serves = Gauge(
+        f"{PREFIX}_release_info",
+        "1 for the release each app host serves after the run",
+        ["env", "host", "release"],
+        registry=reg,
+    )
+    for name, end in sorted(run.hosts.items()):
+        if only is not None and name != only:
+            continue
+        host_ok.labels(**labels, host=name).set(end.succeeded)
+        for phase_name, seconds in end.phases.items():
+            phase.labels(**labels, host=name, phase=phase_name).set(seconds)
+        if end.release:
+            serves.labels(env=run.env, host=name, release=end.release).set(1)
+    return reg
+
+
+def run_end(ctx: RunContext, s: Settings, version: str) -> RunEnd:
+    """The run as it ended (or stands now) on every app host it reached."""
+    hosts = {}
+    for name in sorted(ctx.ended_hosts | ctx.failed_hosts):
+        run = ctx.runs.get(name)
+        phases = {p["phase"]: p["seconds"] for p in run.phases if "seconds" in p} if run else {}
+        took = ((run.completed or time.time()) - run.started) if run else time.time() - ctx.started
+        hosts[name] = HostEnd(
+            succeeded=name not in ctx.failed_hosts,
+            seconds=round(took, 2),
+            phases=phases,
+            release=ctx.serving.get(name),
+        )
+    return RunEnd(
+        env=s.deploy_env,
+        kind=ctx.kind,
+        version=version,
+        seconds=round(time.time() - ctx.started, 2),
+        ended_at=time.time(),
+        hosts=hosts,
+    )
+
+
+def host_ended(ctx: RunContext, h, s: Settings, version: str) -> None:
+    """Host H's part has ended: the release it serves now read, and its metrics written for
+    the textfile collector when metrics_textfile_dir is set."""
+    path = f"{s.metrics_textfile_dir.rstrip('/')}/{TEXTFILE}"
+    try:
+        _, out, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true", timeout=20)
+        ctx.serving[h.name] = out.strip().rstrip("/").rsplit("/", 1)[-1] or None
+        if s.metrics_textfile_dir:
+            text = exposition(run_end(ctx, s, version), only=h.name)
+            remote(h).put_text(text, path, mode="644")
+    except DeployError as exc:  # a host that failed may be out of reach
+        say(h, f"metrics of this host not written: {exc}")
+
+
+def exposition(run: RunEnd, only: str | None = None) -> str:
+    """The text format a textfile collector and `promtool check metrics` read."""
+    return generate_latest(registry(run, only)).decode()
+
+
+def push(s: Settings, run: RunEnd) -> bool:
+    """RUN pushed to metrics_pushgateway, grouped by environment and kind of run (each push
+    replaces that group's metrics); False, with a warning, when it could not be."""
+    if not s.metrics_pushgateway:
+        return True
+    try:
+        push_to_gateway(
+            s.metrics_pushgateway,
+            job=JOB,
+            registry=registry(run),
+            grouping_key={"env": run.env, "kind": run.kind},
+            timeout=TIMEOUT,
+        )
+        return True
+    except OSError as exc:  # URLError, timeouts and refused connections are OSErrors
+        click.echo(
+            f"    metrics not pushed ({type(exc).__name__}: {exc}); the run goes on", err=True
+        )
+        return False
+
+
+def annotation(env: str, kind: str, version: str, outcome: str, at: float, text: str) -> dict:
+    """The body of Grafana's POST /api/annotations: time (ms), tags to filter on, the text."""
+    return {
+        "time": int(at * 1000),
+        "tags": ["monitoring-dashboard-deploy", env, kind, outcome],
+        "text": f"{kind} {env} {version}: {outcome}" + (f" ({text})" if text else ""),
+    }
+
+
+def annotate(s: Settings, body: dict) -> bool:
+    """BODY posted to grafana_url's annotations API with GRAFANA_TOKEN; False, with a
+    warning (never the URL or the token), when it could not be."""
+    if not s.grafana_url:
+        return True
+    request = urllib.request.Request(
+        s.grafana_url.rstrip("/") + "/api/annotations",
+        data=json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ.get('GRAFANA_TOKEN', '')}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            answer.read()
+        return True
+    except (OSError, ValueError) as exc:
+        click.echo(f"    Grafana annotation not posted ({type(exc).__name__})", err=True)
+        return False
+
+
+def run_ended(ctx: RunContext, s: Settings, version: str) -> None:
+    """Every app host's part has ended: the run pushed to the Pushgateway and, for a deploy or
+    a rollback, annotated on Grafana."""
+    run = run_end(ctx, s, version)
+    push(s, run)
+    if ctx.kind in ("deploy", "rollback"):
+        failed = sorted(ctx.failed_hosts)
+        outcome = "failed" if failed else "succeeded"
+        text = f"failed on {', '.join(failed)}" if failed else ""
+        annotate(s, annotation(run.env, ctx.kind, version, outcome, ctx.started, text))
