@@ -5,6 +5,7 @@ per host). Pure: no host is touched here."""
 from __future__ import annotations
 
 import math
+import time
 
 import gevent.event
 
@@ -44,6 +45,7 @@ class Rollout:
         self.left = [len(names) for names in batches]
         self.failed: list[str] = list(unreachable or [])  # count against max_fail from the start
         self.switched: list[str] = []
+        self.ended_at: list[float | None] = [None] * len(batches)  # when each batch ended
         self.stopped_at: int | None = None
         # the canary analysis: the last canary host to be back in service judges, the others
         # wait for its verdict (a summary of what was worse, or None when the canary passed)
@@ -89,4 +91,5 @@ class Rollout:
             worse = self.rejection is not None and index == 0
             if self.stopped_at is None and (len(self.failed) > self.max_fail or worse):
                 self.stopped_at = index
+            self.ended_at[index] = time.time()
             self.ended[index].set()

@@ -76,6 +76,7 @@ PREFIXES = (
     "dora_",
     "metrics_",
     "grafana_",
+    "otel_",
 )
 SECRETS = {
     "DB_PASSWORD": "password of the login role (db_login_role, else db_user) on db_host",
@@ -896,6 +897,12 @@ VARIABLES: list[Var] = [
         "",
         "Grafana's URL: deploys, rollbacks and canary verdicts annotated (token: GRAFANA_TOKEN)",
     ),
+    Var(
+        "otel_exporter",
+        "",
+        "each run as one trace: otlp (OTLP over HTTP, OTEL_EXPORTER_OTLP_ENDPOINT) or "
+        "file:<path> (JSON lines); empty: none",
+    ),
     # report_: success metrics and the deployment record
     Var("report_dir", "reports", "local folder for JSON reports", "path"),
     Var("report_deployed_by", "", "who deploys (default: user@machine)"),
@@ -1088,6 +1095,9 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "(release_strategy blue_green, release_method systemd or docker): a restart would "
             "fail requests"
         )
+    otel = settings.get("otel_exporter", "")
+    if otel and otel != "otlp" and not (otel.startswith("file:") and len(otel) > 5):
+        problems.append(f"otel_exporter: otlp or file:<path>, got {otel!r}")
     for name in ("metrics_pushgateway", "grafana_url"):
         if settings.get(name) and not str(settings[name]).startswith(("http://", "https://")):
             problems.append(f"{name}: an http:// or https:// URL, got {settings[name]!r}")

@@ -22,7 +22,7 @@ from typing import Any
 import click
 from pyinfra.operations import python
 
-from tasks import lock, notify, slots, telemetry
+from tasks import lock, notify, slots, telemetry, tracing
 from tasks.commands import replaced, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
@@ -226,8 +226,9 @@ def _ended(state, host, ctx: RunContext, s: Settings, version: str) -> bool:
 def ended(ctx: RunContext, s: Settings, version: str) -> None:
     """The last operation of a run: the last app host to get here releases the lock and tells
     the team how the run ended; once pyinfra has left every host, the run's metrics and
-    annotation go out (tasks/telemetry.py)."""
+    annotation go out (tasks/telemetry.py), and its trace (tasks/tracing.py)."""
     ctx.at_end["telemetry"] = lambda: telemetry.run_ended(ctx, s, version)
+    ctx.at_end["trace"] = lambda: tracing.export(ctx, s, version)
     python.call(
         name="Release the deploy lock and tell the team, once every app host is done",
         function=_ended,

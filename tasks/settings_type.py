@@ -178,6 +178,7 @@ class Settings:
     metrics_pushgateway: str
     metrics_textfile_dir: str
     grafana_url: str
+    otel_exporter: str
     report_dir: str
     report_deployed_by: str
     report_notes: str
