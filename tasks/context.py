@@ -214,8 +214,11 @@ class RunContext:
         self.connected.discard(h.name)
         if not self.connected:
             ends, self.at_end = self.at_end, {}
-            for end in ends.values():
-                end()
+            for name, end in ends.items():
+                try:
+                    end()
+                except Exception as exc:  # noqa: BLE001 - the run is over; its outcome stands
+                    click.echo(f"    {name} not sent: {type(exc).__name__}: {exc}", err=True)
 
     def on_failure(self, h: Host, ending: Callable[[str], Any]) -> None:
         """ENDING(what failed) ends host H's part of the run when an operation fails on it."""

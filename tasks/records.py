@@ -211,8 +211,9 @@ def write_records(ctx: RunContext, host, s: Settings, plan: Plan) -> Path:
     )
     if run.outcome == "success" and not run.all_changes() and run.listed is not None:
         left = run.listed
-    ok, out, _ = sh(host, f"echo {git.commit_time(plan.release_dir)}", check=False)
-    run.commit_time = float(out) if ok and out.strip().isdigit() else None  # lead time (DORA)
+    if plan.release_changes:  # the lead time of a change (DORA): from its commit
+        ok, out, _ = sh(host, f"echo {git.commit_time(plan.release_dir)}", check=False)
+        run.commit_time = float(out) if ok and out.strip().isdigit() else None
     append_record(host, s, record(run, s, plan), left=left)
     if plan.release_changes or run.outcome != "success":
         text = json.dumps(manifest(run, s, plan), indent=2) + "\n"

@@ -97,10 +97,11 @@ def registry(run: RunEnd, only: str | None = None) -> CollectorRegistry:
     return reg
 
 
-def run_end(ctx: RunContext, s: Settings, version: str) -> RunEnd:
-    """The run as it ended (or stands now) on every app host it reached."""
+def run_end(ctx: RunContext, s: Settings, version: str, ending: str | None = None) -> RunEnd:
+    """The run as it ended (or stands now) on every app host it reached; ENDING: a host whose
+    part is ending now."""
     hosts = {}
-    for name in sorted(ctx.ended_hosts | ctx.failed_hosts):
+    for name in sorted(ctx.ended_hosts | ctx.failed_hosts | ({ending} if ending else set())):
         run = ctx.runs.get(name)
         phases = {p["phase"]: p["seconds"] for p in run.phases if "seconds" in p} if run else {}
         took = ((run.completed or time.time()) - run.started) if run else time.time() - ctx.started
@@ -123,12 +124,14 @@ def run_end(ctx: RunContext, s: Settings, version: str) -> RunEnd:
 def host_ended(ctx: RunContext, h, s: Settings, version: str) -> None:
     """Host H's part has ended: the release it serves now read, and its metrics written for
     the textfile collector when metrics_textfile_dir is set."""
+    if not (s.metrics_textfile_dir or s.metrics_pushgateway):
+        return  # no metrics asked for: nothing more to read on the host
     path = f"{s.metrics_textfile_dir.rstrip('/')}/{TEXTFILE}"
     try:
         _, out, _ = sh(h, f"readlink {shell.q(shell.paths(s)['current'])} || true", timeout=20)
         ctx.serving[h.name] = out.strip().rstrip("/").rsplit("/", 1)[-1] or None
         if s.metrics_textfile_dir:
-            text = exposition(run_end(ctx, s, version), only=h.name)
+            text = exposition(run_end(ctx, s, version, ending=h.name), only=h.name)
             remote(h).put_text(text, path, mode="644")
     except DeployError as exc:  # a host that failed may be out of reach
         say(h, f"metrics of this host not written: {exc}")
