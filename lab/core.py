@@ -273,7 +273,8 @@ def _wait_ready(host: LabHost) -> None:
         check=False,
         timeout=left + 10,
     )
-    state = result.stdout.decode().strip()
+    # `--wait` may print a state more than once ("running" twice was seen): the last counts
+    state = (result.stdout.decode().split() or [""])[-1]
     if state != "running":
         failed = ssh(host, "systemctl --failed --no-legend --plain", check=False).stdout.decode()
         raise LabError(
