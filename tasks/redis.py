@@ -10,7 +10,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import python
 
 from tasks import operations
-from tasks.commands import shell
+from tasks.commands import rediscli, shell
 from tasks.config import Settings
 from tasks.context import Plan, RunContext
 from tasks.operations import deploy
@@ -51,7 +51,7 @@ def redis(ctx: RunContext, s: Settings, plan: Plan):
             operations.secret_file(
                 name="Ensure the Redis password file is current (0600)",
                 path=auth_conf,
-                content=f"requirepass {password}\n",
+                content=rediscli.requirepass_conf(password),
             )
         name = shell.q(s.redis_container)
         existed = host.get_fact(

@@ -348,7 +348,7 @@ def _retire(host, ctx: RunContext, s: Settings) -> bool:
             )
             sh(host, only, what="removing the old Redis password")
             if s.redis_mode == "container":
-                conf = f"requirepass {decided['password']}\n"  # what a restart reads
+                conf = rediscli.requirepass_conf(decided["password"])  # what a restart reads
                 remote(host).put_text(conf, shell.paths(s)["redis_conf"])
             done.append("Redis takes only the new password")
     if host.name in switched:

@@ -145,13 +145,15 @@ def decrypt(path: Path, environ: Mapping[str, str]) -> str:
         ) from None
 
 
-def encrypt(path: Path, text: str) -> None:
-    """PATH holds TEXT encrypted (ASCII armour) to its recipients; replaced whole, never left
-    half written."""
-    data = pyrage.encrypt(text.encode(), recipients(path), armored=True)
+def encrypt(path: Path, text: str) -> int:
+    """PATH holds TEXT encrypted (ASCII armour) to its recipients, replaced whole, never left
+    half written; how many recipients."""
+    keys = recipients(path)
+    data = pyrage.encrypt(text.encode(), keys, armored=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_bytes(data)
     partial.replace(path)
+    return len(keys)
 
 
 def from_command(command: str) -> str:
@@ -238,8 +240,7 @@ def edit(path: Path, environ: Mapping[str, str]) -> str:
         raise SecretsError("; ".join(problems) + f": {shown(path)} is unchanged")
     if edited == text and path.exists():
         return f"{shown(path)}: no change"
-    encrypt(path, edited)
-    return f"{shown(path)}: encrypted to {len(recipients(path))} recipient(s)"
+    return f"{shown(path)}: encrypted to {encrypt(path, edited)} recipient(s)"
 
 
 def update(path: Path, environ: Mapping[str, str], changes: Mapping[str, str]) -> None:
@@ -264,8 +265,7 @@ def main(argv: list[str], environ: Mapping[str, str]) -> str:
     if argv[0] == "show-keys":
         values, problems = parse(text, shown(path))
         return "\n".join([*values, *problems])
-    encrypt(path, text)
-    return f"{shown(path)}: encrypted again to {len(recipients(path))} recipient(s)"
+    return f"{shown(path)}: encrypted again to {encrypt(path, text)} recipient(s)"
 
 
 if __name__ == "__main__":

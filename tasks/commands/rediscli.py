@@ -72,3 +72,9 @@ def redis_cli(s: Settings, *args: str, host: str | None = None, port: int | None
         f'a="$(cat {q(auth)} 2>/dev/null)"; [ -z "$a" ] || export REDISCLI_AUTH="$a"; '
         f"redis-cli --no-auth-warning{tls} {target} " + " ".join(q(a) for a in args)
     )
+
+
+def requirepass_conf(password: str) -> str:
+    """The redis-cache container's password file (an included redis.conf): what it reads when
+    it starts."""
+    return f"requirepass {password}\n"
