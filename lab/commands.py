@@ -6,6 +6,12 @@ from pathlib import Path
 
 from lab.topology import BRIDGE, BRIDGE_ADDRESS, SUBNET, LabHost
 
+# lb1's HAProxy exporter, and the app hosts' local proxy's (metrics_proxy_port in
+# group_vars/lab_production.yml)
+METRICS_PORT = 8405
+PROMETHEUS_PORT = 9090
+PUSHGATEWAY_PORT = 9091
+
 
 def bridge_commands() -> list[list[str]]:
     """Create the lab bridge with the machine's address on it."""
@@ -189,12 +195,39 @@ def lb_config(app_hosts: list[LabHost], port: int, app_port: int) -> str:
         "    log ring@access local0 info\n"
         '    log-format "%Ts.%ms %ST %Ta %s"\n'
         "    default_backend app_servers\n\n"
+        "# HAProxy's own Prometheus exporter, scraped by mon1: each server's requests, answers\n"
+        "# by class and average times (the canary analysis' rollout_analysis_source prometheus)\n"
+        "frontend metrics\n"
+        f"    bind *:{METRICS_PORT}\n"
+        "    no log\n"
+        "    http-request use-service prometheus-exporter if { path /metrics }\n\n"
         "backend app_servers\n"
         "    balance roundrobin\n"
         "    option httpchk GET /api/v1/auth/status\n"
         "    http-check expect status 200\n"
         "    default-server inter 500ms fall 2 rise 1\n"
         f"{servers}"
+    )
+
+
+def prometheus_config(hosts: list[LabHost]) -> str:
+    """mon1's Prometheus: every second, the Pushgateway beside it (the runs' metrics, their
+    own labels kept), lb1's HAProxy exporter and each app host's local proxy exporter."""
+
+    def job(name: str, targets: list[str], honor_labels: bool = False) -> str:
+        listed = ", ".join(f'"{t}"' for t in targets)
+        honor = "    honor_labels: true\n" if honor_labels else ""
+        return f"  - job_name: {name}\n{honor}    static_configs:\n      - targets: [{listed}]\n"
+
+    apps = [f"{h.address}:{METRICS_PORT}" for h in hosts if h.is_app]
+    lbs = [f"{h.address}:{METRICS_PORT}" for h in hosts if "lb_servers" in h.groups]
+    return (
+        "# Written by the lab: the production environment's Prometheus (mon1).\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n"
+        + job("pushgateway", [f"localhost:{PUSHGATEWAY_PORT}"], honor_labels=True)
+        + job("balancer", lbs)
+        + job("app_proxy", apps)
     )
 
 

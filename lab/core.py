@@ -14,6 +14,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gevent.monkey
+import gevent.pool
+
 from lab import apprepo, commands, seed
 from lab.image import ensure_redis_image, load_redis_image_script
 from lab.paths import REPO_DIR, STATE_DIR
@@ -36,6 +39,9 @@ DB_USER = "monitoring"
 DB_PORT = 5432
 REDIS_PORT = 6379
 LB_PORT = 80
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+# two days of samples: plenty for a lab that boots afresh on every reset
+PROMETHEUS_ARGS = "--storage.tsdb.retention.time=2d"
 APP_PORT = 8080
 # Environments whose database archives to repo1 (`backup_method: pgbackrest` in their
 # group_vars), and their inventory.
@@ -124,6 +130,20 @@ def _run(
         err = result.stderr.decode(errors="replace").strip()
         raise LabError(f"command failed ({result.returncode}): {' '.join(cmd[:8])}\n{err}")
     return result
+
+
+def _on_each(work: Callable[[LabHost], object], hosts: list[LabHost]) -> None:
+    """WORK on every host at once. In threads, unless gevent has patched `subprocess` (a test
+    process that imported pyinfra's command line): its subprocesses run from several threads
+    at once mixed up their pipes (an ssh received part of its input, another's output), so
+    then in greenlets, which that patching makes concurrent."""
+    if not hosts:
+        return
+    if gevent.monkey.is_module_patched("subprocess"):
+        gevent.pool.Pool(len(hosts)).map(work, hosts)
+        return
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(work, hosts))
 
 
 def ssh(
@@ -221,6 +241,10 @@ def _prepare_root(host: LabHost, base: Path, env_hosts: list[LabHost]) -> Path:
     if "lb_servers" in host.groups:
         services.append("haproxy.service")
         (root / "etc/haproxy/haproxy.cfg").write_text(_lb_config(env_hosts))
+    if "monitoring_servers" in host.groups:
+        services += ["prometheus.service", "prometheus-pushgateway.service"]
+        (root / PROMETHEUS_CONFIG.lstrip("/")).write_text(commands.prometheus_config(env_hosts))
+        (root / "etc/default/prometheus").write_text(f'ARGS="{PROMETHEUS_ARGS}"\n')
     if services:
         _run(["systemctl", f"--root={root}", "enable", *services])
     return root
@@ -339,10 +363,14 @@ def _lb_config(hosts: list[LabHost]) -> str:
     return commands.lb_config([h for h in hosts if h.is_app], LB_PORT, APP_PORT)
 
 
-def _reconfigure_lb(lb: LabHost, hosts: list[LabHost]) -> None:
-    """Point the load balancer at the environment's app hosts (a reload drops no connection)."""
-    config = _lb_config(hosts).encode()
-    ssh(lb, "cat > /etc/haproxy/haproxy.cfg && systemctl reload haproxy", input=config)
+def _reconfigure(host: LabHost, hosts: list[LabHost]) -> None:
+    """Point the load balancer, or Prometheus, at the environment's app hosts (a reload drops
+    no connection and keeps what Prometheus stored)."""
+    if "lb_servers" in host.groups:
+        config, path, unit = _lb_config(hosts), "/etc/haproxy/haproxy.cfg", "haproxy"
+    else:
+        config, path, unit = commands.prometheus_config(hosts), PROMETHEUS_CONFIG, "prometheus"
+    ssh(host, f"cat > {path} && systemctl reload {unit}", input=config.encode())
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -391,8 +419,9 @@ def up(env: str, echo: Echo = print, app_hosts: int | None = None) -> list[LabHo
             _teardown_host(host)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         _count_file(env).write_text(f"{app_hosts}\n")
-        for lb in (h for h in hosts if "lb_servers" in h.groups and is_running(h)):
-            _reconfigure_lb(lb, hosts)
+        watching = {"lb_servers", "monitoring_servers"}
+        for host in (h for h in hosts if watching & set(h.groups) and is_running(h)):
+            _reconfigure(host, hosts)
     hosts = hosts_of(env)
     todo = [h for h in hosts if not is_running(h)]
     if not todo and apprepo.daemon_running():
@@ -423,10 +452,9 @@ def _start(env: str, hosts: list[LabHost], todo: list[LabHost], echo: Echo) -> N
             echo(f"lab {env}: booting {host.name} ({host.address})")
             _boot(host, _prepare_root(host, base, hosts))
         _write_known_hosts()
-        with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-            list(pool.map(_wait_ready, booted))
-            echo(f"lab {env}: {len(booted)} hosts booted in {time.monotonic() - started:.1f} s")
-            list(pool.map(_provision, todo))
+        _on_each(_wait_ready, booted)
+        echo(f"lab {env}: {len(booted)} hosts booted in {time.monotonic() - started:.1f} s")
+        _on_each(_provision, todo)
     except LabError as exc:
         logs = "\n".join(f"--- boot log of {h.machine} ---\n{_boot_log_tail(h)}" for h in booted)
         down(env, echo=lambda _m: None)
@@ -548,8 +576,7 @@ def down(env: str | None = None, echo: Echo = print) -> None:
     """Stop and remove the hosts of one environment (or all); the bridge goes with the last."""
     for name in [env] if env else ENVS:
         hosts = every_host(name)
-        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            list(pool.map(_teardown_host, hosts))
+        _on_each(_teardown_host, hosts)
         _count_file(name).unlink(missing_ok=True)
         echo(f"lab {name}: down")
     if not any(host_dir(h).exists() for e in ENVS for h in every_host(e)):

@@ -40,6 +40,8 @@ ROLE_PACKAGES = [
     "redis-tools",
     "haproxy",
     "socat",
+    "prometheus",
+    "prometheus-pushgateway",
 ]
 # Services that ship enabled but run only where a host's role asks for them.
 ROLE_SERVICES = [
@@ -49,6 +51,8 @@ ROLE_SERVICES = [
     "postgresql.service",
     "redis-server.service",
     "haproxy.service",
+    "prometheus.service",
+    "prometheus-pushgateway.service",
 ]
 REVISION = "1"  # bump to force a rebuild when the build steps below change
 

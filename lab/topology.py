@@ -26,9 +26,10 @@ LAYOUT: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("db1", ("db_servers",)),
         ("cache1", ("cache_servers",)),
         ("lb1", ("lb_servers",)),
-    ]
-    + [(f"app{n}", ("app_servers",)) for n in range(4, 33)]
-    + [("repo1", ("backup_servers",))],
+        *[(f"app{n}", ("app_servers",)) for n in range(4, 33)],
+        ("repo1", ("backup_servers",)),
+        ("mon1", ("monitoring_servers",)),
+    ],
 }
 # Production's app hosts: app1..appN (`lab up production --app-hosts N`).
 DEFAULT_APP_HOSTS = 3

@@ -16,7 +16,10 @@ baseline's:
 A metric fails when its p-value is below `rollout_analysis_alpha` and the canary is worse by
 more than the margin. Too few requests on either side is inconclusive, and
 `rollout_analysis_inconclusive` decides. This is what Kayenta does for Spinnaker, on the
-proxy's log instead of a metrics store.
+proxy's log instead of a metrics store, or (`rollout_analysis_source: prometheus`) on the
+balancer's HAProxy exporter as Prometheus scraped it: each server's average time at each
+scrape (HAProxy's average over its last 1024 requests) stands for the latency distribution,
+and its answers by class give the errors.
 
 The statistics are pure functions (normal approximations, exact enough for the hundreds of
 requests a window holds); the rollout (tasks/rollout.py) reads the rings and acts on the verdict.
@@ -35,14 +38,17 @@ from typing import Any
 
 @dataclass
 class Sample:
-    """The requests one side (canary or baseline) answered in the window."""
+    """The requests one side (canary or baseline) answered in the window. From a log, one
+    latency per request; from Prometheus (tasks/promql.py), one per scrape of each server's
+    average time, and the requests COUNTED from its counters."""
 
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    counted: int | None = None
 
     @property
     def requests(self) -> int:
-        return len(self.latencies_ms)
+        return len(self.latencies_ms) if self.counted is None else self.counted
 
     @property
     def error_rate(self) -> float:
@@ -56,6 +62,7 @@ class Sample:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
     def add(self, other: Sample) -> None:
+        """OTHER's requests added (two logs: counted is not used)."""
         self.latencies_ms += other.latencies_ms
         self.errors += other.errors
 

@@ -435,6 +435,21 @@ VARIABLES: list[Var] = [
         "choice",
         choices=("fail", "pass"),
     ),
+    Var(
+        "rollout_analysis_source",
+        "log",
+        "where the canary's figures come from: log (the balancer's ring, lb_haproxy_ring, or "
+        "each host's local proxy) or prometheus (the balancer's HAProxy exporter, queried at "
+        "rollout_analysis_prometheus: per-server average times and answers by class)",
+        "choice",
+        choices=("log", "prometheus"),
+    ),
+    Var(
+        "rollout_analysis_prometheus",
+        "",
+        "rollout_analysis_source prometheus: the Prometheus that scrapes the lb_servers "
+        "HAProxy's exporter (its URL)",
+    ),
     # lb_: the load balancer in front of the app hosts
     Var(
         "lb_mode",
@@ -887,6 +902,14 @@ VARIABLES: list[Var] = [
         "a Pushgateway's URL each run's metrics are pushed to (empty: none)",
     ),
     Var(
+        "metrics_proxy_port",
+        0,
+        "blue_green: each app host's local proxy answers Prometheus on this port at /metrics "
+        "(HAProxy's own exporter: the blue and green slots' requests and times); 0: not at all",
+        "int",
+        minimum=0,
+    ),
+    Var(
         "metrics_textfile_dir",
         "",
         "on each app host: node_exporter's textfile collector folder, where each run writes "
@@ -1069,6 +1092,12 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
             "redis_port: the redis-cache container publishes it on the app host, where the "
             "service already listens on it (app_port, or a blue_green slot's port)"
         )
+    metrics_port = settings.get("metrics_proxy_port") or 0
+    if isinstance(metrics_port, int) and (metrics_port > 65535 or metrics_port in listening):
+        problems.append(
+            "metrics_proxy_port: a free port of the app host (1-65535, not app_port nor a "
+            f"blue_green slot's port), or 0 for none; got {metrics_port}"
+        )
     if settings.get("lb_mode") == "health_check" and settings.get("release_strategy") == "restart":
         problems.append(
             "lb_mode: health_check needs release_strategy blue_green (its local proxy fails the "
@@ -1098,7 +1127,14 @@ def _relations(settings: dict[str, Any], environ: Mapping[str, str]) -> list[str
     otel = settings.get("otel_exporter", "")
     if otel and otel != "otlp" and not (otel.startswith("file:") and len(otel) > 5):
         problems.append(f"otel_exporter: otlp or file:<path>, got {otel!r}")
-    for name in ("metrics_pushgateway", "grafana_url"):
+    if settings.get("rollout_analysis_source") == "prometheus" and (
+        settings.get("lb_mode") != "haproxy" or not settings.get("rollout_analysis_prometheus")
+    ):
+        problems.append(
+            "rollout_analysis_source: prometheus reads the lb_servers HAProxy's per-server "
+            "figures: it needs lb_mode haproxy and rollout_analysis_prometheus (a URL)"
+        )
+    for name in ("metrics_pushgateway", "grafana_url", "rollout_analysis_prometheus"):
         if settings.get(name) and not str(settings[name]).startswith(("http://", "https://")):
             problems.append(f"{name}: an http:// or https:// URL, got {settings[name]!r}")
     if settings.get("build_host") and settings.get("app_build") == "each":

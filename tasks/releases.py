@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import click
 from pyinfra.operations import python
 
-from tasks import dora, ledger
+from tasks import dora, ledger, telemetry
 from tasks.commands import host_state, shell
 from tasks.config import Settings
 from tasks.context import RunContext
@@ -70,6 +70,7 @@ def _dora(state, host, ctx: RunContext, s: Settings) -> bool:
         "app hosts' records)"
     ]
     click.echo("\n".join(lines + [f"    {line}" for line in figures.lines()]), err=True)
+    telemetry.push(s, telemetry.dora_registry(s.deploy_env, figures), "dora")
     return True
 
 

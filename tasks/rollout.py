@@ -25,7 +25,7 @@ from pyinfra import host, inventory
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import python
 
-from tasks import analysis, slots, telemetry
+from tasks import analysis, promql, slots, telemetry
 from tasks.batches import Rollout, batch_plan
 from tasks.commands import haproxy
 from tasks.config import Settings
@@ -192,21 +192,27 @@ def _verdict(
     baseline: list[Remote],
     seconds: float,
 ) -> tuple[analysis.Verdict, str]:
-    """The two sides' requests of the last SECONDS, judged: (the verdict, where they came
-    from)."""
-    from_balancer = s.lb_mode == "haproxy" and bool(s.lb_haproxy_ring)
-    source = "the balancer's log" if from_balancer else "each host's local proxy log"
+    """The two sides' requests of the last SECONDS (rollout_analysis_source), judged: (the
+    verdict, where they came from)."""
     try:
-        if from_balancer:
+        if s.rollout_analysis_source == "prometheus":
+            source = "Prometheus (the balancer's HAProxy exporter)"
+            url, backend, at = s.rollout_analysis_prometheus, s.lb_haproxy_backend, time.time()
+            window = round(seconds)
+            canary_side = promql.side(url, backend, [h.name for h in canary], window, at)
+            baseline_side = promql.side(url, backend, [h.name for h in baseline], window, at)
+        elif s.lb_mode == "haproxy" and s.lb_haproxy_ring:
+            source = "the balancer's log"
             command = haproxy.recent_events(s.lb_haproxy_socket, s.lb_haproxy_ring, seconds)
             _, text, _ = fleet.lb().run(command, what="reading the balancer's request log")
             canary_side = analysis.parse_events(text, {h.name for h in canary})
             baseline_side = analysis.parse_events(text, {h.name for h in baseline})
         else:
+            source = "each host's local proxy log"
             canary_side = _read_side(canary, strategy, seconds)
             baseline_side = _read_side(baseline, strategy, seconds)
     except DeployError as exc:
-        why = f"the request logs could not be read: {exc}"
+        why = f"the canary's figures could not be read from {source}: {exc}"
         empty = analysis.Sample()
         return analysis.Verdict("inconclusive", (), why, empty, analysis.Sample()), source
     verdict = analysis.judge(

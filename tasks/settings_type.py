@@ -72,6 +72,8 @@ class Settings:
     rollout_analysis_latency_margin_pct: float
     rollout_analysis_min_requests: int
     rollout_analysis_inconclusive: str
+    rollout_analysis_source: str
+    rollout_analysis_prometheus: str
     lb_mode: str
     lb_haproxy_socket: str
     lb_haproxy_backend: str
@@ -176,6 +178,7 @@ class Settings:
     secrets_drain_timeout: int
     dora_window: int
     metrics_pushgateway: str
+    metrics_proxy_port: int
     metrics_textfile_dir: str
     grafana_url: str
     otel_exporter: str

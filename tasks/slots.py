@@ -70,7 +70,22 @@ def proxy_config_text(s: Settings) -> str:
             maintenance_message=s.runbook_maintenance_message,
             blue_port=service.port(s, "blue"),
             green_port=service.port(s, "green"),
+            metrics=_metrics_frontend(s.metrics_proxy_port),
         )
+    )
+
+
+def _metrics_frontend(port: int) -> str:
+    """proxy.cfg's last part: HAProxy's own Prometheus exporter on PORT (metrics_proxy_port),
+    nothing when it is 0."""
+    if not port:
+        return ""
+    return (
+        "\n# Prometheus (metrics_proxy_port): HAProxy's own exporter, the slots' figures\n"
+        "frontend metrics\n"
+        f"    bind *:{port}\n"
+        "    no log\n"
+        "    http-request use-service prometheus-exporter if { path /metrics }\n"
     )
 
 

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to
 from tasks.commands import shell
 from tasks.config import Settings
 from tasks.context import RunContext
+from tasks.dora import Dora
 from tasks.remote import DeployError
 from tasks.transport import remote, say, sh
 
@@ -45,7 +46,7 @@ class RunEnd:
     """How a run ended, everywhere it ran."""
 
     env: str
-    kind: str  # deploy, rollback, runbook
+    kind: str  # deploy, rollback, or the runbook's name
     version: str
     seconds: float
     ended_at: float  # epoch seconds
@@ -113,7 +114,7 @@ def run_end(ctx: RunContext, s: Settings, version: str, ending: str | None = Non
         )
     return RunEnd(
         env=s.deploy_env,
-        kind=ctx.kind,
+        kind=version if ctx.kind == "runbook" else ctx.kind,  # a runbook: its name
         version=version,
         seconds=round(time.time() - ctx.started, 2),
         ended_at=time.time(),
@@ -142,17 +143,38 @@ def exposition(run: RunEnd, only: str | None = None) -> str:
     return generate_latest(registry(run, only)).decode()
 
 
-def push(s: Settings, run: RunEnd) -> bool:
-    """RUN pushed to metrics_pushgateway, grouped by environment and kind of run (each push
-    replaces that group's metrics); False, with a warning, when it could not be."""
+def dora_registry(env: str, figures: Dora) -> CollectorRegistry:
+    """DORA's four keys of ENV (and the counts behind them) as gauges; a key that cannot be
+    computed (no deployment with a commit time, no change, no restored failure) is left out."""
+    reg = CollectorRegistry()
+    days = str(figures.days)
+    keys = [
+        ("dora_deploys_per_day", "deployments per day over the window", figures.deploys_per_day),
+        ("dora_deployments", "deployments in the window", figures.deployments),
+        ("dora_changes", "release changes attempted in the window", figures.changes),
+        ("dora_failed_changes", "changes that failed or were rolled back", figures.failed_changes),
+        ("dora_lead_time_seconds", "median, commit to serving", figures.lead_time_s),
+        ("dora_change_failure_ratio", "failed changes / changes", figures.change_failure_rate),
+        ("dora_time_to_restore_seconds", "median time to restore", figures.time_to_restore_s),
+    ]
+    for name, doc, value in keys:
+        if value is not None:
+            gauge = Gauge(f"{PREFIX}_{name}", doc, ["env", "window_days"], registry=reg)
+            gauge.labels(env=env, window_days=days).set(value)
+    return reg
+
+
+def push(s: Settings, reg: CollectorRegistry, kind: str) -> bool:
+    """REG pushed to metrics_pushgateway, grouped by environment and KIND (each push replaces
+    that group's metrics); False, with a warning, when it could not be."""
     if not s.metrics_pushgateway:
         return True
     try:
         push_to_gateway(
             s.metrics_pushgateway,
             job=JOB,
-            registry=registry(run),
-            grouping_key={"env": run.env, "kind": run.kind},
+            registry=reg,
+            grouping_key={"env": s.deploy_env, "kind": kind},
             timeout=TIMEOUT,
         )
         return True
@@ -199,7 +221,7 @@ def run_ended(ctx: RunContext, s: Settings, version: str) -> None:
     """Every app host's part has ended: the run pushed to the Pushgateway and, for a deploy or
     a rollback, annotated on Grafana."""
     run = run_end(ctx, s, version)
-    push(s, run)
+    push(s, registry(run), run.kind)
     if ctx.kind in ("deploy", "rollback"):
         failed = sorted(ctx.failed_hosts)
         outcome = "failed" if failed else "succeeded"

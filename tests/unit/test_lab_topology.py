@@ -13,10 +13,12 @@ def test_staging_has_one_app_host_a_database_and_a_backup_repository():
     assert hosts["repo1"].groups == ("backup_servers",)
 
 
-def test_production_has_app_hosts_a_database_a_cache_a_balancer_and_a_repository():
-    names = [h.name for h in topology("production")]
-    assert names == ["app1", "app2", "app3", "db1", "cache1", "lb1", "repo1"]
-    assert next(h for h in topology("production") if h.name == "lb1").groups == ("lb_servers",)
+def test_production_has_app_hosts_a_database_a_cache_a_balancer_a_repository_and_prometheus():
+    hosts = {h.name: h for h in topology("production")}
+    assert list(hosts) == ["app1", "app2", "app3", "db1", "cache1", "lb1", "repo1", "mon1"]
+    assert hosts["lb1"].groups == ("lb_servers",)
+    assert hosts["mon1"].groups == ("monitoring_servers",)
+    assert hosts["mon1"].address == "10.231.7.77"
 
 
 def test_more_app_hosts_keep_every_address_of_the_plan():

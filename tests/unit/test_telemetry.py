@@ -9,9 +9,11 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks import config, telemetry
+from tasks.dora import Dora
 
 S, _ = config.validate(
     {"deploy_env": "lab", "app_repo_url": "git://x/r.git", "db_host": "db"}, {"DB_PASSWORD": "pw"}
@@ -88,7 +90,7 @@ def server():
 
 def test_a_push_goes_to_the_gateway_grouped_by_environment_and_kind(server):
     url, received = server
-    assert telemetry.push(replace(S, metrics_pushgateway=url), RUN)
+    assert telemetry.push(replace(S, metrics_pushgateway=url), telemetry.registry(RUN), "deploy")
     [(method, path, _, body)] = received
     assert (method, path) == ("PUT", "/metrics/job/monitoring_dashboard_deploy/env/lab/kind/deploy")
     assert (
@@ -122,7 +124,7 @@ def test_an_annotation_is_posted_with_the_token(server, monkeypatch):
 
 def test_nothing_reachable_is_a_warning_never_a_failure(capsys):
     nowhere = "http://127.0.0.1:9"  # discard: nothing listens
-    assert not telemetry.push(replace(S, metrics_pushgateway=nowhere), RUN)
+    assert not telemetry.push(replace(S, metrics_pushgateway=nowhere), telemetry.registry(RUN), "x")
     body = telemetry.annotation("lab", "rollback", "v1.9.0", "failed", 0, "failed on app2")
     assert not telemetry.annotate(replace(S, grafana_url=nowhere), body)
     said = capsys.readouterr().err
@@ -142,3 +144,14 @@ def test_urls_are_checked_with_the_other_variables():
         {"DB_PASSWORD": "pw"},
     )
     assert problems == ["metrics_pushgateway: an http:// or https:// URL, got 'gateway:9091'"]
+
+
+def test_doras_keys_as_gauges_and_an_unknown_key_left_out():
+    figures = Dora(30, 9, 12, 3, 0.3, 7560.0, 0.25, None)
+    found = samples(generate_latest(telemetry.dora_registry("lab", figures)).decode())
+    labels = (("env", "lab"), ("window_days", "30"))
+    assert found[("monitoring_dashboard_deploy_dora_deploys_per_day", labels)] == 0.3
+    assert found[("monitoring_dashboard_deploy_dora_lead_time_seconds", labels)] == 7560
+    assert found[("monitoring_dashboard_deploy_dora_change_failure_ratio", labels)] == 0.25
+    assert found[("monitoring_dashboard_deploy_dora_failed_changes", labels)] == 3
+    assert not any("time_to_restore" in name for name, _ in found)
