@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gevent.monkey
-import gevent.pool
 
 from lab import apprepo, commands, seed
 from lab.image import ensure_redis_image, load_redis_image_script
@@ -133,16 +132,15 @@ def _run(
 
 
 def _on_each(work: Callable[[LabHost], object], hosts: list[LabHost]) -> None:
-    """WORK on every host at once. In threads, unless gevent has patched `subprocess` (a test
-    process that imported pyinfra's command line): its subprocesses run from several threads
-    at once mixed up their pipes (an ssh received part of its input, another's output), so
-    then in greenlets, which that patching makes concurrent."""
-    if not hosts:
-        return
+    """WORK on every host: at once, in threads, unless gevent has patched `subprocess` (a test
+    process that imported pyinfra's command line), then one host after the other: that
+    subprocess run from several threads at once mixed up the children's pipes (an ssh got
+    part of its input, another's output), and from greenlets it left forked children behind."""
     if gevent.monkey.is_module_patched("subprocess"):
-        gevent.pool.Pool(len(hosts)).map(work, hosts)
+        for host in hosts:
+            work(host)
         return
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         list(pool.map(work, hosts))
 
 

@@ -70,7 +70,7 @@ def _dora(state, host, ctx: RunContext, s: Settings) -> bool:
         "app hosts' records)"
     ]
     click.echo("\n".join(lines + [f"    {line}" for line in figures.lines()]), err=True)
-    telemetry.push(s, telemetry.dora_registry(s.deploy_env, figures), "dora")
+    telemetry.push(s, telemetry.dora_registry(s.deploy_env, figures), {"env": s.deploy_env})
     return True
 
 

@@ -58,7 +58,8 @@ class RunEnd:
 
 
 def registry(run: RunEnd, only: str | None = None) -> CollectorRegistry:
-    """RUN as metrics; ONLY: one host's part (and the run's), for that host's textfile."""
+    """RUN as metrics; ONLY: one host's part, with the release it serves, for that host's
+    textfile (pushed, each host's release goes in a group of its own: serving())."""
     reg = CollectorRegistry()
     labels = {"env": run.env, "kind": run.kind}
     per_run = [
@@ -81,21 +82,34 @@ def registry(run: RunEnd, only: str | None = None) -> CollectorRegistry:
         [*labels, "host", "phase"],
         registry=reg,
     )
-    serves = Gauge(
-        f"{PREFIX}_release_info",
-        "1 for the release each app host serves after the run",
-        ["env", "host", "release"],
-        registry=reg,
-    )
     for name, end in sorted(run.hosts.items()):
         if only is not None and name != only:
             continue
         host_ok.labels(**labels, host=name).set(end.succeeded)
         for phase_name, seconds in end.phases.items():
             phase.labels(**labels, host=name, phase=phase_name).set(seconds)
-        if end.release:
-            serves.labels(env=run.env, host=name, release=end.release).set(1)
+    if only is not None:
+        _release_info(reg, run, only)
     return reg
+
+
+def serving(run: RunEnd, host: str) -> CollectorRegistry:
+    """The release HOST serves after RUN: pushed in the host's own group ({env, host}), so
+    that whichever run touched a host last says what it serves, one series per host."""
+    reg = CollectorRegistry()
+    _release_info(reg, run, host)
+    return reg
+
+
+def _release_info(reg: CollectorRegistry, run: RunEnd, host: str) -> None:
+    release = run.hosts[host].release if host in run.hosts else None
+    if release:
+        Gauge(
+            f"{PREFIX}_release_info",
+            "1 for the release the app host serves",
+            ["env", "host", "release"],
+            registry=reg,
+        ).labels(env=run.env, host=host, release=release).set(1)
 
 
 def run_end(ctx: RunContext, s: Settings, version: str, ending: str | None = None) -> RunEnd:
@@ -164,9 +178,9 @@ def dora_registry(env: str, figures: Dora) -> CollectorRegistry:
     return reg
 
 
-def push(s: Settings, reg: CollectorRegistry, kind: str) -> bool:
-    """REG pushed to metrics_pushgateway, grouped by environment and KIND (each push replaces
-    that group's metrics); False, with a warning, when it could not be."""
+def push(s: Settings, reg: CollectorRegistry, group: dict[str, str]) -> bool:
+    """REG pushed to metrics_pushgateway in the GROUP (labels; each push replaces that
+    group's metrics); False, with a warning, when it could not be."""
     if not s.metrics_pushgateway:
         return True
     try:
@@ -174,7 +188,7 @@ def push(s: Settings, reg: CollectorRegistry, kind: str) -> bool:
             s.metrics_pushgateway,
             job=JOB,
             registry=reg,
-            grouping_key={"env": s.deploy_env, "kind": kind},
+            grouping_key=group,
             timeout=TIMEOUT,
         )
         return True
@@ -218,10 +232,12 @@ def annotate(s: Settings, body: dict) -> bool:
 
 
 def run_ended(ctx: RunContext, s: Settings, version: str) -> None:
-    """Every app host's part has ended: the run pushed to the Pushgateway and, for a deploy or
-    a rollback, annotated on Grafana."""
+    """Every app host's part has ended: the run, and each host's release, pushed to the
+    Pushgateway and, for a deploy or a rollback, annotated on Grafana."""
     run = run_end(ctx, s, version)
-    push(s, registry(run), run.kind)
+    if push(s, registry(run), {"env": run.env, "kind": run.kind}):
+        for host in run.hosts:
+            push(s, serving(run, host), {"env": run.env, "host": host})
     if ctx.kind in ("deploy", "rollback"):
         failed = sorted(ctx.failed_hosts)
         outcome = "failed" if failed else "succeeded"

@@ -1,9 +1,10 @@
 """Each run as one OpenTelemetry trace (`otel_exporter`): run -> phase -> batch -> host.
 
 The spans are made when the run is over, from the timings every host's record already keeps
-(each phase's start and length, each rollout batch's end), with opentelemetry-sdk and its
-exporters: `otlp` (OTLP over HTTP, to OTEL_EXPORTER_OTLP_ENDPOINT, the SDK's own variables) or
-`file:<path>` (one JSON span per line, appended). A host that failed carries status ERROR
+(each phase's start and length, each rollout batch's end; each remote command, an event on
+its host's span: what it was for, its seconds, whether it succeeded), with opentelemetry-sdk
+and its exporters: `otlp` (OTLP over HTTP, to OTEL_EXPORTER_OTLP_ENDPOINT, the SDK's own
+variables) or `file:<path>` (one JSON span per line, appended). A host that failed carries status ERROR
 with the failing check on the span of the phase it failed in, and so do that phase and the
 run. No secret is in any span: names, hosts, releases, phases and the failure's text (which
 the deploy's output shows already).
@@ -23,9 +24,12 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.trace import Status, StatusCode, Tracer, set_span_in_context
+from pyinfra import state as pyinfra_state
+from pyinfra.context import ctx_state
 
 from tasks.config import Settings
 from tasks.context import RunContext
+from tasks.transport import Command, commands_run
 
 SERVICE = "monitoring-dashboard-deploy"
 NS = 1_000_000_000
@@ -36,6 +40,7 @@ class HostPhase:
     start: float
     end: float
     error: str | None = None  # the failing check, when the host failed in this phase
+    commands: list[Command] = field(default_factory=list)  # the span's events
 
 
 @dataclass
@@ -51,8 +56,15 @@ class Trace:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def of(ctx: RunContext, s: Settings, version: str, end: float) -> Trace:
-    """The trace of CTX's run, ended at END."""
+def of(
+    ctx: RunContext,
+    s: Settings,
+    version: str,
+    end: float,
+    commands: dict[str, list[Command]] | None = None,
+) -> Trace:
+    """The trace of CTX's run, ended at END; COMMANDS: each host's remote commands, placed in
+    the phase they started in."""
     phases: dict[str, dict[str, HostPhase]] = {}
     for name, run in sorted(ctx.runs.items()):
         failed_in = (run.failure or "").split(":", 1)[0] if run.failure else None
@@ -61,6 +73,9 @@ def of(ctx: RunContext, s: Settings, version: str, end: float) -> Trace:
             part = HostPhase(p["start"], p["start"] + p["seconds"] if "seconds" in p else last)
             if p["phase"] == failed_in:
                 part.error = run.failure
+            part.commands = [
+                c for c in (commands or {}).get(name, []) if part.start <= c.started < part.end
+            ]
             phases.setdefault(p["phase"], {})[name] = part
     rollout = ctx.deploy.rollout
     batches = (
@@ -124,6 +139,12 @@ def record(tracer: Tracer, trace: Trace) -> None:
                 start_time=int(part.start * NS),
                 attributes={"host.name": name, "mdd.phase": phase},
             )
+            for command in part.commands:
+                host_span.add_event(
+                    command.what,
+                    {"mdd.seconds": round(command.seconds, 3), "mdd.ok": command.ok},
+                    timestamp=int(command.started * NS),
+                )
             if part.error:
                 _error(host_span, part.error)
                 errors.append((name, part.error))
@@ -145,7 +166,9 @@ def record(tracer: Tracer, trace: Trace) -> None:
 def _send(ctx: RunContext, s: Settings, version: str, exporter: SpanExporter) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    record(provider.get_tracer(SERVICE), of(ctx, s, version, time.time()))
+    inventory = pyinfra_state.inventory if ctx_state.isset() else []  # unset: not in a run
+    commands = {h.name: commands_run(h) for h in inventory}
+    record(provider.get_tracer(SERVICE), of(ctx, s, version, time.time(), commands))
     provider.shutdown()
 
 

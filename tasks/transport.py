@@ -4,8 +4,9 @@ at most a few at once, each bounded, each packet sent at once."""
 from __future__ import annotations
 
 import socket
+import time
 from io import StringIO
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 import gevent
@@ -26,6 +27,17 @@ CHANNEL_TRIES = 40  # 10 s
 KEPT_AS = "monitoring_dashboard_remote"  # the attribute of pyinfra's Host that holds its Remote
 
 
+class Command(NamedTuple):
+    """One remote command as the run's trace shows it: what it was for (never the command
+    itself, which may name paths a team considers private), when, how long, whether it
+    succeeded."""
+
+    what: str
+    started: float
+    seconds: float
+    ok: bool
+
+
 class PyinfraRemote:
     """A Remote (tasks/remote.py) over pyinfra's Host H: one per host and run, kept on it."""
 
@@ -33,6 +45,7 @@ class PyinfraRemote:
         self.host = h
         self.name = h.name
         self.channels = BoundedSemaphore(CHANNELS_PER_HOST)
+        self.commands: list[Command] = []  # for the run's trace (tasks/tracing.py)
 
     def _run_once_a_channel_opens(self, command: str, timeout: int) -> tuple[bool, Any]:
         for _ in range(CHANNEL_TRIES - 1):
@@ -51,6 +64,7 @@ class PyinfraRemote:
         """At most CHANNELS_PER_HOST commands run on a host at once; the others wait their
         turn. TIMEOUT bounds the whole call: pyinfra's own timeout covers reading the output,
         not opening the SSH channel, which waits forever on a connection gone silent."""
+        started, ok = time.time(), False
         try:
             with self.channels, gevent.Timeout(timeout + 5, TimeoutError):
                 ok, output = self._run_once_a_channel_opens(command, timeout)
@@ -61,6 +75,8 @@ class PyinfraRemote:
             raise DeployError(
                 f"{what or 'a command'} on {self.name} {problem} (limit {timeout}s)"
             ) from None
+        finally:
+            self.commands.append(Command(what or "a command", started, time.time() - started, ok))
         stdout, stderr = output.stdout, output.stderr
         if check and not ok:
             detail = (stderr or stdout).strip()[-2000:]
@@ -78,6 +94,12 @@ class PyinfraRemote:
     def say(self, message: str) -> None:
         """One progress line, as pyinfra prints its own: `[host] message`."""
         click.echo(f"    [{self.name}] {message}", err=True)
+
+
+def commands_run(h: Host) -> list[Command]:
+    """The commands run on pyinfra's Host H through its Remote in this run (none: no Remote)."""
+    found = getattr(h, KEPT_AS, None)
+    return found.commands if isinstance(found, PyinfraRemote) else []
 
 
 def remote(h: Host | Remote) -> Remote:

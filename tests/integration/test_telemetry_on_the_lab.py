@@ -78,12 +78,12 @@ def test_a_deploy_and_a_failed_one_as_metrics_annotations_and_traces(receiver):
     pushes = [r for r in Receiver.received if r[0] == "PUT"]
     notes = [r for r in Receiver.received if r[1] == "/api/annotations"]
     assert [p[1] for p in pushes] == [
-        "/metrics/job/monitoring_dashboard_deploy/env/lab/kind/deploy"
+        "/metrics/job/monitoring_dashboard_deploy/env/lab/kind/deploy",
+        "/metrics/job/monitoring_dashboard_deploy/env/lab/host/app1",
     ]
     pushed = samples(pushes[0][3].decode())
     assert pushed[("monitoring_dashboard_deploy_run_success", (("env", "lab"), ("kind", "deploy")))]
-    releases = [k[1] for k in pushed if k[0] == "monitoring_dashboard_deploy_release_info"]
-    [labels] = releases
+    [labels] = [k[1] for k in samples(pushes[1][3].decode())]
     assert dict(labels) == {"env": "lab", "host": "app1", "release": served}
     assert served.startswith("v2.0.0-perf-")
     [note] = notes

@@ -51,8 +51,10 @@ def test_the_run_its_hosts_phases_and_releases_as_metrics():
     )
     phase = (("env", "lab"), ("host", "app1"), ("kind", "deploy"), ("phase", "release"))
     assert found[("monitoring_dashboard_deploy_phase_duration_seconds", phase)] == 12.0
+    assert not any(name.endswith("release_info") for name, _ in found)  # each host's own group
     release = (("env", "lab"), ("host", "app2"), ("release", "v1.9.0-def"))
-    assert found[("monitoring_dashboard_deploy_release_info", release)] == 1
+    served = samples(generate_latest(telemetry.serving(RUN, "app2")).decode())
+    assert served == {("monitoring_dashboard_deploy_release_info", release): 1}
 
 
 def test_a_hosts_textfile_holds_its_own_part_only():
@@ -60,6 +62,7 @@ def test_a_hosts_textfile_holds_its_own_part_only():
     names = {name for name, _ in samples(text)}
     assert not any(n.startswith("monitoring_dashboard_deploy_run_") for n in names)
     assert "app2" not in text and 'host="app1"' in text
+    assert 'release_info{env="lab",host="app1",release="v2.0.0-abc"} 1.0' in text
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -90,7 +93,8 @@ def server():
 
 def test_a_push_goes_to_the_gateway_grouped_by_environment_and_kind(server):
     url, received = server
-    assert telemetry.push(replace(S, metrics_pushgateway=url), telemetry.registry(RUN), "deploy")
+    group = {"env": "lab", "kind": "deploy"}
+    assert telemetry.push(replace(S, metrics_pushgateway=url), telemetry.registry(RUN), group)
     [(method, path, _, body)] = received
     assert (method, path) == ("PUT", "/metrics/job/monitoring_dashboard_deploy/env/lab/kind/deploy")
     assert (
@@ -124,7 +128,7 @@ def test_an_annotation_is_posted_with_the_token(server, monkeypatch):
 
 def test_nothing_reachable_is_a_warning_never_a_failure(capsys):
     nowhere = "http://127.0.0.1:9"  # discard: nothing listens
-    assert not telemetry.push(replace(S, metrics_pushgateway=nowhere), telemetry.registry(RUN), "x")
+    assert not telemetry.push(replace(S, metrics_pushgateway=nowhere), telemetry.registry(RUN), {})
     body = telemetry.annotation("lab", "rollback", "v1.9.0", "failed", 0, "failed on app2")
     assert not telemetry.annotate(replace(S, grafana_url=nowhere), body)
     said = capsys.readouterr().err

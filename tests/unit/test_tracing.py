@@ -14,6 +14,7 @@ from opentelemetry.trace import StatusCode
 from tasks import config, tracing
 from tasks.batches import Rollout
 from tasks.context import Run, RunContext
+from tasks.transport import Command
 
 S, _ = config.validate(
     {"deploy_env": "lab-production", "app_repo_url": "git://x/r.git", "db_host": "db"},
@@ -42,11 +43,12 @@ def failed_rolling_deploy() -> RunContext:
     return ctx
 
 
-def spans(ctx: RunContext) -> dict[str, list]:
+def spans(ctx: RunContext, commands: dict[str, list[Command]] | None = None) -> dict[str, list]:
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracing.record(provider.get_tracer("test"), tracing.of(ctx, S, "v2.1.0", T0 + 12))
+    trace = tracing.of(ctx, S, "v2.1.0", T0 + 12, commands)
+    tracing.record(provider.get_tracer("test"), trace)
     found: dict[str, list] = {}
     for span in memory.get_finished_spans():
         found.setdefault(span.name, []).append(span)
@@ -79,6 +81,23 @@ def test_the_failing_host_and_its_phase_carry_error_and_the_check():
     ok = [s for s in found["app1"] if s.attributes["mdd.phase"] == "verify"][0]
     assert ok.status.status_code == StatusCode.UNSET
     assert found["release"][0].status.status_code == StatusCode.UNSET
+
+
+def test_each_remote_command_is_an_event_of_its_hosts_span_in_the_phase_it_started_in():
+    commands = {
+        "app2": [
+            Command("reading the releases", T0 + 1.0, 0.25, True),
+            Command("the health check", T0 + 10.75, 0.5, False),
+        ]
+    }
+    found = spans(failed_rolling_deploy(), commands)
+    by_phase = {s.attributes["mdd.phase"]: s for s in found["app2"]}
+    [event] = by_phase["preflight"].events
+    assert (event.name, event.timestamp / 1e9) == ("reading the releases", T0 + 1.0)
+    assert dict(event.attributes) == {"mdd.seconds": 0.25, "mdd.ok": True}
+    [event] = by_phase["verify"].events
+    assert event.name == "the health check" and event.attributes["mdd.ok"] is False
+    assert not by_phase["release"].events and not any(s.events for s in found["app1"])
 
 
 def test_the_file_exporter_writes_one_json_span_per_line(tmp_path):
