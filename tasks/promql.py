@@ -2,9 +2,10 @@
 lb_servers HAProxy's built-in exporter says of each server, as the team's Prometheus scraped
 it, read through Prometheus' HTTP API over the analysis window.
 
-- latency: every scraped value of `haproxy_server_total_time_average_seconds` (HAProxy's
-  average total time over the server's last 1024 requests) in the window, raw samples (a
-  range selector, so a slow scrape interval does not repeat values);
+- latency: every scraped value of `haproxy_server_response_time_average_seconds` (HAProxy's
+  average time to the server's answer over its last 1024 requests; the total time would count
+  the clients' idle keep-alive) in the window, raw samples (a range selector, so a slow scrape
+  interval does not repeat values);
 - requests: the increase of `haproxy_server_http_responses_total` plus the connection errors;
 - errors: the increase of its `5xx` class plus `haproxy_server_connection_errors_total`.
 
@@ -25,7 +26,7 @@ from tasks.analysis import Sample
 from tasks.remote import DeployError
 
 TIMEOUT = 10  # seconds one query may take
-LATENCY = "haproxy_server_total_time_average_seconds"
+LATENCY = "haproxy_server_response_time_average_seconds"
 RESPONSES = "haproxy_server_http_responses_total"
 CONNECTION_ERRORS = "haproxy_server_connection_errors_total"
 

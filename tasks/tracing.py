@@ -4,10 +4,10 @@ The spans are made when the run is over, from the timings every host's record al
 (each phase's start and length, each rollout batch's end; each remote command, an event on
 its host's span: what it was for, its seconds, whether it succeeded), with opentelemetry-sdk
 and its exporters: `otlp` (OTLP over HTTP, to OTEL_EXPORTER_OTLP_ENDPOINT, the SDK's own
-variables) or `file:<path>` (one JSON span per line, appended). A host that failed carries status ERROR
-with the failing check on the span of the phase it failed in, and so do that phase and the
-run. No secret is in any span: names, hosts, releases, phases and the failure's text (which
-the deploy's output shows already).
+variables) or `file:<path>` (one JSON span per line, appended). A host that failed carries
+status ERROR with the failing check on the span of the phase it failed in, and so do that
+phase and the run. No secret is in any span: names, hosts, releases, phases and the failure's
+text (which the deploy's output shows already).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def test_one_side_read_through_the_http_api(prometheus):
     assert side.latencies_ms == [10.0, 30.0]
     assert (side.requests, side.errors) == (601, 4)  # connection errors are requests and errors
     assert FakePrometheus.queries[0] == (
-        'haproxy_server_total_time_average_seconds{proxy="app_servers",server=~"app1"}[20s]'
+        'haproxy_server_response_time_average_seconds{proxy="app_servers",server=~"app1"}[20s]'
     )
 
 
