@@ -166,8 +166,11 @@ def record(tracer: Tracer, trace: Trace) -> None:
 def _send(ctx: RunContext, s: Settings, version: str, exporter: SpanExporter) -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    inventory = pyinfra_state.inventory if ctx_state.isset() else []  # unset: not in a run
-    commands = {h.name: commands_run(h) for h in inventory}
+    commands = (
+        {h.name: commands_run(h) for h in pyinfra_state.inventory}
+        if ctx_state.isset()  # unset: not in a pyinfra run (the unit tests)
+        else {}
+    )
     record(provider.get_tracer(SERVICE), of(ctx, s, version, time.time(), commands))
     provider.shutdown()
 
