@@ -115,6 +115,11 @@ def test_a_deploy_and_a_failed_one_as_metrics_annotations_and_traces(receiver):
         s["name"] for s in spans if s["parent_id"] and s["attributes"].get("mdd.phase") is None
     }
     assert {"preflight", "build", "verify"} <= phases
+    events = [e for s in spans if s["name"] == "app1" for e in s["events"]]
+    assert events and all(e["attributes"]["mdd.seconds"] >= 0 for e in events)
+    assert {"taking the lock", "pg_dump", "counting the database's connections"} <= {
+        e["name"] for e in events
+    }  # the remote commands, named by what they were for
 
     secret = core.secret_file("db_password").read_text().strip()
     everything = trace.read_text() + text + "".join(r[3].decode() for r in Receiver.received)
