@@ -37,9 +37,10 @@ def image_load(release_dir: str, binary: str, image: str, config: str) -> str:
     """IMAGE made from RELEASE_DIR's BINARY (a path inside it) without `docker build`: one
     layer holding the binary at /, packed like the release (name order, owner 0:0, every time
     the commit's), CONFIG
-    (image_config) completed with that time and the layer's digest, loaded with `docker load`.
-    The image ID is the digest of that configuration: the same for one release wherever it is
-    made. Prints nothing but errors."""
+    (image_config) completed with that time and the layer's digest, loaded with `docker load`
+    from an archive packed the same way (made twice, the same bytes). The image ID is the
+    digest of that configuration: the same for one release wherever it is made. Prints
+    nothing but errors."""
     folder, name = f"{release_dir}/{binary}".rsplit("/", 1)
     return " && ".join(
         [
@@ -59,7 +60,8 @@ def image_load(release_dir: str, binary: str, image: str, config: str) -> str:
             'mv "$work/config.json" "$work/$config.json"',
             f'printf \'[{{"Config":"%s.json","RepoTags":["%s"],"Layers":'
             f'["%s/layer.tar"]}}]\' "$config" {q(image)} "$diff" > "$work/manifest.json"',
-            'tar -C "$work" -cf "$work/image.tar" manifest.json "$config.json" "$diff/layer.tar"',
+            'tar -C "$work" --mtime=@$epoch --owner=0 --group=0 --numeric-owner '
+            '-cf "$work/image.tar" manifest.json "$config.json" "$diff/layer.tar"',
             'docker load -q -i "$work/image.tar" >/dev/null',
         ]
     )
