@@ -112,7 +112,7 @@ def test_lab_up_on_a_running_lab_changes_nothing(lab):
     core.up("production", messages.append)
     assert messages == [
         "lab staging: all 3 hosts already running, nothing to do",
-        "lab production: all 7 hosts already running, nothing to do",
+        "lab production: all 8 hosts already running, nothing to do",
     ]
     after = {
         k: core.host_dir(next(x for x in topology(k[0]) if x.name == k[1]))
