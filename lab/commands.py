@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.topology import BRIDGE, BRIDGE_ADDRESS, SUBNET, LabHost
+from tasks.commands import haproxy
 
 # lb1's HAProxy exporter, and the app hosts' local proxy's (metrics_proxy_port in
 # group_vars/lab_production.yml)
@@ -197,10 +198,7 @@ def lb_config(app_hosts: list[LabHost], port: int, app_port: int) -> str:
         "    default_backend app_servers\n\n"
         "# HAProxy's own Prometheus exporter, scraped by mon1: each server's requests, answers\n"
         "# by class and average times (the canary analysis' rollout_analysis_source prometheus)\n"
-        "frontend metrics\n"
-        f"    bind *:{METRICS_PORT}\n"
-        "    no log\n"
-        "    http-request use-service prometheus-exporter if { path /metrics }\n\n"
+        f"{haproxy.prometheus_frontend(METRICS_PORT)}\n"
         "backend app_servers\n"
         "    balance roundrobin\n"
         "    option httpchk GET /api/v1/auth/status\n"

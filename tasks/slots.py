@@ -82,10 +82,7 @@ def _metrics_frontend(port: int) -> str:
         return ""
     return (
         "\n# Prometheus (metrics_proxy_port): HAProxy's own exporter, the slots' figures\n"
-        "frontend metrics\n"
-        f"    bind *:{port}\n"
-        "    no log\n"
-        "    http-request use-service prometheus-exporter if { path /metrics }\n"
+        + haproxy.prometheus_frontend(port)
     )
 
 

@@ -1,4 +1,5 @@
-"""HAProxy's admin socket (the lb_servers balancer and each host's local proxy)."""
+"""HAProxy's admin socket (the lb_servers balancer and each host's local proxy), and the
+configuration block of its built-in Prometheus exporter."""
 
 from __future__ import annotations
 
@@ -75,4 +76,15 @@ def map_flag(socket: str, map_file: str, key: str, on: bool) -> str:
     return (
         f"if {needed}; then {content} > {new} && chmod 644 {new} && mv -f {new} {q(map_file)} "
         f"&& {haproxy_api(socket, *commands)} >/dev/null && echo changed; fi"
+    )
+
+
+def prometheus_frontend(port: int) -> str:
+    """A `frontend` answering Prometheus on PORT at /metrics with HAProxy's built-in exporter
+    (its own figures: each backend's servers' requests, answers by class, average times)."""
+    return (
+        "frontend metrics\n"
+        f"    bind *:{port}\n"
+        "    no log\n"
+        "    http-request use-service prometheus-exporter if { path /metrics }\n"
     )
