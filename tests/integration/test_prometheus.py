@@ -122,6 +122,14 @@ def test_prometheus_answers_for_each_runs_outcome_duration_and_the_release_each_
     assert ok == 1 and took > 1, text[-3000:]
     assert "PASSED" in text
 
+    # every app host's local proxy answers Prometheus (metrics_proxy_port), as lb1 does
+    scraped = promql('up{job=~"app_proxy|balancer"} == 1')
+    assert sorted(s["metric"]["instance"] for s in scraped) == sorted(
+        f"{hosts()[name].address}:8405" for name in (*APPS, "lb1")
+    )
+    proxies = promql('count by (instance) (haproxy_server_status{proxy="slots"})')
+    assert len(proxies) == len(APPS), proxies
+
     mon1 = hosts()["mon1"]
     exported = core.ssh(
         mon1,
